@@ -1,0 +1,9 @@
+"""Subcommands of the ``live`` package, registered on the ``tiltstream`` dispatcher."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add this package's subcommands (each module below adds its own)."""

@@ -1,0 +1,1 @@
+"""Reconstruction: projector, DIP-STER model and trainer, moving-window SIRT, metrics, preprocessing, export."""

@@ -1,0 +1,1 @@
+"""Simulator: dynamic phantoms, synthetic tilt series and a simulated microscope behind the temscript bridge."""
