@@ -5,7 +5,8 @@ Priority, lowest first:
 1. the model's field defaults;
 2. ``config/NAME.toml`` in the repository (the documented defaults for that use);
 3. a file given with ``--config FILE``;
-4. environment variables ``TILTSTREAM_<FIELD>`` (upper case, values parsed as JSON when they parse);
+4. environment variables ``TILTSTREAM_<FIELD>`` (upper case; a JSON list, object or ``null`` is
+   parsed as JSON, any other value is passed as text, like a command-line value);
 5. command-line options.
 
 Any invalid value raises :class:`acquire.errors.UserError` with one line naming the field, the value,
@@ -52,9 +53,12 @@ def _env_values(model: type[pydantic.BaseModel], environ: Mapping[str, str]) -> 
         if raw is None:
             continue
         try:
-            values[name] = json.loads(raw)
+            decoded = json.loads(raw)
         except json.JSONDecodeError:
-            values[name] = raw
+            decoded = raw
+        # scalars stay text (pydantic parses numbers and booleans from text), so that a string
+        # field given "123" or "true" keeps that text instead of failing as int/bool
+        values[name] = decoded if decoded is None or isinstance(decoded, (list, dict)) else raw
     return values
 
 
