@@ -167,8 +167,9 @@ def add_model_arguments(
             continue
         option = rename.get(field_name, "--" + field_name.replace("_", "-"))
         kind, choices = _cli_type(info.annotation)
-        description = info.description or field_name
-        default = info.get_default(call_default_factory=True)
+        # argparse %-formats help strings: escape a literal % (e.g. "RMSE in %")
+        description = (info.description or field_name).replace("%", "%%")
+        default = str(info.get_default(call_default_factory=True)).replace("%", "%%")
         help_text = f"{description} [default: {default}]"
         if choices:
             help_text = f"{description} (one of: {', '.join(choices)}) [default: {default}]"
