@@ -1,0 +1,128 @@
+"""Synthetic recorded sessions: a dynamic phantom projected along a GRS tilt series, with its ground truth.
+
+Frame ``i`` is the specimen after ``i`` deformation steps (phantom step ``i``) projected at the GRS angle
+of index ``i`` (Eq. 1, ``min_deg..max_deg``), taken at ``time_s = i * seconds_per_step``, and passed
+through the detector model (:mod:`simulator.detector`). The session follows DESIGN.md 5 and carries
+``ground_truth.tif`` (T, Z, Y, X) with ``ground_truth_times.csv`` (volume ``i`` at frame ``i``'s time).
+With ``noise="none"`` and no other detector effect, frame ``i`` equals
+``recon.projector.project_volume(ground_truth[i], angle_deg[i])``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from acquire.errors import UserError
+from acquire.session import SessionSettings, SessionWriter, write_ground_truth
+from recon.projector import ParallelProjector
+from simulator.detector import DetectorConfig, DetectorModel
+from simulator.phantoms import check_phantom_args, make_phantom
+
+GOLDEN_RATIO = (1.0 + math.sqrt(5.0)) / 2.0
+
+
+def _grs_angle_deg(index: int, min_deg: float, max_deg: float) -> float:
+    """Eq. 1: ``((i * phi * (max - min)) mod (max - min)) + min``, degrees (index 0 is at ``min``)."""
+    span = max_deg - min_deg
+    return float(math.fmod(index * GOLDEN_RATIO * span, span) + min_deg)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a :class:`UserError`."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available; use auto or cpu")
+    return torch.device(device)
+
+
+def project_at(volume: torch.Tensor, angle_deg: float) -> np.ndarray:
+    """Frame (ny, nx) float32 of a (Z, Y, X) torch volume at ``angle_deg`` (recon.projector geometry)."""
+    frame = ParallelProjector([angle_deg], tuple(volume.shape))(volume)[0]
+    return frame.cpu().numpy().astype(np.float32)
+
+
+def write_synthetic_session(out: Path | str, phantom: str, size: int, count: int,
+                            noise: str = "poisson", dose_e_per_A2: float = 40.0, seed: int = 0,
+                            min_deg: float = -70.0, max_deg: float = 70.0, *,
+                            seconds_per_step: float = 21.0, detector: DetectorConfig | None = None,
+                            device: str = "cpu",
+                            progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write a synthetic session (frames, records, ground truth) and return its directory.
+
+    Parameters
+    ----------
+    out
+        New (or empty) session directory.
+    phantom, size, count
+        Specimen name, grid edge (voxels) and number of frames (= phantom steps).
+    noise
+        ``"poisson"`` or ``"none"``; overrides ``detector.noise``.
+    dose_e_per_A2
+        Dose per frame, e/A^2 (>= 0).
+    seed
+        Seed of the phantom and of the detector noise.
+    min_deg, max_deg
+        GRS tilt range, degrees.
+    seconds_per_step
+        Time between frames (and phantom steps), seconds.
+    detector
+        Detector effects (pixel size, drift, jitter, shadowing, read noise); defaults: all off.
+    device
+        ``auto``, ``cpu`` or ``cuda`` for phantom generation and projection.
+    progress
+        Called as ``progress(done, total)`` after each phantom step and each frame.
+    """
+    check_phantom_args(phantom, size, count)
+    if noise not in ("none", "poisson"):
+        raise UserError(f"noise {noise!r} is not known; allowed: none, poisson")
+    if dose_e_per_A2 < 0:
+        raise UserError(f"dose {dose_e_per_A2} e/A^2 is negative; a dose must be >= 0")
+    if not min_deg < max_deg:
+        raise UserError(f"tilt range {min_deg}..{max_deg} deg is empty; min must be below max")
+    config = DetectorConfig(**{**(detector or DetectorConfig()).__dict__, "noise": noise})
+    torch_device = resolve_device(device)
+    total = 2 * count
+    volumes = make_phantom(phantom, size, count, seed=seed, device=torch_device,
+                           progress=(lambda done: progress(done, total)) if progress else None)
+    settings = SessionSettings(
+        scheme={"kind": "grs", "min_deg": min_deg, "max_deg": max_deg, "count": count, "start_index": 0},
+        microscope={"name": "simulated", "phantom": phantom, "size": size, "seed": seed,
+                    "seconds_per_step": seconds_per_step},
+        detector={"name": "HAADF", **config.__dict__, "dose_e_per_A2": dose_e_per_A2},
+        pixel_size_nm=config.pixel_size_nm,
+    )
+    writer = SessionWriter.create(out, settings)
+    model = DetectorModel(config, seed=seed + 1)
+    times_s = np.arange(count, dtype=np.float64) * seconds_per_step
+    for index in range(count):
+        angle_deg = _grs_angle_deg(index, min_deg, max_deg)
+        volume = torch.from_numpy(volumes[index]).to(torch_device)
+        frame = model.render(project_at(volume, angle_deg), angle_deg, dose_e_per_A2)
+        writer.append(frame, index=index, target_deg=angle_deg, angle_deg=angle_deg,
+                      time_s=float(times_s[index]), exposure_s=0.0, dose_e_per_A2=dose_e_per_A2)
+        if progress:
+            progress(count + index + 1, total)
+    write_ground_truth(writer.path, volumes, times_s)
+    return writer.path
+
+
+def stderr_progress(label: str) -> Callable[[int, int], None]:
+    """A progress callback printing ``label done/total, rate, ETA`` on one ``\\r``-updated stderr line."""
+    start = time.monotonic()
+
+    def report(done: int, total: int) -> None:
+        elapsed = max(time.monotonic() - start, 1e-9)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        end = "\n" if done >= total else ""
+        print(f"\r{label} {done}/{total}  {rate:.1f}/s  ETA {eta:.0f} s ", end=end, file=sys.stderr, flush=True)
+
+    return report
