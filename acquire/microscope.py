@@ -1,0 +1,107 @@
+"""The microscope as the executor sees it: a small typed Protocol (degrees at this surface), and its value types.
+
+Only what a continuous tilt series needs: stage alpha (read, move, status, limits), stage position for
+the record, beam blanking, detectors, acquisition parameters and one acquisition. The bridge client
+(:mod:`acquire.bridge`) implements it over the temscript v1 HTTP API; anything else that satisfies it
+(a test double, a future direct backend) drives the same executor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from acquire.session import StagePosition
+
+DetectorKind = Literal["stem", "camera"]
+ImageSize = Literal["FULL", "HALF", "QUARTER"]
+STAGE_READY = "READY"
+
+
+@dataclass(frozen=True)
+class DetectorInfo:
+    """One detector the microscope offers.
+
+    Attributes
+    ----------
+    name
+        The name the microscope uses (``"HAADF"``, ``"CCD"``, ...).
+    kind
+        ``"stem"`` (a scanned detector: frame time = dwell time x pixels) or ``"camera"`` (an exposure).
+    """
+
+    name: str
+    kind: DetectorKind
+
+
+@dataclass(frozen=True)
+class AcquisitionParams:
+    """Acquisition parameters of a detector.
+
+    Attributes
+    ----------
+    image_size
+        ``FULL``, ``HALF`` or ``QUARTER`` of the detector's field.
+    binning
+        Binning factor (1, 2, 4, 8, ...).
+    dwell_time_s
+        STEM dwell time per scan pixel, seconds (``None`` for a camera).
+    exposure_s
+        Camera exposure time, seconds (``None`` for a STEM detector).
+    """
+
+    image_size: ImageSize = "FULL"
+    binning: int = 1
+    dwell_time_s: float | None = None
+    exposure_s: float | None = None
+
+
+@runtime_checkable
+class Microscope(Protocol):
+    """What the acquisition executor needs from a microscope. Angles in degrees, lengths in metres."""
+
+    def alpha_deg(self) -> float:
+        """The stage alpha tilt the microscope reports, degrees."""
+        ...
+
+    def move_alpha_deg(self, alpha_deg: float, speed: float | None = None) -> None:
+        """Command the stage alpha tilt to ``alpha_deg`` (only alpha moves); returns once accepted."""
+        ...
+
+    def stage_status(self) -> str:
+        """The stage status name (``"READY"`` when idle, ``"MOVING"``/``"GOING"``/... otherwise)."""
+        ...
+
+    def alpha_limits_deg(self) -> tuple[float, float]:
+        """The holder's alpha range ``(min, max)``, degrees."""
+        ...
+
+    def stage_position(self) -> StagePosition:
+        """The stage x, y, z in metres."""
+        ...
+
+    def beam_blanked(self) -> bool:
+        """Whether the beam is blanked."""
+        ...
+
+    def set_beam_blanked(self, blanked: bool) -> None:
+        """Blank (True) or unblank (False) the beam."""
+        ...
+
+    def detectors(self) -> dict[str, DetectorInfo]:
+        """The detectors by name."""
+        ...
+
+    def acquisition_params(self, detector: str) -> AcquisitionParams:
+        """The current acquisition parameters of ``detector``."""
+        ...
+
+    def set_acquisition_params(self, detector: str, params: AcquisitionParams) -> AcquisitionParams:
+        """Set ``detector``'s acquisition parameters; returns those the microscope reports afterwards."""
+        ...
+
+    def acquire(self, detector: str) -> np.ndarray:
+        """Acquire one image on ``detector``: a 2-D array (ny, nx) in the detector's own dtype."""
+        ...
