@@ -274,7 +274,7 @@ def write_ground_truth(path: Path | str, volumes: np.ndarray, times_s: np.ndarra
     if volumes.ndim != 4 or len(times_s) != volumes.shape[0]:
         raise UserError(f"ground truth must be (T, Z, Y, X) with T times; got {volumes.shape} and "
                         f"{len(times_s)} times")
-    _write_durable(path / GROUND_TRUTH_FILE, lambda tmp: tifffile.imwrite(tmp, volumes))
+    _write_durable(path / GROUND_TRUTH_FILE, lambda tmp: tifffile.imwrite(tmp, volumes, photometric="minisblack"))
     with open(path / GROUND_TRUTH_TIMES_FILE, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["index", "time_s"])
