@@ -1,0 +1,137 @@
+"""``tiltstream scheme``: print or write a tilt plan (targets and backlash moves) without touching a microscope."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+
+from acquire.backlash import HolderLimits, check_backlash_config, plan_moves
+from acquire.config import add_model_arguments, describe_validation_error, load_settings, overrides_from_args
+from acquire.errors import UserError
+from acquire.plan_summary import AcquisitionEstimate, summarize_plan
+from acquire.scheme import SchemeKind, TiltScheme, iter_targets, scheme_angle_deg
+from acquire.scheme_formats import moves_csv, moves_json, rawtlt, serialem_script
+
+OutputFormat = Literal["csv", "json", "rawtlt", "serialem"]
+
+
+class SchemeSettings(AcquisitionEstimate):
+    """Settings of ``tiltstream scheme`` (defaults also in ``config/scheme.toml``)."""
+
+    kind: SchemeKind = pydantic.Field(
+        "grs", description="tilt scheme: grs (golden ratio, paper Eq. 1), incremental, dose-symmetric")
+    min_deg: float = pydantic.Field(-70.0, allow_inf_nan=False, description="lowest tilt angle of the scheme (deg)")
+    max_deg: float = pydantic.Field(70.0, allow_inf_nan=False, description="highest tilt angle of the scheme (deg)")
+    count: int | None = pydantic.Field(
+        None, ge=1, description="number of frames to plan (required: an endless scheme cannot be printed)")
+    start_index: int = pydantic.Field(
+        0, ge=0, description="first frame index to plan, to continue a session (frame number, from 0)")
+    step_deg: float = pydantic.Field(
+        3.0, gt=0, allow_inf_nan=False,
+        description="angular step of dose-symmetric (deg); incremental takes its step from the count")
+    backlash_deg: float = pydantic.Field(
+        2.0, ge=0, allow_inf_nan=False,
+        description="overshoot below a target approached from above (deg); 0 turns the correction off")
+    start_deg: float = pydantic.Field(
+        0.0, allow_inf_nan=False, description="stage alpha before the first move (deg)")
+    limit_min_deg: float = pydantic.Field(-80.0, allow_inf_nan=False, description="lowest holder alpha (deg)")
+    limit_max_deg: float = pydantic.Field(80.0, allow_inf_nan=False, description="highest holder alpha (deg)")
+    format: OutputFormat = pydantic.Field(
+        "csv", description="output: csv (index,move,angle_deg per stage move), json (moves and summary), "
+        "rawtlt (IMOD, one target angle in deg per line), serialem (SerialEM script)")
+    out: Path | None = pydantic.Field(None, description="write to this file (overwritten) instead of stdout")
+
+    @pydantic.model_validator(mode="after")
+    def _check_ranges(self) -> SchemeSettings:
+        if not self.min_deg < self.max_deg:
+            raise ValueError(f"min_deg {self.min_deg} deg must be below max_deg {self.max_deg} deg")
+        if not self.limit_min_deg < self.limit_max_deg:
+            raise ValueError(f"limit_min_deg {self.limit_min_deg} deg must be below "
+                             f"limit_max_deg {self.limit_max_deg} deg")
+        return self
+
+
+OPTION_NAMES = {"min_deg": "--min", "max_deg": "--max", "backlash_deg": "--backlash", "step_deg": "--step",
+                "limit_min_deg": "--limit-min", "limit_max_deg": "--limit-max"}
+ESTIMATE_FIELDS = tuple(AcquisitionEstimate.model_fields)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``tiltstream scheme``."""
+    parser = subparsers.add_parser(
+        "scheme", help="print a tilt plan (targets and backlash moves, time and dose) without a microscope",
+        description="Plan a tilt series without connecting to a microscope: the target angles of a GRS, "
+        "incremental or dose-symmetric scheme, the backlash moves that approach every target from below, "
+        "and (json) the estimated travel, time, dose and angular coverage per frame. "
+        "Settings: config/scheme.toml < --config FILE < TILTSTREAM_<FIELD> environment < options.")
+    plan_fields = tuple(name for name in SchemeSettings.model_fields if name not in ESTIMATE_FIELDS)
+    add_model_arguments(parser.add_argument_group("plan"), SchemeSettings, skip=ESTIMATE_FIELDS,
+                        rename=OPTION_NAMES)
+    add_model_arguments(parser.add_argument_group("timing and dose estimate (json summary)"), SchemeSettings,
+                        skip=plan_fields)
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="TOML settings file applied over config/scheme.toml (field names as in the "
+                        "model, e.g. min_deg = -60; units as in the options)")
+    parser.set_defaults(run=run)
+
+
+def _build(settings: SchemeSettings) -> tuple[TiltScheme, HolderLimits]:
+    if settings.count is None:
+        raise UserError("--count is missing: scheme mode prints a finite plan; give the number of frames, "
+                        "e.g. --count 100")
+    try:
+        scheme = TiltScheme(kind=settings.kind, min_deg=settings.min_deg, max_deg=settings.max_deg,
+                            count=settings.count, start_index=settings.start_index, step_deg=settings.step_deg)
+        limits = HolderLimits(min_deg=settings.limit_min_deg, max_deg=settings.limit_max_deg)
+    except pydantic.ValidationError as exc:
+        raise UserError(describe_validation_error(exc)) from None
+    check_backlash_config(scheme, settings.backlash_deg, limits)
+    if not limits.contains(settings.start_deg):
+        raise UserError(f"start {settings.start_deg:g} deg is outside the holder limits {limits.describe()}")
+    return scheme, limits
+
+
+def render_plan(settings: SchemeSettings) -> tuple[str, str]:
+    """The plan as text in ``settings.format``, and a one-line summary; raises UserError before any output."""
+    scheme, limits = _build(settings)
+    moves = list(plan_moves(iter_targets(scheme), settings.start_deg, settings.backlash_deg, limits))
+    prior_deg = [scheme_angle_deg(scheme, index) for index in range(scheme.start_index)]
+    estimate = AcquisitionEstimate.model_validate(settings.model_dump(include=set(ESTIMATE_FIELDS)))
+    summary = summarize_plan(moves, settings.start_deg, scheme.min_deg, scheme.max_deg, estimate, prior_deg)
+    described = (f"{scheme.kind} scheme, frames {scheme.start_index}..{scheme.count - 1} in "
+                 f"[{scheme.min_deg:g}, {scheme.max_deg:g}] deg, backlash {settings.backlash_deg:g} deg, "
+                 f"holder limits {limits.describe()}, stage starts at {settings.start_deg:g} deg")
+    if settings.format == "csv":
+        text = moves_csv(moves)
+    elif settings.format == "json":
+        text = moves_json(moves, summary, settings.model_dump(mode="json"))
+    elif settings.format == "rawtlt":
+        text = rawtlt(moves)
+    else:
+        text = serialem_script(moves, header=[f"tiltstream scheme: {described}"])
+    gap = summary.frames[-1].coverage_gap_deg if summary.frames else scheme.max_deg - scheme.min_deg
+    line = (f"{len(summary.frames)} frames, {summary.n_moves} moves, travel {summary.total_travel_deg:.1f} deg, "
+            f"est. {summary.total_time_s / 60:.1f} min, dose {summary.total_dose_e_per_A2:.0f} e/A^2, "
+            f"largest gap {gap:.2f} deg")
+    return text, line
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load settings, build the plan, write it to ``--out`` or stdout, and a summary line to stderr."""
+    settings = load_settings(SchemeSettings, name="scheme", config_file=args.config,
+                             overrides=overrides_from_args(args, SchemeSettings))
+    text, line = render_plan(settings)
+    if settings.out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        try:
+            settings.out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot write --out {str(settings.out)!r}: {exc.strerror}") from None
+    print(f"tiltstream scheme: {line}", file=sys.stderr)
+    return 0
