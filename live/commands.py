@@ -7,3 +7,6 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this package's subcommands (each module below adds its own)."""
+    from live import live_cli
+
+    live_cli.register(subparsers)

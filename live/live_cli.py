@@ -1,0 +1,47 @@
+"""The ``tiltstream live`` and ``tiltstream view`` subcommands (light module: heavy imports happen in run)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from acquire.config import add_model_arguments, load_settings, overrides_from_args
+from live.settings import LiveSettings, ViewSettings
+
+
+def _run_live(args: argparse.Namespace) -> int:
+    settings = load_settings(LiveSettings, name="live", config_file=args.config,
+                             overrides=overrides_from_args(args, LiveSettings))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from live.reconstruction import run_live
+
+    return run_live(settings)
+
+
+def _run_view(args: argparse.Namespace) -> int:
+    settings = load_settings(ViewSettings, name="view", config_file=args.config,
+                             overrides=overrides_from_args(args, ViewSettings))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from live.viewer import run_view
+
+    return run_view(settings)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``live`` and ``view``."""
+    live = subparsers.add_parser(
+        "live", help="reconstruct a session with DIP-STER while it is acquired; publish status and reprojections",
+        description="Subscribe to a frame stream (catching up on frames already recorded in the session "
+        "directory), add each new frame to the DIP-STER trainer without restarting it, train continuously, "
+        "checkpoint periodically and on SIGINT/SIGTERM, resume from the checkpoint when restarted, and "
+        "publish status, reprojections and orthoslices on the status stream.")
+    live.add_argument("--config", type=str, default=None, help="TOML settings file (see config/live.toml)")
+    add_model_arguments(live, LiveSettings)
+    live.set_defaults(run=_run_live)
+    view = subparsers.add_parser(
+        "view", help="show a live reconstruction: frames, reprojections, residuals, orthoslices, curves",
+        description="A pyqtgraph window over the status stream of `tiltstream live`; with --headless it "
+        "renders offscreen and writes PNG snapshots to --snapshots DIR.")
+    view.add_argument("--config", type=str, default=None, help="TOML settings file (see config/view.toml)")
+    add_model_arguments(view, ViewSettings)
+    view.set_defaults(run=_run_view)

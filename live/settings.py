@@ -1,0 +1,75 @@
+"""Settings models of the live processes (``live``, ``view``, ``demo``): pydantic only, light to import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+
+
+class LiveSettings(pydantic.BaseModel):
+    """``tiltstream live``: reconstruct a session while it is acquired (config/live.toml)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    connect: str = pydantic.Field(default="tcp://127.0.0.1:5555",
+                                  description="frame stream endpoint to subscribe to (the publisher's PUB)")
+    session: Path | None = pydantic.Field(
+        default=None, description="session directory (catch-up of recorded frames; session.json gives "
+        "the scheme count for the time scale)")
+    resend: str | None = pydantic.Field(
+        default=None, description="publisher's resend endpoint, for catch-up when the session directory "
+        "is on another machine")
+    out: Path = pydantic.Field(default=Path("live-run"), description="run directory (checkpoint, volumes, log)")
+    status: str = pydantic.Field(default="tcp://127.0.0.1:5556",
+                                 description="status stream endpoint to bind (PUB), loopback by default")
+    volume_endpoint: str = pydantic.Field(
+        default="tcp://127.0.0.1:5557", description="endpoint to bind (ROUTER) for viewers' volume requests")
+    headless: bool = pydantic.Field(default=False, description="do not open the viewer window")
+    snapshots: Path | None = pydantic.Field(
+        default=None, description="directory for PNG snapshots of the viewer panels (rendered offscreen)")
+    snapshot_interval_s: float = pydantic.Field(default=30.0, gt=0,
+                                                description="seconds between snapshots, wall clock")
+    device: Literal["auto", "cpu", "cuda"] = pydantic.Field(default="auto", description="torch device")
+    preset: Literal["paper", "fast"] = pydantic.Field(default="fast", description="DIP-STER preset")
+    seed: int = pydantic.Field(default=0, description="seed of the network and the sampler")
+    time_scale_s: float | None = pydantic.Field(
+        default=None, gt=0, description="seconds per unit of the network's time coordinate; default: "
+        "expected frames x frame interval (first two frames' spacing), fixed at the first frame")
+    expected_frames: int | None = pydantic.Field(
+        default=None, ge=1, description="frames in the session; default: session.json scheme count "
+        "(endless session when unknown)")
+    steps_per_frame: int | None = pydantic.Field(
+        default=None, ge=0, description="deterministic schedule: after each new frame train exactly this "
+        "many steps (same as offline); default: train continuously")
+    chunk_steps: int = pydantic.Field(default=25, ge=1,
+                                      description="training steps between polls of the stream, steps")
+    final_steps: int = pydantic.Field(
+        default=0, ge=0, description="steps to train after the last expected frame before finishing, steps")
+    checkpoint_interval_s: float = pydantic.Field(default=30.0, gt=0,
+                                                  description="seconds between checkpoints, wall clock")
+    orthoslice_interval_s: float = pydantic.Field(
+        default=2.0, gt=0, description="seconds between broadcasts of the latest orthoslices, wall clock")
+    volumes_out: int = pydantic.Field(
+        default=0, ge=0, description="volumes to write at the end, evenly spaced in time (0: one per frame)")
+    idle_timeout_s: float | None = pydantic.Field(
+        default=None, gt=0, description="finish when no frame has arrived for this long after the "
+        "last one, seconds (default: wait for the expected frames, or for SIGINT/SIGTERM)")
+
+
+class ViewSettings(pydantic.BaseModel):
+    """``tiltstream view``: the viewer window over a live process's status stream (config/view.toml)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    connect: str = pydantic.Field(default="tcp://127.0.0.1:5556", description="status stream endpoint")
+    headless: bool = pydantic.Field(default=False,
+                                    description="no window: render offscreen and write --snapshots")
+    snapshots: Path | None = pydantic.Field(default=None, description="directory for PNG snapshots")
+    snapshot_interval_s: float = pydantic.Field(default=10.0, gt=0,
+                                                description="seconds between snapshots, wall clock")
+    refresh_interval_s: float = pydantic.Field(default=0.1, gt=0,
+                                               description="seconds between redraws, wall clock")
+    until_finished: bool = pydantic.Field(
+        default=False, description="exit (after a last snapshot) when the live process reports it finished")
+    timeout_s: float | None = pydantic.Field(default=None, gt=0,
+                                             description="exit after this many seconds, wall clock")

@@ -1,0 +1,243 @@
+"""The status stream of the live reconstruction: topics, pydantic headers, encode/decode (acquire.stream framing).
+
+The live process publishes (PUB, bound to loopback by default) four kinds of message, each the
+three-part ``[topic, header, buffer]`` of :mod:`acquire.stream`:
+
+``status``
+    :class:`StatusHeader`, no buffer: frames seen, training step, loss, steps/s, lag behind acquisition.
+``reprojection``
+    :class:`ReprojectionHeader`, buffer float32 ``(2, ny, nx)``: the measured frame (layer 0) and the
+    current model's reprojection at that frame's angle and time (layer 1); the residual is their
+    difference. Sent after each new frame has been trained on.
+``orthoslices``
+    :class:`OrthosliceHeader`, buffer float32 1-D: the three central orthoslices of the volume at one
+    time, ``xy`` ``(ny, nx)`` then ``xz`` ``(nz, nx)`` then ``yz`` ``(nz, ny)``, concatenated.
+    Published at the latest time after each new frame, and sent in reply to a volume request.
+``history``
+    :class:`HistoryHeader`, no buffer: per-frame metadata (time, angle, dose, temperature) and the loss
+    curve, so a viewer that connects late can draw the whole session.
+
+Volume requests (:class:`VolumeRequest`) go to the live process's ROUTER endpoint (announced in every
+status message as ``volume_endpoint``); the reply is one ``orthoslices`` message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import pydantic
+
+from acquire.stream import (TOPIC_REPROJECTION, TOPIC_STATUS, WIRE_VERSION, ArrayHeader, WireError,
+                            decode_array, decode_header, encode)
+
+TOPIC_ORTHOSLICES = b"orthoslices"
+TOPIC_HISTORY = b"history"
+TOPIC_VOLUME_REQUEST = b"volume-request"
+STATUS_TOPICS = (TOPIC_STATUS, TOPIC_REPROJECTION, TOPIC_ORTHOSLICES, TOPIC_HISTORY)
+
+
+class StatusHeader(pydantic.BaseModel):
+    """Progress of the live reconstruction (topic ``status``, no buffer)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    v: int = WIRE_VERSION
+    session: str = pydantic.Field(description="session name")
+    frames_seen: int = pydantic.Field(ge=0, description="frames received from the stream (and catch-up)")
+    frames_in_model: int = pydantic.Field(ge=0, description="frames added to the trainer")
+    frames_expected: int | None = pydantic.Field(default=None, description="frames in the session, if known")
+    step: int = pydantic.Field(ge=0, description="training steps done")
+    loss: float | None = pydantic.Field(default=None, description="mean loss of the last chunk of steps")
+    steps_per_s: float = pydantic.Field(ge=0, description="training rate over the last chunk, steps/s")
+    lag_frames: int = pydantic.Field(ge=0, description="frames received but not yet in the model")
+    lag_s: float = pydantic.Field(ge=0, description="seconds the oldest waiting frame has waited, 0 when caught up")
+    time_min_s: float | None = pydantic.Field(default=None, description="earliest frame time in the model, s")
+    time_max_s: float | None = pydantic.Field(default=None, description="latest frame time in the model, s")
+    volume_endpoint: str | None = pydantic.Field(default=None, description="ROUTER endpoint for volume requests")
+    state: Literal["waiting", "training", "finished", "stopped"] = "training"
+
+
+class ReprojectionHeader(ArrayHeader):
+    """A measured frame and its reprojection by the current model (topic ``reprojection``)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    frame_index: int = pydantic.Field(ge=0, description="index of the measured frame")
+    angle_deg: float = pydantic.Field(description="tilt angle of the frame, degrees")
+    time_s: float = pydantic.Field(description="frame time, seconds since session start")
+    step: int = pydantic.Field(ge=0, description="training step of the model that reprojected")
+    error_percent: float = pydantic.Field(description="100 * ||measured - reprojection|| / ||measured||")
+    shape: tuple[int, int, int]
+
+    @pydantic.model_validator(mode="after")
+    def _two_layers(self) -> ReprojectionHeader:
+        if self.shape[0] != 2 or self.dtype != "float32":
+            raise ValueError("a reprojection buffer is float32 (2, ny, nx): measured, reprojection")
+        return self
+
+
+class OrthosliceHeader(ArrayHeader):
+    """Central orthoslices of the volume at one time (topic ``orthoslices``)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    time_s: float = pydantic.Field(description="time of the volume, seconds since session start")
+    step: int = pydantic.Field(ge=0, description="training step of the model")
+    volume_shape: tuple[int, int, int] = pydantic.Field(description="(nz, ny, nx), voxels")
+    request_id: int | None = pydantic.Field(default=None, description="the request answered, None if broadcast")
+    shape: tuple[int]
+
+    @pydantic.model_validator(mode="after")
+    def _sizes(self) -> OrthosliceHeader:
+        nz, ny, nx = self.volume_shape
+        if self.dtype != "float32" or self.shape[0] != ny * nx + nz * nx + nz * ny:
+            raise ValueError(f"an orthoslice buffer is float32 of ny*nx + nz*nx + nz*ny values "
+                             f"for volume_shape {self.volume_shape}")
+        return self
+
+
+class HistoryHeader(pydantic.BaseModel):
+    """The session so far (topic ``history``, no buffer); lists are aligned per frame / per loss point."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    v: int = WIRE_VERSION
+    session: str
+    frame_index: list[int] = pydantic.Field(default_factory=list)
+    time_s: list[float] = pydantic.Field(default_factory=list, description="frame times, s")
+    angle_deg: list[float] = pydantic.Field(default_factory=list, description="frame tilt angles, degrees")
+    dose_e_per_A2: list[float] = pydantic.Field(default_factory=list, description="dose per frame, e/A^2")
+    temperature_C: list[float | None] = pydantic.Field(default_factory=list, description="Celsius or None")
+    loss_step: list[int] = pydantic.Field(default_factory=list, description="training step of each loss point")
+    loss: list[float] = pydantic.Field(default_factory=list, description="mean loss at that step")
+
+
+class VolumeRequest(pydantic.BaseModel):
+    """A viewer's request for the orthoslices at one time (sent to the ROUTER endpoint)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    v: int = WIRE_VERSION
+    request_id: int = pydantic.Field(ge=0)
+    time_s: float = pydantic.Field(description="requested time, seconds since session start")
+
+
+class Orthoslices(pydantic.BaseModel):
+    """Decoded orthoslices: header plus the three float32 slices."""
+
+    model_config = pydantic.ConfigDict(arbitrary_types_allowed=True, frozen=True)
+    header: OrthosliceHeader
+    xy: np.ndarray
+    xz: np.ndarray
+    yz: np.ndarray
+
+
+class Reprojection(pydantic.BaseModel):
+    """Decoded reprojection: header plus measured frame, reprojection and residual (ny, nx) float32."""
+
+    model_config = pydantic.ConfigDict(arbitrary_types_allowed=True, frozen=True)
+    header: ReprojectionHeader
+    measured: np.ndarray
+    reprojection: np.ndarray
+
+    @property
+    def residual(self) -> np.ndarray:
+        """measured - reprojection, (ny, nx)."""
+        return self.measured - self.reprojection
+
+
+StatusMessage = StatusHeader | Reprojection | Orthoslices | HistoryHeader
+
+
+def central_orthoslices(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The central ``xy`` (ny, nx), ``xz`` (nz, nx) and ``yz`` (nz, ny) slices of a volume (nz, ny, nx)."""
+    nz, ny, nx = volume.shape
+    return (np.ascontiguousarray(volume[nz // 2], dtype=np.float32),
+            np.ascontiguousarray(volume[:, ny // 2, :], dtype=np.float32),
+            np.ascontiguousarray(volume[:, :, nx // 2], dtype=np.float32))
+
+
+def encode_status(header: StatusHeader) -> list[bytes | memoryview]:
+    """A ``status`` message."""
+    return encode(TOPIC_STATUS, header)
+
+
+def encode_history(header: HistoryHeader) -> list[bytes | memoryview]:
+    """A ``history`` message."""
+    return encode(TOPIC_HISTORY, header)
+
+
+def encode_reprojection(session: str, frame_index: int, angle_deg: float, time_s: float, step: int,
+                        measured: np.ndarray, reprojection: np.ndarray) -> list[bytes | memoryview]:
+    """A ``reprojection`` message from a measured frame and its reprojection, both (ny, nx)."""
+    measured = np.asarray(measured, dtype=np.float32)
+    reprojection = np.asarray(reprojection, dtype=np.float32)
+    if measured.shape != reprojection.shape or measured.ndim != 2:
+        raise ValueError(f"measured {measured.shape} and reprojection {reprojection.shape} must be equal (ny, nx)")
+    norm = float(np.linalg.norm(measured))
+    error = 100.0 * float(np.linalg.norm(measured - reprojection)) / norm if norm > 0 else 0.0
+    stack = np.stack([measured, reprojection])
+    header = ReprojectionHeader(session=session, dtype="float32", shape=stack.shape, frame_index=frame_index,
+                                angle_deg=angle_deg, time_s=time_s, step=step, error_percent=error)
+    return encode(TOPIC_REPROJECTION, header, stack)
+
+
+def encode_orthoslices(session: str, volume: np.ndarray, time_s: float, step: int,
+                       request_id: int | None = None) -> list[bytes | memoryview]:
+    """An ``orthoslices`` message with the central slices of ``volume`` (nz, ny, nx) at ``time_s``."""
+    flat = np.concatenate([s.ravel() for s in central_orthoslices(volume)])
+    header = OrthosliceHeader(session=session, dtype="float32", shape=flat.shape, time_s=time_s, step=step,
+                              volume_shape=volume.shape, request_id=request_id)
+    return encode(TOPIC_ORTHOSLICES, header, flat)
+
+
+def encode_volume_request(request_id: int, time_s: float) -> list[bytes]:
+    """A volume request (topic ``volume-request``, JSON header, empty buffer)."""
+    return [TOPIC_VOLUME_REQUEST, VolumeRequest(request_id=request_id, time_s=time_s).model_dump_json().encode(), b""]
+
+
+def _validate(model: type[pydantic.BaseModel], raw: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(map(str, err["loc"])) or model.__name__
+        raise WireError(f"invalid {model.__name__} field {where}: {err['msg']}") from None
+
+
+def _finite(array: np.ndarray, what: str) -> np.ndarray:
+    if not np.isfinite(array).all():
+        raise WireError(f"{what} contains NaN or infinite values")
+    return array
+
+
+def decode_status_message(parts: list[bytes]) -> StatusMessage:
+    """Decode any status-stream message into its typed form.
+
+    Raises
+    ------
+    WireError
+        Unknown topic, bad JSON, a header that fails validation, a wrong buffer size, non-finite data.
+    """
+    topic, raw = decode_header(parts)
+    if topic == TOPIC_STATUS:
+        return _validate(StatusHeader, raw)
+    if topic == TOPIC_HISTORY:
+        return _validate(HistoryHeader, raw)
+    if topic == TOPIC_REPROJECTION:
+        header = _validate(ReprojectionHeader, raw)
+        stack = _finite(decode_array(header, parts[2]), f"reprojection of frame {header.frame_index}")
+        return Reprojection(header=header, measured=stack[0], reprojection=stack[1])
+    if topic == TOPIC_ORTHOSLICES:
+        header = _validate(OrthosliceHeader, raw)
+        flat = _finite(decode_array(header, parts[2]), "orthoslices")
+        nz, ny, nx = header.volume_shape
+        xy = flat[:ny * nx].reshape(ny, nx)
+        xz = flat[ny * nx:ny * nx + nz * nx].reshape(nz, nx)
+        yz = flat[ny * nx + nz * nx:].reshape(nz, ny)
+        return Orthoslices(header=header, xy=xy, xz=xz, yz=yz)
+    raise WireError(f"unknown status topic {topic!r}; expected one of "
+                    f"{', '.join(t.decode() for t in STATUS_TOPICS)}")
+
+
+def decode_volume_request(parts: list[bytes]) -> VolumeRequest:
+    """Decode a volume request; :class:`WireError` when malformed."""
+    _, raw = decode_header(parts, TOPIC_VOLUME_REQUEST)
+    return _validate(VolumeRequest, raw)
+
