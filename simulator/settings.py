@@ -40,7 +40,7 @@ class SimSettings(pydantic.BaseModel):
     dose_e_per_A2: float = pydantic.Field(
         default=40.0, ge=0, description="electron dose per frame (tiltseries), electrons per square angstrom")
     dose_rate_e_per_A2_s: float = pydantic.Field(
-        default=4.0, ge=0, description="dose rate with the beam unblanked (serve), e/A^2 per second")
+        default=50.0, ge=0, description="dose rate with the beam unblanked (serve), e/A^2 per second")
     dwell_time_s: float = pydantic.Field(default=1e-4, gt=0, description="initial STEM dwell time, seconds")
     noise: Literal["none", "poisson"] = pydantic.Field(default="poisson", description="shot noise model")
     haadf_efficiency: float = pydantic.Field(
