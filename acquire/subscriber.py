@@ -1,0 +1,218 @@
+"""Receives a session's frames exactly once and in index order, however late it starts or whatever it drops.
+
+:class:`FrameSubscriber` listens to a :class:`acquire.publisher.FramePublisher` and fills everything it
+did not receive live from a catch-up source: the session directory (same machine) or the publisher's
+resend endpoint (another machine). Out-of-order frames wait in a buffer until the gap before them is
+filled; duplicates are dropped; malformed messages are logged and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from acquire.publisher import (TOPIC_END, TOPIC_ERROR, TOPIC_RESEND, TOPIC_RESENT, CurveClientKeys,
+                               apply_client_keys)
+from acquire.session import read_session
+from acquire.stream import TOPIC_FRAME, FrameHeader, WireError, decode_frame, decode_header
+
+log = logging.getLogger(__name__)
+
+Frame = tuple[FrameHeader, np.ndarray]
+
+
+class FrameSubscriber:
+    """Delivers every frame of a session from ``start_index`` on, exactly once and in index order.
+
+    Parameters
+    ----------
+    endpoint
+        The publisher's PUB endpoint, e.g. ``tcp://127.0.0.1:5555``.
+    session_dir
+        The session directory, when readable from here: catch-up and gap filling read it.
+    resend_endpoint
+        The publisher's resend endpoint (used when ``session_dir`` is None).
+    start_index
+        The first frame index wanted.
+    curve
+        CURVE client keys when the publisher uses CURVE.
+    poll_s
+        How long one wait for a live message lasts, seconds.
+    catchup_interval_s
+        How often, while no live frame arrives, the catch-up source is asked for frames, seconds.
+    request_timeout_s
+        How long one resend request may take before it is given up (and asked again later), seconds.
+    """
+
+    def __init__(self, endpoint: str, session_dir: Path | str | None = None,
+                 resend_endpoint: str | None = None, start_index: int = 0, *,
+                 curve: CurveClientKeys | None = None, poll_s: float = 0.1, catchup_interval_s: float = 0.5,
+                 request_timeout_s: float = 5.0) -> None:
+        self.session_dir = None if session_dir is None else Path(session_dir)
+        self.session: str | None = None if self.session_dir is None else self.session_dir.name
+        self.next_index = int(start_index)
+        self.end_index: int | None = None
+        self.poll_s = poll_s
+        self.catchup_interval_s = catchup_interval_s
+        self.request_timeout_s = request_timeout_s
+        self._buffer: dict[int, Frame] = {}
+        self._request_id = 0
+        self._context = zmq.Context()
+        self._sub = self._context.socket(zmq.SUB)
+        self._sub.linger = 0
+        apply_client_keys(self._sub, curve)
+        self._sub.subscribe(TOPIC_FRAME)
+        self._sub.subscribe(TOPIC_END)
+        self._sub.connect(endpoint)
+        self._dealer: zmq.Socket | None = None
+        if self.session_dir is None and resend_endpoint is not None:
+            self._dealer = self._context.socket(zmq.DEALER)
+            self._dealer.linger = 0
+            apply_client_keys(self._dealer, curve)
+            self._dealer.connect(resend_endpoint)
+
+    # -- public --------------------------------------------------------------------------------
+    def frames(self, timeout_s: float | None = None) -> Iterator[Frame]:
+        """Yield ``(header, frame)`` in index order, each index once, continuing where the last call stopped.
+
+        Ends when the publisher announced the end of the run and every frame before it was delivered,
+        or when no new frame could be delivered for ``timeout_s`` seconds (None: wait forever).
+        """
+        last_progress = time.monotonic()
+        last_catchup = float("-inf")
+        while True:
+            if self.end_index is not None and self.next_index >= self.end_index:
+                return
+            now = time.monotonic()
+            if now - last_catchup >= self.catchup_interval_s:
+                self._catch_up()
+                last_catchup = time.monotonic()
+            elif self._sub.poll(int(self.poll_s * 1000)):
+                self._receive_live()
+                if self._buffer and min(self._buffer) > self.next_index:
+                    self._catch_up(stop=min(self._buffer))  # a gap before a buffered frame
+            delivered = False
+            for frame in self._drain():
+                delivered = True
+                yield frame
+            if delivered:
+                last_progress = time.monotonic()
+            elif timeout_s is not None and time.monotonic() - last_progress > timeout_s:
+                return
+
+    def close(self) -> None:
+        """Close the sockets (nothing keeps running)."""
+        self._sub.close(0)
+        if self._dealer is not None:
+            self._dealer.close(0)
+        self._context.term()
+
+    def __enter__(self) -> FrameSubscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------------
+    def _drain(self) -> Iterator[Frame]:
+        while self.next_index in self._buffer:
+            frame = self._buffer.pop(self.next_index)
+            self.next_index += 1
+            yield frame
+
+    def _accept(self, header: FrameHeader, array: np.ndarray) -> None:
+        if self.session is None:
+            self.session = header.session
+        elif header.session != self.session:
+            log.warning("skipped frame %d of session %r (subscribed to %r)", header.index, header.session,
+                        self.session)
+            return
+        if header.index >= self.next_index and header.index not in self._buffer:
+            self._buffer[header.index] = (header, array)
+
+    def _receive_live(self) -> None:
+        while True:
+            try:
+                parts = self._sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._handle(parts)
+
+    def _handle(self, parts: list[bytes]) -> None:
+        try:
+            if parts and parts[0] == TOPIC_END:
+                _, raw = decode_header(parts, TOPIC_END)
+                if self.session is not None and raw.get("session") != self.session:
+                    return
+                self.end_index = int(raw["next_index"])
+                return
+            header, array = decode_frame(parts)
+        except (WireError, KeyError, TypeError, ValueError) as exc:
+            log.warning("skipped a malformed message: %s", exc)
+            return
+        self._accept(header, array)
+
+    def _catch_up(self, stop: int | None = None) -> None:
+        if self.session_dir is not None:
+            self._read_session_dir(stop)
+        elif self._dealer is not None:
+            self._request_resend(stop)
+
+    def _read_session_dir(self, stop: int | None) -> None:
+        try:
+            session = read_session(self.session_dir)  # type: ignore[arg-type]
+        except Exception as exc:  # a session still being created, or unreadable: try again later
+            log.warning("catch-up from %s failed: %s", self.session_dir, exc)
+            return
+        for record in session.records:
+            if record.index < self.next_index or record.index in self._buffer:
+                continue
+            if stop is not None and record.index >= stop:
+                break
+            header = FrameHeader.from_record(record, session.path.name)
+            self._accept(header, session.load_frame(record))
+
+    def _request_resend(self, stop: int | None) -> None:
+        assert self._dealer is not None
+        start = self.next_index
+        while True:
+            self._request_id += 1
+            request = {"v": 1, "req": self._request_id, "start": start, "stop": stop}
+            self._dealer.send_multipart([TOPIC_RESEND, json.dumps(request).encode("utf-8")])
+            marker = self._await_marker(self._request_id)
+            if marker is None:
+                return
+            until, next_index = int(marker["until"]), int(marker["next_index"])
+            limit = next_index if stop is None else min(stop, next_index)
+            if until <= start or until >= limit:
+                return
+            start = until
+
+    def _await_marker(self, request_id: int) -> dict | None:
+        deadline = time.monotonic() + self.request_timeout_s
+        assert self._dealer is not None
+        while time.monotonic() < deadline:
+            if not self._dealer.poll(int(max(1.0, (deadline - time.monotonic()) * 1000))):
+                break
+            parts = self._dealer.recv_multipart()
+            if parts and parts[0] in (TOPIC_RESENT, TOPIC_ERROR):
+                try:
+                    _, raw = decode_header(parts)
+                except WireError as exc:
+                    log.warning("skipped a malformed resend reply: %s", exc)
+                    continue
+                if parts[0] == TOPIC_ERROR:
+                    log.warning("resend refused: %s", raw.get("error"))
+                    return None
+                if raw.get("req") == request_id:
+                    return raw
+                continue
+            self._handle(parts)
+        log.warning("resend request %d timed out after %.1f s", request_id, self.request_timeout_s)
+        return None
