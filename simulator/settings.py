@@ -61,6 +61,8 @@ class SimSettings(pydantic.BaseModel):
     # server (serve)
     host: str = pydantic.Field(default="127.0.0.1", description="address the bridge server binds")
     port: int = pydantic.Field(default=8080, ge=0, le=65535, description="TCP port of the bridge server (0: any)")
+    replay_window: int = pydantic.Field(
+        default=8, ge=1, description="replay: upcoming unused recorded frames an exposure chooses from, frames")
 
     @pydantic.model_validator(mode="after")
     def _ranges(self) -> SimSettings:

@@ -1,0 +1,121 @@
+"""The ``tiltstream sim`` subcommand: ``serve`` (a simulated microscope on the temscript bridge) and ``tiltseries``."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import socket
+import sys
+from pathlib import Path
+
+from acquire.config import add_model_arguments, load_settings, overrides_from_args
+from acquire.errors import UserError
+from simulator.settings import SimSettings
+
+SERVE_ONLY = ("mode", "time_factor", "tilt_speed_deg_per_s", "settle_s", "backlash_deg", "alpha_min_deg",
+              "alpha_max_deg", "dose_rate_e_per_A2_s", "dwell_time_s", "host", "port", "steps",
+              "replay_window")
+TILTSERIES_ONLY = ("count", "min_deg", "max_deg", "dose_e_per_A2")
+RENAME = {"dose_e_per_A2": "--dose", "dose_rate_e_per_A2_s": "--dose-rate", "min_deg": "--min",
+          "max_deg": "--max", "alpha_min_deg": "--alpha-min", "alpha_max_deg": "--alpha-max",
+          "tilt_speed_deg_per_s": "--tilt-speed"}
+
+
+def _settings(args: argparse.Namespace) -> SimSettings:
+    return load_settings(SimSettings, name="sim", config_file=args.config,
+                         overrides=overrides_from_args(args, SimSettings))
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Bind-test ``(host, port)`` before the slow setup; a busy port is a one-line UserError."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UserError(_bind_message(host, port, exc)) from None
+
+
+def _bind_message(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is already in use; stop the other server or choose another --port"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host and --port"
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve a simulated (or replayed) microscope until interrupted."""
+    settings = _settings(args)
+    _check_port_free(settings.host, settings.port)
+    from simulator.bridge_server import SimulatorServer
+    from simulator.microscope import SimulatedMicroscope
+
+    specimen = None
+    if args.replay is not None:
+        from simulator.replay_specimen import ReplaySpecimen
+        specimen = ReplaySpecimen(args.replay, window=settings.replay_window)
+    what = f"replay of {args.replay}" if specimen else f"{settings.phantom} {settings.size}^3 x {settings.steps}"
+    print(f"tiltstream sim serve: preparing {what} ...", file=sys.stderr, flush=True)
+    microscope = SimulatedMicroscope(settings, specimen=specimen)
+    try:
+        server = SimulatorServer((settings.host, settings.port), microscope)
+    except OSError as exc:
+        raise UserError(_bind_message(settings.host, settings.port, exc)) from None
+    host, port = server.server_address[:2]
+    print(f"tiltstream sim serve: {what}, {settings.mode} stage, on http://{host}:{port} "
+          "(temscript v1; Ctrl+C stops)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        print("tiltstream sim serve: stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0
+
+
+def run_tiltseries(args: argparse.Namespace) -> int:
+    """Write a synthetic session with ground truth."""
+    settings = _settings(args)
+    from simulator.detector import DetectorConfig
+    from simulator.tiltseries import stderr_progress, write_synthetic_session
+
+    detector = DetectorConfig(pixel_size_nm=settings.pixel_size_nm, noise=settings.noise,
+                              efficiency=settings.haadf_efficiency, read_noise=settings.read_noise,
+                              drift_px_per_frame=settings.drift_px_per_frame, scan_jitter=settings.scan_jitter,
+                              shadow_start_deg=settings.shadow_start_deg,
+                              shadow_strength=settings.shadow_strength)
+    path = write_synthetic_session(
+        Path(args.out), settings.phantom, settings.size, settings.count, noise=settings.noise,
+        dose_e_per_A2=settings.dose_e_per_A2, seed=settings.seed, min_deg=settings.min_deg,
+        max_deg=settings.max_deg, seconds_per_step=settings.seconds_per_step, detector=detector,
+        device=settings.device, progress=stderr_progress("tiltstream sim tiltseries: steps+frames"))
+    print(f"wrote {settings.count} frames of {settings.phantom} {settings.size}^3 with ground truth to {path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``sim`` with its ``serve`` and ``tiltseries`` subcommands."""
+    sim = subparsers.add_parser("sim", help="simulated microscope and synthetic tilt series",
+                                description="Simulated STEM microscope with dynamic specimens.")
+    sim_sub = sim.add_subparsers(dest="sim_command", metavar="SUBCOMMAND", required=True,
+                                 parser_class=type(sim))
+    serve = sim_sub.add_parser(
+        "serve", help="serve a simulated microscope on the temscript v1 HTTP bridge",
+        description="Serve a simulated STEM microscope (dynamic phantom, goniometer with backlash, HAADF/BF "
+        "detectors, dose) on the temscript v1 HTTP API, so temscript.RemoteMicroscope and "
+        "'tiltstream acquire' drive it unchanged. With --replay, serve a recorded session instead.")
+    serve.add_argument("--config", type=Path, default=None, help="TOML settings file (see config/sim.toml)")
+    serve.add_argument("--replay", type=Path, default=None, metavar="SESSION",
+                       help="serve this recorded session: each exposure returns, of the next "
+                       "--replay-window unused frames, the one nearest the true stage angle")
+    add_model_arguments(serve, SimSettings, skip=TILTSERIES_ONLY, rename=RENAME)
+    serve.set_defaults(run=run_serve)
+    tilt = sim_sub.add_parser(
+        "tiltseries", help="write a synthetic GRS session with ground truth",
+        description="Write a recorded session (DESIGN.md 5) of a dynamic phantom: frame i is phantom step i "
+        "projected at GRS angle i, plus ground_truth.tif (T, Z, Y, X) and ground_truth_times.csv.")
+    tilt.add_argument("--out", type=Path, required=True, metavar="SESSION", help="new session directory")
+    tilt.add_argument("--config", type=Path, default=None, help="TOML settings file (see config/sim.toml)")
+    add_model_arguments(tilt, SimSettings, skip=SERVE_ONLY, rename=RENAME)
+    tilt.set_defaults(run=run_tiltseries)
