@@ -123,7 +123,8 @@ def describe_validation_error(exc: pydantic.ValidationError, sources: Mapping[st
     message = err["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
-    if "input" in err and err["type"] != "missing":
+    # a whole-model error (empty loc) has the whole input as its value: leave it out of the line
+    if "input" in err and err["type"] != "missing" and err["loc"]:
         return f"invalid {loc} = {err['input']!r}{source}: {message}"
     return f"invalid {loc}{source}: {message}"
 
