@@ -10,7 +10,6 @@ With ``noise="none"`` and no other detector effect, frame ``i`` equals
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -20,18 +19,11 @@ import numpy as np
 import torch
 
 from acquire.errors import UserError
+from acquire.scheme import grs_angle_deg
 from acquire.session import SessionSettings, SessionWriter, write_ground_truth
 from recon.projector import ParallelProjector
 from simulator.detector import DetectorConfig, DetectorModel
 from simulator.phantoms import check_phantom_args, make_phantom
-
-GOLDEN_RATIO = (1.0 + math.sqrt(5.0)) / 2.0
-
-
-def _grs_angle_deg(index: int, min_deg: float, max_deg: float) -> float:
-    """Eq. 1: ``((i * phi * (max - min)) mod (max - min)) + min``, degrees (index 0 is at ``min``)."""
-    span = max_deg - min_deg
-    return float(math.fmod(index * GOLDEN_RATIO * span, span) + min_deg)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -103,7 +95,7 @@ def write_synthetic_session(out: Path | str, phantom: str, size: int, count: int
     model = DetectorModel(config, seed=seed + 1)
     times_s = np.arange(count, dtype=np.float64) * seconds_per_step
     for index in range(count):
-        angle_deg = _grs_angle_deg(index, min_deg, max_deg)
+        angle_deg = grs_angle_deg(index, min_deg, max_deg)
         volume = torch.from_numpy(volumes[index]).to(torch_device)
         frame = model.render(project_at(volume, angle_deg), angle_deg, dose_e_per_A2)
         writer.append(frame, index=index, target_deg=angle_deg, angle_deg=angle_deg,
