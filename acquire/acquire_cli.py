@@ -1,0 +1,170 @@
+"""``tiltstream acquire``: drive a continuous tilt series through the temscript bridge, record it, stream it.
+
+Ctrl-C once: the run ends after the current frame; twice: at once. Either way the beam is blanked, the
+session stays consistent (``--resume`` continues it) and the exit status is 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from acquire.acquire_settings import AcquireSettings
+from acquire.config import add_model_arguments, load_settings, overrides_from_args
+from acquire.errors import UserError
+
+EXIT_INTERRUPTED = 130
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``tiltstream acquire``."""
+    parser = subparsers.add_parser(
+        "acquire", help="acquire a continuous GRS tilt series through the temscript bridge",
+        description="Drive a continuous tilt series (GRS by default) through a temscript bridge, with "
+        "backlash correction, record every frame crash-safely in a session directory and optionally "
+        "publish it over ZeroMQ. Ctrl-C ends after the current frame (twice: at once); --resume continues.")
+    parser.add_argument("--session", required=True, type=Path, help="session directory to create (or resume)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the session in --session at its next frame index (its scheme is kept)")
+    parser.add_argument("--temperature-log", type=Path, default=None,
+                        help="CSV written by the heating-holder program (time and temperature in Celsius "
+                        "columns); read at each frame")
+    parser.add_argument("--config", type=Path, default=None, help="TOML settings file over config/microscope.toml")
+    add_model_arguments(parser, AcquireSettings, rename={"min_deg": "--min", "max_deg": "--max"})
+    parser.set_defaults(run=run)
+
+
+def _format_s(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class ProgressLine:
+    """The live line on stderr: frame, angle, elapsed, ETA, dose of the frame and in total."""
+
+    def __init__(self, stream: Any = sys.stderr) -> None:
+        self.stream = stream
+
+    def __call__(self, progress: Any) -> None:
+        record = progress.record
+        total = progress.total
+        count = f"{progress.done}/{total}" if total is not None else f"{progress.done}"
+        eta = "-" if total is None else _format_s(progress.elapsed_s / progress.done * (total - progress.done))
+        self.stream.write(f"\rframe {record.index} ({count})  angle {record.angle_deg:+8.3f} deg  "
+                          f"elapsed {_format_s(progress.elapsed_s)}  ETA {eta}  "
+                          f"dose {record.dose_e_per_A2:.3g} e/A^2 (total {progress.cumulative_dose_e_per_A2:.4g})  ")
+        self.stream.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one acquisition; returns 0 when it ended normally, 130 when interrupted."""
+    settings = load_settings(AcquireSettings, name="microscope", config_file=args.config,
+                             overrides=overrides_from_args(args, AcquireSettings))
+    from acquire.bridge import BridgeMicroscope, RetryPolicy
+    from acquire.executor import AcquisitionControl, Executor, ExecutorConfig
+    from acquire.microscope import AcquisitionParams
+    from acquire.session import SessionSettings, SessionWriter
+    from acquire.temperature import TemperatureLog
+
+    scope = BridgeMicroscope(settings.bridge, timeout_s=settings.bridge_timeout_s,
+                             retry=RetryPolicy(attempts=settings.retries, backoff_s=settings.retry_backoff_s),
+                             speed=settings.stage_speed)
+    if args.resume:
+        writer = SessionWriter.resume(args.session)
+        stored = dict(writer.settings.scheme)
+        if settings.count is not None:
+            stored["count"] = settings.count
+        stored["start_index"] = writer.next_index
+        scheme = _scheme(stored)
+        if scheme.end_index is not None and writer.next_index >= scheme.end_index:
+            print(f"tiltstream acquire: session {args.session} already has {writer.next_index} frames "
+                  f"(count {scheme.count}); nothing to do", file=sys.stderr)
+            return 0
+    else:
+        scheme = _scheme({"kind": settings.scheme, "min_deg": settings.min_deg, "max_deg": settings.max_deg,
+                          "count": settings.count})
+        writer = None
+    params = AcquisitionParams(image_size=settings.image_size, binning=settings.binning,
+                               dwell_time_s=settings.dwell_time_s, exposure_s=settings.exposure_s)
+    detectors = scope.detectors()
+    if settings.detector not in detectors:
+        raise UserError(f"detector {settings.detector!r} is not offered by the microscope at {settings.bridge}; "
+                        f"available: {', '.join(sorted(detectors)) or 'none'}")
+    kind = detectors[settings.detector].kind
+    params = AcquisitionParams(image_size=params.image_size, binning=params.binning,
+                               dwell_time_s=params.dwell_time_s if kind == "stem" else None,
+                               exposure_s=params.exposure_s if kind == "camera" else None)
+    if writer is None:
+        writer = SessionWriter.create(args.session, SessionSettings(
+            scheme=scheme.model_dump(),
+            microscope={"bridge": settings.bridge, "backlash_deg": settings.backlash_deg,
+                        "angle_tolerance_deg": settings.angle_tolerance_deg,
+                        "beam_current_pA": settings.beam_current_pA},
+            detector={"name": settings.detector, "kind": kind, "image_size": settings.image_size,
+                      "binning": settings.binning, "dwell_time_s": params.dwell_time_s,
+                      "exposure_s": params.exposure_s},
+            pixel_size_nm=settings.pixel_size_nm))
+    config = ExecutorConfig(detector=settings.detector, params=params, beam_current_pA=settings.beam_current_pA,
+                            pixel_size_nm=settings.pixel_size_nm, backlash_deg=settings.backlash_deg,
+                            angle_tolerance_deg=settings.angle_tolerance_deg,
+                            stage_timeout_s=settings.stage_timeout_s, speed=settings.stage_speed)
+    publisher = None
+    if settings.publish is not None:
+        from acquire.publisher import FramePublisher, load_server_keys
+
+        curve = load_server_keys(settings.curve_secret_key) if settings.curve_secret_key else None
+        publisher = FramePublisher(settings.publish, writer.path, resend_endpoint=settings.resend, curve=curve)
+    control = AcquisitionControl()
+    interrupted = _install_sigint(control)
+    executor = Executor(scope, scheme, writer, config, publisher=publisher,
+                        temperature=TemperatureLog(args.temperature_log) if args.temperature_log else None,
+                        control=control, progress=ProgressLine())
+    started = time.monotonic()
+    try:
+        summary = executor.run()
+    except KeyboardInterrupt:
+        print(f"\ntiltstream acquire: interrupted; beam blanked; session {writer.path} has "
+              f"{len(writer.records)} frames, continue with --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except UserError:
+        print(file=sys.stderr)
+        raise
+    finally:
+        if publisher is not None:
+            publisher.close()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    print(f"\ntiltstream acquire: {summary.ended}: {summary.frames} frames in {_format_s(time.monotonic() - started)}; "
+          f"session {writer.path} has {len(writer.records)} frames (next index {summary.next_index}); "
+          f"total dose {summary.cumulative_dose_e_per_A2:.4g} e/A^2", file=sys.stderr)
+    return EXIT_INTERRUPTED if interrupted else 0
+
+
+def _scheme(values: dict[str, Any]) -> Any:
+    import pydantic
+
+    from acquire.config import describe_validation_error
+    from acquire.scheme import TiltScheme
+
+    try:
+        return TiltScheme.model_validate(values)
+    except pydantic.ValidationError as exc:
+        raise UserError(describe_validation_error(exc)) from None
+
+
+def _install_sigint(control: Any) -> list[bool]:
+    """First Ctrl-C: stop after the current frame; second: KeyboardInterrupt now. Returns a flag list."""
+    interrupted: list[bool] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(True)
+        control.stop()
+        print("\ntiltstream acquire: stopping after the current frame (Ctrl-C again to stop now)", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, handler)
+    return interrupted
