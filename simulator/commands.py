@@ -9,3 +9,4 @@ import importlib
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this package's subcommands (each module below adds its own)."""
     importlib.import_module("simulator.sim_cli").register(subparsers)
+    importlib.import_module("simulator.replay_stream").register(subparsers)
