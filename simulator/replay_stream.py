@@ -1,0 +1,158 @@
+"""``tiltstream replay``: stream a recorded session with its original timing, through the frame publisher.
+
+Frames go out through :class:`acquire.publisher.FramePublisher` (the same codec and resend endpoint
+as a live acquisition), frame ``i`` at ``(time_s[i] - time_s[0]) / speed`` seconds after the start.
+The start waits until a subscriber has connected to the PUB socket (its ZMTP handshake seen on a socket
+monitor, plus a short grace for its subscription to arrive) unless ``wait`` is off; a subscriber that
+still misses frames catches them up from the session directory or the resend endpoint.
+
+This module is light at import (the CLI imports it); zmq is imported when a replay runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pydantic
+
+from acquire.config import add_model_arguments, load_settings, overrides_from_args
+from acquire.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTION_GRACE_S = 0.2
+
+
+class ReplaySettings(pydantic.BaseModel):
+    """``tiltstream replay`` (config/replay.toml)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    session: Path | None = pydantic.Field(default=None, description="recorded session directory to stream")
+    publish: str = pydantic.Field(default="tcp://127.0.0.1:5555",
+                                  description="frame stream endpoint to bind (PUB)")
+    resend: str | None = pydantic.Field(default="tcp://127.0.0.1:5558",
+                                        description="resend endpoint to bind (ROUTER); empty for none")
+    speed: float = pydantic.Field(default=1.0, gt=0, description="time compression: 10 plays 10x faster")
+    wait: bool = pydantic.Field(default=True, description="wait for the first subscriber before starting")
+    wait_timeout_s: float | None = pydantic.Field(
+        default=None, gt=0, description="give up waiting for a subscriber after this long, seconds")
+    linger_s: float = pydantic.Field(
+        default=1.0, ge=0, description="keep the resend endpoint up after the last frame, seconds")
+
+
+def wait_for_subscriber(socket, timeout_s: float | None) -> bool:
+    """Block until a peer completes the handshake on ``socket`` (a PUB), then a short grace; False on timeout."""
+    import zmq
+    from zmq.utils.monitor import recv_monitor_message
+
+    monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        while True:
+            wait_ms = 200 if deadline is None else int(max(0.0, deadline - time.monotonic()) * 1000)
+            if monitor.poll(wait_ms):
+                event = recv_monitor_message(monitor)
+                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    time.sleep(SUBSCRIPTION_GRACE_S)
+                    return True
+            elif deadline is not None and time.monotonic() >= deadline:
+                return False
+    finally:
+        socket.disable_monitor()
+        monitor.close(0)
+
+
+def replay_session(session_dir: Path | str, publish: str, *, resend: str | None = None, speed: float = 1.0,
+                   wait: bool = True, wait_timeout_s: float | None = None, linger_s: float = 0.0,
+                   on_start: Callable[[str, str | None], None] | None = None,
+                   on_publish: Callable[[int, float], None] | None = None) -> int:
+    """Stream a recorded session; returns the number of frames published.
+
+    Parameters
+    ----------
+    session_dir
+        The recorded session (DESIGN.md 5).
+    publish, resend
+        Endpoints to bind (PUB, and ROUTER for resend; None for no resend endpoint).
+    speed
+        Time compression factor (> 0): frame ``i`` goes out ``(time_s[i] - time_s[0]) / speed`` s after start.
+    wait, wait_timeout_s
+        Wait for the first subscriber (at most ``wait_timeout_s`` seconds; None: forever).
+    linger_s
+        Seconds to keep the endpoints up after the last frame (late resend requests).
+    on_start
+        Called with the bound PUB and resend endpoints once they are bound (before waiting).
+    on_publish
+        Called with ``(index, time.monotonic())`` right after each frame is sent.
+
+    Raises
+    ------
+    UserError
+        Not a session, no frames, a bad speed, or no subscriber within ``wait_timeout_s``.
+    """
+    from acquire.publisher import FramePublisher
+    from acquire.session import read_session
+
+    if not speed > 0:
+        raise UserError(f"speed {speed} is not allowed; it must be > 0 (10 plays ten times faster)")
+    session = read_session(session_dir)
+    if not session.records:
+        raise UserError(f"session {str(session_dir)!r} has no frames to replay")
+    records = sorted(session.records, key=lambda r: r.index)
+    publisher = FramePublisher(publish, session.path, resend_endpoint=resend)
+    sent = 0
+    try:
+        if on_start is not None:
+            on_start(publisher.endpoint, publisher.resend_endpoint)
+        log.info("replaying %d frames of %s on %s at %gx", len(records), session.path, publisher.endpoint, speed)
+        # FramePublisher exposes no subscription hook; watch its PUB socket's handshakes instead
+        if wait and not wait_for_subscriber(publisher._pub, wait_timeout_s):
+            raise UserError(f"no subscriber connected to {publisher.endpoint} within {wait_timeout_s} s "
+                            "(use --no-wait to stream regardless)")
+        start = time.monotonic()
+        time0 = records[0].time_s
+        for record in records:
+            delay = start + (record.time_s - time0) / speed - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            frame = session.load_frame(record)
+            publisher.publish(record, np.ascontiguousarray(frame))
+            sent += 1
+            if on_publish is not None:
+                on_publish(record.index, time.monotonic())
+            print(f"\rreplay: {sent}/{len(records)} frames, t = {record.time_s:.1f} s", end="",
+                  file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+        time.sleep(linger_s)
+    finally:
+        publisher.close(send_end=sent == len(records))
+    return sent
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = load_settings(ReplaySettings, name="replay", config_file=args.config,
+                             overrides=overrides_from_args(args, ReplaySettings))
+    if settings.session is None:
+        raise UserError("no session to replay: give --session DIR")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    replay_session(settings.session, settings.publish, resend=settings.resend or None, speed=settings.speed,
+                   wait=settings.wait, wait_timeout_s=settings.wait_timeout_s, linger_s=settings.linger_s)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``tiltstream replay``."""
+    parser = subparsers.add_parser(
+        "replay", help="stream a recorded session over ZeroMQ with its original timing (scaled by --speed)",
+        description="Publish a recorded session's frames through the frame publisher (PUB + resend "
+        "endpoint), each at its recorded time divided by --speed, starting when the first subscriber "
+        "connects (unless --no-wait).")
+    parser.add_argument("--config", type=str, default=None, help="TOML settings file (see config/replay.toml)")
+    add_model_arguments(parser, ReplaySettings)
+    parser.set_defaults(run=_run)
