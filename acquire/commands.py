@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from acquire import acquire_cli, scheme_cli
+from acquire import acquire_cli, export_cli, scheme_cli
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this package's subcommands (each module below adds its own)."""
     scheme_cli.register(subparsers)
     acquire_cli.register(subparsers)
+    export_cli.register(subparsers)
