@@ -1,0 +1,176 @@
+"""Volume-time series on disk: float32 TIFF hyperstack or MRC volume stack, plus a times CSV.
+
+Formats
+-------
+``tif``
+    One ImageJ hyperstack TIFF (axes ``TZYX``, float32) that Fiji opens as a 4-D stack; this is also
+    the layout of a simulated session's ``ground_truth.tif``, which :func:`read_volumes` reads.
+``mrc``
+    One MRC file holding a *volume stack* (``ispg = 401``, ``nz = T * Z``, ``mz = Z``): a single file
+    per series, read back by ``mrcfile`` and by :func:`read_volumes`; the voxel size (Angstrom, as MRC
+    wants) is written when given. (Chosen over one file per time step so one path names one series.)
+
+Both formats store times beside the volumes in ``<stem>_times.csv`` with columns ``index,time_s``
+(seconds since the session start). Files are written to a temporary name and renamed, so a reader
+never sees a half-written series.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from acquire.errors import UserError
+
+FORMATS = ("tif", "mrc")
+
+
+def times_path(path: Path | str) -> Path:
+    """The times CSV that goes with a volume file: ``<stem>_times.csv`` beside it."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_times.csv")
+
+
+def _format_of(path: Path, format: str | None) -> str:
+    if format is None:
+        return "mrc" if path.suffix.lower() in (".mrc", ".rec", ".map") else "tif"
+    if format not in FORMATS:
+        raise UserError(f"volume format {format!r} is not known; allowed: {', '.join(FORMATS)}")
+    return format
+
+
+def _check_series(volumes: np.ndarray, times_s: np.ndarray) -> None:
+    if volumes.ndim != 4 or min(volumes.shape) < 1:
+        raise UserError(f"volumes must have shape (T, Z, Y, X) with positive sizes; got {volumes.shape}")
+    if times_s.shape != (volumes.shape[0],):
+        raise UserError(f"times_s must have one time per volume ({volumes.shape[0]}); got shape "
+                        f"{times_s.shape}")
+    if not np.all(np.isfinite(times_s)):
+        raise UserError("times_s holds NaN or infinite values; every volume needs a finite time in seconds")
+
+
+def write_volumes(path: Path | str, volumes: np.ndarray, times_s: np.ndarray | list[float],
+                  format: str | None = None, voxel_size_nm: float | None = None) -> Path:
+    """Write a volume-time series and its times CSV.
+
+    Parameters
+    ----------
+    path
+        Output file (``.tif``/``.tiff`` or ``.mrc``); parent directories are created.
+    volumes
+        Shape (T, Z, Y, X); stored as float32.
+    times_s
+        Time of each volume, seconds since the session start, shape (T,).
+    format
+        ``"tif"`` or ``"mrc"``; by default taken from the suffix (``.mrc``/``.rec``/``.map`` -> mrc,
+        anything else -> tif).
+    voxel_size_nm
+        Voxel edge length, nanometres; recorded in the MRC header (and the TIFF resolution) when given.
+
+    Returns
+    -------
+    Path
+        The volume file written.
+    """
+    path = Path(path)
+    kind = _format_of(path, format)
+    volumes = np.ascontiguousarray(volumes, dtype=np.float32)
+    times = np.asarray(times_s, dtype=np.float64).reshape(-1)
+    _check_series(volumes, times)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if kind == "tif":
+        import tifffile
+
+        extra = {}
+        if voxel_size_nm:
+            extra = {"resolution": (1.0 / voxel_size_nm, 1.0 / voxel_size_nm)}
+        tifffile.imwrite(tmp, volumes, imagej=True,
+                         metadata={"axes": "TZYX", "unit": "nm" if voxel_size_nm else "pixel",
+                                   **({"spacing": voxel_size_nm} if voxel_size_nm else {})},
+                         **extra)
+    else:
+        import mrcfile
+
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(volumes)  # 4-D data -> volume stack (ispg 401)
+            if voxel_size_nm:
+                mrc.voxel_size = float(voxel_size_nm) * 10.0  # Angstrom
+    os.replace(tmp, path)
+    with open(times_path(path), "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "time_s"])
+        for index, time_s in enumerate(times):
+            writer.writerow([index, repr(float(time_s))])
+    return path
+
+
+def _read_times(path: Path, count: int, require_times: bool) -> np.ndarray:
+    csv_path = times_path(path)
+    if not csv_path.is_file():
+        if require_times:
+            raise UserError(f"{str(csv_path)!r} is missing: the times of {str(path)!r} are stored there "
+                            "(columns index,time_s)")
+        return np.full(count, np.nan)
+    try:
+        with open(csv_path, newline="") as handle:
+            times = np.array([float(row["time_s"]) for row in csv.DictReader(handle)], dtype=np.float64)
+    except (KeyError, ValueError, TypeError):
+        raise UserError(f"{str(csv_path)!r} must have columns index,time_s with numbers") from None
+    if times.shape != (count,):
+        raise UserError(f"{str(csv_path)!r} lists {len(times)} times but {str(path)!r} holds {count} volumes")
+    return times
+
+
+def read_volumes(path: Path | str, require_times: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Read a series written by :func:`write_volumes` (or a session's ``ground_truth.tif``).
+
+    Parameters
+    ----------
+    path
+        The ``.tif`` or ``.mrc`` file.
+    require_times
+        When True, a missing ``<stem>_times.csv`` is an error; otherwise times are NaN.
+
+    Returns
+    -------
+    volumes : np.ndarray
+        Shape (T, Z, Y, X), float32. A plain 3-D file is read as T = 1 (or as T volumes when its
+        times CSV says so).
+    times_s : np.ndarray
+        Shape (T,), seconds (NaN when unknown).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"volume file {str(path)!r} does not exist")
+    kind = _format_of(path, None)
+    try:
+        if kind == "tif":
+            import tifffile
+
+            data = tifffile.imread(path)
+        else:
+            import mrcfile
+
+            with mrcfile.open(path, permissive=True) as mrc:
+                data = np.array(mrc.data)
+                if mrc.is_volume_stack():
+                    data = data.reshape(-1, *data.shape[-3:])
+    except Exception as exc:  # unreadable files are the user's to fix, in one line
+        raise UserError(f"cannot read {str(path)!r} as a {kind} volume file: {exc}") from None
+    data = np.asarray(data, dtype=np.float32)
+    csv_path = times_path(path)
+    if data.ndim == 3:
+        count = 1
+        if csv_path.is_file():
+            with open(csv_path, newline="") as handle:
+                count = sum(1 for _ in csv.DictReader(handle))
+        if count < 1 or data.shape[0] % count:
+            raise UserError(f"{str(path)!r} holds a 3-D array {data.shape} that {count} times cannot split")
+        data = data.reshape(count, data.shape[0] // count, *data.shape[1:])
+    if data.ndim != 4:
+        raise UserError(f"{str(path)!r} holds an array of shape {data.shape}; expected (T, Z, Y, X)")
+    return data, _read_times(path, data.shape[0], require_times)
