@@ -1,0 +1,108 @@
+"""The DIP-STER network: MAPNET (fully connected) -> latent map -> generative CNN -> orthoslice.
+
+Paper Supplementary Fig. 2: a coordinate ``c = (y_k / N_y, t_i, theta_i)`` goes through a fully
+connected mapping network to a latent vector, which is reshaped to a small ``(C, h0, w0)`` map; each
+CNN stage upsamples by two (bilinear) and applies two 3x3 convolutions; a 1x1 convolution gives one
+channel at ``(nz, nx)``.
+
+Differences from the public reference code, on purpose:
+
+- GroupNorm instead of BatchNorm: statistics are per sample, so a slice is the same whatever batch it
+  is computed in, in training and inference alike.
+- The output is ``softplus(.) / nz``: smooth and non-negative (a ReLU output can die and give an
+  all-zero reconstruction), scaled so a slice of O(1) values projects to rows of O(1) (the trainer
+  normalises the data so its rows are O(1)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from recon.presets import DipsterConfig
+
+COORD_DIM = 3
+
+
+def stage_sizes(slice_shape: tuple[int, int], base_size: int) -> list[tuple[int, int]]:
+    """Map sizes of the CNN stages, coarsest first, ending at ``slice_shape``.
+
+    The number of x2 upsamplings is chosen so the first map is about ``base_size`` on its longer
+    side; every stage is ``ceil(n / 2^k)``, so any slice shape (not only powers of two) is reached.
+    """
+    nz, nx = slice_shape
+    ups = max(0, round(math.log2(max(nz, nx) / base_size)))
+    return [(math.ceil(nz / 2 ** k), math.ceil(nx / 2 ** k)) for k in range(ups, -1, -1)]
+
+
+def _groups(channels: int, wanted: int) -> int:
+    groups = min(wanted, channels)
+    while channels % groups:
+        groups -= 1
+    return groups
+
+
+class ConvStage(nn.Module):
+    """Two 3x3 convolutions, each followed by GroupNorm and a leaky ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, groups: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, padding=1),
+            nn.GroupNorm(_groups(c_out, groups), c_out),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(c_out, c_out, 3, padding=1),
+            nn.GroupNorm(_groups(c_out, groups), c_out),
+            nn.LeakyReLU(0.2),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class DipsterNet(nn.Module):
+    """Coordinates (N, 3) -> orthoslices (N, nz, nx), non-negative, in normalised data units.
+
+    Parameters
+    ----------
+    config
+        Architecture (widths, channels, base map size, norm groups).
+    slice_shape
+        ``(nz, nx)`` of the orthoslice, voxels.
+    """
+
+    def __init__(self, config: DipsterConfig, slice_shape: tuple[int, int]) -> None:
+        super().__init__()
+        self.slice_shape = (int(slice_shape[0]), int(slice_shape[1]))
+        self.sizes = stage_sizes(self.slice_shape, config.base_size)
+        channels = []
+        for k in range(len(self.sizes)):
+            c = config.cnn_channels // (2 ** k) if config.channel_halving else config.cnn_channels
+            channels.append(max(c, min(config.cnn_min_channels, config.cnn_channels)))
+        self.channels = channels
+        layers: list[nn.Module] = []
+        width_in = COORD_DIM
+        for width in config.mapnet_widths:
+            layers += [nn.Linear(width_in, width), nn.LeakyReLU(0.2)]
+            width_in = width
+        h0, w0 = self.sizes[0]
+        layers.append(nn.Linear(width_in, channels[0] * h0 * w0))  # the latent, reshaped below
+        self.mapnet = nn.Sequential(*layers)
+        self.stages = nn.ModuleList(
+            ConvStage(channels[max(k - 1, 0)], channels[k], config.norm_groups)
+            for k in range(len(self.sizes)))
+        self.head = nn.Conv2d(channels[-1], 1, 1)
+        self.output_gain = 1.0 / self.slice_shape[0]
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        """Orthoslices for coordinates ``(N, 3)`` = ``(y / N_y, t, theta_rad)``; returns ``(N, nz, nx)``."""
+        h0, w0 = self.sizes[0]
+        x = self.mapnet(coords).reshape(coords.shape[0], self.channels[0], h0, w0)
+        for k, stage in enumerate(self.stages):
+            if k > 0:
+                x = F.interpolate(x, size=self.sizes[k], mode="bilinear", align_corners=False)
+            x = stage(x)
+        return F.softplus(self.head(x)[:, 0]) * self.output_gain

@@ -1,0 +1,123 @@
+"""DIP-STER hyperparameters: the settings model and the two named presets (``paper``, ``fast``).
+
+This module is light (pydantic only), so command-line modules can import it without torch.
+The trainer (:mod:`recon.trainer`) re-exports :class:`DipsterConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pydantic
+
+PRESET_NAMES = ("paper", "fast")
+
+
+class DipsterConfig(pydantic.BaseModel):
+    """Architecture and optimisation settings of one DIP-STER reconstruction.
+
+    The network maps a coordinate ``c = (y_k / N_y, t_i, theta_i)`` (paper Eq. 3; ``t = time_s /
+    time_scale_s``, ``theta`` in radians) through a fully connected MAPNET to a latent vector, reshapes
+    it to a small ``(C, h0, w0)`` map, and a generative CNN upsamples it (two 3x3 convolutions per
+    stage) to the orthoslice ``(nz, nx)``.
+    """
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    mapnet_widths: tuple[int, ...] = pydantic.Field(
+        default=(512, 512), min_length=1,
+        description="widths of the MAPNET's fully connected hidden layers, neurons")
+    use_angle: bool = pydantic.Field(
+        default=True, description="feed the tilt angle theta (radians) to the MAPNET as the paper's "
+        "Eq. 3 does; volumes are then queried at theta = 0")
+    base_size: int = pydantic.Field(
+        default=4, ge=2, le=64,
+        description="side of the small map the latent vector is reshaped to, pixels (approximate: the "
+        "number of x2 upsampling stages is chosen so the map grows to the slice size)")
+    cnn_channels: int = pydantic.Field(
+        default=128, ge=4, description="channels of the CNN's first (coarsest) stage")
+    channel_halving: bool = pydantic.Field(
+        default=False, description="halve the channels at every upsampling stage (down to "
+        "cnn_min_channels) instead of keeping cnn_channels at every stage")
+    cnn_min_channels: int = pydantic.Field(
+        default=16, ge=4, description="smallest number of channels of a stage when halving")
+    norm_groups: int = pydantic.Field(
+        default=8, ge=1, description="GroupNorm groups per convolution (per-sample statistics, so a "
+        "slice does not depend on the batch it is computed in)")
+    batch_frames: int = pydantic.Field(
+        default=4, ge=1, description="(frame, row) samples per step: frames drawn per step")
+    rows_per_frame: int = pydantic.Field(
+        default=1, ge=1, description="rows (orthoslices) per drawn frame and step; they share the "
+        "frame's angle, so one projector footprint serves all of them")
+    lr: float = pydantic.Field(default=1e-4, gt=0, description="Adam learning rate, 1/step")
+    lr_gamma: float = pydantic.Field(
+        default=0.985, gt=0, le=1, description="StepLR decay factor applied every lr_step_steps steps")
+    lr_step_steps: int = pydantic.Field(
+        default=3200, ge=1, description="StepLR period, training steps")
+    tv_weight: float = pydantic.Field(
+        default=0.0, ge=0, description="lambda of the 1-D total variation of the reprojection "
+        "(paper Eq. 6; 5e-6 to 1e-5 for experimental data, 0 for simulations), per normalised row")
+    output: Literal["softplus"] = pydantic.Field(
+        default="softplus", description="output non-linearity: smooth and non-negative (a ReLU output "
+        "can die and leave an all-zero reconstruction)")
+    fresh_per_step: int = pydantic.Field(
+        default=1, ge=1, description="batch slots per step reserved for frames not yet drawn, so a "
+        "new frame is trained on within (pending frames / fresh_per_step) steps")
+
+    @pydantic.model_validator(mode="after")
+    def _fresh_fits(self) -> DipsterConfig:
+        if self.fresh_per_step > self.batch_frames:
+            raise ValueError(f"fresh_per_step = {self.fresh_per_step} exceeds batch_frames = "
+                             f"{self.batch_frames}")
+        return self
+
+
+def paper_preset() -> DipsterConfig:
+    """The paper's architecture and hyperparameters (Methods, Supplementary Note 2 and Fig. 2).
+
+    - MAPNET: two fully connected layers of 512 neurons (the nanorod and experimental setting; one
+      layer sufficed for the nanoshell).
+    - CNN: 128 channels at every stage, two 3x3 convolutions between upsamplings, from a 4x4 map.
+    - Batch 4 (larger slowed convergence in the paper), one row per sample.
+    - Adam lr 1e-4, StepLR gamma 0.985. The paper's period reads "s = 32 x" a count; with batch 4 and
+      128 rows per frame, 32 x (number of frames) steps is one epoch over (frame, row) pairs, i.e.
+      3200 steps for their 100-frame series: that is the period used here.
+    - No TV (lambda = 0, the paper's setting for simulations).
+    """
+    return DipsterConfig()
+
+
+def fast_preset() -> DipsterConfig:
+    """The best time-to-quality configuration measured on a 2-core CPU (see bench/recon_quality.py).
+
+    - MAPNET 3 -> 256 -> 256: half the paper's width; the coordinate manifold is 3-D and 256 neurons
+      carry the nanorod's alloying dynamics at 32^3-64^3 (NOTES.md field notes), at a quarter of the
+      MAPNET cost.
+    - CNN channels halve with resolution (64 at the 4x4 map down to 16 at full size): the full-width
+      paper CNN spends most of its FLOPs at the finest stages, where 16 channels suffice for one
+      output channel; this is what brings the CPU rate from a few to tens of steps per second.
+    - GroupNorm (per sample): the slice is independent of the batch it is computed in.
+    - lr 1e-3: a 3-minute CPU budget is a few thousand steps, not the paper's 50-200k; the smaller
+      network tolerates a ten times larger Adam step, and StepLR (gamma 0.985 every 200 steps) brings
+      it down to ~1e-4 by 30k steps, the paper's regime.
+    - Batch 4 frames x 2 rows: the paper found > 4 frames per step slows convergence; two rows of the
+      same frame share its angle and time, so they add spatial information per step at little cost.
+    """
+    return DipsterConfig(mapnet_widths=(256, 256), cnn_channels=64, channel_halving=True,
+                         cnn_min_channels=16, lr=1e-3, lr_gamma=0.985, lr_step_steps=200,
+                         batch_frames=4, rows_per_frame=2)
+
+
+def preset(name: str) -> DipsterConfig:
+    """The named preset, ``paper`` or ``fast``.
+
+    Raises
+    ------
+    ValueError
+        For another name (the CLI turns it into a one-line error).
+    """
+    if name == "paper":
+        return paper_preset()
+    if name == "fast":
+        return fast_preset()
+    raise ValueError(f"unknown DIP-STER preset {name!r}; allowed: {', '.join(PRESET_NAMES)}")

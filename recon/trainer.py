@@ -1,0 +1,347 @@
+"""Incremental DIP-STER training: frames stream in, steps run between them, volumes come out any time.
+
+One :class:`Trainer` owns the network, the optimiser (Adam), the scheduler (StepLR), the frame store
+and the sampler. Frames can be added between steps (live reconstruction) or all at once (offline).
+
+Conventions
+-----------
+- A frame's coordinates are ``(y_k / N_y, time_s / time_scale_s, theta_rad)`` (paper Eq. 3);
+  ``time_scale_s`` is fixed when the trainer is created, so adding frames never changes the time
+  coordinate of earlier ones (warm start).
+- Data normalisation is fixed from the first frame: frames are divided by ``data_scale`` (a robust
+  maximum of the first frame) so rows are O(1). :meth:`volume` and :meth:`reproject` return data
+  units: a volume whose projections equal the frames.
+- Loss (paper Eq. 6): Geman-McClure ``2 r^2 / (r^2 + 4)`` of normalised rows (kornia), mean over
+  pixels, plus ``tv_weight`` times the 1-D total variation of the predicted rows.
+- Volumes are queried at ``theta = 0`` (as the reference code does).
+- Deterministic on CPU: the same seed and the same sequence of ``add_frame`` / ``train_steps`` calls
+  give the same weights; :meth:`save` / :meth:`load` then continuing equals uninterrupted training.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from kornia.losses import geman_mcclure_loss
+
+from acquire.errors import UserError
+from recon.model import DipsterNet
+from recon.presets import DipsterConfig
+from recon.projector import project
+from recon.sampler import FrameSampler
+
+__all__ = ["DipsterConfig", "Trainer"]
+
+CHECKPOINT_VERSION = 1
+QUERY_CHUNK = 64  # slices per forward pass when querying volumes
+
+
+def _robust_max(frame: np.ndarray) -> float:
+    """The 99.9th percentile of ``|frame|`` (the maximum for tiny frames), never below tiny positive."""
+    value = float(np.percentile(np.abs(frame), 99.9))
+    return value if value > 0 else float(np.abs(frame).max())
+
+
+class Trainer:
+    """DIP-STER reconstruction of a stream of frames.
+
+    Parameters
+    ----------
+    config
+        Architecture and optimisation settings (:func:`recon.presets.preset`).
+    frame_shape
+        ``(ny, nx)`` of every frame, pixels; volumes are ``(nx, ny, nx)`` (nz = nx).
+    time_scale_s
+        Seconds per unit of the time coordinate (e.g. the session's duration); fixed forever.
+    device
+        ``"cpu"``, ``"cuda"`` or a torch device.
+    seed
+        Seeds the network's initial weights and the sampler.
+    """
+
+    def __init__(self, config: DipsterConfig, frame_shape: tuple[int, int], time_scale_s: float,
+                 device: str | torch.device = "cpu", seed: int = 0) -> None:
+        if len(frame_shape) != 2 or min(frame_shape) < 2:
+            raise UserError(f"frame_shape must be (ny, nx) with sizes >= 2; got {tuple(frame_shape)}")
+        if not (math.isfinite(time_scale_s) and time_scale_s > 0):
+            raise UserError(f"time_scale_s must be a positive number of seconds; got {time_scale_s}")
+        self.config = config
+        self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
+        self.slice_shape = (self.frame_shape[1], self.frame_shape[1])
+        self.time_scale_s = float(time_scale_s)
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.model = DipsterNet(config, self.slice_shape)
+        self.model.to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.lr_step_steps,
+                                                         gamma=config.lr_gamma)
+        self.sampler = FrameSampler(self.seed, config.fresh_per_step)
+        self.data_scale: float | None = None
+        self.indices: list[int] = []
+        self.angles_deg: list[float] = []
+        self.times_s: list[float] = []
+        self.held_out: list[bool] = []
+        self._slot_of: dict[int, int] = {}
+        self._frames = torch.zeros((0, *self.frame_shape), dtype=torch.float32, device=self.device)
+        self._angles_rad = torch.zeros(0, dtype=torch.float32, device=self.device)
+        self._times = torch.zeros(0, dtype=torch.float32, device=self.device)
+        self.steps_done = 0
+        self.loss_history: list[float] = []
+
+    # ------------------------------------------------------------------ frames
+    @property
+    def n_frames(self) -> int:
+        """Frames added so far (training and held-out)."""
+        return len(self.indices)
+
+    @property
+    def n_train_frames(self) -> int:
+        """Frames the sampler trains on (not held out)."""
+        return len(self.sampler.train_slots)
+
+    def time_coordinate(self, time_s: float) -> float:
+        """The network's time coordinate of ``time_s`` seconds: ``time_s / time_scale_s``."""
+        return float(time_s) / self.time_scale_s
+
+    def add_frame(self, index: int, frame: np.ndarray, angle_deg: float, time_s: float,
+                  held_out: bool = False) -> None:
+        """Add one frame; callable between training steps.
+
+        Parameters
+        ----------
+        index
+            The frame's index in the session (unique).
+        frame
+            Shape ``(ny, nx)``, data units, finite.
+        angle_deg
+            Tilt angle, degrees.
+        time_s
+            Exposure midpoint, seconds since the session start.
+        held_out
+            Keep the frame out of training and use it to measure generalisation
+            (:meth:`heldout_metrics`).
+
+        Raises
+        ------
+        UserError
+            Duplicate index, wrong shape, non-finite values or angle/time, or a first frame that is all zero.
+        """
+        frame = np.asarray(frame, dtype=np.float32)
+        if int(index) in self._slot_of:
+            raise UserError(f"frame index {index} was already added; each index once")
+        if frame.shape != self.frame_shape:
+            raise UserError(f"frame {index} has shape {frame.shape}; this reconstruction expects "
+                            f"{self.frame_shape} (ny, nx)")
+        if not np.isfinite(frame).all():
+            raise UserError(f"frame {index} contains NaN or infinite values; clean or drop it")
+        if not (math.isfinite(angle_deg) and math.isfinite(time_s)):
+            raise UserError(f"frame {index}: angle_deg = {angle_deg} and time_s = {time_s} must be finite")
+        if self.data_scale is None:
+            scale = _robust_max(frame)
+            if scale <= 0:
+                raise UserError(f"the first frame (index {index}) is all zero; normalisation needs signal")
+            self.data_scale = scale
+        slot = self.n_frames
+        self._slot_of[int(index)] = slot
+        self.indices.append(int(index))
+        self.angles_deg.append(float(angle_deg))
+        self.times_s.append(float(time_s))
+        self.held_out.append(bool(held_out))
+        tensor = torch.from_numpy(frame / np.float32(self.data_scale)).to(self.device)
+        self._frames = torch.cat([self._frames, tensor[None]])
+        self._angles_rad = torch.cat([self._angles_rad, torch.tensor(
+            [math.radians(angle_deg)], dtype=torch.float32, device=self.device)])
+        self._times = torch.cat([self._times, torch.tensor(
+            [self.time_coordinate(time_s)], dtype=torch.float32, device=self.device)])
+        if not held_out:
+            self.sampler.add(slot)
+
+    # ------------------------------------------------------------------ training
+    def _coords(self, rows: torch.Tensor, times: torch.Tensor, angles_rad: torch.Tensor) -> torch.Tensor:
+        """Coordinates (N, 3) from row indices, time coordinates and angles (broadcast to one shape)."""
+        rows, times, angles_rad = torch.broadcast_tensors(rows.to(torch.float32), times, angles_rad)
+        theta = angles_rad if self.config.use_angle else torch.zeros_like(angles_rad)
+        coords = torch.stack([rows / self.frame_shape[0], times, theta], dim=-1)
+        return coords.reshape(-1, 3)
+
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = geman_mcclure_loss(pred, target, reduction="mean")
+        if self.config.tv_weight > 0:
+            tv = (pred[..., 1:] - pred[..., :-1]).abs().sum(dim=-1).mean()
+            loss = loss + self.config.tv_weight * tv
+        return loss
+
+    def train_steps(self, n: int) -> float:
+        """Run ``n`` optimisation steps; returns their mean loss (NaN when ``n`` is 0).
+
+        Raises
+        ------
+        UserError
+            When no training frame has been added.
+        """
+        if self.n_train_frames == 0:
+            raise UserError("no training frames yet: add at least one frame that is not held out")
+        cfg = self.config
+        ny, nx = self.frame_shape
+        self.model.train()
+        losses = torch.zeros(int(n), dtype=torch.float32, device=self.device)
+        for step in range(int(n)):
+            slots_cpu, rows_cpu = self.sampler.draw(cfg.batch_frames, cfg.rows_per_frame, ny)
+            slots, rows = slots_cpu.to(self.device), rows_cpu.to(self.device)
+            target = self._frames[slots[:, None], rows]  # (B, S, nx)
+            angles = self._angles_rad[slots]
+            coords = self._coords(rows, self._times[slots][:, None], angles[:, None])
+            slices = self.model(coords).reshape(cfg.batch_frames, cfg.rows_per_frame, *self.slice_shape)
+            pred = project(slices, angles, nx)
+            loss = self._loss(pred, target)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            losses[step] = loss.detach()
+        self.steps_done += int(n)
+        values = losses.tolist()
+        self.loss_history.extend(values)
+        return float(np.mean(values)) if values else float("nan")
+
+    @property
+    def learning_rate(self) -> float:
+        """The current learning rate, 1/step."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # ------------------------------------------------------------------ queries
+    def _require_frames(self) -> None:
+        if self.data_scale is None:
+            raise UserError("no frames added yet: nothing to reconstruct")
+
+    @torch.no_grad()
+    def _slices(self, time_s: float, angle_rad: float) -> torch.Tensor:
+        """All ny orthoslices at one time, normalised units, shape (ny, nz, nx)."""
+        self.model.eval()
+        ny = self.frame_shape[0]
+        rows = torch.arange(ny, device=self.device)
+        times = torch.full((ny,), self.time_coordinate(time_s), dtype=torch.float32, device=self.device)
+        angles = torch.full((ny,), float(angle_rad), dtype=torch.float32, device=self.device)
+        coords = self._coords(rows, times, angles)
+        out = torch.cat([self.model(chunk) for chunk in coords.split(QUERY_CHUNK)])
+        self.model.train()
+        return out
+
+    def volume(self, time_s: float) -> np.ndarray:
+        """The volume at ``time_s`` seconds, data units, float32, shape (nz, ny, nx) with nz = nx."""
+        self._require_frames()
+        slices = self._slices(time_s, 0.0) * self.data_scale  # (ny, nz, nx)
+        return slices.permute(1, 0, 2).contiguous().cpu().numpy().astype(np.float32)
+
+    def reproject(self, time_s: float, angle_deg: float) -> np.ndarray:
+        """The predicted frame at ``time_s`` seconds and tilt ``angle_deg`` degrees, data units, (ny, nx)."""
+        self._require_frames()
+        angle_rad = math.radians(angle_deg)
+        slices = self._slices(time_s, angle_rad)
+        with torch.no_grad():
+            angles = torch.full((1,), angle_rad, dtype=torch.float32, device=self.device)
+            rows = project(slices[None], angles, self.frame_shape[1])[0] * self.data_scale
+        return rows.cpu().numpy().astype(np.float32)
+
+    def heldout_metrics(self) -> dict[str, float] | None:
+        """Reprojection error of the held-out frames; None when there are none.
+
+        Returns
+        -------
+        dict
+            ``heldout_rmse_percent``: RMS difference between reprojection and frame over the frames'
+            RMS, percent (mean over held-out frames); ``heldout_ssim``: SSIM of reprojection vs frame
+            (scikit-image, data range of the frame), mean.
+        """
+        from skimage.metrics import structural_similarity
+
+        slots = [s for s, h in enumerate(self.held_out) if h]
+        if not slots:
+            return None
+        errors, ssims = [], []
+        for slot in slots:
+            frame = self._frames[slot].cpu().numpy() * self.data_scale
+            pred = self.reproject(self.times_s[slot], self.angles_deg[slot])
+            errors.append(100.0 * float(np.sqrt(np.mean((pred - frame) ** 2))
+                                        / max(np.sqrt(np.mean(frame ** 2)), 1e-12)))
+            data_range = float(frame.max() - frame.min()) or 1.0
+            ssims.append(float(structural_similarity(pred, frame, data_range=data_range)))
+        return {"heldout_rmse_percent": float(np.mean(errors)), "heldout_ssim": float(np.mean(ssims))}
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-for-bit (tensors on the CPU)."""
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": self.config.model_dump(mode="json"),
+            "frame_shape": list(self.frame_shape),
+            "time_scale_s": self.time_scale_s,
+            "seed": self.seed,
+            "data_scale": self.data_scale,
+            "indices": list(self.indices),
+            "angles_deg": list(self.angles_deg),
+            "times_s": list(self.times_s),
+            "held_out": list(self.held_out),
+            "frames": self._frames.cpu(),
+            "model": {k: v.cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "steps_done": self.steps_done,
+            "loss_history": torch.tensor(self.loss_history, dtype=torch.float32),
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write a checkpoint atomically (a temporary file renamed over ``path``)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Trainer:
+        """Restore a trainer saved with :meth:`save` onto ``device``.
+
+        Raises
+        ------
+        UserError
+            A missing or unreadable checkpoint.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"checkpoint {str(path)!r} does not exist")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated or foreign file
+            raise UserError(f"checkpoint {str(path)!r} is not readable: {type(exc).__name__}: {exc}") from None
+        if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+            raise UserError(f"checkpoint {str(path)!r} is not a tiltstream DIP-STER checkpoint "
+                            f"(version {CHECKPOINT_VERSION})")
+        trainer = cls(DipsterConfig.model_validate(state["config"]), tuple(state["frame_shape"]),
+                      state["time_scale_s"], device=device, seed=state["seed"])
+        trainer.data_scale = state["data_scale"]
+        trainer.indices = [int(i) for i in state["indices"]]
+        trainer.angles_deg = [float(a) for a in state["angles_deg"]]
+        trainer.times_s = [float(t) for t in state["times_s"]]
+        trainer.held_out = [bool(h) for h in state["held_out"]]
+        trainer._slot_of = {index: slot for slot, index in enumerate(trainer.indices)}
+        trainer._frames = state["frames"].to(trainer.device)
+        trainer._angles_rad = torch.tensor([math.radians(a) for a in trainer.angles_deg],
+                                           dtype=torch.float32, device=trainer.device)
+        trainer._times = torch.tensor([trainer.time_coordinate(t) for t in trainer.times_s],
+                                      dtype=torch.float32, device=trainer.device)
+        trainer.model.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.scheduler.load_state_dict(state["scheduler"])
+        trainer.sampler.load_state_dict(state["sampler"])
+        trainer.steps_done = int(state["steps_done"])
+        trainer.loss_history = state["loss_history"].tolist()
+        return trainer
