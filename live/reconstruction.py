@@ -93,6 +93,10 @@ class LiveReconstruction:
         from recon.trainer import Trainer
 
         self.settings = settings
+        if settings.threads is not None:
+            import torch
+
+            torch.set_num_threads(settings.threads)
         self.device = resolve_device(settings.device)
         self.config = preset(settings.preset)
         self.run_dir = Path(settings.out)

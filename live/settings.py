@@ -31,6 +31,9 @@ class LiveSettings(pydantic.BaseModel):
     snapshot_interval_s: float = pydantic.Field(default=30.0, gt=0,
                                                 description="seconds between snapshots, wall clock")
     device: Literal["auto", "cpu", "cuda"] = pydantic.Field(default="auto", description="torch device")
+    threads: int | None = pydantic.Field(
+        default=None, ge=1, description="torch CPU threads for training (default: torch's choice; 1 is "
+        "fastest when other processes share a small CPU)")
     preset: Literal["paper", "fast"] = pydantic.Field(default="fast", description="DIP-STER preset")
     seed: int = pydantic.Field(default=0, description="seed of the network and the sampler")
     time_scale_s: float | None = pydantic.Field(

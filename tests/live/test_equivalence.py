@@ -1,0 +1,58 @@
+"""A session streamed live (replay -> live process) and reconstructed from disk gives the same volumes."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from live.schedule import reconstruct_session
+from recon.presets import preset
+from recon.trainer import Trainer
+from recon.volume_io import read_volumes
+from simulator.replay_stream import replay_session
+from tests.live.conftest import live_args
+
+
+@pytest.mark.timeout(120)
+def test_live_equals_offline(small_session, tmp_path, processes):
+    """Replay at 20x into ``tiltstream live --steps-per-frame 4 --final-steps 6`` (a subprocess), then
+    reconstruct the same session offline with live.schedule.reconstruct_session (same seed, preset,
+    schedule): the written volumes and the checkpoint's weights are equal (assert_allclose, 1e-6)."""
+    run = tmp_path / "run"
+    endpoint = {}
+    started = threading.Event()
+
+    def on_start(pub, resend):
+        endpoint["pub"] = pub
+        started.set()
+
+    # bind first (port 0), then start the live process against the bound port
+    replay_thread = threading.Thread(target=lambda: replay_session(
+        small_session, "tcp://127.0.0.1:*", speed=20.0, wait=True, wait_timeout_s=90, on_start=on_start))
+    replay_thread.start()
+    try:
+        assert started.wait(30)
+        proc = processes.start(*live_args(small_session, run, endpoint["pub"], "--steps-per-frame", "4",
+                                          "--final-steps", "6", "--chunk-steps", "3", "--threads", "1"), log=tmp_path / "live.log")
+        assert proc.wait(100) == 0, (tmp_path / "live.log").read_text()
+    finally:
+        replay_thread.join(100)
+    live_volumes, times_s = read_volumes(run / "volumes.tif")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the live process: the same reduction order
+    try:
+        offline = reconstruct_session(small_session, preset("fast"), steps_per_frame=4, final_steps=6,
+                                      chunk_steps=7, seed=0, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    live = Trainer.load(run / "checkpoint.pt")
+    assert live.indices == offline.indices == list(range(10))
+    assert live.steps_done == offline.steps_done == 10 * 4 + 6
+    assert live.time_scale_s == offline.time_scale_s == 10 * 2.0
+    offline_volumes = np.stack([offline.volume(t) for t in times_s])
+    np.testing.assert_allclose(live_volumes, offline_volumes, rtol=1e-6, atol=1e-6)
+    for name, value in offline.model.state_dict().items():
+        np.testing.assert_allclose(live.model.state_dict()[name].numpy(), value.numpy(), rtol=1e-6, atol=1e-7)

@@ -1,0 +1,58 @@
+"""Kill -9 the live process mid-session and restart it: every frame once, the loss continues."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from live.schedule import reconstruct_session
+from recon.presets import preset
+from recon.trainer import Trainer
+from tests.live.conftest import FRAMES, live_args, wait_for
+
+
+def _checkpoint_frames(run) -> int:
+    try:
+        return len(json.loads((run / "live_state.json").read_text())["frames"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+
+
+@pytest.mark.timeout(150)
+def test_kill_9_and_resume(small_session, tmp_path, processes):
+    """The session is recorded; nothing publishes, so frames come from the session directory (catch-up).
+    A first live process (deterministic schedule, checkpoint every 0.2 s) is SIGKILLed once its
+    checkpoint holds >= 3 frames; a second resumes from that checkpoint. Afterwards: frame indices are
+    0..9 once each, the loss history extends the killed run's checkpoint unchanged, and the result equals
+    an uninterrupted offline run of the same schedule (assert_allclose), so nothing was lost or doubled."""
+    run = tmp_path / "run"
+    args = live_args(small_session, run, "tcp://127.0.0.1:1", "--steps-per-frame", "6", "--final-steps", "4",
+                     "--chunk-steps", "2", "--checkpoint-interval-s", "0.2", "--threads", "1")
+    first = processes.start(*args, log=tmp_path / "first.log")
+    wait_for(lambda: _checkpoint_frames(run) >= 3, 90, "a checkpoint with 3 frames", first)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    shutil.copy(run / "checkpoint.pt", tmp_path / "killed.pt")
+    killed = Trainer.load(tmp_path / "killed.pt")
+    assert 3 <= killed.n_frames < FRAMES
+    second = processes.start(*args, log=tmp_path / "second.log")
+    assert second.wait(100) == 0, (tmp_path / "second.log").read_text()
+    assert "resumed from" in (tmp_path / "second.log").read_text()
+    final = Trainer.load(run / "checkpoint.pt")
+    assert final.indices == list(range(FRAMES))
+    assert final.steps_done == FRAMES * 6 + 4 == len(final.loss_history)
+    assert final.loss_history[:killed.steps_done] == killed.loss_history
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        offline = reconstruct_session(small_session, preset("fast"), steps_per_frame=6, final_steps=4,
+                                      chunk_steps=2, seed=0, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(final.volume(9.0), offline.volume(9.0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(final.loss_history, offline.loss_history, rtol=1e-6)
