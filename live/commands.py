@@ -7,6 +7,7 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this package's subcommands (each module below adds its own)."""
-    from live import live_cli
+    from live import demo, live_cli
 
     live_cli.register(subparsers)
+    demo.register(subparsers)
