@@ -9,13 +9,20 @@ footprint stays on the detector, and at ``alpha = 0`` a row equals ``slice.sum(a
 The forward operator is a scatter-add with weights ``w`` at indices ``i``; the adjoint is the gather
 with the same ``(i, w)``, so the pair is an exact transpose (dot-product test to float64 precision).
 :class:`ProjectFunction` is the autograd wrapper whose backward *is* that adjoint.
+
+:class:`ParallelProjector` (a fixed angle set over whole volumes) stores the same footprint once as a
+sparse CSR matrix ``M`` (``n_angles * n_det`` x ``nz * nx``, two entries per voxel and angle) and its
+transpose, per dtype and device, and applies them to all ``ny`` slices at once with a sparse-dense
+product; forward and adjoint are again exact transposes, and its autograd backward is the other one.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse
 import torch
 
 
@@ -87,6 +94,48 @@ class ProjectFunction(torch.autograd.Function):
         return _adjoint(grad_rows.contiguous(), angles_rad, nz, nx), None, None
 
 
+def footprint_matrix(angles_rad: np.ndarray, nz: int, nx: int, n_det: int) -> scipy.sparse.csr_matrix:
+    """The forward operator of one ``(nz, nx)`` slice at each angle as a float64 CSR matrix.
+
+    Rows are ``angle * n_det + detector pixel``, columns ``z * nx + x``; the entries are the
+    :func:`_footprint` weights (float64), so ``M @ slice.ravel()`` equals :func:`project` of the slice.
+    """
+    angles = torch.as_tensor(np.asarray(angles_rad, dtype=np.float64))
+    idx_lo, idx_hi, w_lo, w_hi = _footprint(angles, nz, nx, n_det)
+    offset = (torch.arange(angles.shape[0]) * n_det)[:, None]
+    rows = torch.cat([idx_lo + offset, idx_hi + offset], dim=1).numpy().ravel()
+    vals = torch.cat([w_lo, w_hi], dim=1).numpy().ravel()
+    cols = np.tile(np.arange(nz * nx), 2 * angles.shape[0])
+    # zero weights are exactly the off-detector (clamped) neighbours: dropping them leaves no duplicates
+    keep = vals != 0
+    return scipy.sparse.csr_matrix((vals[keep], (rows[keep], cols[keep])),
+                                   shape=(angles.shape[0] * n_det, nz * nx))
+
+
+def _torch_csr(matrix: scipy.sparse.csr_matrix, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    matrix = matrix.tocsr()
+    matrix.sort_indices()
+    with warnings.catch_warnings():  # torch flags its CSR support as beta; the product used here is stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(matrix.indptr.astype(np.int64)),
+                                       torch.from_numpy(matrix.indices.astype(np.int64)),
+                                       torch.from_numpy(matrix.data).to(dtype), size=matrix.shape,
+                                       check_invariants=False).to(device)
+
+
+class SparseApply(torch.autograd.Function):
+    """``matrix @ dense`` whose backward is ``transpose @ grad`` with a precomputed ``transpose``."""
+
+    @staticmethod
+    def forward(ctx, dense: torch.Tensor, matrix: torch.Tensor, transpose: torch.Tensor) -> torch.Tensor:
+        ctx.transpose = transpose
+        return matrix @ dense
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return ctx.transpose @ grad.contiguous(), None, None
+
+
 def _check_batch(name: str, tensor: torch.Tensor, ndim: int, angles_rad: torch.Tensor) -> None:
     if tensor.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions; got shape {tuple(tensor.shape)}")
@@ -151,6 +200,19 @@ class ParallelProjector:
             raise ValueError(f"volume_shape must be (nz, ny, nx) with positive sizes; got {volume_shape}")
         self.volume_shape = tuple(int(n) for n in volume_shape)
         self.n_det = int(n_det or self.volume_shape[2])
+        self._matrix: scipy.sparse.csr_matrix | None = None
+        self._cache: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def matrices(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The slice operator ``M`` and its transpose as torch CSR tensors (built once per dtype/device)."""
+        key = (dtype, torch.device(device))
+        if key not in self._cache:
+            if self._matrix is None:
+                nz, _, nx = self.volume_shape
+                self._matrix = footprint_matrix(np.deg2rad(self.angles_deg), nz, nx, self.n_det)
+            self._cache[key] = (_torch_csr(self._matrix, dtype, key[1]),
+                                _torch_csr(self._matrix.T.tocsr(), dtype, key[1]))
+        return self._cache[key]
 
     @property
     def domain_shape(self) -> tuple[int, int, int]:
@@ -167,18 +229,16 @@ class ParallelProjector:
         """The adjoint (backprojection) operator."""
         return _AdjointProjector(self)
 
-    def _angles(self, like: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(np.deg2rad(self.angles_deg), dtype=like.dtype, device=like.device)
-
     def __call__(self, volume: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         as_numpy = isinstance(volume, np.ndarray)
         vol = torch.from_numpy(np.ascontiguousarray(volume)) if as_numpy else volume
         if tuple(vol.shape) != self.domain_shape:
             raise ValueError(f"volume shape {tuple(vol.shape)} differs from the operator's {self.domain_shape}")
-        slices = vol.permute(1, 0, 2)  # (ny, nz, nx): orthoslices
-        n_angles = len(self.angles_deg)
-        batch = slices[None].expand(n_angles, *slices.shape)
-        frames = project(batch, self._angles(vol), self.n_det)  # (n_angles, ny, n_det)
+        nz, ny, nx = self.volume_shape
+        matrix, transpose = self.matrices(vol.dtype, vol.device)
+        columns = vol.permute(0, 2, 1).reshape(nz * nx, ny)  # one column per orthoslice
+        rows = SparseApply.apply(columns, matrix, transpose)  # (n_angles * n_det, ny)
+        frames = rows.reshape(len(self.angles_deg), self.n_det, ny).permute(0, 2, 1).contiguous()
         return frames.numpy() if as_numpy else frames
 
     def __repr__(self) -> str:
@@ -209,9 +269,11 @@ class _AdjointProjector:
         fr = torch.from_numpy(np.ascontiguousarray(frames)) if as_numpy else frames
         if tuple(fr.shape) != self.domain_shape:
             raise ValueError(f"frames shape {tuple(fr.shape)} differs from the operator's {self.domain_shape}")
-        nz, _, nx = self.forward.volume_shape
-        back = backproject(fr, self.forward._angles(fr), (nz, nx))  # (n_angles, ny, nz, nx)
-        volume = back.sum(dim=0).permute(1, 0, 2).contiguous()
+        nz, ny, nx = self.forward.volume_shape
+        matrix, transpose = self.forward.matrices(fr.dtype, fr.device)
+        columns = fr.permute(0, 2, 1).reshape(-1, ny)  # (n_angles * n_det, ny)
+        back = SparseApply.apply(columns, transpose, matrix)  # (nz * nx, ny)
+        volume = back.reshape(nz, nx, ny).permute(0, 2, 1).contiguous()
         return volume.numpy() if as_numpy else volume
 
 
