@@ -141,7 +141,7 @@ class Demo:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(sig)
         for name, proc in self.procs.items():
-            if name == "view":
+            if name == "view":  # a window the user closes; it ends with the run when offscreen
                 continue
             try:
                 proc.wait(30)
@@ -195,7 +195,10 @@ class Demo:
                     status = json.loads(endpoints.read_text())["status"]
                     status_sub = StatusLine(status)
                     if not headless:
-                        self.start("view", _cli("view", "--connect", status))
+                        # offscreen "windows" cannot be closed by anyone: let that viewer end with the run
+                        offscreen = os.environ.get("QT_QPA_PLATFORM") == "offscreen"
+                        self.start("view", _cli("view", "--connect", status,
+                                                *(["--until-finished"] if offscreen else [])))
                 if status_sub is not None:
                     status_sub.update(self.session)
                 time.sleep(0.2)
@@ -274,12 +277,10 @@ def run_demo(settings: DemoSettings) -> int:
     log.info("evaluating against the ground truth and moving-window SIRT")
     report = evaluate(settings, demo, microscope, acquire_wall, time.monotonic() - started)
     write_report(demo.out, report)
+    if demo.procs.get("view") is not None and demo.procs["view"].poll() is None:
+        log.info("the viewer window stays open with the final state; close it when done")
     for line in summary_lines(report):
         log.info("%s", line)
-    viewer = demo.procs.get("view")
-    if viewer is not None and viewer.poll() is None:
-        log.info("the viewer stays open; close its window to end the demo")
-        viewer.wait()
     return 0
 
 
