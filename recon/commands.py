@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this package's subcommands (each module below adds its own)."""
+    """Add the ``recon`` group; each module below adds its own subcommands to it."""
+    recon = subparsers.add_parser("recon", help="reconstruction: DIP-STER training and volumes, SIRT, metrics",
+                                  description="Reconstruct recorded sessions (DIP-STER, moving-window SIRT) "
+                                  "and measure them.")
+    recon_sub = recon.add_subparsers(dest="recon_command", metavar="SUBCOMMAND", required=True,
+                                     parser_class=type(recon))
+    importlib.import_module("recon.train_cli").register(recon_sub)
