@@ -1,0 +1,103 @@
+"""Metrics with numbers: identities, a known perturbation, a sphere's surface/volume, alloying, redistribution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acquire.errors import UserError
+from recon.metrics import (alloying_degree, metrics_table, otsu_mask, rmse_percent, ssim, surface_to_volume,
+                           volume_redistribution)
+
+
+def _sphere(n: int, r: float, centre: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    z, y, x = np.mgrid[:n, :n, :n] - (n - 1) / 2.0
+    cz, cy, cx = centre
+    return (((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) <= r * r).astype(np.float32)
+
+
+def _core_shell_series(steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A rod (shell 0.3) with a core (1.0) mixing linearly into its mean: (series, particle, mixing)."""
+    n = 24
+    z, y, x = np.mgrid[:n, :n, :n] - (n - 1) / 2.0
+    radius = np.hypot(x, z)
+    particle = (radius <= 7) & (np.abs(y) <= 9)
+    core = (radius <= 3.5) & (np.abs(y) <= 6)
+    start = np.where(core, 1.0, 0.3) * particle
+    mean = start[particle].mean()
+    mixing = np.linspace(0, 1, steps)
+    series = np.stack([np.where(particle, (1 - a) * start + a * mean, 0.0) for a in mixing]).astype(np.float32)
+    return series, particle, mixing
+
+
+def test_identical_volumes():
+    ref = _sphere(16, 5) * 2.0 + 0.1
+    assert rmse_percent(ref, ref) == 0.0
+    assert ssim(ref, ref) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_known_perturbation_gives_known_rmse():
+    """ref: a unit sphere on zero; rec = ref * 1.05 -> 5 % of the range inside the (sphere) mask."""
+    ref = _sphere(20, 6)
+    assert rmse_percent(ref * 1.05, ref) == pytest.approx(5.0, rel=1e-6)
+    mask = np.ones(ref.shape, dtype=bool)
+    assert rmse_percent(ref + 0.02, ref, mask) == pytest.approx(2.0, rel=1e-5)
+    noisy = ref + np.random.default_rng(0).normal(0, 0.1, ref.shape).astype(np.float32)
+    assert rmse_percent(noisy, ref, mask) == pytest.approx(10.0, rel=0.02)
+    assert 0.5 < ssim(noisy, ref) < 0.99
+
+
+def test_sphere_surface_to_volume_against_analytic():
+    """Digital sphere of radius r: one 6-connected dilation adds the voxels within max(|n_i|) of the
+    surface, so surface/volume -> 3 m (r + m/2)^2 / r^3 with m = E[max(|n_x|,|n_y|,|n_z|)] over the
+    unit sphere (0.8312, computed here on a Fibonacci lattice); the continuum S/V is 3/r."""
+    k = 200_000
+    i = np.arange(k) + 0.5
+    polar, azimuth = np.arccos(1 - 2 * i / k), np.pi * (1 + 5**0.5) * i
+    normals = np.stack([np.cos(azimuth) * np.sin(polar), np.sin(azimuth) * np.sin(polar), np.cos(polar)])
+    m = np.abs(normals).max(axis=0).mean()
+    assert m == pytest.approx(0.8312, abs=1e-3)
+    for r in (10.0, 14.0):
+        expected = 3 * m * (r + m / 2) ** 2 / r**3
+        assert surface_to_volume(_sphere(32, r) * 0.8 + 0.05) == pytest.approx(expected, rel=0.04)
+
+
+def test_volume_redistribution_of_a_moving_sphere():
+    series = np.stack([_sphere(20, 5), _sphere(20, 5, (0, 0, 1)), _sphere(20, 5, (0, 0, 1))])
+    expected = np.logical_xor(series[0] > 0.5, series[1] > 0.5).sum() * 0.87**3
+    got = volume_redistribution(series, voxel_size_nm=0.87)
+    assert got.shape == (2,)
+    assert got[0] == pytest.approx(expected, rel=1e-12) and got[0] > 0
+    assert got[1] == 0.0
+
+
+def test_alloying_degree_zero_at_start_one_at_end():
+    series, particle, mixing = _core_shell_series(6)
+    degree = alloying_degree(series)
+    assert degree[0] == 0.0 and degree[-1] == pytest.approx(1.0, abs=1e-12)
+    assert np.all(np.diff(degree) > 0)
+    # inside the particle itself the spread is (1 - a) sigma_0, so Eq. 10 returns the mixing exactly
+    np.testing.assert_allclose(alloying_degree(series, masks=particle), mixing, atol=1e-6)
+
+
+def test_metrics_table_identical_and_mismatched():
+    series, _, _ = _core_shell_series(4)
+    rows = metrics_table(series, series, times_s=np.arange(4) * 30.0, voxel_size_nm=0.5)
+    assert [r["index"] for r in rows] == [0, 1, 2, 3]
+    assert rows[2]["time_s"] == 60.0
+    for row in rows:
+        assert row["rmse_percent"] == 0.0
+        assert row["ssim"] == pytest.approx(1.0, abs=1e-12)
+        assert row["surface_to_volume"] == row["surface_to_volume_ref"]
+        assert row["alloying_degree"] == pytest.approx(row["alloying_degree_ref"], abs=1e-12)
+    assert rows[0]["redistribution_nm3"] is None and rows[1]["redistribution_nm3"] == 0.0
+    assert rows[-1]["alloying_degree_ref"] == pytest.approx(1.0)
+    with pytest.raises(UserError, match="differ in shape or time count"):
+        metrics_table(series[:3], series)
+    with pytest.raises(UserError, match="NaN"):
+        rmse_percent(np.full((8, 8, 8), np.nan), np.ones((8, 8, 8)))
+
+
+def test_otsu_mask_of_constant_volume_is_empty():
+    assert not otsu_mask(np.ones((4, 4, 4))).any()
+    assert np.isnan(surface_to_volume(np.ones((4, 4, 4))))
