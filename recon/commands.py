@@ -14,3 +14,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     recon_sub = recon.add_subparsers(dest="recon_command", metavar="SUBCOMMAND", required=True,
                                      parser_class=type(recon))
     importlib.import_module("recon.train_cli").register(recon_sub)
+    importlib.import_module("recon.sirt_cli").register(recon_sub)
+    importlib.import_module("recon.metrics_cli").register(recon_sub)
+    importlib.import_module("recon.stack_import").register(recon_sub)
