@@ -46,46 +46,83 @@ def _grid(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, 
     return torch.meshgrid(c, c, c, indexing="ij")
 
 
-def _gaussian_blur(volume: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian filter (zero padding) of a (Z, Y, X) volume, sigma in voxels."""
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+    """Normalised 3-D Gaussian (outer product of 1-D ones), radius ceil(3 sigma) voxels."""
     radius = max(1, int(math.ceil(3.0 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=volume.dtype, device=volume.device)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    out = volume[None, None]
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    g = np.exp(-0.5 * (x / sigma) ** 2)
+    g /= g.sum()
+    return g[:, None, None] * g[None, :, None] * g[None, None, :]
+
+
+def _compose(kernels: list[np.ndarray]) -> np.ndarray:
+    """The kernel of applying ``kernels`` one after another (full convolution of odd-sized 3-D kernels)."""
+    out = kernels[0]
+    for kernel in kernels[1:]:
+        shape = tuple(a + b - 1 for a, b in zip(out.shape, kernel.shape))
+        out = np.fft.irfftn(np.fft.rfftn(out, shape, axes=(0, 1, 2)) * np.fft.rfftn(kernel, shape, axes=(0, 1, 2)),
+                            shape, axes=(0, 1, 2))
+    return out
+
+
+def _convolve_same(volume: torch.Tensor, kernel_hat: torch.Tensor, fft_shape: tuple[int, ...],
+                   reach: int) -> torch.Tensor:
+    """Linear (zero-padded) convolution of ``volume`` with a kernel given by its rfftn over ``fft_shape``;
+    returns the centred part, same shape as ``volume`` (``reach`` = kernel radius, voxels)."""
+    spectrum = torch.fft.rfftn(volume.double(), s=fft_shape) * kernel_hat
+    full = torch.fft.irfftn(spectrum, s=fft_shape)
+    nz, ny, nx = volume.shape
+    return full[reach:reach + nz, reach:reach + ny, reach:reach + nx].to(volume.dtype)
+
+
+def _box(mask: torch.Tensor, margin: int) -> tuple[slice, slice, slice]:
+    """Bounding box of the non-zero voxels of ``mask`` grown by ``margin`` voxels, clipped to the grid.
+
+    Work done inside this box equals work on the whole grid when nothing outside it is non-zero and
+    the operators reach at most ``margin`` voxels (zero padding at the box edge = zeros outside)."""
+    slices = []
     for axis in range(3):
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = kernel.numel()
-        padding = [0, 0, 0]
-        padding[axis] = radius
-        out = F.conv3d(out, kernel.reshape(shape), padding=tuple(padding))
-    return out[0, 0]
+        other = tuple(a for a in range(3) if a != axis)
+        hit = torch.nonzero(mask.abs().amax(dim=other) > 0).flatten()
+        if hit.numel() == 0:
+            slices.append(slice(0, mask.shape[axis]))
+            continue
+        lo = max(int(hit[0]) - margin, 0)
+        hi = min(int(hit[-1]) + margin + 1, mask.shape[axis])
+        slices.append(slice(lo, hi))
+    return tuple(slices)  # type: ignore[return-value]
 
 
-def _random_kernel(generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """A random non-negative 3x3x3 kernel normalised to sum 1, shape (1, 1, 3, 3, 3)."""
-    kernel = torch.rand((3, 3, 3), generator=generator)
-    return (kernel / kernel.sum()).reshape(1, 1, 3, 3, 3).to(device)
+def _random_kernel(generator: torch.Generator) -> np.ndarray:
+    """A random non-negative 3x3x3 kernel normalised to sum 1."""
+    kernel = torch.rand((3, 3, 3), generator=generator, dtype=torch.float64).numpy()
+    return kernel / kernel.sum()
 
 
-def _alloy_step(au: torch.Tensor, metal: torch.Tensor, sigma: float,
+def _alloy_step(au: torch.Tensor, metal: torch.Tensor, gaussian: np.ndarray,
                 generator: torch.Generator) -> torch.Tensor:
     """One alloying step (paper Methods, Eq. 5) on the Au fraction ``au`` inside the mask ``metal``.
 
-    The Au is isolated, filtered with a Gaussian (``sigma`` voxels) and five convolutions with random
-    normalised 3^3 kernels, giving ``D``; the outer shape is enforced by masking with ``metal`` and the
-    total intensity by rescaling ``D`` so that the Au it holds is conserved (values are kept <= 1 by
-    clipping and rescaling again). The caller forms ``I = AG (1 - D) + AU D``; with AU = 1 and AG = 0.3
-    this is Eq. 5, and conserving the Au conserves the total intensity.
+    The Au is isolated, filtered with the Gaussian ``gaussian`` (sigma 2.5 voxels at 128^3) and five
+    convolutions with random normalised 3^3 kernels, giving ``D`` (the six filters are applied at once, as
+    their composed kernel, by FFT: the same linear convolution); the outer shape is enforced by masking
+    with ``metal`` and the total intensity by rescaling ``D`` so that the Au it holds is conserved (values
+    are kept <= 1 by clipping and rescaling again). The caller forms ``I = AG (1 - D) + AU D``; with
+    AU = 1 and AG = 0.3 this is Eq. 5, and conserving the Au conserves the total intensity.
 
     The paper isolates "intensities >= 1.0"; after one Gaussian no voxel is exactly 1.0 any more, so the
     quantity carried from step to step is the Au fraction ``D`` itself, which at step 0 is that core.
     """
-    total = au.sum()
-    d = _gaussian_blur(au, sigma)[None, None]
+    randoms = []
     for _ in range(5):
-        d = F.conv3d(d, _random_kernel(generator, au.device), padding=1)
-    d = d[0, 0] * metal
+        kernel = torch.rand((3, 3, 3), generator=generator, dtype=torch.float64).numpy()
+        randoms.append(kernel / kernel.sum())
+    kernel = _compose([gaussian, *randoms])
+    reach = kernel.shape[0] // 2
+    fft_shape = tuple(n + 2 * reach for n in au.shape)
+    kernel_hat = torch.fft.rfftn(torch.from_numpy(kernel).to(au.device), s=fft_shape)
+    total = au.sum()
+    d = torch.clamp(_convolve_same(au, kernel_hat, fft_shape, reach), min=0.0) * metal
     for _ in range(4):
         d = torch.clamp(d * (total / d.sum()), max=1.0)
     return d * (total / d.sum())
@@ -115,11 +152,19 @@ def _nanocube_initial(size: int, device: torch.device) -> tuple[torch.Tensor, to
 def _alloy_series(au: torch.Tensor, metal: torch.Tensor, background: torch.Tensor, steps: int,
                   sigma: float, generator: torch.Generator, out: np.ndarray,
                   progress: Callable[[int], None] | None) -> None:
+    """Alloy for ``steps`` steps, writing ``(AG (1 - D) + AU D) * metal + background`` into ``out``.
+
+    All work happens in the box around the metal grown by the filters' reach (exact, see :func:`_box`)."""
+    gaussian = _gaussian_kernel(sigma)
+    box = _box(metal, gaussian.shape[0] // 2 + 5)  # Gaussian radius + five 3^3 kernels
+    au, metal = au[box].contiguous(), metal[box].contiguous()
+    base = background.cpu().numpy()
+    background = background[box]
     for step in range(steps):
         if step > 0:
-            au = _alloy_step(au, metal, sigma, generator)
-        volume = (AG * (1.0 - au) + AU * au) * metal + background
-        out[step] = volume.cpu().numpy()
+            au = _alloy_step(au, metal, gaussian, generator)
+        out[step] = base
+        out[step][box] = ((AG * (1.0 - au) + AU * au) * metal + background).cpu().numpy()
         if progress:
             progress(step + 1)
 
@@ -138,11 +183,9 @@ def _nanoshell_initial(size: int, device: torch.device) -> torch.Tensor:
 
 def _knock_on(occ: torch.Tensor, strength: float, rate: float, generator: torch.Generator) -> torch.Tensor:
     """Remove surface voxels with probability ``strength * rate * exposed / 6`` (exposed empty 6-neighbours)."""
-    kernel = torch.zeros((1, 1, 3, 3, 3), dtype=occ.dtype, device=occ.device)
-    kernel[0, 0, 1, 1, 0] = kernel[0, 0, 1, 1, 2] = 1.0
-    kernel[0, 0, 1, 0, 1] = kernel[0, 0, 1, 2, 1] = 1.0
-    kernel[0, 0, 0, 1, 1] = kernel[0, 0, 2, 1, 1] = 1.0
-    neighbours = F.conv3d(occ[None, None], kernel, padding=1)[0, 0]
+    padded = F.pad(occ, (1, 1, 1, 1, 1, 1))
+    neighbours = (padded[:-2, 1:-1, 1:-1] + padded[2:, 1:-1, 1:-1] + padded[1:-1, :-2, 1:-1]
+                  + padded[1:-1, 2:, 1:-1] + padded[1:-1, 1:-1, :-2] + padded[1:-1, 1:-1, 2:])
     probability = strength * rate * (6.0 - neighbours) / 6.0
     draw = torch.rand(occ.shape, generator=generator).to(occ.device)
     return occ * (draw >= probability).float()
@@ -150,25 +193,30 @@ def _knock_on(occ: torch.Tensor, strength: float, rate: float, generator: torch.
 
 def _elastic(occ: torch.Tensor, amplitude_vox: float, generator: torch.Generator) -> torch.Tensor:
     """Warp by a smooth random displacement field (max ``amplitude_vox`` voxels), keep the voxel count."""
-    size = occ.shape[0]
     count = int(occ.sum().item())
     if amplitude_vox <= 0 or count == 0:
         return occ
-    coarse = max(2, size // 16)
-    noise = torch.randn((1, 3, coarse, coarse, coarse), generator=generator).to(occ.device)
-    field = F.interpolate(noise, size=occ.shape, mode="trilinear", align_corners=True)[0]
+    box = _box(occ, int(math.ceil(amplitude_vox)) + 2)  # material moves at most the amplitude
+    crop = occ[box]
+    shape = crop.shape
+    coarse = tuple(max(2, math.ceil(n / 16) + 1) for n in shape)  # control points ~16 voxels apart
+    noise = torch.randn((1, 3, *coarse), generator=generator).to(occ.device)
+    field = F.interpolate(noise, size=shape, mode="trilinear", align_corners=True)[0]
     field = field * (amplitude_vox / field.abs().amax().clamp_min(1e-12))
-    base = torch.linspace(-1.0, 1.0, size, device=occ.device)
-    gz, gy, gx = torch.meshgrid(base, base, base, indexing="ij")
-    scale = 2.0 / max(size - 1, 1)  # voxels -> normalised coordinates
-    grid = torch.stack((gx + field[2] * scale, gy + field[1] * scale, gz + field[0] * scale), dim=-1)
-    warped = F.grid_sample(occ[None, None], grid[None], mode="bilinear", padding_mode="zeros",
+    axes = [torch.linspace(-1.0, 1.0, n, device=occ.device) for n in shape]
+    gz, gy, gx = torch.meshgrid(*axes, indexing="ij")
+    scales = [2.0 / max(n - 1, 1) for n in shape]  # voxels -> normalised coordinates
+    grid = torch.stack((gx + field[2] * scales[2], gy + field[1] * scales[1], gz + field[0] * scales[0]),
+                       dim=-1)
+    warped = F.grid_sample(crop[None, None], grid[None], mode="bilinear", padding_mode="zeros",
                            align_corners=True)[0, 0]
-    flat = warped.reshape(-1) + occ.reshape(-1) * 1e-4  # ties resolved toward the old shape
+    flat = warped.reshape(-1) + crop.reshape(-1) * 1e-4  # ties resolved toward the old shape
     keep = torch.topk(flat, count).indices
-    out = torch.zeros_like(flat)
-    out[keep] = 1.0
-    return out.reshape(occ.shape)
+    kept = torch.zeros_like(flat)
+    kept[keep] = 1.0
+    out = torch.zeros_like(occ)
+    out[box] = kept.reshape(shape)
+    return out
 
 
 def _nanoshell_series(size: int, steps: int, generator: torch.Generator, device: torch.device,
@@ -177,7 +225,10 @@ def _nanoshell_series(size: int, steps: int, generator: torch.Generator, device:
     occ = _nanoshell_initial(size, device)
     for step in range(steps):
         if step > 0:
-            occ = _knock_on(occ, knock_on, knock_on_rate, generator)
+            box = _box(occ, 1)
+            eroded = torch.zeros_like(occ)
+            eroded[box] = _knock_on(occ[box], knock_on, knock_on_rate, generator)
+            occ = eroded
             occ = _elastic(occ, elastic * size / 128.0, generator)
         out[step] = occ.cpu().numpy()
         if progress:
@@ -194,25 +245,34 @@ def _nanostar_series(size: int, steps: int, generator: torch.Generator, device: 
     directions = torch.randn((branches, 3), generator=generator)
     directions = (directions / directions.norm(dim=1, keepdim=True)).to(device)
     points = torch.stack((z, y, x), dim=-1).reshape(-1, 3)
-    along = points @ directions.T  # (N, branches)
-    across = torch.sqrt(torch.clamp((points * points).sum(dim=1, keepdim=True) - along * along, min=0.0))
     radius = points.norm(dim=1)
-    order = torch.argsort(radius)  # voxels nearest the centre first: the core grows shell by shell
+    order = torch.argsort(radius, stable=True)  # voxels nearest the centre first: the core grows outward
+    # a shorter cone lies inside the longer one, so only voxels of the initial cones are ever tested
+    cones = []
+    for direction in directions:
+        along = points @ direction
+        across = torch.sqrt(torch.clamp((points * points).sum(dim=1) - along * along, min=0.0))
+        inside = torch.nonzero((along >= 0) & (along <= length0)
+                               & (across <= width0 * (1.0 - along / length0))).flatten()
+        cones.append((inside, along[inside], across[inside]))
 
     def branch_mask(length: float) -> torch.Tensor:
-        taper = width0 * torch.clamp(1.0 - along / length, min=0.0)
-        return ((along >= 0) & (along <= length) & (across <= taper)).any(dim=1)
+        mask = torch.zeros(points.shape[0], dtype=torch.bool, device=device)
+        for inside, along, across in cones:
+            keep = (along <= length) & (across <= width0 * torch.clamp(1.0 - along / length, min=0.0))
+            mask[inside[keep]] = True
+        return mask
 
     start = branch_mask(length0) | (radius <= core_r0)
     target = int(start.sum().item())
     for step in range(steps):
         fraction = step / max(steps - 1, 1)
         branch = branch_mask(length0 * (1.0 - shrink * fraction))
-        need = target - int(branch.sum().item())
-        free = ~branch[order]
-        chosen = order[free][:max(need, 0)]
+        in_branch = int(branch.sum().item())
+        need = max(target - in_branch, 0)
+        candidates = order[:need + in_branch]
         occ = branch.clone()
-        occ[chosen] = True
+        occ[candidates[~branch[candidates]][:need]] = True
         out[step] = occ.reshape(size, size, size).float().cpu().numpy()
         if progress:
             progress(step + 1)
