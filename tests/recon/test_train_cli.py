@@ -1,0 +1,117 @@
+"""``tiltstream recon train`` / ``recon volumes`` end to end: run directory, resume, held-out log, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from acquire.session import SessionSettings, SessionWriter
+from recon.projector import project_volume
+from recon.run_dir import PlateauStopper, heldout_positions
+from recon.volume_io import read_volumes
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "live.cli", *args], capture_output=True, text=True,
+                          timeout=240)
+
+
+def _session(path: Path, count: int = 8, n: int = 16, nan_at: int | None = None,
+             odd_shape_at: int | None = None) -> Path:
+    """A small recorded session of a static cube at GRS-like angles."""
+    writer = SessionWriter.create(path, SessionSettings())
+    vol = np.zeros((n, n, n), dtype=np.float32)
+    vol[4:11, 3:12, 5:10] = 1.0
+    for i in range(count):
+        angle = -70.0 + (i * 0.618034 % 1.0) * 140.0
+        frame = project_volume(vol, angle)
+        if i == nan_at:
+            frame[3, 3] = np.nan
+        if i == odd_shape_at:
+            frame = frame[:, :-2]
+        writer.append(frame, index=i, target_deg=angle, angle_deg=angle, time_s=10.0 * i,
+                      exposure_s=1.0, dose_e_per_A2=40.0)
+    return path
+
+
+def _one_line_error(result: subprocess.CompletedProcess, words: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert words in lines[0], lines[0]
+
+
+@pytest.mark.timeout(120)
+def test_bad_sessions_get_one_clear_line(tmp_path: Path) -> None:
+    _one_line_error(_cli("recon", "train", "--session", str(tmp_path / "missing"), "--out",
+                         str(tmp_path / "r1")), "does not exist")
+    SessionWriter.create(tmp_path / "empty", SessionSettings())
+    _one_line_error(_cli("recon", "train", "--session", str(tmp_path / "empty"), "--out",
+                         str(tmp_path / "r2")), "has no frames")
+    _session(tmp_path / "odd", count=4, odd_shape_at=2)
+    _one_line_error(_cli("recon", "train", "--session", str(tmp_path / "odd"), "--out",
+                         str(tmp_path / "r3")), "mixes frame shapes")
+    _session(tmp_path / "nan", count=4, nan_at=1)
+    _one_line_error(_cli("recon", "train", "--session", str(tmp_path / "nan"), "--out",
+                         str(tmp_path / "r4")), "NaN")
+    _one_line_error(_cli("recon", "train", "--session", str(tmp_path / "nan"), "--out",
+                         str(tmp_path / "r5"), "--holdout", "0.9"), "holdout")
+    _one_line_error(_cli("recon", "volumes", "--run", str(tmp_path / "r1"), "--out",
+                         str(tmp_path / "v.tif")), "not a trained run")
+
+
+@pytest.mark.timeout(200)
+def test_train_resume_and_volumes(tmp_path: Path) -> None:
+    """Resume continues steps and log; volumes are (T, Z, Y, X) float32 with the frames' times."""
+    session = _session(tmp_path / "s", count=10)
+    run = tmp_path / "run"
+    first = _cli("recon", "train", "--session", str(session), "--out", str(run), "--steps", "20",
+                 "--eval-every", "10", "--holdout", "0.2", "--threads", "1", "--device", "auto")
+    assert first.returncode == 0, first.stderr
+    assert "steps/s" in first.stderr and "ETA" in first.stderr
+    second = _cli("recon", "train", "--session", str(session), "--out", str(run), "--steps", "10",
+                  "--eval-every", "10", "--threads", "1")
+    assert second.returncode == 0, second.stderr
+    assert "resumed at step 20" in second.stderr
+    with open(run / "train_log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == [10, 20, 30]
+    assert all(float(r["heldout_ssim"]) <= 1 and float(r["heldout_rmse_percent"]) > 0 for r in rows)
+    elapsed = [float(r["elapsed_s"]) for r in rows]
+    assert elapsed == sorted(elapsed)
+    description = json.loads((run / "run.json").read_text())
+    assert description["heldout_indices"] == [4, 9] and description["preset"] == "fast"
+
+    out = tmp_path / "vol.tif"
+    result = _cli("recon", "volumes", "--run", str(run), "--out", str(out), "--times", "all")
+    assert result.returncode == 0, result.stderr
+    volumes, times = read_volumes(out)
+    assert volumes.shape == (10, 16, 16, 16) and volumes.dtype == np.float32
+    np.testing.assert_allclose(times, 10.0 * np.arange(10))
+    result = _cli("recon", "volumes", "--run", str(run), "--out", str(tmp_path / "two.mrc"),
+                  "--times", "5,12.5", "--format", "mrc")
+    assert result.returncode == 0, result.stderr
+    volumes, times = read_volumes(tmp_path / "two.mrc")
+    assert volumes.shape == (2, 16, 16, 16)
+    np.testing.assert_allclose(times, [5.0, 12.5])
+
+
+def test_heldout_positions_are_spread_and_skip_the_first_frame() -> None:
+    assert heldout_positions(10, 0.2) == [4, 9]
+    assert heldout_positions(20, 0.1) == [9, 19]
+    assert heldout_positions(5, 0.0) == []
+    assert 0 not in heldout_positions(7, 0.5)
+
+
+def test_plateau_stopper_stops_after_patience_evaluations_without_improvement() -> None:
+    stopper = PlateauStopper(patience=2)
+    assert [stopper.update(e) for e in (10.0, 8.0, 7.99, 8.5, 6.0, 6.0, 6.0)] == \
+        [False, False, False, True, False, False, True]
+    never = PlateauStopper(patience=0)
+    assert not any(never.update(1.0) for _ in range(10))
