@@ -75,6 +75,9 @@ class DemoSettings(pydantic.BaseModel):
                                                 description="seconds between PNG snapshots, wall clock")
     sirt_window: int = pydantic.Field(default=30, ge=1, description="moving-window SIRT window, frames")
     sirt_iterations: int = pydantic.Field(default=30, ge=1, description="SIRT iterations per window")
+    heating_to_C: float | None = pydantic.Field(
+        default=300.0, description="simulated heating holder: a log ramping linearly from 25 C to this "
+        "temperature over the expected session, Celsius (unset: no temperature log)")
     headless: bool = pydantic.Field(default=False, description="no viewer window (snapshots only)")
     timeout_s: float = pydantic.Field(default=1800.0, gt=0,
                                       description="give up (and stop everything) after this long, seconds")
@@ -84,6 +87,32 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class HeatingLog:
+    """A heating-holder program's CSV log (``elapsed_s,temperature_C``), appended every ``period_s`` in a thread."""
+
+    def __init__(self, path: Path, to_C: float, ramp_s: float, period_s: float = 0.5) -> None:
+        import threading
+
+        self.path, self.to_C, self.ramp_s, self.period_s = path, to_C, max(ramp_s, 1e-6), period_s
+        self.path.write_text("elapsed_s,temperature_C\n")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heating-log", daemon=True)
+        self._started = time.monotonic()
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            elapsed = time.monotonic() - self._started
+            temperature = 25.0 + (self.to_C - 25.0) * min(elapsed / self.ramp_s, 1.0)
+            with open(self.path, "a") as handle:
+                handle.write(f"{elapsed:.2f},{temperature:.2f}\n")
+            self._stop.wait(self.period_s)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 def _cli(*args: str) -> list[str]:
@@ -100,6 +129,7 @@ class Demo:
         self.run_dir = self.out / "run"
         self.snapshots = self.out / "snapshots"
         self.procs: dict[str, subprocess.Popen] = {}
+        self.heating: HeatingLog | None = None
         self.logs: dict[str, Path] = {}
 
     def check_out(self) -> None:
@@ -136,6 +166,8 @@ class Demo:
 
     def stop_all(self) -> None:
         """SIGINT the acquisition (ends after the frame), SIGTERM the live process (checkpoints); then kill."""
+        if self.heating is not None:
+            self.heating.close()
         for name, sig in (("acquire", signal.SIGINT), ("live", signal.SIGTERM)):
             proc = self.procs.get(name)
             if proc is not None and proc.poll() is None:
@@ -169,10 +201,16 @@ class Demo:
         if s.threads is not None:
             live_args += ["--threads", str(s.threads)]
         live = self.start("live", _cli(*live_args))
-        acquire = self.start("acquire", _cli(
-            "acquire", "--session", str(self.session), "--bridge", url, "--count", str(s.frames),
-            "--publish", publish, "--dwell-time-s", repr(s.dwell_time_s), "--pixel-size-nm", repr(s.pixel_size_nm),
-            "--beam-current-pA", repr(self.beam_current_pA()), "--detector", "HAADF"))
+        acquire_args = ["acquire", "--session", str(self.session), "--bridge", url, "--count", str(s.frames),
+                        "--publish", publish, "--dwell-time-s", repr(s.dwell_time_s),
+                        "--pixel-size-nm", repr(s.pixel_size_nm), "--beam-current-pA", repr(self.beam_current_pA()),
+                        "--detector", "HAADF"]
+        if s.heating_to_C is not None:
+            # wall seconds of the phantom's evolution: steps x seconds per step / clock speed-up
+            ramp_s = s.frames * s.seconds_per_step / s.time_factor
+            self.heating = HeatingLog(self.out / "temperature.csv", s.heating_to_C, ramp_s)
+            acquire_args += ["--temperature-log", str(self.out / "temperature.csv")]
+        acquire = self.start("acquire", _cli(*acquire_args))
         acquire_started = time.monotonic()
         endpoints = self.run_dir / "endpoints.json"
         status_sub = None

@@ -111,6 +111,7 @@ class LiveReconstruction:
                      self.trainer.n_frames, self.trainer.steps_done, self.trainer.time_scale_s)
         self.session_name = settings.session.name if settings.session is not None else "live"
         self.expected = settings.expected_frames
+        self.session_read = False
         self.pending: deque[Pending] = deque()
         self.frames_seen = self.trainer.n_frames if self.trainer is not None else 0
         self.stop_requested = False
@@ -149,6 +150,7 @@ class LiveReconstruction:
             except ValueError as exc:
                 raise UserError(f"{path}: not a valid session.json: {exc}") from None
             self.expected = session_expected_frames(scheme)
+            self.session_read = True
 
     def _open_sockets(self) -> None:
         from acquire.subscriber import FrameSubscriber
@@ -280,8 +282,8 @@ class LiveReconstruction:
         first = self.pending[0].header
         scale = self.settings.time_scale_s
         if scale is None:
-            if self.expected is None and self.settings.session is not None:
-                return False  # session.json not readable yet
+            if self.expected is None and self.settings.session is not None and not self.session_read:
+                return False  # session.json not there yet
             if len(self.pending) < 2 and (self.expected or 0) > 1:
                 return False  # wait for the second frame's interval
             second = self.pending[1].header.time_s if len(self.pending) > 1 else None

@@ -32,11 +32,13 @@ def test_demo_headless_beats_moving_window_sirt(tmp_path):
     assert report["dose_total_e_per_A2"] == pytest.approx(40 * 24.0, rel=1e-6)
     assert report["dipster"]["ssim_mean"] > report["sirt"]["ssim_mean"]
     assert report["dipster_beats_sirt"] is True
+    low_C, high_C = report["temperature_C_range"]
+    assert 25.0 <= low_C < high_C <= 300.0
     volumes, times_s = read_volumes(out / "run" / "volumes.tif")
     assert volumes.shape == (40, 24, 24, 24) and len(times_s) == 40
     assert (out / "snapshots" / "final.png").stat().st_size > 10_000
     assert sorted(json.loads((out / "snapshots" / "panels.json").read_text())) == sorted(
-        ["angle", "dose", "loss", "measured", "reprojection", "residual", "xy", "xz", "yz"])
+        ["angle", "dose", "loss", "measured", "reprojection", "residual", "temperature", "xy", "xz", "yz"])
     assert (out / "report.md").read_text().startswith("# tiltstream demo report")
     last = proc.stderr.strip().splitlines()[-1]
     assert "beats moving-window SIRT" in last and "report.md" in last
