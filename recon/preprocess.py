@@ -1,0 +1,245 @@
+"""Preprocessing of experimental tilt series (the paper's Methods), each step optional, driven by a config.
+
+Order of the steps (NOTES.md, "Experimental preprocessing"):
+
+1. ``bin_factor``: block-average binning (divided by the factor: line integrals in the new voxel units).
+2. ``high_tilt_correction`` (alloying samples): the background (pixels below the frame's Otsu threshold)
+   mean and variance are fitted as ``a + b / cos(theta)`` on frames with ``|theta| < fit_max_deg``; each
+   frame at or beyond that angle is mapped affinely so its background mean and standard deviation equal
+   the fit's. Done before anything that changes the background.
+3. ``subtract_background``: subtract each frame's median.
+4. ``mask_otsu_fraction``: set pixels below ``fraction * Otsu threshold`` to zero.
+5. ``normalise``: each frame to unit standard deviation and a common mean (the mean over frames of
+   ``mean / std``), i.e. ``(f - mean_f) / std_f + common``.
+6. ``align``: cross-correlation alignment (``skimage.registration.phase_cross_correlation``, subpixel):
+   frames are chained in angle order from the frame nearest 0 deg, each registered to its neighbour in
+   angle (so compared frames differ by a small tilt); the shifts add up along the chain and every frame
+   is resampled once (cubic spline).
+7. ``centre``: shift every frame so the centre of mass of the averaged series lies at the image centre
+   (``(n - 1) / 2``).
+8. ``crop_shape``: centred crop to ``(ny, nx)``.
+9. ``rescale_shape``: resize to ``(ny, nx)`` (the paper: 128 x 128), scaling values by the new/old
+   width so frames stay line integrals in the new (larger) voxel units.
+
+:func:`apply` returns the frames and a JSON-ready report of what each step did (shifts, fits, scales),
+which a run directory records next to the config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pydantic
+from scipy import ndimage
+
+from acquire.errors import UserError
+
+
+class PreprocessConfig(pydantic.BaseModel):
+    """Which preprocessing steps run, and their parameters (defaults: the paper's pipeline)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    bin_factor: int = pydantic.Field(default=1, ge=1, description="block-average binning factor, pixels (1: off)")
+    high_tilt_correction: bool = pydantic.Field(
+        default=False, description="rescale high-tilt frames to the 1/cos(theta) background fit (alloying samples)")
+    fit_max_deg: float = pydantic.Field(
+        default=60.0, gt=0, lt=90, description="frames below this |tilt| fit the 1/cos law; others are rescaled, degrees")
+    subtract_background: bool = pydantic.Field(default=True, description="subtract each frame's median")
+    mask_otsu_fraction: float | None = pydantic.Field(
+        default=0.9, gt=0, description="zero pixels below this fraction of the frame's Otsu threshold (None: off)")
+    normalise: bool = pydantic.Field(default=True, description="unit standard deviation and a common mean per frame")
+    align: bool = pydantic.Field(default=True, description="cross-correlation alignment, chained in angle order")
+    upsample: int = pydantic.Field(default=10, ge=1, description="subpixel precision of alignment, 1/pixels")
+    centre: bool = pydantic.Field(default=True, description="centre of mass of the averaged series to the image centre")
+    crop_shape: tuple[int, int] | None = pydantic.Field(
+        default=None, description="centred crop (ny, nx), pixels (None: off)")
+    rescale_shape: tuple[int, int] | None = pydantic.Field(
+        default=None, description="resize to (ny, nx), pixels, e.g. (128, 128) (None: off)")
+
+
+def _check(frames: np.ndarray, angles_deg: np.ndarray) -> None:
+    if frames.ndim != 3 or min(frames.shape) < 1:
+        raise UserError(f"frames must have shape (n, ny, nx); got {frames.shape}")
+    if angles_deg.shape != (frames.shape[0],):
+        raise UserError(f"angles_deg must have one angle per frame ({frames.shape[0]}); got {angles_deg.shape}")
+    if not np.all(np.isfinite(frames)):
+        bad = sorted({int(i) for i in np.argwhere(~np.isfinite(frames))[:, 0]})
+        raise UserError(f"frames {bad[:10]} hold NaN or infinite values; drop or repair them first")
+    if not np.all(np.isfinite(angles_deg)) or np.any(np.abs(angles_deg) >= 90):
+        raise UserError("angles_deg must be finite and within (-90, 90) degrees")
+
+
+def bin_frames(frames: np.ndarray, factor: int) -> np.ndarray:
+    """Block mean over ``factor x factor`` pixels, divided by ``factor`` (edges that do not fill a block are dropped).
+
+    Like :func:`rescale`: frames stay line integrals in the new voxel units (voxels ``factor`` times larger).
+    """
+    n, ny, nx = frames.shape
+    if factor > min(ny, nx):
+        raise UserError(f"bin_factor {factor} exceeds the frame size {ny}x{nx}")
+    ny, nx = ny // factor * factor, nx // factor * factor
+    blocks = frames[:, :ny, :nx].reshape(n, ny // factor, factor, nx // factor, factor)
+    return blocks.mean(axis=(2, 4)) / factor
+
+
+def _otsu(frame: np.ndarray) -> float:
+    from skimage.filters import threshold_otsu
+
+    return float(threshold_otsu(frame)) if frame.max() > frame.min() else float(frame.max())
+
+
+def correct_high_tilt(frames: np.ndarray, angles_deg: np.ndarray, fit_max_deg: float) -> tuple[np.ndarray, dict]:
+    """Map frames at ``|theta| >= fit_max_deg`` onto the 1/cos background law fitted below it."""
+    inv_cos = 1.0 / np.cos(np.deg2rad(angles_deg))
+    backgrounds = [frame[frame <= _otsu(frame)] for frame in frames]
+    means = np.array([b.mean() for b in backgrounds])
+    variances = np.array([b.var() for b in backgrounds])
+    fit = np.abs(angles_deg) < fit_max_deg
+    if fit.sum() < 2 or np.ptp(inv_cos[fit]) == 0:
+        raise UserError(f"the high-tilt correction needs frames at two or more distinct angles below "
+                        f"{fit_max_deg} deg; got {int(fit.sum())}")
+    design = np.stack([np.ones(fit.sum()), inv_cos[fit]], axis=1)
+    mean_coef = np.linalg.lstsq(design, means[fit], rcond=None)[0]
+    var_coef = np.linalg.lstsq(design, variances[fit], rcond=None)[0]
+    out = frames.copy()
+    scales = np.ones(len(frames))
+    for i in np.flatnonzero(~fit):
+        target_mean = mean_coef[0] + mean_coef[1] * inv_cos[i]
+        target_std = np.sqrt(max(var_coef[0] + var_coef[1] * inv_cos[i], 0.0))
+        std = np.sqrt(variances[i])
+        scales[i] = target_std / std if std > 0 else 1.0
+        out[i] = (frames[i] - means[i]) * scales[i] + target_mean
+    report = {"mean_fit": mean_coef.tolist(), "variance_fit": var_coef.tolist(),
+              "rescaled_frames": np.flatnonzero(~fit).tolist(), "scales": scales.tolist()}
+    return out, report
+
+
+def alignment_shifts(frames: np.ndarray, angles_deg: np.ndarray, upsample: int = 10) -> np.ndarray:
+    """Shifts (n, 2) in pixels (dy, dx) that register every frame to the frame nearest 0 deg.
+
+    Frames are visited in angle order outward from the one nearest 0 deg; each is registered to its
+    neighbour in angle (raw frames, no resampling), and the pairwise shifts add up along the chain.
+    """
+    from skimage.registration import phase_cross_correlation
+
+    order = np.argsort(angles_deg, kind="stable")
+    start = int(np.argmin(np.abs(angles_deg[order])))
+    shifts = np.zeros((len(frames), 2))
+    for direction in (1, -1):
+        prev = int(order[start])
+        position = start + direction
+        while 0 <= position < len(order):
+            index = int(order[position])
+            pair, _, _ = phase_cross_correlation(frames[prev], frames[index], upsample_factor=upsample,
+                                                 normalization=None)
+            shifts[index] = shifts[prev] + pair
+            prev = index
+            position += direction
+    return shifts
+
+
+def centre_of_mass_shift(frames: np.ndarray) -> np.ndarray:
+    """Shift (dy, dx), pixels, that moves the centre of mass of the averaged series to the image centre."""
+    mean = frames.mean(axis=0)
+    weights = np.clip(mean - mean.min(), 0, None)
+    if weights.sum() == 0:
+        return np.zeros(2)
+    com = np.array(ndimage.center_of_mass(weights))
+    return (np.array(mean.shape) - 1) / 2.0 - com
+
+
+def _shift_all(frames: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    return np.stack([ndimage.shift(f, s, order=3, mode="constant", cval=0.0) if np.any(s) else f
+                     for f, s in zip(frames, shifts)])
+
+
+def crop_centre(frames: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Centred crop of every frame to ``shape`` (ny, nx)."""
+    ny, nx = frames.shape[1:]
+    if shape[0] > ny or shape[1] > nx or min(shape) < 1:
+        raise UserError(f"crop_shape {tuple(shape)} must be positive and fit in the frames ({ny}, {nx})")
+    y0, x0 = (ny - shape[0]) // 2, (nx - shape[1]) // 2
+    return frames[:, y0:y0 + shape[0], x0:x0 + shape[1]]
+
+
+def rescale(frames: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize every frame to ``shape``; values scaled by new/old width: line integrals in the new voxel units.
+
+    A frame is a line integral in voxel units; with voxels ``k`` times larger, the same path is ``k``
+    times fewer voxels long, so a reconstruction of the rescaled frames keeps the same voxel values.
+    """
+    from skimage.transform import resize
+
+    if min(shape) < 1:
+        raise UserError(f"rescale_shape {tuple(shape)} must be positive")
+    factor = shape[1] / frames.shape[2]
+    return np.stack([resize(f, shape, order=1, anti_aliasing=True, preserve_range=True) for f in frames]) * factor
+
+
+def apply(frames: np.ndarray, angles_deg: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run the configured steps, in the module's order.
+
+    Parameters
+    ----------
+    frames
+        Tilt series (n, ny, nx), any real dtype, in acquisition order.
+    angles_deg
+        Tilt angle of each frame, degrees, shape (n,).
+    config
+        Which steps run.
+
+    Returns
+    -------
+    frames : np.ndarray
+        (n, ny', nx') float32, same order.
+    report : dict
+        JSON-ready: the config, the steps run, and per step what it did (shifts in pixels, fits, scales).
+    """
+    frames = np.asarray(frames, dtype=np.float64)
+    angles = np.asarray(angles_deg, dtype=np.float64).reshape(-1)
+    _check(frames, angles)
+    report: dict[str, Any] = {"config": config.model_dump(mode="json"), "steps": [],
+                              "input_shape": list(frames.shape)}
+    if config.bin_factor > 1:
+        frames = bin_frames(frames, config.bin_factor)
+        report["steps"].append("bin")
+    if config.high_tilt_correction:
+        frames, report["high_tilt"] = correct_high_tilt(frames, angles, config.fit_max_deg)
+        report["steps"].append("high_tilt_correction")
+    if config.subtract_background:
+        medians = np.median(frames, axis=(1, 2))
+        frames = frames - medians[:, None, None]
+        report["background_medians"] = medians.tolist()
+        report["steps"].append("subtract_background")
+    if config.mask_otsu_fraction is not None:
+        thresholds = np.array([_otsu(f) * config.mask_otsu_fraction for f in frames])
+        frames = np.where(frames < thresholds[:, None, None], 0.0, frames)
+        report["mask_thresholds"] = thresholds.tolist()
+        report["steps"].append("mask")
+    if config.normalise:
+        means, stds = frames.mean(axis=(1, 2)), frames.std(axis=(1, 2))
+        if np.any(stds == 0):
+            raise UserError(f"frames {np.flatnonzero(stds == 0)[:10].tolist()} are constant; cannot normalise")
+        common = float(np.mean(means / stds))
+        frames = (frames - means[:, None, None]) / stds[:, None, None] + common
+        report["normalise"] = {"common_mean": common, "stds": stds.tolist()}
+        report["steps"].append("normalise")
+    if config.align:
+        shifts = alignment_shifts(frames, angles, config.upsample)
+        frames = _shift_all(frames, shifts)
+        report["align_shifts_px"] = shifts.tolist()
+        report["steps"].append("align")
+    if config.centre:
+        shift = centre_of_mass_shift(frames)
+        frames = _shift_all(frames, np.broadcast_to(shift, (len(frames), 2)))
+        report["centre_shift_px"] = shift.tolist()
+        report["steps"].append("centre")
+    if config.crop_shape is not None:
+        frames = crop_centre(frames, config.crop_shape)
+        report["steps"].append("crop")
+    if config.rescale_shape is not None:
+        frames = rescale(frames, config.rescale_shape)
+        report["steps"].append("rescale")
+    report["output_shape"] = list(frames.shape)
+    return frames.astype(np.float32), report
