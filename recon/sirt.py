@@ -54,23 +54,44 @@ def _check_inputs(frames: np.ndarray, angles_deg: np.ndarray, volume_shape: Sequ
 
 
 class _Sirt:
-    """SIRT on one fixed set of frames: the operator, its inverted sums and the data, on one device."""
+    """SIRT on one fixed set of frames, on one device.
+
+    Works in the projector's matrix layout (:meth:`ParallelProjector.matrices`): a volume is held as
+    columns ``(nz * nx, ny)`` (one column per orthoslice) and frames as ``(n * n_det, ny)``, so every
+    iteration is two sparse-dense products and in-place updates, with no transposes of the volume.
+    """
 
     def __init__(self, frames: np.ndarray, angles_deg: np.ndarray, volume_shape: Sequence[int],
                  device: torch.device) -> None:
-        self.op = ParallelProjector(angles_deg, tuple(volume_shape), n_det=frames.shape[2])
-        self.b = torch.as_tensor(frames, dtype=torch.float32).to(device)
-        ones_vol = torch.ones(self.op.domain_shape, dtype=torch.float32, device=device)
-        ones_frames = torch.ones(self.op.range_shape, dtype=torch.float32, device=device)
-        self.r = _safe_inverse(self.op(ones_vol))
-        self.c = _safe_inverse(self.op.T(ones_frames))
+        self.shape = tuple(int(v) for v in volume_shape)
+        op = ParallelProjector(angles_deg, self.shape, n_det=frames.shape[2])
+        self.matrix, self.transpose = op.matrices(torch.float32, device)
+        ny = self.shape[1]
+        b = torch.as_tensor(frames, dtype=torch.float32).to(device)
+        self.b = b.permute(0, 2, 1).reshape(-1, ny).contiguous()  # (n * n_det, ny)
+        # every orthoslice sees the same operator, so the sums are one column, broadcast over y
+        self.r = _safe_inverse(self.matrix @ torch.ones(self.matrix.shape[1], 1, device=device))
+        self.c = _safe_inverse(self.transpose @ torch.ones(self.matrix.shape[0], 1, device=device))
+
+    def to_columns(self, volume: torch.Tensor) -> torch.Tensor:
+        nz, ny, nx = self.shape
+        return volume.permute(0, 2, 1).reshape(nz * nx, ny).contiguous()
+
+    def to_volume(self, columns: torch.Tensor) -> torch.Tensor:
+        nz, ny, nx = self.shape
+        return columns.reshape(nz, nx, ny).permute(0, 2, 1).contiguous()
 
     def run(self, x: torch.Tensor, iterations: int, nonnegative: bool) -> torch.Tensor:
+        """``iterations`` SIRT updates of the volume ``x`` (nz, ny, nx); returns a new volume."""
+        cols = self.to_columns(x)
         for _ in range(iterations):
-            x = x + self.c * self.op.T(self.r * (self.b - self.op(x)))
+            residual = self.b - self.matrix @ cols
+            residual.mul_(self.r)
+            update = self.transpose @ residual
+            cols.addcmul_(update, self.c)
             if nonnegative:
-                x = x.clamp_min(0.0)
-        return x
+                cols.clamp_(min=0.0)
+        return self.to_volume(cols)
 
 
 def _safe_inverse(sums: torch.Tensor) -> torch.Tensor:
