@@ -66,7 +66,7 @@ class FaultingHandler(MicroscopeHandler):
 
 
 class SimulatorServer(socketserver.ThreadingMixIn, MicroscopeServer):
-    """``MicroscopeServer`` answering each request in its own daemon thread, with :class:`FaultingHandler`.
+    """``MicroscopeServer`` answering each request in its own thread (joined on close), with :class:`FaultingHandler`.
 
     Parameters
     ----------
@@ -76,8 +76,8 @@ class SimulatorServer(socketserver.ThreadingMixIn, MicroscopeServer):
         The backend (a temscript ``BaseMicroscope``, e.g. :class:`simulator.microscope.SimulatedMicroscope`).
     """
 
-    daemon_threads = True
-    block_on_close = True  # server_close joins the request threads: nothing is left running
+    daemon_threads = False  # tracked, so that server_close joins them (block_on_close):
+    block_on_close = True  # nothing is left running after the server is closed
 
     def __init__(self, server_address: tuple[str, int], microscope: BaseMicroscope) -> None:
         super().__init__(server_address, microscope_factory=lambda: microscope,

@@ -18,7 +18,9 @@ mass-thickness units per voxel: Au 1.0, Ag 0.3, silica 0.05. Lengths are given a
   the silica shell is static, so outer shape and total intensity are constant.
 
 All randomness comes from one CPU ``torch.Generator`` seeded with ``seed``, so a phantom is the same
-on any device. Work is vectorised torch (conv3d, grid_sample) and runs on ``device``.
+on any device. Work is vectorised torch (FFT convolution, grid_sample, shifted sums) on ``device``,
+restricted to the box around the specimen (exact: see :func:`_box`). On a shared CPU, one torch thread
+(``torch.set_num_threads(1)``) is often several times faster than two (see bench/phantom_speed.py).
 """
 
 from __future__ import annotations
@@ -69,10 +71,10 @@ def _convolve_same(volume: torch.Tensor, kernel_hat: torch.Tensor, fft_shape: tu
                    reach: int) -> torch.Tensor:
     """Linear (zero-padded) convolution of ``volume`` with a kernel given by its rfftn over ``fft_shape``;
     returns the centred part, same shape as ``volume`` (``reach`` = kernel radius, voxels)."""
-    spectrum = torch.fft.rfftn(volume.double(), s=fft_shape) * kernel_hat
+    spectrum = torch.fft.rfftn(volume, s=fft_shape) * kernel_hat
     full = torch.fft.irfftn(spectrum, s=fft_shape)
     nz, ny, nx = volume.shape
-    return full[reach:reach + nz, reach:reach + ny, reach:reach + nx].to(volume.dtype)
+    return full[reach:reach + nz, reach:reach + ny, reach:reach + nx]
 
 
 def _box(mask: torch.Tensor, margin: int) -> tuple[slice, slice, slice]:
@@ -120,7 +122,7 @@ def _alloy_step(au: torch.Tensor, metal: torch.Tensor, gaussian: np.ndarray,
     kernel = _compose([gaussian, *randoms])
     reach = kernel.shape[0] // 2
     fft_shape = tuple(n + 2 * reach for n in au.shape)
-    kernel_hat = torch.fft.rfftn(torch.from_numpy(kernel).to(au.device), s=fft_shape)
+    kernel_hat = torch.fft.rfftn(torch.from_numpy(kernel).to(au.device, au.dtype), s=fft_shape)
     total = au.sum()
     d = torch.clamp(_convolve_same(au, kernel_hat, fft_shape, reach), min=0.0) * metal
     for _ in range(4):

@@ -49,14 +49,21 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _check_port_free(settings.host, settings.port)
     from simulator.bridge_server import SimulatorServer
-    from simulator.microscope import SimulatedMicroscope
+    from simulator.microscope import PhantomSpecimen, SimulatedMicroscope
+    from simulator.phantoms import make_phantom
+    from simulator.tiltseries import resolve_device, stderr_progress
 
-    specimen = None
     if args.replay is not None:
         from simulator.replay_specimen import ReplaySpecimen
         specimen = ReplaySpecimen(args.replay, window=settings.replay_window)
-    what = f"replay of {args.replay}" if specimen else f"{settings.phantom} {settings.size}^3 x {settings.steps}"
-    print(f"tiltstream sim serve: preparing {what} ...", file=sys.stderr, flush=True)
+        what = f"replay of {args.replay} ({len(specimen.records)} frames)"
+    else:
+        device = resolve_device(settings.device)
+        report = stderr_progress(f"tiltstream sim serve: generating {settings.phantom} {settings.size}^3 steps")
+        volumes = make_phantom(settings.phantom, settings.size, settings.steps, seed=settings.seed,
+                               device=device, progress=lambda done: report(done, settings.steps))
+        specimen = PhantomSpecimen(volumes, settings.seconds_per_step, device)
+        what = f"{settings.phantom} {settings.size}^3 x {settings.steps} steps of {settings.seconds_per_step} s"
     microscope = SimulatedMicroscope(settings, specimen=specimen)
     try:
         server = SimulatorServer((settings.host, settings.port), microscope)

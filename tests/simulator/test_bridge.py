@@ -62,24 +62,48 @@ def test_image_changes_with_time(manual_microscope):
     assert np.abs(after - before).max() > 1e-3 and after.sum() == pytest.approx(before.sum(), rel=1e-4)
 
 
-def test_backlash_visible_from_above_absent_from_below(manual_microscope):
-    """From above (40 -> 20 deg) the image is the render at 19.5 deg (play 0.5); from below (10 -> 20) at 20."""
-    microscope = manual_microscope()
+@pytest.mark.parametrize("mode", ["instant", "realistic"])
+def test_backlash_visible_from_above_absent_from_below(manual_microscope, mode):
+    """From above (40 -> 20 deg) the image is the render at 19.5 deg (play 0.5); from below (10 -> 20) at 20.
+    Realistic mode: each move is waited out (manual clock advanced until READY) before the next."""
+    microscope = manual_microscope(mode=mode, seconds_per_step=1e6)  # one specimen state throughout
     render = microscope.specimen.frame
+
+    def go(remote, alpha_deg):
+        _go(remote, alpha_deg)
+        if mode == "realistic":
+            assert remote.get_stage_status() == "GOING"
+            microscope.clock.advance(10.0)
+        assert remote.get_stage_status() == "READY"
+
     with served(microscope) as remote:
-        _go(remote, 40.0)
-        _go(remote, 20.0)
+        go(remote, 40.0)
+        go(remote, 20.0)
         from_above = remote.acquire("HAADF")["HAADF"]
         assert microscope.true_alpha_deg == pytest.approx(19.5, abs=1e-9)
         assert math.degrees(remote.get_stage_position()["a"]) == pytest.approx(20.0, abs=1e-9)
-        _go(remote, 10.0)
-        _go(remote, 15.0)
-        _go(remote, 20.0)
+        go(remote, 10.0)
+        go(remote, 15.0)
+        go(remote, 20.0)
         from_below = remote.acquire("HAADF")["HAADF"]
     np.testing.assert_allclose(from_above, render(19.5, 0.0), rtol=1e-5, atol=1e-5)
     assert np.abs(from_above - render(20.0, 0.0)).max() > 1e-2
     np.testing.assert_allclose(from_below, render(20.0, 0.0), rtol=1e-5, atol=1e-5)
     assert [round(m.alpha_deg, 9) for m in microscope.commanded_moves] == [40.0, 20.0, 10.0, 15.0, 20.0]
+
+
+def test_realistic_stage_travel_takes_time(manual_microscope):
+    """15 deg/s and 0.5 s settling: a 30 deg move reports 15 deg after 1 s (GOING), READY after 2.5 s."""
+    microscope = manual_microscope(mode="realistic", tilt_speed_deg_per_s=15.0, settle_s=0.5)
+    with served(microscope) as remote:
+        _go(remote, 30.0)
+        microscope.clock.advance(1.0)
+        assert math.degrees(remote.get_stage_position()["a"]) == pytest.approx(15.0, abs=1e-9)
+        assert remote.get_stage_status() == "GOING"
+        microscope.clock.advance(1.4)
+        assert remote.get_stage_status() == "GOING"  # arrived, still settling
+        microscope.clock.advance(0.2)
+        assert remote.get_stage_status() == "READY"
 
 
 def test_out_of_limit_command_refused_and_recorded(manual_microscope):
