@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from acquire.session import SessionSettings, SessionWriter, read_session
+from acquire.session import SessionSettings, SessionWriter, read_session, write_ground_truth
 from live.cli import main
 from recon.projector import ParallelProjector
 from recon.sirt import moving_window_sirt
@@ -83,6 +83,24 @@ def test_sirt_then_metrics(imported, capsys):
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("index,time_s,rmse_percent,ssim") and len(table) == COUNT + 1
     assert float(table[1].split(",")[2]) == 0.0
+
+
+def test_metrics_against_a_simulated_session(imported, capsys):
+    """--reference SESSION uses its ground_truth.tif and its pixel size for the redistribution (nm^3)."""
+    tmp_path, truth, _, times, _ = imported
+    write_ground_truth(tmp_path / "session", truth, times)
+    moved = truth.copy()
+    moved[1:] = truth[:1]  # a series that never changes: redistribution 0, unlike the truth's
+    write_volumes(tmp_path / "static.tif", moved, times)
+    assert main(["recon", "metrics", "--volumes", str(tmp_path / "static.tif"), "--reference",
+                 str(tmp_path / "session"), "--out", str(tmp_path / "m.csv")]) == 0
+    with open(tmp_path / "m.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["redistribution_nm3"] == "" and rows[0]["redistribution_ref_nm3"] == ""
+    assert all(float(r["redistribution_nm3"]) == 0.0 for r in rows[1:])
+    voxels = sum(float(r["redistribution_ref_nm3"]) for r in rows[1:]) / 0.87**3  # the truth grows
+    assert voxels > 0 and voxels == pytest.approx(round(voxels), abs=1e-6)  # whole voxels of 0.87 nm
+    assert "voxel 0.87 nm" in capsys.readouterr().err
 
 
 def _one_line_error(capsys, argv, fragment):
