@@ -22,8 +22,13 @@ RENAME = {"dose_e_per_A2": "--dose", "dose_rate_e_per_A2_s": "--dose-rate", "min
 
 
 def _settings(args: argparse.Namespace) -> SimSettings:
-    return load_settings(SimSettings, name="sim", config_file=args.config,
-                         overrides=overrides_from_args(args, SimSettings))
+    settings = load_settings(SimSettings, name="sim", config_file=args.config,
+                             overrides=overrides_from_args(args, SimSettings))
+    if settings.threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    return settings
 
 
 def _check_port_free(host: str, port: int) -> None:
