@@ -21,7 +21,8 @@ class SimSettings(pydantic.BaseModel):
     device: Literal["auto", "cpu", "cuda"] = pydantic.Field(
         default="auto", description="torch device for phantom generation and projection")
     threads: int = pydantic.Field(
-        default=0, ge=0, description="torch CPU threads, count (0: torch's default; 1 is often fastest on a shared CPU)")
+        default=0, ge=0,
+        description="torch CPU threads, count (0: torch's default; 1 is often fastest on a shared CPU)")
     # clock
     seconds_per_step: float = pydantic.Field(
         default=21.0, gt=0, description="specimen time per phantom step, seconds (paper: ~35 min / 100)")
@@ -46,7 +47,8 @@ class SimSettings(pydantic.BaseModel):
     dwell_time_s: float = pydantic.Field(default=1e-4, gt=0, description="initial STEM dwell time, seconds")
     noise: Literal["none", "poisson"] = pydantic.Field(default="poisson", description="shot noise model")
     haadf_efficiency: float = pydantic.Field(
-        default=0.02, gt=0, description="HAADF-scattered fraction of the beam per unit projected mass, 1/voxel (Au = 1 per voxel)")
+        default=0.02, gt=0,
+        description="HAADF-scattered fraction of the beam per unit projected mass, 1/voxel (Au = 1 per voxel)")
     read_noise: float = pydantic.Field(default=0.0, ge=0, description="Gaussian read noise std, counts (0: off)")
     drift_px_per_frame: float = pydantic.Field(
         default=0.0, ge=0, description="specimen drift random-walk step std, pixels per frame (0: off)")
