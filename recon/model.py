@@ -3,7 +3,8 @@
 Paper Supplementary Fig. 2: a coordinate ``c = (y_k / N_y, t_i, theta_i)`` goes through a fully
 connected mapping network to a latent vector, which is reshaped to a small ``(C, h0, w0)`` map; each
 CNN stage upsamples by two (bilinear) and applies two 3x3 convolutions; a 1x1 convolution gives one
-channel at ``(nz, nx)``.
+channel at ``(nz, nx)``. Optionally (``centre_coords``) a fixed affine map centres ``y / N_y`` and
+``t`` on 0 before the MAPNET.
 
 Differences from the public reference code, on purpose:
 
@@ -96,11 +97,18 @@ class DipsterNet(nn.Module):
             for k in range(len(self.sizes)))
         self.head = nn.Conv2d(channels[-1], 1, 1)
         self.output_gain = 1.0 / self.slice_shape[0]
+        # fixed input map: (y, t, theta) -> (2y - 1, 2t - 1, theta) when centring, identity otherwise
+        centre = config.centre_coords
+        self.register_buffer("coord_gain", torch.tensor([2.0, 2.0, 1.0] if centre else [1.0, 1.0, 1.0]),
+                             persistent=False)
+        self.register_buffer("coord_shift", torch.tensor([-1.0, -1.0, 0.0] if centre else [0.0, 0.0, 0.0]),
+                             persistent=False)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         """Orthoslices for coordinates ``(N, 3)`` = ``(y / N_y, t, theta_rad)``; returns ``(N, nz, nx)``."""
         h0, w0 = self.sizes[0]
-        x = self.mapnet(coords).reshape(coords.shape[0], self.channels[0], h0, w0)
+        latent = self.mapnet(coords * self.coord_gain + self.coord_shift)
+        x = latent.reshape(coords.shape[0], self.channels[0], h0, w0)
         for k, stage in enumerate(self.stages):
             if k > 0:
                 x = F.interpolate(x, size=self.sizes[k], mode="bilinear", align_corners=False)

@@ -30,6 +30,9 @@ class DipsterConfig(pydantic.BaseModel):
     use_angle: bool = pydantic.Field(
         default=True, description="feed the tilt angle theta (radians) to the MAPNET as the paper's "
         "Eq. 3 does; volumes are then queried at theta = 0")
+    centre_coords: bool = pydantic.Field(
+        default=False, description="map y / N_y and t to 2 y / N_y - 1 and 2 t - 1 (a fixed affine map "
+        "inside the network) so the MAPNET's inputs are centred on 0")
     base_size: int = pydantic.Field(
         default=4, ge=2, le=64,
         description="side of the small map the latent vector is reshaped to, pixels (approximate: the "
@@ -96,6 +99,15 @@ def fast_preset() -> DipsterConfig:
     - CNN channels halve with resolution (64 at the 4x4 map down to 16 at full size): the full-width
       paper CNN spends most of its FLOPs at the finest stages, where 16 channels suffice for one
       output channel; this is what brings the CPU rate from a few to tens of steps per second.
+    - No angle input (``use_angle=False``): the paper's Eq. 3 feeds theta, but each time has one
+      angle, so theta is a function of t during training and a volume queried at theta = 0 asks for a
+      combination never trained on. Measured on the nanorod 32^3 x 60 (seed 0), SSIM of the volume at
+      frame 30 after 2000 steps: 0.83 without the angle, 0.61 with it; 0.94 at 3000 steps without it.
+    - Centred coordinates (``centre_coords``): y / N_y and t enter as 2 y / N_y - 1 and 2 t - 1. The
+      first linear layer could learn that shift, but from the default initialisation the uncentred
+      network sits on a plateau (a y-independent blob, SSIM 0.03) for about 1000 steps; centred, the
+      same nanorod reaches SSIM ~0.89 at 1000 steps and ~0.92 at 1500 (frames 5, 30, 55); uncentred,
+      the mean SSIM was 0.03 and 0.73.
     - GroupNorm (per sample): the slice is independent of the batch it is computed in.
     - lr 1e-3: a 3-minute CPU budget is a few thousand steps, not the paper's 50-200k; the smaller
       network tolerates a ten times larger Adam step, and StepLR (gamma 0.985 every 200 steps) brings
@@ -103,7 +115,8 @@ def fast_preset() -> DipsterConfig:
     - Batch 4 frames x 2 rows: the paper found > 4 frames per step slows convergence; two rows of the
       same frame share its angle and time, so they add spatial information per step at little cost.
     """
-    return DipsterConfig(mapnet_widths=(256, 256), cnn_channels=64, channel_halving=True,
+    return DipsterConfig(mapnet_widths=(256, 256), use_angle=False, centre_coords=True,
+                         cnn_channels=64, channel_halving=True,
                          cnn_min_channels=16, lr=1e-3, lr_gamma=0.985, lr_step_steps=200,
                          batch_frames=4, rows_per_frame=2)
 

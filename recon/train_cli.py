@@ -41,7 +41,7 @@ class ReconTrainSettings(pydantic.BaseModel):
         default=0.0, ge=0.0, le=0.5, description="fraction of frames held out of training to track "
         "reprojection error and SSIM without ground truth (0 to 0.5, evenly spread)")
     patience: int = pydantic.Field(
-        default=0, ge=0, description="stop when the held-out error has not improved by 0.5 %% for this "
+        default=0, ge=0, description="stop when the held-out error has not improved by 0.5 % for this "
         "many evaluations (0: never stop early; needs --holdout)")
     eval_every: int = pydantic.Field(
         default=250, ge=1, description="steps between log rows, held-out evaluations and checkpoints")
