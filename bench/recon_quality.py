@@ -1,0 +1,221 @@
+"""Benchmark: DIP-STER (paper and fast presets, same wall-clock budget) vs moving-window SIRT, per time step.
+
+For each phantom a seeded synthetic session is written (``simulator.tiltseries.write_synthetic_session``,
+Poisson noise at 40 e/A^2), then:
+
+- moving-window SIRT (window 30, 30 iterations, the paper's baseline), timed;
+- DIP-STER with each preset, trained for ``--minutes`` of wall clock; every ``--eval-every`` steps the
+  clock is paused and all volumes are compared with the ground truth (time-to-SSIM curve).
+
+Per time step: RMSE (percent) and SSIM (inside the Otsu masks, ``recon.metrics``), surface/volume
+error (nanoshell) and alloying error (nanorod); plus time to reach a mean SSIM of 0.9 and 0.95.
+Writes PNG plots (like the paper's Fig. 3 c-e, h-j) and a section of ``docs/benchmarks.md`` between
+markers, leaving other sections alone.
+
+Example (the default is 64^3 x 100 frames, 5 minutes per DIP-STER preset)::
+
+    python bench/recon_quality.py --size 32 --count 60 --minutes 2 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from acquire.session import read_ground_truth, read_session  # noqa: E402
+from recon import metrics  # noqa: E402
+
+START, END = "<!-- recon_quality:start -->", "<!-- recon_quality:end -->"
+
+
+def session_for(work: Path, phantom: str, size: int, count: int, seed: int) -> Path:
+    """A cached synthetic session of ``phantom``."""
+    from simulator.tiltseries import write_synthetic_session
+
+    path = work / f"{phantom}_{size}_{count}_s{seed}"
+    if not (path / "ground_truth.tif").is_file():
+        write_synthetic_session(path, phantom, size, count, seed=seed)
+    return path
+
+
+def mean_ssim(volumes: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    values = [metrics.ssim(volumes[i], truth[i]) for i in range(len(truth))]
+    return float(np.mean(values)), float(np.min(values))
+
+
+def run_dipster(name: str, frames: np.ndarray, session, truth: np.ndarray, minutes: float,
+                eval_every: int, seed: int) -> tuple[np.ndarray, list[dict], int]:
+    """Train one preset for ``minutes``; returns final volumes, the SSIM curve and steps done."""
+    from recon.presets import preset
+    from recon.trainer import Trainer
+
+    times = session.times_s
+    trainer = Trainer(preset(name), frames.shape[1:], float(times[-1]) or 1.0, seed=seed)
+    for record, frame in zip(session.records, frames):
+        trainer.add_frame(record.index, frame, record.angle_deg, record.time_s)
+    curve, train_s = [], 0.0
+    while train_s < minutes * 60.0:
+        start = time.perf_counter()
+        trainer.train_steps(eval_every)
+        train_s += time.perf_counter() - start
+        volumes = np.stack([trainer.volume(t) for t in times])
+        mean, worst = mean_ssim(volumes, truth)
+        curve.append({"steps": trainer.steps_done, "train_s": train_s, "ssim_mean": mean, "ssim_min": worst})
+        print(f"  {name}: {trainer.steps_done} steps, {train_s:.0f} s, SSIM mean {mean:.4f} min {worst:.4f}",
+              file=sys.stderr, flush=True)
+    return volumes, curve, trainer.steps_done
+
+
+def first_time(curve: list[dict], threshold: float) -> float | None:
+    """Training seconds of the first evaluation whose mean SSIM reaches ``threshold``."""
+    for point in curve:
+        if point["ssim_mean"] >= threshold:
+            return point["train_s"]
+    return None
+
+
+def summarise(phantom: str, rows: list[dict]) -> dict:
+    """Means over time of one method's metrics table, and the physical-property error."""
+    rmse = np.array([r["rmse_percent"] for r in rows])
+    ssim = np.array([r["ssim"] for r in rows])
+    out = {"rmse_mean": rmse.mean(), "rmse_max": rmse.max(), "ssim_mean": ssim.mean(), "ssim_min": ssim.min()}
+    if phantom == "nanoshell":
+        rec = np.array([r["surface_to_volume"] for r in rows])
+        ref = np.array([r["surface_to_volume_ref"] for r in rows])
+        err = 100.0 * (rec - ref) / ref
+        out["property"] = f"S/V error {err.mean():+.1f} +- {err.std():.1f} %"
+    else:
+        err = 100.0 * np.abs(np.array([r["alloying_degree"] - r["alloying_degree_ref"] for r in rows]))
+        out["property"] = (f"alloying error mean {np.nanmean(err):.1f} %, after step 4 "
+                           f"{np.nanmean(err[4:]):.1f} % (points)")
+    return out
+
+
+def plot(phantom: str, tables: dict[str, list[dict]], curves: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    for method, rows in tables.items():
+        t = [r["time_s"] for r in rows]
+        axes[0].plot(t, [r["rmse_percent"] for r in rows], label=method)
+        axes[1].plot(t, [r["ssim"] for r in rows], label=method)
+        key = "surface_to_volume" if phantom == "nanoshell" else "alloying_degree"
+        axes[2].plot(t, [r[key] for r in rows], label=method)
+    rows = next(iter(tables.values()))
+    key = "surface_to_volume_ref" if phantom == "nanoshell" else "alloying_degree_ref"
+    axes[2].plot([r["time_s"] for r in rows], [r[key] for r in rows], "k--", label="ground truth")
+    for method, curve in curves.items():
+        axes[3].plot([p["train_s"] for p in curve], [p["ssim_mean"] for p in curve], "o-", label=method)
+    axes[0].set(xlabel="time (s)", ylabel="RMSE (%)", title=f"{phantom}: RMSE")
+    axes[1].set(xlabel="time (s)", ylabel="SSIM", title="SSIM")
+    axes[2].set(xlabel="time (s)", ylabel="surface/volume" if phantom == "nanoshell" else "alloying degree",
+                title="surface/volume" if phantom == "nanoshell" else "alloying")
+    axes[3].set(xlabel="training time (s, CPU)", ylabel="mean SSIM", title="time to quality")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_section(doc: Path, text: str) -> None:
+    """Replace this benchmark's section of ``doc`` (between markers), keeping the rest."""
+    old = doc.read_text() if doc.is_file() else "# Benchmarks\n"
+    block = f"{START}\n{text}\n{END}"
+    if START in old and END in old:
+        new = old[:old.index(START)] + block + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    doc.write_text(new)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phantoms", default="nanorod,nanoshell", help="comma-separated phantom names")
+    parser.add_argument("--size", type=int, default=64, help="volume edge, voxels")
+    parser.add_argument("--count", type=int, default=100, help="frames (= time steps)")
+    parser.add_argument("--minutes", type=float, default=5.0, help="wall-clock training budget per preset, min")
+    parser.add_argument("--eval-every", type=int, default=500, help="steps between quality evaluations")
+    parser.add_argument("--presets", default="fast,paper", help="DIP-STER presets to run")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0, help="seed of phantoms, noise and training")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/tiltstream_bench"), help="session cache dir")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where the PNGs and benchmarks.md go")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from recon.sirt import moving_window_sirt
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.docs.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    lines = [f"## Reconstruction quality: DIP-STER vs moving-window SIRT (`bench/recon_quality.py`)", "",
+             f"Command: `python bench/recon_quality.py --phantoms {args.phantoms} --size {args.size} "
+             f"--count {args.count} --minutes {args.minutes} --eval-every {args.eval_every} --presets "
+             f"{args.presets}" + (f" --threads {args.threads}" if args.threads else "") + "`; "
+             f"seed {args.seed}, Poisson noise at 40 e/A^2, CPU (torch threads "
+             f"{torch.get_num_threads()}), {time.strftime('%Y-%m-%d')}. Metrics inside Otsu masks "
+             "(`recon.metrics`); means over the time steps. DIP-STER time = training wall clock with "
+             "evaluations paused; SIRT time = its whole run.", ""]
+    for phantom in args.phantoms.split(","):
+        session_path = session_for(args.work, phantom, args.size, args.count, args.seed)
+        session = read_session(session_path)
+        frames = session.load_frames()
+        truth, times_s = read_ground_truth(session_path)
+        print(f"{phantom}: {truth.shape}", file=sys.stderr)
+        start = time.perf_counter()
+        sirt = moving_window_sirt(frames, session.angles_deg, truth.shape[1:], window=30, iterations=30)
+        sirt_s = time.perf_counter() - start
+        tables = {"SIRT w30": metrics.metrics_table(sirt, truth, times_s)}
+        curves: dict[str, list[dict]] = {}
+        steps: dict[str, int] = {}
+        for name in args.presets.split(","):
+            volumes, curve, steps[name] = run_dipster(name, frames, session, truth, args.minutes,
+                                                      args.eval_every, args.seed)
+            tables[f"DIP-STER {name}"] = metrics.metrics_table(volumes, truth, times_s)
+            curves[f"DIP-STER {name}"] = curve
+        png = args.docs / f"recon_quality_{phantom}.png"
+        plot(phantom, tables, curves, png)
+        lines += [f"### {phantom} {args.size}^3 x {args.count} frames", "",
+                  "| method | steps | steps/s | RMSE mean (%) | RMSE max (%) | SSIM mean | SSIM min | "
+                  "time to SSIM 0.9 (s) | time to SSIM 0.95 (s) | physical property |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for method, rows in tables.items():
+            s = summarise(phantom, rows)
+            if method.startswith("SIRT"):
+                n_steps, rate = "-", "-"
+                t90 = f"{sirt_s:.0f}" if s["ssim_mean"] >= 0.9 else "never"
+                t95 = f"{sirt_s:.0f}" if s["ssim_mean"] >= 0.95 else "never"
+            else:
+                curve = curves[method]
+                n_steps = str(steps[method.split()[-1]])
+                rate = f"{curve[-1]['steps'] / curve[-1]['train_s']:.1f}"
+                t90, t95 = (first_time(curve, th) for th in (0.9, 0.95))
+                t90 = "not within budget" if t90 is None else f"{t90:.0f}"
+                t95 = "not within budget" if t95 is None else f"{t95:.0f}"
+            lines.append(f"| {method} | {n_steps} | {rate} | {s['rmse_mean']:.2f} | {s['rmse_max']:.2f} | "
+                         f"{s['ssim_mean']:.4f} | {s['ssim_min']:.4f} | {t90} | {t95} | {s['property']} |")
+        wins = {m: float(np.mean([a["ssim"] > b["ssim"] for a, b in zip(rows, tables["SIRT w30"])]))
+                for m, rows in tables.items() if not m.startswith("SIRT")}
+        lines += ["", "DIP-STER SSIM above SIRT's at: " + ", ".join(f"{m} {w:.0%} of time steps"
+                                                                    for m, w in wins.items()),
+                  f"(SIRT took {sirt_s:.0f} s).", "", f"![{phantom}]({png.name})", ""]
+    write_section(args.docs / "benchmarks.md", "\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
