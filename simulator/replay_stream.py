@@ -2,8 +2,11 @@
 
 Frames go out through :class:`acquire.publisher.FramePublisher` (the same codec and resend endpoint
 as a live acquisition), frame ``i`` at ``(time_s[i] - time_s[0]) / speed`` seconds after the start.
+The publisher's resend endpoint must not hand out frames before their time, so the publisher serves a
+staging copy of the session (a temporary directory of the same name) that receives each frame just
+before it is published; a consumer catching up through resend gets exactly the frames already sent.
 The start waits until a subscriber has connected to the PUB socket (its ZMTP handshake seen on a socket
-monitor, plus a short grace for its subscription to arrive) unless ``wait`` is off; a subscriber that
+monitor attached right after the bind, plus a short grace for its subscription to arrive) unless ``wait`` is off; a subscriber that
 still misses frames catches them up from the session directory or the resend endpoint.
 
 This module is light at import (the CLI imports it); zmq is imported when a replay runs.
@@ -46,26 +49,34 @@ class ReplaySettings(pydantic.BaseModel):
         default=1.0, ge=0, description="keep the resend endpoint up after the last frame, seconds")
 
 
-def wait_for_subscriber(socket, timeout_s: float | None) -> bool:
-    """Block until a peer completes the handshake on ``socket`` (a PUB), then a short grace; False on timeout."""
-    import zmq
-    from zmq.utils.monitor import recv_monitor_message
+class SubscriberWatch:
+    """Watches a PUB socket's handshakes (a socket monitor); attach it right after the socket binds."""
 
-    monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    try:
+    def __init__(self, socket) -> None:
+        import zmq
+
+        self.zmq = zmq
+        self.socket = socket
+        self.monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+
+    def wait(self, timeout_s: float | None) -> bool:
+        """Block until a peer completes its handshake, then a short grace for its subscription; False on timeout."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             wait_ms = 200 if deadline is None else int(max(0.0, deadline - time.monotonic()) * 1000)
-            if monitor.poll(wait_ms):
-                event = recv_monitor_message(monitor)
-                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            if self.monitor.poll(wait_ms):
+                if recv_monitor_message(self.monitor)["event"] == self.zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     time.sleep(SUBSCRIPTION_GRACE_S)
                     return True
             elif deadline is not None and time.monotonic() >= deadline:
                 return False
-    finally:
-        socket.disable_monitor()
-        monitor.close(0)
+
+    def close(self) -> None:
+        """Stop monitoring."""
+        self.socket.disable_monitor()
+        self.monitor.close(0)
 
 
 def replay_session(session_dir: Path | str, publish: str, *, resend: str | None = None, speed: float = 1.0,
@@ -89,15 +100,18 @@ def replay_session(session_dir: Path | str, publish: str, *, resend: str | None 
     on_start
         Called with the bound PUB and resend endpoints once they are bound (before waiting).
     on_publish
-        Called with ``(index, time.monotonic())`` right after each frame is sent.
+        Called after each frame is sent with ``(index, t)``, ``t`` the ``time.monotonic()`` just before
+        the frame became available (staging copy, then the stream).
 
     Raises
     ------
     UserError
         Not a session, no frames, a bad speed, or no subscriber within ``wait_timeout_s``.
     """
+    import tempfile
+
     from acquire.publisher import FramePublisher
-    from acquire.session import read_session
+    from acquire.session import SessionWriter, read_session
 
     if not speed > 0:
         raise UserError(f"speed {speed} is not allowed; it must be > 0 (10 plays ten times faster)")
@@ -105,33 +119,48 @@ def replay_session(session_dir: Path | str, publish: str, *, resend: str | None 
     if not session.records:
         raise UserError(f"session {str(session_dir)!r} has no frames to replay")
     records = sorted(session.records, key=lambda r: r.index)
-    publisher = FramePublisher(publish, session.path, resend_endpoint=resend)
-    sent = 0
-    try:
-        if on_start is not None:
-            on_start(publisher.endpoint, publisher.resend_endpoint)
-        log.info("replaying %d frames of %s on %s at %gx", len(records), session.path, publisher.endpoint, speed)
-        # FramePublisher exposes no subscription hook; watch its PUB socket's handshakes instead
-        if wait and not wait_for_subscriber(publisher._pub, wait_timeout_s):
-            raise UserError(f"no subscriber connected to {publisher.endpoint} within {wait_timeout_s} s "
-                            "(use --no-wait to stream regardless)")
-        start = time.monotonic()
-        time0 = records[0].time_s
-        for record in records:
-            delay = start + (record.time_s - time0) / speed - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            frame = session.load_frame(record)
-            publisher.publish(record, np.ascontiguousarray(frame))
-            sent += 1
-            if on_publish is not None:
-                on_publish(record.index, time.monotonic())
-            print(f"\rreplay: {sent}/{len(records)} frames, t = {record.time_s:.1f} s", end="",
-                  file=sys.stderr, flush=True)
-        print(file=sys.stderr)
-        time.sleep(linger_s)
-    finally:
-        publisher.close(send_end=sent == len(records))
+    with tempfile.TemporaryDirectory(prefix="tiltstream-replay-") as staging_root:
+        staging = SessionWriter.create(Path(staging_root) / session.path.name,
+                                       session.settings.model_copy(update={"scheme": {
+                                           **session.settings.scheme, "start_index": records[0].index}}))
+        publisher = FramePublisher(publish, staging.path, resend_endpoint=resend)
+        # FramePublisher exposes no subscription hook: watch its PUB socket's handshakes, from right
+        # after the bind so a subscriber that was already waiting is seen too
+        watch = SubscriberWatch(publisher._pub) if wait else None
+        sent = 0
+        try:
+            if on_start is not None:
+                on_start(publisher.endpoint, publisher.resend_endpoint)
+            log.info("replaying %d frames of %s on %s at %gx", len(records), session.path, publisher.endpoint,
+                     speed)
+            if watch is not None:
+                found = watch.wait(wait_timeout_s)
+                watch.close()
+                watch = None
+                if not found:
+                    raise UserError(f"no subscriber connected to {publisher.endpoint} within {wait_timeout_s} s "
+                                    "(use --no-wait to stream regardless)")
+            start = time.monotonic()
+            time0 = records[0].time_s
+            for record in records:
+                delay = start + (record.time_s - time0) / speed - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                frame = np.ascontiguousarray(session.load_frame(record))
+                fields = record.model_dump(exclude={"file", "shape", "dtype"})
+                released = time.monotonic()
+                publisher.publish(staging.append(frame, **fields), frame)
+                sent += 1
+                if on_publish is not None:
+                    on_publish(record.index, released)
+                print(f"\rreplay: {sent}/{len(records)} frames, t = {record.time_s:.1f} s", end="",
+                      file=sys.stderr, flush=True)
+            print(file=sys.stderr)
+            time.sleep(linger_s)
+        finally:
+            if watch is not None:
+                watch.close()
+            publisher.close(send_end=sent == len(records))
     return sent
 
 

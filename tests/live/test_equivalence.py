@@ -26,17 +26,22 @@ def test_live_equals_offline(small_session, tmp_path, processes):
     started = threading.Event()
 
     def on_start(pub, resend):
-        endpoint["pub"] = pub
+        endpoint["pub"], endpoint["resend"] = pub, resend
         started.set()
 
     # bind first (port 0), then start the live process against the bound port
     replay_thread = threading.Thread(target=lambda: replay_session(
-        small_session, "tcp://127.0.0.1:*", speed=20.0, wait=True, wait_timeout_s=90, on_start=on_start))
+        small_session, "tcp://127.0.0.1:*", resend="tcp://127.0.0.1:*", speed=20.0, wait=True, wait_timeout_s=90,
+        on_start=on_start))
     replay_thread.start()
     try:
         assert started.wait(30)
-        proc = processes.start(*live_args(small_session, run, endpoint["pub"], "--steps-per-frame", "4",
-                                          "--final-steps", "6", "--chunk-steps", "3", "--threads", "1"), log=tmp_path / "live.log")
+        # no --session: every frame comes over the stream (or the publisher's resend endpoint), none from disk
+        args = live_args(small_session, run, endpoint["pub"], "--steps-per-frame", "4", "--final-steps", "6",
+                         "--chunk-steps", "3", "--threads", "1", "--resend", endpoint["resend"],
+                         "--expected-frames", "10")
+        args = args[:args.index("--session")] + args[args.index("--session") + 2:]
+        proc = processes.start(*args, log=tmp_path / "live.log")
         assert proc.wait(100) == 0, (tmp_path / "live.log").read_text()
     finally:
         replay_thread.join(100)
