@@ -270,6 +270,13 @@ class LiveReconstruction:
             self.frames_seen += 1
             self.last_frame_wall = time.monotonic()
         self._resolve_expected()
+        end = self.subscriber.end_index
+        if end is not None and self.subscriber.next_index >= end:
+            in_model = self.trainer.n_frames if self.trainer is not None else 0
+            total = in_model + len(self.pending)
+            if self.expected is None or self.expected > total:
+                log.info("the publisher ended the run after %d frames; finishing with them", total)
+                self.expected = total
 
     def _ensure_trainer(self) -> bool:
         """Create the trainer once the time scale is known; False while it must wait for frames."""
@@ -410,7 +417,9 @@ class LiveReconstruction:
             self.publish_status()
 
     def finished_training(self) -> bool:
-        """All expected frames in the model and the final steps done."""
+        """All expected frames in the model and the final steps done (or a run that ended with no frame)."""
+        if self.expected == 0:
+            return True
         return self.all_frames_in() and self.steps_after_last >= self.settings.final_steps and not self.pending
 
     def idle_too_long(self) -> bool:

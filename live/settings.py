@@ -20,7 +20,7 @@ class LiveSettings(pydantic.BaseModel):
     resend: str | None = pydantic.Field(
         default=None, description="publisher's resend endpoint, for catch-up when the session directory "
         "is on another machine")
-    out: Path = pydantic.Field(default=Path("live-run"), description="run directory (checkpoint, volumes, log)")
+    out: Path = pydantic.Field(default=Path("live-run"), description="run directory (checkpoint, live state, endpoints, volumes)")
     status: str = pydantic.Field(default="tcp://127.0.0.1:5556",
                                  description="status stream endpoint to bind (PUB), loopback by default")
     volume_endpoint: str = pydantic.Field(
