@@ -439,8 +439,10 @@ class LiveReconstruction:
         if not has_display():
             log.warning("no display (DISPLAY/WAYLAND_DISPLAY unset): running headless, no viewer window")
             return
+        # an offscreen "window" cannot be closed by anyone: that viewer ends when the run does
+        until = ["--until-finished"] if os.environ.get("QT_QPA_PLATFORM") == "offscreen" else []
         self.viewer_process = subprocess.Popen([sys.executable, "-m", "live.cli", "view", "--connect",
-                                                self.status_endpoint])
+                                                self.status_endpoint, *until])
 
     def run(self) -> str:
         """Loop until finished, idle timeout or SIGINT/SIGTERM; returns the final state."""
