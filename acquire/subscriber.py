@@ -62,6 +62,7 @@ class FrameSubscriber:
         self.catchup_interval_s = catchup_interval_s
         self.request_timeout_s = request_timeout_s
         self._buffer: dict[int, Frame] = {}
+        self._last_catchup = float("-inf")
         self._request_id = 0
         self._context = zmq.Context()
         self._sub = self._context.socket(zmq.SUB)
@@ -85,15 +86,16 @@ class FrameSubscriber:
         or when no new frame could be delivered for ``timeout_s`` seconds (None: wait forever).
         """
         last_progress = time.monotonic()
-        last_catchup = float("-inf")
         while True:
             if self.end_index is not None and self.next_index >= self.end_index:
                 return
             now = time.monotonic()
-            if now - last_catchup >= self.catchup_interval_s:
+            # the catch-up clock spans calls, and the live socket is read on every pass: a caller polling
+            # with a short timeout (a training loop) must still receive live frames
+            if now - self._last_catchup >= self.catchup_interval_s:
                 self._catch_up()
-                last_catchup = time.monotonic()
-            elif self._sub.poll(int(self.poll_s * 1000)):
+                self._last_catchup = time.monotonic()
+            if self._sub.poll(int(self.poll_s * 1000)):
                 self._receive_live()
                 if self._buffer and min(self._buffer) > self.next_index:
                     self._catch_up(stop=min(self._buffer))  # a gap before a buffered frame
