@@ -1,0 +1,196 @@
+"""Benchmark: latency from a frame's publication to its reprojection on the status stream, and live vs offline quality.
+
+Setup: a synthetic session (``simulator.tiltseries.write_synthetic_session``: nanorod, Poisson noise)
+is replayed (``simulator.replay_stream.replay_session``, one frame every ``--interval-s`` wall
+seconds) into a ``tiltstream live`` subprocess (continuous schedule, headless, ``--threads``); this
+script subscribes to the live status stream and records when each frame's ``reprojection`` message
+arrives. Latency of frame i = arrival of its reprojection - return of ``publish`` for frame i.
+
+Quality: SSIM/RMSE (recon.metrics, Otsu masks) against the ground truth at the last frame's time and
+averaged over all frame times, for the live result and for an offline reconstruction of the same
+session with the same preset, seed and total number of steps (all frames added first, then trained).
+
+Writes the numbers to ``docs/benchmarks.md`` under ``## Live latency`` (only that section is replaced)
+and prints them. Usage::
+
+    python bench/live_latency.py [--size 32] [--frames 40] [--interval-s 2] [--final-steps 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from acquire.session import read_ground_truth, read_session  # noqa: E402
+from live.status import Reprojection, decode_status_message  # noqa: E402
+from recon.metrics import rmse_percent, ssim  # noqa: E402
+from recon.presets import preset  # noqa: E402
+from recon.trainer import Trainer  # noqa: E402
+from recon.volume_io import read_volumes  # noqa: E402
+from simulator.replay_stream import replay_session  # noqa: E402
+from simulator.tiltseries import write_synthetic_session  # noqa: E402
+
+SECTION = "## Live latency"
+
+
+def measure(args: argparse.Namespace, work: Path) -> dict:
+    seconds_per_step = 21.0
+    session_dir = write_synthetic_session(work / "session", "nanorod", args.size, args.frames, noise="poisson",
+                                          seed=args.seed, seconds_per_step=seconds_per_step)
+    run = work / "run"
+    published: dict[int, float] = {}
+    arrived: dict[int, float] = {}
+    endpoints: dict[str, str] = {}
+    bound = threading.Event()
+
+    def on_start(pub: str, resend: str | None) -> None:
+        endpoints.update(pub=pub, resend=resend or "")
+        bound.set()
+
+    # the live process gets frames only from the stream and the replay's resend endpoint (which holds
+    # only frames already published), never from the recorded session directory
+    replay = threading.Thread(target=replay_session, args=(session_dir, "tcp://127.0.0.1:*"), kwargs=dict(
+        resend="tcp://127.0.0.1:*", speed=seconds_per_step / args.interval_s, wait=True, wait_timeout_s=120,
+        on_start=on_start, on_publish=lambda index, t: published.__setitem__(index, t)))
+    replay.start()
+    if not bound.wait(60):
+        raise RuntimeError("replay did not bind")
+    live = subprocess.Popen(
+        [sys.executable, "-m", "live.cli", "live", "--connect", endpoints["pub"], "--resend", endpoints["resend"],
+         "--expected-frames", str(args.frames), "--out", str(run), "--status", "tcp://127.0.0.1:*",
+         "--volume-endpoint", "tcp://127.0.0.1:*", "--headless", "--device", args.device, "--seed", str(args.seed),
+         "--final-steps", str(args.final_steps), "--chunk-steps", str(args.chunk_steps),
+         "--threads", str(args.threads)],
+        stdout=subprocess.DEVNULL, stderr=open(work / "live.log", "w"), env=dict(os.environ))
+    try:
+        while not (run / "endpoints.json").is_file():
+            if live.poll() is not None:
+                raise RuntimeError(f"live exited: {(work / 'live.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        context = zmq.Context()
+        sub = context.socket(zmq.SUB)
+        sub.linger = 0
+        sub.subscribe(b"reprojection")
+        sub.connect(json.loads((run / "endpoints.json").read_text())["status"])
+        while live.poll() is None:
+            if sub.poll(100):
+                parts = sub.recv_multipart()
+                now = time.monotonic()
+                message = decode_status_message(parts)
+                if isinstance(message, Reprojection):
+                    arrived.setdefault(message.header.frame_index, now)
+        replay.join(60)
+        sub.close(0)
+        context.term()
+    finally:
+        if live.poll() is None:
+            live.kill()
+        live.wait(10)
+    if live.returncode != 0:
+        raise RuntimeError(f"live failed: {(work / 'live.log').read_text()[-2000:]}")
+    latencies = np.array([arrived[i] - published[i] for i in sorted(published) if i in arrived])
+
+    truth, truth_times = read_ground_truth(session_dir)
+    session = read_session(session_dir)
+    times = session.times_s
+    live_volumes, live_times = read_volumes(run / "volumes.tif")
+    live_trainer = Trainer.load(run / "checkpoint.pt")
+    torch.set_num_threads(args.threads)  # as the live process
+    started = time.monotonic()
+    offline = Trainer(preset("fast"), tuple(session.records[0].shape), live_trainer.time_scale_s,
+                      device=live_trainer.device, seed=args.seed)
+    for record in session.records:
+        offline.add_frame(record.index, session.load_frame(record).astype(np.float32), record.angle_deg,
+                          record.time_s)
+    offline.train_steps(live_trainer.steps_done)
+    offline_s = time.monotonic() - started
+
+    def quality(volume_at) -> dict:
+        ssims = [ssim(volume_at(t), g) for t, g in zip(times, truth)]
+        return {"ssim_last": ssims[-1], "ssim_mean": float(np.mean(ssims)),
+                "rmse_last_percent": rmse_percent(volume_at(times[-1]), truth[-1])}
+
+    live_by_time = dict(zip(np.round(live_times, 6), live_volumes))
+    return {
+        "size": args.size, "frames": args.frames, "interval_s": args.interval_s, "threads": args.threads,
+        "reprojections": int(len(latencies)),
+        "latency_median_s": float(np.median(latencies)), "latency_p90_s": float(np.percentile(latencies, 90)),
+        "latency_max_s": float(latencies.max()),
+        "steps": live_trainer.steps_done,
+        "live": quality(lambda t: live_by_time[round(float(t), 6)]),
+        "offline": quality(offline.volume), "offline_train_s": offline_s,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, device {args.device}",
+    }
+
+
+def write_section(result: dict, path: Path) -> None:
+    """Replace (or append) the ``## Live latency`` section of docs/benchmarks.md."""
+    lv, off = result["live"], result["offline"]
+    body = "\n".join([
+        SECTION, "",
+        f"`python bench/live_latency.py --size {result['size']} --frames {result['frames']} --interval-s "
+        f"{result['interval_s']}` ({result['machine']}, live process with --threads {result['threads']}, "
+        f"shared machine: timings are noisy).",
+        "",
+        f"A {result['size']}^3 nanorod session ({result['frames']} GRS frames, Poisson noise) replayed at one "
+        f"frame per {result['interval_s']} s into `tiltstream live` (continuous schedule, preset fast).",
+        "",
+        "| quantity | value |", "|---|---|",
+        f"| publication -> reprojection on the status stream, median | {result['latency_median_s']:.2f} s |",
+        f"| publication -> reprojection, p90 | {result['latency_p90_s']:.2f} s |",
+        f"| publication -> reprojection, max | {result['latency_max_s']:.2f} s |",
+        f"| reprojections received | {result['reprojections']} / {result['frames']} |",
+        f"| training steps (live, incl. final) | {result['steps']} |",
+        f"| SSIM vs ground truth at the last frame: live / offline | {lv['ssim_last']:.3f} / {off['ssim_last']:.3f} |",
+        f"| SSIM vs ground truth, mean over frames: live / offline | {lv['ssim_mean']:.3f} / {off['ssim_mean']:.3f} |",
+        f"| RMSE at the last frame: live / offline | {lv['rmse_last_percent']:.1f} % / {off['rmse_last_percent']:.1f} % |",
+        "",
+        "Offline: the same session, preset, seed and number of steps, all frames added before training.",
+        "",
+    ])
+    text = path.read_text() if path.is_file() else "# Benchmarks\n\n"
+    if SECTION in text:
+        start = text.index(SECTION)
+        following = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + body + ("\n" + text[following + 1:] if following != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + body
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=32, help="phantom edge, voxels")
+    parser.add_argument("--frames", type=int, default=40, help="frames in the session")
+    parser.add_argument("--interval-s", type=float, default=2.0, help="wall seconds between frames")
+    parser.add_argument("--final-steps", type=int, default=500, help="steps after the last frame")
+    parser.add_argument("--chunk-steps", type=int, default=25, help="steps between stream polls")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the live process")
+    parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        result = measure(args, Path(work))
+    print(json.dumps(result, indent=2))
+    write_section(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
