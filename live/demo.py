@@ -75,9 +75,9 @@ class DemoSettings(pydantic.BaseModel):
                                                 description="seconds between PNG snapshots, wall clock")
     sirt_window: int = pydantic.Field(default=30, ge=1, description="moving-window SIRT window, frames")
     sirt_iterations: int = pydantic.Field(default=30, ge=1, description="SIRT iterations per window")
-    heating_to_C: float | None = pydantic.Field(
-        default=300.0, description="simulated heating holder: a log ramping linearly from 25 C to this "
-        "temperature over the expected session, Celsius (unset: no temperature log)")
+    heating_to_C: float = pydantic.Field(
+        default=300.0, ge=0, description="simulated heating holder: a log ramping linearly from 25 C to "
+        "this temperature over the expected session, Celsius (0: no temperature log)")
     headless: bool = pydantic.Field(default=False, description="no viewer window (snapshots only)")
     timeout_s: float = pydantic.Field(default=1800.0, gt=0,
                                       description="give up (and stop everything) after this long, seconds")
@@ -205,7 +205,7 @@ class Demo:
                         "--publish", publish, "--dwell-time-s", repr(s.dwell_time_s),
                         "--pixel-size-nm", repr(s.pixel_size_nm), "--beam-current-pA", repr(self.beam_current_pA()),
                         "--detector", "HAADF"]
-        if s.heating_to_C is not None:
+        if s.heating_to_C > 0:
             # wall seconds of the phantom's evolution: steps x seconds per step / clock speed-up
             ramp_s = s.frames * s.seconds_per_step / s.time_factor
             self.heating = HeatingLog(self.out / "temperature.csv", s.heating_to_C, ramp_s)
