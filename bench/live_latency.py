@@ -105,7 +105,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         raise RuntimeError(f"live failed: {(work / 'live.log').read_text()[-2000:]}")
     latencies = np.array([arrived[i] - published[i] for i in sorted(published) if i in arrived])
 
-    truth, truth_times = read_ground_truth(session_dir)
+    truth, _ = read_ground_truth(session_dir)
     session = read_session(session_dir)
     times = session.times_s
     live_volumes, live_times = read_volumes(run / "volumes.tif")

@@ -245,7 +245,7 @@ class LiveReconstruction:
         """Answer waiting volume requests (non-blocking); malformed ones are logged and skipped."""
         while self.router.poll(0, zmq.POLLIN):
             parts = self.router.recv_multipart()
-            identity, body = parts[0], [p for p in parts[1:]]
+            identity, body = parts[0], parts[1:]
             if body and body[0] == b"":
                 body = body[1:]
             try:
