@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 from acquire.session import read_ground_truth, read_session  # noqa: E402
 from recon import metrics  # noqa: E402
 
-START, END = "<!-- recon_quality:start -->", "<!-- recon_quality:end -->"
 
 
 def session_for(work: Path, phantom: str, size: int, count: int, seed: int) -> Path:
@@ -128,12 +127,13 @@ def plot(phantom: str, tables: dict[str, list[dict]], curves: dict[str, list[dic
     plt.close(fig)
 
 
-def write_section(doc: Path, text: str) -> None:
-    """Replace this benchmark's section of ``doc`` (between markers), keeping the rest."""
+def write_section(doc: Path, text: str, tag: str) -> None:
+    """Replace this benchmark's section ``tag`` of ``doc`` (between markers), keeping the rest."""
+    start, end = f"<!-- recon_quality:{tag}:start -->", f"<!-- recon_quality:{tag}:end -->"
     old = doc.read_text() if doc.is_file() else "# Benchmarks\n"
-    block = f"{START}\n{text}\n{END}"
-    if START in old and END in old:
-        new = old[:old.index(START)] + block + old[old.index(END) + len(END):]
+    block = f"{start}\n{text}\n{end}"
+    if start in old and end in old:
+        new = old[:old.index(start)] + block + old[old.index(end) + len(end):]
     else:
         new = old.rstrip("\n") + "\n\n" + block + "\n"
     doc.write_text(new)
@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     args.docs.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
-    lines = [f"## Reconstruction quality: DIP-STER vs moving-window SIRT (`bench/recon_quality.py`)", "",
+    lines = [f"## Reconstruction quality at {args.size}^3 x {args.count}: DIP-STER vs moving-window SIRT "
+             "(`bench/recon_quality.py`)", "",
              f"Command: `python bench/recon_quality.py --phantoms {args.phantoms} --size {args.size} "
              f"--count {args.count} --minutes {args.minutes} --eval-every {args.eval_every} --presets "
              f"{args.presets}" + (f" --threads {args.threads}" if args.threads else "") + "`; "
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                                                       args.eval_every, args.seed)
             tables[f"DIP-STER {name}"] = metrics.metrics_table(volumes, truth, times_s)
             curves[f"DIP-STER {name}"] = curve
-        png = args.docs / f"recon_quality_{phantom}.png"
+        png = args.docs / f"recon_quality_{phantom}_{args.size}x{args.count}.png"
         plot(phantom, tables, curves, png)
         lines += [f"### {phantom} {args.size}^3 x {args.count} frames", "",
                   "| method | steps | steps/s | RMSE mean (%) | RMSE max (%) | SSIM mean | SSIM min | "
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", "DIP-STER SSIM above SIRT's at: " + ", ".join(f"{m} {w:.0%} of time steps"
                                                                     for m, w in wins.items()),
                   f"(SIRT took {sirt_s:.0f} s).", "", f"![{phantom}]({png.name})", ""]
-    write_section(args.docs / "benchmarks.md", "\n".join(lines))
+    write_section(args.docs / "benchmarks.md", "\n".join(lines), f"{args.size}x{args.count}")
     print("\n".join(lines))
     return 0
 
