@@ -15,16 +15,16 @@ from recon.sirt import moving_window_sirt
 from recon.volume_io import read_volumes
 from simulator.tiltseries import write_synthetic_session
 
-STEPS = 3000
+STEPS = 2000
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_dipster_beats_windowed_sirt_on_nanorod(tmp_path: Path) -> None:
-    """32^3 x 60 nanorod (seed 0, Poisson noise at 40 e/A^2), ``recon train`` for 3000 steps, then
+    """32^3 x 60 nanorod (seed 0, Poisson noise at 40 e/A^2), ``recon train`` for 2000 steps, then
     ``recon volumes``: SSIM above SIRT's (window 30, 30 iterations) at >= 90 % of the time steps.
 
-    The budget is in steps (deterministic) rather than minutes: 3000 steps are about 1 CPU-minute on
+    The budget is in steps (deterministic) rather than minutes: 2000 steps are under 1 CPU-minute on
     an idle 2-core machine (``fast`` preset, one thread). Measured when written (seed 0): DIP-STER
     beats SIRT at the fraction and margin printed by this test (see the final report of H5).
     """
