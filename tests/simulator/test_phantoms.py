@@ -73,15 +73,16 @@ def test_bad_arguments_are_user_errors(args, word):
 def test_alloying_is_gradual_over_the_series(name):
     """The alloying degree (Eq. 10, recon.metrics) rises monotonically over the whole series.
 
-    Reference values measured at 32^3 x 60 with the default rate 3 / steps: about 0.36 after a tenth
-    of the series, 0.83 at the middle, 0.99 at the end. Without the rate one Eq. 5 step alloyed the
+    Reference values measured at 32^3 x 60 with the default rate 3 / steps, inside the metal: about
+    0.25-0.28 after a tenth of the series, 0.8 at the middle, 0.97-0.98 near the end. Without the rate one Eq. 5 step alloyed the
     rod 94 % at step 1 and the specimen was static afterwards, which made the dynamic benchmark moot.
     """
     from recon.metrics import alloying_degree
 
-    degree = alloying_degree(make_phantom(name, 32, 60, seed=0))
-    # the cube's std also sees its static silica coat through the Otsu mask: +-0.02 wiggles
-    assert np.all(np.diff(degree) > -0.03)
+    series = make_phantom(name, 32, 60, seed=0)
+    metal = series > 0.2  # Ag is 0.3, the cube's silica coat 0.05: measure inside the metal only
+    degree = alloying_degree(series, masks=metal)
+    assert np.all(np.diff(degree) > -1e-3)
     assert 0.15 < degree[6] < 0.6
     assert 0.6 < degree[30] < 0.95
     assert degree[-1] > 0.95
