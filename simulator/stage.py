@@ -7,9 +7,9 @@ instant mode the move and settling take no time.
 
 Backlash: the reported (encoder) angle is the commanded one, but the specimen follows the drive gear
 through a play of ``backlash_deg``. After a move in the positive direction the specimen angle equals
-the reported one; after a move in the negative direction it is ``backlash_deg`` below it (the gear's
-other face carries the holder). Approaching every target from below therefore removes the error; this
-is what the executor's backlash correction relies on.
+the reported one; after a move in the negative direction the specimen lags the commanded angle: it
+stays ``backlash_deg`` above it (the gear's other face has yet to take up the play). Approaching every
+target from below therefore removes the error; this is what the executor's backlash correction relies on.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class SimulatedStage:
             if alpha_deg > current:
                 self._offset_deg = 0.0
             elif alpha_deg < current:
-                self._offset_deg = -self.backlash_deg
+                self._offset_deg = self.backlash_deg
             self._start_deg, self._target_deg, self._t0 = current, alpha_deg, now
             self._method = method
             speed_deg_s = self.tilt_speed_deg_per_s * factor

@@ -101,7 +101,7 @@ def _run(sim: SimulatedMicroscope, url: str, path: Path, backlash_deg: float) ->
 
 
 def test_without_backlash_correction_the_play_shows_in_the_images(tmp_path: Path) -> None:
-    """Simulator play 1.5 deg: with correction off, frames reached from above are taken 1.5 deg low
+    """Simulator play 1.5 deg: with correction off, frames reached from above are taken 1.5 deg high (the specimen lags)
     (they differ from the corrected run's frames); frames reached from below are identical."""
     corrected_sim, plain_sim = _sim(backlash_deg=1.5), _sim(backlash_deg=1.5)
     with running_server(corrected_sim) as url:
@@ -115,7 +115,7 @@ def test_without_backlash_correction_the_play_shows_in_the_images(tmp_path: Path
     for i in range(12):
         difference = np.abs(plain[i] - corrected[i]).max() / np.abs(corrected[i]).max()
         if i in from_above:
-            assert true_plain[i] == pytest.approx(targets[i] - 1.5, abs=1e-9)
+            assert true_plain[i] == pytest.approx(targets[i] + 1.5, abs=1e-9)
             assert difference > 1e-3
         else:
             assert true_plain[i] == pytest.approx(targets[i], abs=1e-9)

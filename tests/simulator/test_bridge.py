@@ -64,7 +64,7 @@ def test_image_changes_with_time(manual_microscope):
 
 @pytest.mark.parametrize("mode", ["instant", "realistic"])
 def test_backlash_visible_from_above_absent_from_below(manual_microscope, mode):
-    """From above (40 -> 20 deg) the image is the render at 19.5 deg (play 0.5); from below (10 -> 20) at 20.
+    """From above (40 -> 20 deg) the specimen lags at 20.5 deg (play 0.5); from below (10 -> 20) it is at 20.
     Realistic mode: each move is waited out (manual clock advanced until READY) before the next."""
     microscope = manual_microscope(mode=mode, seconds_per_step=1e6)  # one specimen state throughout
     render = microscope.specimen.frame
@@ -80,13 +80,13 @@ def test_backlash_visible_from_above_absent_from_below(manual_microscope, mode):
         go(remote, 40.0)
         go(remote, 20.0)
         from_above = remote.acquire("HAADF")["HAADF"]
-        assert microscope.true_alpha_deg == pytest.approx(19.5, abs=1e-9)
+        assert microscope.true_alpha_deg == pytest.approx(20.5, abs=1e-9)
         assert math.degrees(remote.get_stage_position()["a"]) == pytest.approx(20.0, abs=1e-9)
         go(remote, 10.0)
         go(remote, 15.0)
         go(remote, 20.0)
         from_below = remote.acquire("HAADF")["HAADF"]
-    np.testing.assert_allclose(from_above, render(19.5, 0.0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(from_above, render(20.5, 0.0), rtol=1e-5, atol=1e-5)
     assert np.abs(from_above - render(20.0, 0.0)).max() > 1e-2
     np.testing.assert_allclose(from_below, render(20.0, 0.0), rtol=1e-5, atol=1e-5)
     assert [round(m.alpha_deg, 9) for m in microscope.commanded_moves] == [40.0, 20.0, 10.0, 15.0, 20.0]
