@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,10 @@ def end_message(session: str, next_index: int) -> list[bytes]:
 
 
 class FramePublisher:
-    """PUB socket for live frames plus an optional resend ROUTER served from the session directory.
+    """PUB-like (XPUB) socket for live frames plus an optional resend ROUTER served from the session directory.
+
+    The frame socket is an XPUB so that :meth:`wait_for_subscriber` can see a consumer's subscription
+    arrive; for sending it behaves exactly as a PUB socket.
 
     Parameters
     ----------
@@ -112,7 +116,7 @@ class FramePublisher:
         self.session_dir = Path(session_dir)
         self.session = self.session_dir.name
         self._context = zmq.Context()
-        self._pub = self._context.socket(zmq.PUB)
+        self._pub = self._context.socket(zmq.XPUB)
         self._pub.linger = 1000
         apply_server_keys(self._pub, curve)
         try:
@@ -140,6 +144,21 @@ class FramePublisher:
             self._thread = threading.Thread(target=self._serve, args=(router,), name="frame-resend",
                                             daemon=True)
             self._thread.start()
+
+    def wait_for_subscriber(self, timeout_s: float | None) -> bool:
+        """Block until a consumer's subscription reaches this socket; False after ``timeout_s`` seconds.
+
+        Once the subscription message has arrived, frames published are delivered to that consumer
+        (the XPUB has applied its filter), so nothing sent afterwards is lost to a slow joiner.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            wait_ms = 200 if deadline is None else int(max(0.0, deadline - time.monotonic()) * 1000)
+            if self._pub.poll(wait_ms, zmq.POLLIN):
+                if self._pub.recv()[:1] == b"\x01":  # subscribe (0x01) rather than unsubscribe (0x00)
+                    return True
+            elif deadline is not None and time.monotonic() >= deadline:
+                return False
 
     def publish(self, record: FrameRecord, frame: np.ndarray) -> None:
         """Send a recorded frame (call after :meth:`SessionWriter.append` returned ``record``)."""

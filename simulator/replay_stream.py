@@ -5,9 +5,9 @@ as a live acquisition), frame ``i`` at ``(time_s[i] - time_s[0]) / speed`` secon
 The publisher's resend endpoint must not hand out frames before their time, so the publisher serves a
 staging copy of the session (a temporary directory of the same name) that receives each frame just
 before it is published; a consumer catching up through resend gets exactly the frames already sent.
-The start waits until a subscriber has connected to the PUB socket (its ZMTP handshake seen on a socket
-monitor attached right after the bind, plus a short grace for its subscription to arrive) unless ``wait`` is off; a subscriber that
-still misses frames catches them up from the session directory or the resend endpoint.
+The start waits until a subscriber's subscription reaches the publisher's XPUB socket
+(:meth:`FramePublisher.wait_for_subscriber`) unless ``wait`` is off; a subscriber that still misses
+frames catches them up from the session directory or the resend endpoint.
 
 This module is light at import (the CLI imports it); zmq is imported when a replay runs.
 """
@@ -29,7 +29,6 @@ from acquire.errors import UserError
 
 log = logging.getLogger(__name__)
 
-SUBSCRIPTION_GRACE_S = 0.2
 
 
 class ReplaySettings(pydantic.BaseModel):
@@ -47,36 +46,6 @@ class ReplaySettings(pydantic.BaseModel):
         default=None, gt=0, description="give up waiting for a subscriber after this long, seconds")
     linger_s: float = pydantic.Field(
         default=1.0, ge=0, description="keep the resend endpoint up after the last frame, seconds")
-
-
-class SubscriberWatch:
-    """Watches a PUB socket's handshakes (a socket monitor); attach it right after the socket binds."""
-
-    def __init__(self, socket) -> None:
-        import zmq
-
-        self.zmq = zmq
-        self.socket = socket
-        self.monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-
-    def wait(self, timeout_s: float | None) -> bool:
-        """Block until a peer completes its handshake, then a short grace for its subscription; False on timeout."""
-        from zmq.utils.monitor import recv_monitor_message
-
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            wait_ms = 200 if deadline is None else int(max(0.0, deadline - time.monotonic()) * 1000)
-            if self.monitor.poll(wait_ms):
-                if recv_monitor_message(self.monitor)["event"] == self.zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    time.sleep(SUBSCRIPTION_GRACE_S)
-                    return True
-            elif deadline is not None and time.monotonic() >= deadline:
-                return False
-
-    def close(self) -> None:
-        """Stop monitoring."""
-        self.socket.disable_monitor()
-        self.monitor.close(0)
 
 
 def replay_session(session_dir: Path | str, publish: str, *, resend: str | None = None, speed: float = 1.0,
@@ -124,20 +93,14 @@ def replay_session(session_dir: Path | str, publish: str, *, resend: str | None 
                                        session.settings.model_copy(update={"scheme": {
                                            **session.settings.scheme, "start_index": records[0].index}}))
         publisher = FramePublisher(publish, staging.path, resend_endpoint=resend)
-        # FramePublisher exposes no subscription hook: watch its PUB socket's handshakes, from right
-        # after the bind so a subscriber that was already waiting is seen too
-        watch = SubscriberWatch(publisher._pub) if wait else None
         sent = 0
         try:
             if on_start is not None:
                 on_start(publisher.endpoint, publisher.resend_endpoint)
             log.info("replaying %d frames of %s on %s at %gx", len(records), session.path, publisher.endpoint,
                      speed)
-            if watch is not None:
-                found = watch.wait(wait_timeout_s)
-                watch.close()
-                watch = None
-                if not found:
+            if wait:
+                if not publisher.wait_for_subscriber(wait_timeout_s):
                     raise UserError(f"no subscriber connected to {publisher.endpoint} within {wait_timeout_s} s "
                                     "(use --no-wait to stream regardless)")
             start = time.monotonic()
@@ -158,8 +121,6 @@ def replay_session(session_dir: Path | str, publish: str, *, resend: str | None 
             print(file=sys.stderr)
             time.sleep(linger_s)
         finally:
-            if watch is not None:
-                watch.close()
             publisher.close(send_end=sent == len(records))
     return sent
 
