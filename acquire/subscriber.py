@@ -75,6 +75,9 @@ class FrameSubscriber:
         if self.session_dir is None and resend_endpoint is not None:
             self._dealer = self._context.socket(zmq.DEALER)
             self._dealer.linger = 0
+            # a DEALER with no connected peer (server down, or a CURVE handshake that failed) blocks
+            # on send; give up after the request timeout instead of hanging the consumer
+            self._dealer.sndtimeo = int(request_timeout_s * 1000)
             apply_client_keys(self._dealer, curve)
             self._dealer.connect(resend_endpoint)
 
@@ -186,7 +189,12 @@ class FrameSubscriber:
         while True:
             self._request_id += 1
             request = {"v": 1, "req": self._request_id, "start": start, "stop": stop}
-            self._dealer.send_multipart([TOPIC_RESEND, json.dumps(request).encode("utf-8")])
+            try:
+                self._dealer.send_multipart([TOPIC_RESEND, json.dumps(request).encode("utf-8")])
+            except zmq.Again:
+                log.warning("resend endpoint not reachable within %.1f s (no connected peer; wrong CURVE "
+                            "keys?); catching up from what arrives", self.request_timeout_s)
+                return
             marker = self._await_marker(self._request_id)
             if marker is None:
                 return
