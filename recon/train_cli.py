@@ -17,7 +17,7 @@ from typing import Literal
 
 import pydantic
 
-from acquire.config import add_model_arguments, load_settings, overrides_from_args
+from acquire.config import add_model_arguments, describe_validation_error, load_settings, overrides_from_args, read_toml
 from acquire.errors import UserError
 from recon.presets import preset
 
@@ -48,9 +48,31 @@ class ReconTrainSettings(pydantic.BaseModel):
     threads: int | None = pydantic.Field(
         default=None, ge=1, description="CPU threads for torch (1 is often fastest on a shared machine); "
         "default: torch's choice")
+    preprocess: str = pydantic.Field(
+        default="none", description="preprocessing of the frames before a new run trains on them "
+        "(recon/preprocess.py): none; paper (the paper's pipeline for experimental data: median "
+        "background, 0.9 x Otsu mask, normalisation, cross-correlation alignment, centring); or a TOML "
+        "file of PreprocessConfig fields. What it did is recorded in run.json")
 
 
 DEFAULT_STEPS = 2000
+
+
+def _preprocess_config(value: str) -> object | None:
+    """The PreprocessConfig named by ``--preprocess`` (None for ``none``); UserError for a bad value."""
+    from recon.preprocess import PreprocessConfig
+
+    if value == "none":
+        return None
+    if value == "paper":
+        return PreprocessConfig()
+    if not Path(value).is_file():
+        raise UserError(f"invalid preprocess = {value!r}: allowed are none, paper, or a TOML file of "
+                        "preprocessing settings")
+    try:
+        return PreprocessConfig.model_validate(read_toml(Path(value)))
+    except pydantic.ValidationError as exc:
+        raise UserError(f"{value}: {describe_validation_error(exc)}") from None
 
 
 class ReconVolumesSettings(pydantic.BaseModel):
@@ -142,16 +164,28 @@ def run_train(args: argparse.Namespace) -> int:
     records = session.records
     if run.exists():
         description = run.read_description()
-        if description["frame_shape"] != list(frames.shape[1:]):
-            raise UserError(f"run {str(run.path)!r} was trained on frames {description['frame_shape']}; "
+        session_shape = description.get("session_frame_shape", description["frame_shape"])
+        if session_shape != list(frames.shape[1:]):
+            raise UserError(f"run {str(run.path)!r} was trained on frames {session_shape}; "
                             f"session {str(session_path)!r} has {list(frames.shape[1:])}")
         trainer = Trainer.load(run.checkpoint, device=device)
+        grown = [r.index for r in records if r.index not in set(trainer.indices)]
+        if description.get("preprocess") and grown:
+            raise UserError(f"run {str(run.path)!r} was preprocessed (aligned) as a whole; the session has "
+                            f"{len(grown)} new frame(s) it cannot take consistently: start a new run")
         run.truncate_log(trainer.steps_done)
         held = set(description["heldout_indices"])
         stopper = PlateauStopper(settings.patience)
         stopper.load_state_dict(description.get("stopper", {}))
         resumed = f"resumed at step {trainer.steps_done}"
     else:
+        raw_shape = list(frames.shape[1:])
+        preprocess_config = _preprocess_config(settings.preprocess)
+        report = None
+        if preprocess_config is not None:
+            from recon.preprocess import apply
+
+            frames, report = apply(frames, session.angles_deg, preprocess_config)
         config = preset(settings.preset)
         time_scale_s = float(max(r.time_s for r in records)) or 1.0
         trainer = Trainer(config, frames.shape[1:], time_scale_s, device=device, seed=settings.seed)
@@ -161,6 +195,7 @@ def run_train(args: argparse.Namespace) -> int:
             "preset": settings.preset, "config": config.model_dump(mode="json"), "seed": settings.seed,
             "frame_shape": list(frames.shape[1:]), "time_scale_s": time_scale_s,
             "heldout_indices": sorted(held), "device": device,
+            "session_frame_shape": raw_shape, "preprocess": report,
         }
         run.create(description)
         stopper = PlateauStopper(settings.patience)

@@ -115,3 +115,28 @@ def test_plateau_stopper_stops_after_patience_evaluations_without_improvement() 
         [False, False, False, True, False, False, True]
     never = PlateauStopper(patience=0)
     assert not any(never.update(1.0) for _ in range(10))
+
+
+@pytest.mark.timeout(180)
+def test_preprocess_runs_before_training_and_is_recorded(tmp_path: Path) -> None:
+    """``--preprocess paper`` runs recon.preprocess on the session and records its report in run.json;
+    a preprocessed run refuses frames the session gained later (one line); a bad value is one line."""
+    session = _session(tmp_path / "s", count=6)
+    run = tmp_path / "run"
+    result = _cli("recon", "train", "--session", str(session), "--out", str(run), "--steps", "20",
+                  "--threads", "1", "--preprocess", "paper")
+    assert result.returncode == 0, result.stderr
+    description = json.loads((run / "run.json").read_text())
+    report = description["preprocess"]
+    assert report["config"]["align"] is True and report["input_shape"] == [6, 16, 16]
+    assert len(report["steps"]) >= 4  # background, mask, normalise, align, centre
+    assert description["session_frame_shape"] == [16, 16]
+
+    writer = SessionWriter.resume(session)
+    frame = project_volume(np.ones((16, 16, 16), dtype=np.float32), 10.0)
+    writer.append(frame, index=6, target_deg=10.0, angle_deg=10.0, time_s=60.0, exposure_s=1.0,
+                  dose_e_per_A2=40.0)
+    _one_line_error(_cli("recon", "train", "--session", str(session), "--out", str(run), "--steps", "5"),
+                    "start a new run")
+    _one_line_error(_cli("recon", "train", "--session", str(session), "--out", str(tmp_path / "r2"),
+                         "--steps", "5", "--preprocess", "sharpen"), "invalid preprocess = 'sharpen'")
