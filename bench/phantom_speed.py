@@ -13,7 +13,7 @@ import time
 import torch
 
 from simulator.phantoms import PHANTOMS, make_phantom
-from simulator.tiltseries import resolve_device
+from recon.device import resolve_device
 
 
 def main() -> None:

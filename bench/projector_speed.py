@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from recon.projector import ParallelProjector, backproject, project
-from recon.sirt import resolve_device, sirt
+from recon.device import resolve_device
+from recon.sirt import sirt
 
 
 def _median_s(fn, repeats: int, device: torch.device) -> float:

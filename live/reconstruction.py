@@ -39,10 +39,11 @@ import zmq
 from acquire.errors import UserError
 from acquire.session import SETTINGS_FILE, SessionSettings
 from acquire.stream import FrameHeader, WireError
-from live.schedule import (derive_time_scale_s, resolve_device, session_expected_frames, train_chunked)
+from live.schedule import derive_time_scale_s, session_expected_frames, train_chunked
 from live.settings import LiveSettings
 from live.status import (HistoryHeader, StatusHeader, decode_volume_request, encode_history,
                          encode_orthoslices, encode_reprojection, encode_status)
+from recon.device import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -16,19 +16,6 @@ import numpy as np
 from acquire.errors import UserError
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without a GPU is a :class:`UserError`."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"device {name!r} is not known; allowed: auto, cpu, cuda")
-    return name
-
-
 def derive_time_scale_s(expected_frames: int | None, time0_s: float, time1_s: float | None) -> float:
     """The time scale, seconds: expected frames x the first frame interval (``time1_s - time0_s``).
 
@@ -114,6 +101,7 @@ def reconstruct_session(session_dir: Path | str, config, *, steps_per_frame: int
         The trained model.
     """
     from acquire.session import read_session
+    from recon.device import resolve_device
     from recon.trainer import Trainer
 
     session = read_session(session_dir)

@@ -19,21 +19,10 @@ import numpy as np
 import torch
 
 from acquire.errors import UserError
+from recon.device import resolve_device
 from recon.projector import ParallelProjector
 
 EPS = 1e-6  # sums below this count as zero (ASTRA's threshold for ray lengths / pixel weights)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` -> a torch device."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name = str(device)
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise UserError(f"device {name!r} is not known; allowed: auto, cpu, cuda")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} asked for, but torch sees no CUDA device here; use --device cpu")
-    return torch.device(name)
 
 
 def _check_inputs(frames: np.ndarray, angles_deg: np.ndarray, volume_shape: Sequence[int]) -> None:

@@ -89,16 +89,6 @@ class ReconVolumesSettings(pydantic.BaseModel):
         default="auto", description="where to evaluate the network: auto picks CUDA when available")
 
 
-def _resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA device is available; use auto or cpu")
-    return name
-
-
 def _load_session(path: Path) -> tuple[object, object]:
     """The session and its frames (n, ny, nx) float32, validated; UserError on any problem."""
     import numpy as np
@@ -159,7 +149,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    device = _resolve_device(settings.device)
+    from recon.device import resolve_device
+
+    device = str(resolve_device(settings.device))
     run = RunDir(args.out)
     records = session.records
     if run.exists():
@@ -279,7 +271,9 @@ def run_volumes(args: argparse.Namespace) -> int:
     run = RunDir(args.run_dir)
     if not run.exists():
         raise UserError(f"{str(args.run_dir)!r} is not a trained run (no run.json and checkpoint.pt there)")
-    trainer = Trainer.load(run.checkpoint, device=_resolve_device(settings.device))
+    from recon.device import resolve_device
+
+    trainer = Trainer.load(run.checkpoint, device=resolve_device(settings.device))
     times_s = sorted(trainer.times_s) if isinstance(times, str) else times
     volumes = np.empty((len(times_s), trainer.slice_shape[0], *trainer.frame_shape), dtype=np.float32)
     for k, time_s in enumerate(times_s):

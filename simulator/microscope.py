@@ -26,16 +26,17 @@ import numpy as np
 import torch
 from temscript import NullMicroscope
 from temscript.base_microscope import parse_enum
-from temscript.enums import AcqImageSize, InstrumentMode
+from temscript.enums import InstrumentMode
 from temscript.version import __version__ as temscript_version
 
+from recon.device import resolve_device
 from simulator.clock import Clock, WallClock
 from simulator.detector import DetectorConfig, DetectorModel
 from simulator.faults import FaultInjector
 from simulator.phantoms import make_phantom
 from simulator.settings import SimSettings
 from simulator.stage import SimulatedStage
-from simulator.tiltseries import project_at, resolve_device
+from simulator.tiltseries import project_at
 
 DETECTORS = ("HAADF", "BF")
 SIZE_DIVISORS = {"FULL": 1, "HALF": 2, "QUARTER": 4}

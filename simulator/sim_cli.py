@@ -56,7 +56,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from simulator.bridge_server import SimulatorServer
     from simulator.microscope import PhantomSpecimen, SimulatedMicroscope
     from simulator.phantoms import make_phantom
-    from simulator.tiltseries import resolve_device, stderr_progress
+    from recon.device import resolve_device
+    from simulator.tiltseries import stderr_progress
 
     if args.replay is not None:
         from simulator.replay_specimen import ReplaySpecimen

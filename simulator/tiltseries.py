@@ -21,18 +21,10 @@ import torch
 from acquire.errors import UserError
 from acquire.scheme import grs_angle_deg
 from acquire.session import SessionSettings, SessionWriter, write_ground_truth
+from recon.device import resolve_device
 from recon.projector import ParallelProjector
 from simulator.detector import DetectorConfig, DetectorModel
 from simulator.phantoms import check_phantom_args, make_phantom
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a :class:`UserError`."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA device is available; use auto or cpu")
-    return torch.device(device)
 
 
 def project_at(volume: torch.Tensor, angle_deg: float) -> np.ndarray:
