@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +17,7 @@ import pydantic
 
 from acquire.config import add_model_arguments, load_settings, overrides_from_args
 from acquire.errors import UserError
+from acquire.progress import stderr_progress
 
 
 class ReconSirtSettings(pydantic.BaseModel):
@@ -64,20 +64,6 @@ def load_session_frames(path: Path) -> tuple[object, object]:
     return session, frames
 
 
-class _Progress:
-    """One stderr line rewritten with ``\\r``: volumes done, rate, ETA."""
-
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-
-    def __call__(self, done: int, total: int) -> None:
-        elapsed = time.monotonic() - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else 0.0
-        print(f"\rrecon sirt: volume {done}/{total}  {rate:.2f} volumes/s  ETA {eta:.0f} s   ",
-              end="", file=sys.stderr, flush=True)
-
-
 def run_sirt(args: argparse.Namespace) -> int:
     """Reconstruct a session with moving-window SIRT and write the volume series."""
     import numpy as np
@@ -100,8 +86,7 @@ def run_sirt(args: argparse.Namespace) -> int:
     volumes = moving_window_sirt(frames, angles_deg, shape, window=settings.window,
                                  iterations=settings.iterations, warm_start=settings.warm_start,
                                  nonnegative=settings.nonnegative, device=settings.device,
-                                 progress=_Progress())
-    print(file=sys.stderr)
+                                 progress=stderr_progress("recon sirt: volume", "volumes"))
     path = write_volumes(args.out, volumes, times_s, format=settings.format,
                          voxel_size_nm=session.settings.pixel_size_nm)
     print(f"recon sirt: wrote {len(volumes)} volumes to {path} (times in {path.stem}_times.csv)",

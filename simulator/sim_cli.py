@@ -56,8 +56,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from simulator.bridge_server import SimulatorServer
     from simulator.microscope import PhantomSpecimen, SimulatedMicroscope
     from simulator.phantoms import make_phantom
+    from acquire.progress import stderr_progress
     from recon.device import resolve_device
-    from simulator.tiltseries import stderr_progress
 
     if args.replay is not None:
         from simulator.replay_specimen import ReplaySpecimen
@@ -91,7 +91,8 @@ def run_tiltseries(args: argparse.Namespace) -> int:
     """Write a synthetic session with ground truth."""
     settings = _settings(args)
     from simulator.detector import DetectorConfig
-    from simulator.tiltseries import stderr_progress, write_synthetic_session
+    from acquire.progress import stderr_progress
+    from simulator.tiltseries import write_synthetic_session
 
     detector = DetectorConfig(pixel_size_nm=settings.pixel_size_nm, noise=settings.noise,
                               efficiency=settings.haadf_efficiency, read_noise=settings.read_noise,

@@ -10,8 +10,6 @@ With ``noise="none"`` and no other detector effect, frame ``i`` equals
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,17 +94,3 @@ def write_synthetic_session(out: Path | str, phantom: str, size: int, count: int
             progress(count + index + 1, total)
     write_ground_truth(writer.path, volumes, times_s)
     return writer.path
-
-
-def stderr_progress(label: str) -> Callable[[int, int], None]:
-    """A progress callback printing ``label done/total, rate, ETA`` on one ``\\r``-updated stderr line."""
-    start = time.monotonic()
-
-    def report(done: int, total: int) -> None:
-        elapsed = max(time.monotonic() - start, 1e-9)
-        rate = done / elapsed
-        eta = (total - done) / rate if rate > 0 else float("inf")
-        end = "\n" if done >= total else ""
-        print(f"\r{label} {done}/{total}  {rate:.1f}/s  ETA {eta:.0f} s ", end=end, file=sys.stderr, flush=True)
-
-    return report
