@@ -16,7 +16,6 @@ from typing import Literal
 import pydantic
 
 from acquire.config import add_model_arguments, load_settings, overrides_from_args
-from acquire.errors import UserError
 from acquire.progress import stderr_progress
 
 
@@ -42,28 +41,6 @@ class ReconSirtSettings(pydantic.BaseModel):
         default=None, ge=1, description="CPU threads for torch (default: torch's choice)")
 
 
-def load_session_frames(path: Path) -> tuple[object, object]:
-    """A recorded session and its frames (n, ny, nx) float32 in time order; UserError on bad input."""
-    import numpy as np
-
-    from acquire.session import read_session
-
-    if not path.exists():
-        raise UserError(f"session {str(path)!r} does not exist")
-    session = read_session(path)
-    if not session.records:
-        raise UserError(f"session {str(path)!r} has no frames; nothing to reconstruct")
-    shapes = sorted({tuple(r.shape) for r in session.records})
-    if len(shapes) > 1:
-        raise UserError(f"session {str(path)!r} mixes frame shapes {shapes}; all frames must have one shape")
-    frames = session.load_frames()
-    bad = [r.index for r, f in zip(session.records, frames) if not np.isfinite(f).all()]
-    if bad:
-        raise UserError(f"session {str(path)!r}: frame(s) {bad[:5]} contain NaN or infinite values; "
-                        "clean or drop them")
-    return session, frames
-
-
 def run_sirt(args: argparse.Namespace) -> int:
     """Reconstruct a session with moving-window SIRT and write the volume series."""
     import numpy as np
@@ -74,6 +51,8 @@ def run_sirt(args: argparse.Namespace) -> int:
 
     settings = load_settings(ReconSirtSettings, name="sirt", config_file=args.config,
                              overrides=overrides_from_args(args, ReconSirtSettings))
+    from recon.session_frames import load_session_frames
+
     session, frames = load_session_frames(Path(args.session))
     if settings.threads:
         torch.set_num_threads(settings.threads)

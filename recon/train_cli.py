@@ -89,29 +89,6 @@ class ReconVolumesSettings(pydantic.BaseModel):
         default="auto", description="where to evaluate the network: auto picks CUDA when available")
 
 
-def _load_session(path: Path) -> tuple[object, object]:
-    """The session and its frames (n, ny, nx) float32, validated; UserError on any problem."""
-    import numpy as np
-
-    from acquire.session import read_session
-
-    if not path.exists():
-        raise UserError(f"session {str(path)!r} does not exist")
-    session = read_session(path)
-    if not session.records:
-        raise UserError(f"session {str(path)!r} has no frames yet; nothing to train on")
-    shapes = {tuple(r.shape) for r in session.records}
-    if len(shapes) > 1:
-        raise UserError(f"session {str(path)!r} mixes frame shapes {sorted(shapes)}; all frames must "
-                        "have one shape (ny, nx)")
-    frames = session.load_frames()
-    bad = [r.index for r, f in zip(session.records, frames) if not np.isfinite(f).all()]
-    if bad:
-        raise UserError(f"session {str(path)!r}: frame(s) {bad[:5]} contain NaN or infinite values; "
-                        "clean or drop them")
-    return session, frames
-
-
 class _Progress:
     """One line on stderr, rewritten with ``\\r``: steps, rate, loss, learning rate, ETA."""
 
@@ -140,7 +117,9 @@ def run_train(args: argparse.Namespace) -> int:
     if settings.patience and not settings.holdout:
         raise UserError("--patience needs held-out frames: give --holdout FRACTION (e.g. 0.1)")
     session_path = Path(args.session)
-    session, frames = _load_session(session_path)
+    from recon.session_frames import load_session_frames
+
+    session, frames = load_session_frames(session_path)
 
     import torch
 
