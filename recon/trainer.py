@@ -16,19 +16,23 @@ Conventions
 - Volumes are queried at ``theta = 0`` (as the reference code does).
 - Deterministic on CPU: the same seed and the same sequence of ``add_frame`` / ``train_steps`` calls
   give the same weights; :meth:`save` / :meth:`load` then continuing equals uninterrupted training.
+- :class:`Trainer` implements :class:`recon.reconstructor.Reconstructor` (``method = "dipster"``): its
+  state lives in a run directory as ``checkpoint.pt``, per-frame metadata (dose, temperature) included.
 """
 
 from __future__ import annotations
 
 import math
-import os
+import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from kornia.losses import geman_mcclure_loss
 
+from acquire.atomic_files import write_atomic
 from acquire.errors import UserError
 from recon.model import DipsterNet
 from recon.presets import DipsterConfig
@@ -38,6 +42,7 @@ from recon.sampler import FrameSampler
 __all__ = ["DipsterConfig", "Trainer"]
 
 CHECKPOINT_VERSION = 1
+CHECKPOINT_FILE = "checkpoint.pt"  # the trainer's state inside a run directory
 QUERY_CHUNK = 64  # slices per forward pass when querying volumes
 
 
@@ -45,6 +50,13 @@ def _robust_max(frame: np.ndarray) -> float:
     """The 99.9th percentile of ``|frame|`` (the maximum for tiny frames), never below tiny positive."""
     value = float(np.percentile(np.abs(frame), 99.9))
     return value if value > 0 else float(np.abs(frame).max())
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """The checkpoint file meant by ``path``: ``path`` itself when it ends in ``.pt``, else
+    ``path/checkpoint.pt`` (a run directory)."""
+    path = Path(path)
+    return path if path.suffix == ".pt" else path / CHECKPOINT_FILE
 
 
 class Trainer:
@@ -63,6 +75,8 @@ class Trainer:
     seed
         Seeds the network's initial weights and the sampler.
     """
+
+    method: ClassVar[str] = "dipster"
 
     def __init__(self, config: DipsterConfig, frame_shape: tuple[int, int], time_scale_s: float,
                  device: str | torch.device = "cpu", seed: int = 0) -> None:
@@ -89,6 +103,7 @@ class Trainer:
         self.angles_deg: list[float] = []
         self.times_s: list[float] = []
         self.held_out: list[bool] = []
+        self.metadata: list[dict[str, Any]] = []
         self._slot_of: dict[int, int] = {}
         self._frames = torch.zeros((0, *self.frame_shape), dtype=torch.float32, device=self.device)
         self._angles_rad = torch.zeros(0, dtype=torch.float32, device=self.device)
@@ -107,12 +122,19 @@ class Trainer:
         """Frames the sampler trains on (not held out)."""
         return len(self.sampler.train_slots)
 
+    @property
+    def frame_records(self) -> list[dict[str, Any]]:
+        """Per added frame, in order: ``index``, ``angle_deg``, ``time_s``, ``held_out`` and the metadata
+        given to :meth:`add_frame` (e.g. ``dose_e_per_A2``, ``temperature_C``)."""
+        return [{"index": i, "angle_deg": a, "time_s": t, "held_out": h, **m} for i, a, t, h, m in
+                zip(self.indices, self.angles_deg, self.times_s, self.held_out, self.metadata)]
+
     def time_coordinate(self, time_s: float) -> float:
         """The network's time coordinate of ``time_s`` seconds: ``time_s / time_scale_s``."""
         return float(time_s) / self.time_scale_s
 
     def add_frame(self, index: int, frame: np.ndarray, angle_deg: float, time_s: float,
-                  held_out: bool = False) -> None:
+                  held_out: bool = False, metadata: Mapping[str, Any] | None = None) -> None:
         """Add one frame; callable between training steps.
 
         Parameters
@@ -128,6 +150,9 @@ class Trainer:
         held_out
             Keep the frame out of training and use it to measure generalisation
             (:meth:`heldout_metrics`).
+        metadata
+            JSON-like per-frame values kept with the frame and its checkpoint (e.g. ``dose_e_per_A2``,
+            ``temperature_C``); they appear in :attr:`frame_records`.
 
         Raises
         ------
@@ -155,6 +180,8 @@ class Trainer:
         self.angles_deg.append(float(angle_deg))
         self.times_s.append(float(time_s))
         self.held_out.append(bool(held_out))
+        self.metadata.append({str(k): v.item() if isinstance(v, np.generic) else v
+                              for k, v in (metadata or {}).items()})
         tensor = torch.from_numpy(frame / np.float32(self.data_scale)).to(self.device)
         self._frames = torch.cat([self._frames, tensor[None]])
         self._angles_rad = torch.cat([self._angles_rad, torch.tensor(
@@ -211,6 +238,27 @@ class Trainer:
         values = losses.tolist()
         self.loss_history.extend(values)
         return float(np.mean(values)) if values else float("nan")
+
+    def train(self, steps: int | None = None, seconds: float | None = None) -> float:
+        """Train for ``steps`` steps or for about ``seconds`` seconds of wall clock (one of the two).
+
+        With ``seconds`` the steps run one at a time until the time is spent (at least one step when
+        ``seconds > 0``). Returns the mean loss of the steps done (NaN when none).
+
+        Raises
+        ------
+        UserError
+            Neither or both of ``steps`` and ``seconds`` given, or no training frame yet.
+        """
+        if (steps is None) == (seconds is None):
+            raise UserError("train: give exactly one of steps and seconds")
+        if steps is not None:
+            return self.train_steps(int(steps))
+        losses: list[float] = []
+        end = time.perf_counter() + float(seconds)
+        while seconds > 0 and (not losses or time.perf_counter() < end):
+            losses.append(self.train_steps(1))
+        return float(np.mean(losses)) if losses else float("nan")
 
     @property
     def learning_rate(self) -> float:
@@ -290,6 +338,7 @@ class Trainer:
             "angles_deg": list(self.angles_deg),
             "times_s": list(self.times_s),
             "held_out": list(self.held_out),
+            "metadata": [dict(m) for m in self.metadata],
             "frames": self._frames.cpu(),
             "model": {k: v.cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
@@ -300,22 +349,23 @@ class Trainer:
         }
 
     def save(self, path: str | Path) -> None:
-        """Write a checkpoint atomically (a temporary file renamed over ``path``)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        """Write the state atomically into run directory ``path`` (as ``checkpoint.pt``, the directory
+        created if needed) or, when ``path`` ends in ``.pt``, to that checkpoint file."""
+        target = checkpoint_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict()
+        write_atomic(target, lambda tmp: torch.save(state, tmp))
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Trainer:
-        """Restore a trainer saved with :meth:`save` onto ``device``.
+        """Restore onto ``device`` what :meth:`save` wrote into run directory (or ``.pt`` file) ``path``.
 
         Raises
         ------
         UserError
             A missing or unreadable checkpoint.
         """
-        path = Path(path)
+        path = checkpoint_path(path)
         if not path.is_file():
             raise UserError(f"checkpoint {str(path)!r} does not exist")
         try:
@@ -332,6 +382,7 @@ class Trainer:
         trainer.angles_deg = [float(a) for a in state["angles_deg"]]
         trainer.times_s = [float(t) for t in state["times_s"]]
         trainer.held_out = [bool(h) for h in state["held_out"]]
+        trainer.metadata = [dict(m) for m in state.get("metadata", [{} for _ in trainer.indices])]
         trainer._slot_of = {index: slot for slot, index in enumerate(trainer.indices)}
         trainer._frames = state["frames"].to(trainer.device)
         trainer._angles_rad = torch.tensor([math.radians(a) for a in trainer.angles_deg],

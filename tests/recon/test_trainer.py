@@ -226,3 +226,33 @@ def test_presets_are_the_documented_configurations() -> None:
     assert fast.mapnet_widths == (256, 256) and fast.channel_halving
     with pytest.raises(ValueError, match="allowed: paper, fast"):
         preset("slow")
+
+
+def test_trainer_is_a_reconstructor_whose_run_directory_keeps_frame_metadata(tmp_path) -> None:
+    """Protocol: method "dipster", train(steps | seconds), frame_records with metadata, save/load of a
+    run directory (checkpoint.pt inside) that continues bit-for-bit."""
+    from recon.reconstructor import Reconstructor, reconstructor_class
+
+    frames, angles, times = _frames(4)
+    a = Trainer(SMALL, (16, 16), time_scale_s=100.0, seed=3)
+    for i in range(4):
+        a.add_frame(i, frames[i], angles[i], times[i], held_out=i == 2,
+                    metadata={"dose_e_per_A2": np.float64(40.0 + i), "temperature_C": None})
+    assert isinstance(a, Reconstructor) and reconstructor_class("dipster") is Trainer
+    assert a.frame_records[2] == {"index": 2, "angle_deg": angles[2], "time_s": 20.0, "held_out": True,
+                                  "dose_e_per_A2": 42.0, "temperature_C": None}
+    assert np.isfinite(a.train(steps=3)) and a.steps_done == 3
+    loss = a.train(seconds=0.05)
+    assert np.isfinite(loss) and a.steps_done >= 4
+    assert np.isnan(a.train(steps=0))
+    with pytest.raises(UserError, match="exactly one"):
+        a.train(steps=1, seconds=1.0)
+    a.save(tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    b = Trainer.load(tmp_path / "run")
+    assert b.frame_records == a.frame_records and b.steps_done == a.steps_done
+    for t in (a, b):
+        t.train(steps=3)
+    assert _same_weights(a, b)
+    with pytest.raises(UserError, match="does not exist"):
+        Trainer.load(tmp_path / "nothing")
