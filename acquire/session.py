@@ -27,6 +27,7 @@ import numpy as np
 import pydantic
 import tifffile
 
+from acquire.atomic_files import fsync_dir, write_atomic, write_text_atomic
 from acquire.errors import UserError
 
 FORMAT_VERSION = 1
@@ -85,24 +86,6 @@ class SessionSettings(pydantic.BaseModel):
 def frame_file_name(index: int) -> str:
     """Relative path of frame ``index``'s file, e.g. ``frames/000012.tif``."""
     return f"{FRAMES_DIR}/{index:06d}.tif"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durable(path: Path, write: Any) -> None:
-    """Write via ``write(tmp_path)``, fsync, atomically rename to ``path``, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _parse_records(text: str, source: Path) -> tuple[list[FrameRecord], int]:
@@ -207,10 +190,9 @@ class SessionWriter:
         if path.exists() and any(path.iterdir()):
             raise UserError(f"{str(path)!r} is not empty; a new session needs an empty or new directory")
         (path / FRAMES_DIR).mkdir(parents=True, exist_ok=True)
-        _write_durable(path / SETTINGS_FILE,
-                       lambda tmp: tmp.write_text(settings.model_dump_json(indent=2) + "\n"))
+        write_text_atomic(path / SETTINGS_FILE, settings.model_dump_json(indent=2) + "\n")
         (path / RECORDS_FILE).touch()
-        _fsync_dir(path)
+        fsync_dir(path)
         return cls(path, settings, [])
 
     @classmethod
@@ -255,8 +237,7 @@ class SessionWriter:
         if record.index != self.next_index:
             raise UserError(f"frame index {record.index} does not continue the session "
                             f"(next is {self.next_index})")
-        _write_durable(self.path / record.file,
-                       lambda tmp: tifffile.imwrite(tmp, frame, photometric="minisblack"))
+        write_atomic(self.path / record.file, lambda tmp: tifffile.imwrite(tmp, frame, photometric="minisblack"))
         line = record.model_dump_json() + "\n"
         with open(self.path / RECORDS_FILE, "a", encoding="utf-8") as handle:
             handle.write(line)
@@ -274,7 +255,7 @@ def write_ground_truth(path: Path | str, volumes: np.ndarray, times_s: np.ndarra
     if volumes.ndim != 4 or len(times_s) != volumes.shape[0]:
         raise UserError(f"ground truth must be (T, Z, Y, X) with T times; got {volumes.shape} and "
                         f"{len(times_s)} times")
-    _write_durable(path / GROUND_TRUTH_FILE, lambda tmp: tifffile.imwrite(tmp, volumes, photometric="minisblack"))
+    write_atomic(path / GROUND_TRUTH_FILE, lambda tmp: tifffile.imwrite(tmp, volumes, photometric="minisblack"))
     with open(path / GROUND_TRUTH_TIMES_FILE, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["index", "time_s"])

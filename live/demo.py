@@ -38,6 +38,8 @@ import pydantic
 
 from acquire.config import add_model_arguments, load_settings, overrides_from_args
 from acquire.errors import UserError
+from acquire.log_setup import configure_logging
+from simulator.heating_log import HeatingLog
 
 log = logging.getLogger("live.demo")
 
@@ -87,32 +89,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-class HeatingLog:
-    """A heating-holder program's CSV log (``elapsed_s,temperature_C``), appended every ``period_s`` in a thread."""
-
-    def __init__(self, path: Path, to_C: float, ramp_s: float, period_s: float = 0.5) -> None:
-        import threading
-
-        self.path, self.to_C, self.ramp_s, self.period_s = path, to_C, max(ramp_s, 1e-6), period_s
-        self.path.write_text("elapsed_s,temperature_C\n")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="heating-log", daemon=True)
-        self._started = time.monotonic()
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            elapsed = time.monotonic() - self._started
-            temperature = 25.0 + (self.to_C - 25.0) * min(elapsed / self.ramp_s, 1.0)
-            with open(self.path, "a") as handle:
-                handle.write(f"{elapsed:.2f},{temperature:.2f}\n")
-            self._stop.wait(self.period_s)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 def _cli(*args: str) -> list[str]:
@@ -243,7 +219,6 @@ class Demo:
         finally:
             if status_sub is not None:
                 status_sub.close()
-            print(file=sys.stderr)
         if live.returncode != 0:
             raise UserError(f"the live reconstruction failed (exit {live.returncode}): {self.log_tail('live')}")
         if acquire_wall is None:
@@ -253,10 +228,12 @@ class Demo:
 
 
 class StatusLine:
-    """Subscribes to the live status stream and keeps one progress line on stderr."""
+    """Subscribes to the live status stream and keeps one progress line on stderr (throttled in a log)."""
 
     def __init__(self, endpoint: str) -> None:
         import zmq
+
+        from acquire.progress import ProgressLine
 
         self.zmq = zmq
         self.context = zmq.Context()
@@ -265,6 +242,7 @@ class StatusLine:
         self.sub.subscribe(b"status")
         self.sub.connect(endpoint)
         self.last = None
+        self.progress = ProgressLine()
 
     def update(self, session: Path) -> None:
         from acquire.stream import WireError
@@ -285,9 +263,10 @@ class StatusLine:
         model = (f"model {s.frames_in_model}/{s.frames_expected or '?'}, step {s.step}, loss "
                  f"{s.loss if s.loss is None else f'{s.loss:.4g}'}, {s.steps_per_s:.0f} steps/s"
                  if s is not None else "model starting")
-        print(f"\rdemo: acquired {acquired} frames | {model}    ", end="", file=sys.stderr, flush=True)
+        self.progress.update(f"demo: acquired {acquired} frames | {model}")
 
     def close(self) -> None:
+        self.progress.end()
         self.sub.close(0)
         self.context.term()
 
@@ -341,7 +320,7 @@ def summary_lines(report: dict) -> list[str]:
 def _run(args: argparse.Namespace) -> int:
     settings = load_settings(DemoSettings, name="demo", config_file=args.config,
                              overrides=overrides_from_args(args, DemoSettings))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     return run_demo(settings)
 
 

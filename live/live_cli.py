@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 from acquire.config import add_model_arguments, load_settings, overrides_from_args
+from acquire.log_setup import configure_logging
 from live.settings import LiveSettings, ViewSettings
 
 
 def _run_live(args: argparse.Namespace) -> int:
     settings = load_settings(LiveSettings, name="live", config_file=args.config,
                              overrides=overrides_from_args(args, LiveSettings))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     from live.reconstruction import run_live
 
     return run_live(settings)
@@ -21,7 +21,7 @@ def _run_live(args: argparse.Namespace) -> int:
 def _run_view(args: argparse.Namespace) -> int:
     settings = load_settings(ViewSettings, name="view", config_file=args.config,
                              overrides=overrides_from_args(args, ViewSettings))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     from live.viewer import run_view
 
     return run_view(settings)

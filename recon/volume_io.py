@@ -11,18 +11,19 @@ Formats
     wants) is written when given. (Chosen over one file per time step so one path names one series.)
 
 Both formats store times beside the volumes in ``<stem>_times.csv`` with columns ``index,time_s``
-(seconds since the session start). Files are written to a temporary name and renamed, so a reader
-never sees a half-written series.
+(seconds since the session start). Both files are written atomically (:mod:`acquire.atomic_files`), so a
+reader never sees a half-written series.
 """
 
 from __future__ import annotations
 
 import csv
-import os
+import io
 from pathlib import Path
 
 import numpy as np
 
+from acquire.atomic_files import write_atomic, write_bytes_atomic
 from acquire.errors import UserError
 
 FORMATS = ("tif", "mrc")
@@ -81,30 +82,33 @@ def write_volumes(path: Path | str, volumes: np.ndarray, times_s: np.ndarray | l
     times = np.asarray(times_s, dtype=np.float64).reshape(-1)
     _check_series(volumes, times)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     if kind == "tif":
         import tifffile
 
         extra = {}
         if voxel_size_nm:
             extra = {"resolution": (1.0 / voxel_size_nm, 1.0 / voxel_size_nm)}
-        tifffile.imwrite(tmp, volumes, imagej=True,
-                         metadata={"axes": "TZYX", "unit": "nm" if voxel_size_nm else "pixel",
-                                   **({"spacing": voxel_size_nm} if voxel_size_nm else {})},
-                         **extra)
+
+        def write(tmp: Path) -> None:
+            tifffile.imwrite(tmp, volumes, imagej=True,
+                             metadata={"axes": "TZYX", "unit": "nm" if voxel_size_nm else "pixel",
+                                       **({"spacing": voxel_size_nm} if voxel_size_nm else {})},
+                             **extra)
     else:
         import mrcfile
 
-        with mrcfile.new(tmp, overwrite=True) as mrc:
-            mrc.set_data(volumes)  # 4-D data -> volume stack (ispg 401)
-            if voxel_size_nm:
-                mrc.voxel_size = float(voxel_size_nm) * 10.0  # Angstrom
-    os.replace(tmp, path)
-    with open(times_path(path), "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["index", "time_s"])
-        for index, time_s in enumerate(times):
-            writer.writerow([index, repr(float(time_s))])
+        def write(tmp: Path) -> None:
+            with mrcfile.new(tmp, overwrite=True) as mrc:
+                mrc.set_data(volumes)  # 4-D data -> volume stack (ispg 401)
+                if voxel_size_nm:
+                    mrc.voxel_size = float(voxel_size_nm) * 10.0  # Angstrom
+    write_atomic(path, write)
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["index", "time_s"])
+    for index, time_s in enumerate(times):
+        writer.writerow([index, repr(float(time_s))])
+    write_bytes_atomic(times_path(path), table.getvalue().encode("utf-8"))
     return path
 
 

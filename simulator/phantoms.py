@@ -95,12 +95,6 @@ def _box(mask: torch.Tensor, margin: int) -> tuple[slice, slice, slice]:
     return tuple(slices)  # type: ignore[return-value]
 
 
-def _random_kernel(generator: torch.Generator) -> np.ndarray:
-    """A random non-negative 3x3x3 kernel normalised to sum 1."""
-    kernel = torch.rand((3, 3, 3), generator=generator, dtype=torch.float64).numpy()
-    return kernel / kernel.sum()
-
-
 def _alloy_step(au: torch.Tensor, metal: torch.Tensor, gaussian: np.ndarray,
                 generator: torch.Generator) -> torch.Tensor:
     """One alloying step (paper Methods, Eq. 5) on the Au fraction ``au`` inside the mask ``metal``.

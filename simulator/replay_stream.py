@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,9 +25,9 @@ import pydantic
 
 from acquire.config import add_model_arguments, load_settings, overrides_from_args
 from acquire.errors import UserError
+from acquire.log_setup import configure_logging
 
 log = logging.getLogger(__name__)
-
 
 
 class ReplaySettings(pydantic.BaseModel):
@@ -79,6 +78,7 @@ def replay_session(session_dir: Path | str, publish: str, *, resend: str | None 
     """
     import tempfile
 
+    from acquire.progress import ProgressLine
     from acquire.publisher import FramePublisher
     from acquire.session import SessionWriter, read_session
 
@@ -94,6 +94,7 @@ def replay_session(session_dir: Path | str, publish: str, *, resend: str | None 
                                            **session.settings.scheme, "start_index": records[0].index}}))
         publisher = FramePublisher(publish, staging.path, resend_endpoint=resend)
         sent = 0
+        progress = ProgressLine()
         try:
             if on_start is not None:
                 on_start(publisher.endpoint, publisher.resend_endpoint)
@@ -116,11 +117,11 @@ def replay_session(session_dir: Path | str, publish: str, *, resend: str | None 
                 sent += 1
                 if on_publish is not None:
                     on_publish(record.index, released)
-                print(f"\rreplay: {sent}/{len(records)} frames, t = {record.time_s:.1f} s", end="",
-                      file=sys.stderr, flush=True)
-            print(file=sys.stderr)
+                progress.update(f"replay: {sent}/{len(records)} frames, t = {record.time_s:.1f} s",
+                                final=sent == len(records))
             time.sleep(linger_s)
         finally:
+            progress.end()
             publisher.close(send_end=sent == len(records))
     return sent
 
@@ -130,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
                              overrides=overrides_from_args(args, ReplaySettings))
     if settings.session is None:
         raise UserError("no session to replay: give --session DIR")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     replay_session(settings.session, settings.publish, resend=settings.resend or None, speed=settings.speed,
                    wait=settings.wait, wait_timeout_s=settings.wait_timeout_s, linger_s=settings.linger_s)
     return 0
