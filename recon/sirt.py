@@ -1,9 +1,10 @@
 """SIRT and the paper's moving-window SIRT baseline, on whole volumes through :class:`ParallelProjector`.
 
 SIRT (as ASTRA's ``SIRT``): ``x <- x + C * A^T (R * (b - A x))`` with ``R = 1 / row sums`` and
-``C = 1 / column sums`` of the projector ``A`` (zero where a sum is zero), optionally clamped to
-``x >= 0`` after every iteration (ASTRA's ``MinConstraint = 0``). All slices of the volume are solved
-at once (the projector is batched over the tilt axis ``y``).
+``C = 1 / column sums`` of the projector ``A`` (zero where a sum is zero), clamped to ``x >= 0``
+after every iteration (ASTRA's ``MinConstraint = 0``; on by default, the strong baseline, off with
+``nonnegative=False``). All slices of the volume are solved at once (the projector is batched over
+the tilt axis ``y``).
 
 Moving window (NOTES.md, "The comparison baseline"): the volume at frame ``i`` is reconstructed from
 frames ``i - window//2 .. i + window//2`` (fewer at the ends of the series), each window with its own
@@ -88,7 +89,7 @@ def _safe_inverse(sums: torch.Tensor) -> torch.Tensor:
 
 
 def sirt(frames: np.ndarray, angles_deg: Sequence[float] | np.ndarray, volume_shape: Sequence[int],
-         iterations: int = 30, x0: np.ndarray | None = None, nonnegative: bool = False,
+         iterations: int = 30, x0: np.ndarray | None = None, nonnegative: bool = True,
          device: str | torch.device | None = "cpu") -> np.ndarray:
     """Reconstruct one volume from a tilt series with SIRT.
 
@@ -105,7 +106,8 @@ def sirt(frames: np.ndarray, angles_deg: Sequence[float] | np.ndarray, volume_sh
     x0
         Starting volume (nz, ny, nx); zeros by default.
     nonnegative
-        Clamp the volume to >= 0 after every iteration.
+        Clamp the volume to >= 0 after every iteration (ASTRA's ``MinConstraint = 0``); ``False``
+        gives ASTRA's default, unconstrained SIRT.
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
 
@@ -142,7 +144,7 @@ def window_bounds(index: int, count: int, window: int) -> tuple[int, int]:
 
 def moving_window_sirt(frames: np.ndarray, angles_deg: Sequence[float] | np.ndarray,
                        volume_shape: Sequence[int], window: int = 30, iterations: int = 30,
-                       warm_start: bool = False, nonnegative: bool = False,
+                       warm_start: bool = False, nonnegative: bool = True,
                        device: str | torch.device | None = "cpu",
                        progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """The paper's baseline: one SIRT volume per frame from the frames around it in time.
@@ -170,7 +172,9 @@ def moving_window_sirt(frames: np.ndarray, angles_deg: Sequence[float] | np.ndar
         (Poisson, 40 e/A^2), nanorod 28.2 % / 0.69 -> 26.6 % / 0.80, nanoshell 43.4 % / 0.70 ->
         36.8 % / 0.81. So: cold is the faithful, noise-robust default; try warm on sharp specimens.
     nonnegative
-        Clamp volumes to >= 0 after every iteration.
+        Clamp volumes to >= 0 after every iteration (ASTRA's ``MinConstraint = 0``). On by default:
+        it is what ASTRA users run and the strong baseline (32^3 x 60 simulator sessions, mean SSIM
+        0.86 clamped against 0.64 unconstrained, issue 9); ``False`` gives the plain algebraic SIRT.
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     progress

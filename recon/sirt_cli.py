@@ -30,7 +30,8 @@ class ReconSirtSettings(pydantic.BaseModel):
     warm_start: bool = pydantic.Field(
         default=False, description="start each window from the previous volume instead of zeros (converges "
         "further, amplifies noise; off = the paper's baseline)")
-    nonnegative: bool = pydantic.Field(default=False, description="clamp volumes to >= 0 after every iteration")
+    nonnegative: bool = pydantic.Field(default=True, description="clamp volumes to >= 0 after every iteration "
+                                       "(ASTRA's MinConstraint = 0, the strong baseline; --no-nonnegative: off)")
     thickness: int | None = pydantic.Field(
         default=None, ge=1, description="volume size along the beam (Z), voxels (default: the frame width)")
     format: Literal["tif", "mrc"] | None = pydantic.Field(
