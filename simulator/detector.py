@@ -9,8 +9,10 @@ the transmitted fraction ``exp(-efficiency * mass)`` (1 in vacuum, darker where 
 
 Effects, each off at 0 and drawn from the model's own seeded generator, in this order:
 shadowing (signal times :func:`shadow_factor`, beyond ``shadow_start_deg``, as in the paper's
-Supplementary Fig. 12), drift (a random walk of the image shift, pixels), scan distortion (a per-frame
-random affine jitter about the frame centre), Poisson shot noise, Gaussian read noise (counts).
+Supplementary Fig. 12), drift (a random walk of the image shift, pixels) plus the deterministic shift the
+microscope passes in (eucentric offset, image shift, stage x/y), scan distortion (a per-frame random
+affine jitter about the frame centre), probe blur (a Gaussian of the width the microscope passes in, for a
+specimen out of focus), Poisson shot noise, Gaussian read noise (counts).
 """
 
 from __future__ import annotations
@@ -86,21 +88,22 @@ class DetectorModel:
         self.rng = np.random.default_rng(seed)
         self.drift_px = np.zeros(2)
 
-    def _geometry(self, image: np.ndarray) -> np.ndarray:
+    def _geometry(self, image: np.ndarray, shift_px: tuple[float, float]) -> np.ndarray:
         cfg = self.config
         if cfg.drift_px_per_frame > 0:
             self.drift_px = self.drift_px + self.rng.normal(0.0, cfg.drift_px_per_frame, size=2)
         matrix = np.eye(2)
         if cfg.scan_jitter > 0:
             matrix = matrix + self.rng.normal(0.0, cfg.scan_jitter, size=(2, 2))
-        if cfg.drift_px_per_frame <= 0 and cfg.scan_jitter <= 0:
+        if cfg.drift_px_per_frame <= 0 and cfg.scan_jitter <= 0 and shift_px == (0.0, 0.0):
             return image
         centre = (np.array(image.shape) - 1) / 2.0
-        offset = centre - matrix @ centre - self.drift_px
+        offset = centre - matrix @ centre - self.drift_px - np.asarray(shift_px, dtype=np.float64)
         return ndimage.affine_transform(image, matrix, offset=offset, order=1, mode="constant", cval=0.0)
 
     def render(self, projection: np.ndarray, alpha_deg: float, dose_e_per_A2: float,
-               detector: str = "HAADF") -> np.ndarray:
+               detector: str = "HAADF", shift_px: tuple[float, float] = (0.0, 0.0),
+               blur_px: float = 0.0) -> np.ndarray:
         """One frame of the given detector.
 
         Parameters
@@ -113,6 +116,10 @@ class DetectorModel:
             Dose of this frame, e/A^2.
         detector
             ``"HAADF"`` or ``"BF"``.
+        shift_px
+            Image displacement ``(dy, dx)`` on top of the drift, pixels (the content moves by +shift).
+        blur_px
+            Standard deviation of the probe blur, pixels (0: in focus).
 
         Returns
         -------
@@ -120,7 +127,10 @@ class DetectorModel:
             float32 (ny, nx): HAADF in projected-mass units, BF as transmitted fraction.
         """
         cfg = self.config
-        mass = self._geometry(np.asarray(projection, dtype=np.float64))
+        mass = self._geometry(np.asarray(projection, dtype=np.float64),
+                              (float(shift_px[0]), float(shift_px[1])))
+        if blur_px > 0:
+            mass = ndimage.gaussian_filter(mass, sigma=float(blur_px), mode="constant", cval=0.0)
         electrons = electrons_per_pixel(dose_e_per_A2, cfg.pixel_size_nm)
         if detector == "BF":
             fraction = np.exp(-cfg.efficiency * np.clip(mass, 0.0, None))

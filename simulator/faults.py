@@ -4,12 +4,20 @@ Faults are keyed by endpoint, the path after ``/v1/`` without the query (``acqui
 ``stage_position``, ``stage_status``, ...); ``"*"`` matches every endpoint. The bridge server asks
 :meth:`FaultInjector.take` before serving each request. A stage that stays ``MOVING`` is a stage fault
 (:attr:`simulator.stage.SimulatedStage.stuck`).
+
+On the command line (``tiltstream sim serve --fault ENDPOINT:KIND[:N]``, repeatable) a fault is written
+``acquire:error:3`` (the next 3 acquisitions answer HTTP 500), ``stage_position:drop`` (the next request
+is dropped unanswered) or ``*:delay:0.5`` (every request waits 0.5 s); :func:`apply_fault_spec` reads it.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+
+from acquire.errors import UserError
+
+FAULT_KINDS = ("error", "drop", "delay")
 
 
 @dataclass(frozen=True)
@@ -69,3 +77,36 @@ class FaultInjector:
                     pending[0] -= 1
                     return Fault("error", status=pending[1], delay_s=delay_s)
             return Fault(None, delay_s=delay_s)
+
+
+def apply_fault_spec(injector: FaultInjector, spec: str) -> str:
+    """Arm ``injector`` with one ``ENDPOINT:KIND[:N]`` spec; returns a description of what was armed.
+
+    ``KIND`` is ``error`` (the next N requests answer HTTP 500; N defaults to 1), ``drop`` (the next N are
+    closed unanswered) or ``delay`` (every request waits N seconds; default 1).
+
+    Raises
+    ------
+    UserError
+        A malformed spec, an unknown kind or a bad N.
+    """
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or parts[1] not in FAULT_KINDS:
+        raise UserError(f"--fault {spec!r} is not ENDPOINT:KIND[:N] with KIND one of {', '.join(FAULT_KINDS)} "
+                        "(e.g. acquire:error:3, stage_position:drop, *:delay:0.5)")
+    endpoint, kind = parts[0], parts[1]
+    try:
+        amount = float(parts[2]) if len(parts) == 3 else 1.0
+    except ValueError:
+        amount = -1.0
+    if amount <= 0 or (kind != "delay" and amount != int(amount)):
+        raise UserError(f"--fault {spec!r}: N must be a positive "
+                        f"{'number of seconds' if kind == 'delay' else 'whole number of requests'}")
+    if kind == "error":
+        injector.fail(endpoint, count=int(amount))
+        return f"the next {int(amount)} request(s) to {endpoint} answer HTTP 500"
+    if kind == "drop":
+        injector.drop(endpoint, count=int(amount))
+        return f"the next {int(amount)} request(s) to {endpoint} are dropped unanswered"
+    injector.delay(endpoint, seconds=amount)
+    return f"every request to {endpoint} waits {amount:g} s"

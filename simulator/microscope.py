@@ -12,7 +12,18 @@ needs travel + settling; instant mode: both take no time. Dose: ``dose_rate`` ti
 beam was unblanked (acquisitions included), plus each instant-mode frame's dose.
 
 Images are rendered at the **true** specimen angle (backlash, see :mod:`simulator.stage`), not the
-reported one; :attr:`SimulatedMicroscope.frames` logs each image's time, angles and dose.
+reported one; :attr:`SimulatedMicroscope.frames` logs each image's time, angles, dose, shift and blur.
+
+Eucentric height (``eucentric_offset_nm`` Z, 0 by default): the specimen sits Z above the tilt axis, so
+at true tilt alpha its image is displaced along the detector x (columns) by ``Z sin(alpha)`` and its
+height changes by ``Z (cos(alpha) - 1)``. The detector's random drift comes on top. What is imaged
+obeys the corrections temscript offers (SI units, this simulator's sign convention):
+
+- image displacement (x, y), metres = ``(Z sin(alpha), 0) + image_shift + (stage_xy - stage_xy at start)``:
+  ``set_image_shift`` and stage x/y moves move the image by the same amount (content moves by +shift);
+- height error, metres = ``Z (cos(alpha) - 1) + (stage_z - stage_z at start) - probe_defocus``: the probe is
+  in focus when ``probe_defocus`` follows the height; out of focus the frame is blurred by a Gaussian of
+  standard deviation ``|height error| x convergence semi-angle`` (``get/set_convergence_angle``, radians).
 """
 
 from __future__ import annotations
@@ -84,13 +95,16 @@ class PhantomSpecimen:
 
 @dataclass(frozen=True)
 class FrameLog:
-    """One acquired image: exposure midpoint (s), reported and true alpha (deg), dose (e/A^2), detectors."""
+    """One acquired image: exposure midpoint (s), reported and true alpha (deg), dose (e/A^2), detectors,
+    the deterministic image displacement (x, y) in metres (drift excluded) and the probe blur in unbinned pixels."""
 
     time_s: float
     reported_deg: float
     true_deg: float
     dose_e_per_A2: float
     detectors: tuple[str, ...]
+    displacement_m: tuple[float, float] = (0.0, 0.0)
+    blur_px: float = 0.0
 
 
 def _bin(image: np.ndarray, factor: int) -> np.ndarray:
@@ -139,6 +153,8 @@ class SimulatedMicroscope(NullMicroscope):
         self.detectors = {name: DetectorModel(config, seed=settings.seed + 1 + i)
                           for i, name in enumerate(DETECTORS)}
         self._stem_acq_param["dwell_time(s)"] = settings.dwell_time_s
+        self._convergence_angle = settings.convergence_mrad * 1e-3
+        self._stage_start = dict(self._stage_pos)
         self._instrument_mode = InstrumentMode.STEM
         self.frames: list[FrameLog] = []
         self._lock = threading.RLock()
@@ -192,6 +208,24 @@ class SimulatedMicroscope(NullMicroscope):
         for key in ("x", "y", "z", "b"):
             if key in pos:
                 self._stage_pos[key] = float(pos[key])
+
+    # --- eucentric height and focus -------------------------------------------------------------------
+    def get_image_shift(self) -> tuple[float, float]:
+        return float(self._image_shift[0]), float(self._image_shift[1])
+
+    def displacement_m(self, true_alpha_deg: float) -> tuple[float, float]:
+        """Image displacement (x, y) at ``true_alpha_deg``, metres: eucentric offset + image shift + stage x/y."""
+        offset_m = self.settings.eucentric_offset_nm * 1e-9
+        shift = self.get_image_shift()
+        return (float(offset_m * np.sin(radians(true_alpha_deg)) + shift[0] + self._stage_pos["x"]
+                      - self._stage_start["x"]),
+                float(shift[1] + self._stage_pos["y"] - self._stage_start["y"]))
+
+    def height_error_m(self, true_alpha_deg: float) -> float:
+        """Specimen height minus probe focus at ``true_alpha_deg``, metres (0: in focus)."""
+        offset_m = self.settings.eucentric_offset_nm * 1e-9
+        return float(offset_m * (np.cos(radians(true_alpha_deg)) - 1.0) + self._stage_pos["z"]
+                     - self._stage_start["z"] - float(self.get_probe_defocus()))
 
     # --- modes, detectors -------------------------------------------------------------------------
     def is_stem_available(self) -> bool:
@@ -265,6 +299,10 @@ class SimulatedMicroscope(NullMicroscope):
             time_s = self.clock.now_s()
         true_deg, reported_deg = self.stage.true_deg(), self.stage.reported_deg()
         mass = self.specimen.frame(true_deg, time_s)
+        pixel_m = self.settings.pixel_size_nm * 1e-9
+        displacement_m = self.displacement_m(true_deg)
+        shift_px = (displacement_m[1] / pixel_m, displacement_m[0] / pixel_m)
+        blur_px = abs(self.height_error_m(true_deg)) * float(self.get_convergence_angle()) / pixel_m
         images = {}
         for name in dict.fromkeys(detectors):
             if not self.specimen.through_detector:
@@ -272,11 +310,13 @@ class SimulatedMicroscope(NullMicroscope):
             elif blanked:
                 image = np.zeros(mass.shape, dtype=np.float32)
             else:
-                image = self.detectors[name].render(mass, true_deg, dose, detector=name)
+                image = self.detectors[name].render(mass, true_deg, dose, detector=name, shift_px=shift_px,
+                                                    blur_px=blur_px)
             images[name] = _bin(image, factor).astype(np.float32)
         if not self.instant:
             self.clock.wait(exposure_s / 2)
         with self._lock:
-            self.frames.append(FrameLog(time_s, reported_deg, true_deg, dose, tuple(images)))
+            self.frames.append(FrameLog(time_s, reported_deg, true_deg, dose, tuple(images), displacement_m,
+                                        blur_px))
         return images
 

@@ -38,6 +38,12 @@ class SimSettings(pydantic.BaseModel):
         default=0.5, ge=0, description="mechanical backlash play of alpha, degrees (lag when approached from above)")
     alpha_min_deg: float = pydantic.Field(default=-80.0, description="holder alpha lower limit, degrees")
     alpha_max_deg: float = pydantic.Field(default=80.0, description="holder alpha upper limit, degrees")
+    eucentric_offset_nm: float = pydantic.Field(
+        default=0.0, allow_inf_nan=False,
+        description="specimen height above the tilt axis, nm: tilting moves its image by about Z sin(alpha) "
+        "and its height by Z (cos(alpha) - 1) (0: on the axis)")
+    convergence_mrad: float = pydantic.Field(
+        default=10.0, gt=0, description="probe convergence semi-angle, mrad (blur = height error x angle)")
     # detector
     pixel_size_nm: float = pydantic.Field(default=0.5, gt=0, description="specimen pixel (voxel) size, nm")
     dose_e_per_A2: float = pydantic.Field(

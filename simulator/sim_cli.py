@@ -14,7 +14,7 @@ from simulator.settings import SimSettings
 
 SERVE_ONLY = ("mode", "time_factor", "tilt_speed_deg_per_s", "settle_s", "backlash_deg", "alpha_min_deg",
               "alpha_max_deg", "dose_rate_e_per_A2_s", "dwell_time_s", "host", "port", "steps",
-              "replay_window")
+              "replay_window", "eucentric_offset_nm", "convergence_mrad")
 TILTSERIES_ONLY = ("count", "min_deg", "max_deg", "dose_e_per_A2")
 RENAME = {"dose_e_per_A2": "--dose", "dose_rate_e_per_A2_s": "--dose-rate", "min_deg": "--min",
           "max_deg": "--max", "alpha_min_deg": "--alpha-min", "alpha_max_deg": "--alpha-max",
@@ -52,6 +52,10 @@ def _bind_message(host: str, port: int, exc: OSError) -> str:
 def run_serve(args: argparse.Namespace) -> int:
     """Serve a simulated (or replayed) microscope until interrupted."""
     settings = _settings(args)
+    from simulator.faults import FaultInjector, apply_fault_spec
+
+    for spec in args.fault:  # check every spec before the slow set-up
+        apply_fault_spec(FaultInjector(), spec)
     _check_port_free(settings.host, settings.port)
     from simulator.bridge_server import SimulatorServer
     from simulator.microscope import PhantomSpecimen, SimulatedMicroscope
@@ -71,6 +75,8 @@ def run_serve(args: argparse.Namespace) -> int:
         specimen = PhantomSpecimen(volumes, settings.seconds_per_step, device)
         what = f"{settings.phantom} {settings.size}^3 x {settings.steps} steps of {settings.seconds_per_step} s"
     microscope = SimulatedMicroscope(settings, specimen=specimen)
+    for spec in args.fault:
+        print(f"tiltstream sim serve: fault armed: {apply_fault_spec(microscope.faults, spec)}", file=sys.stderr)
     try:
         server = SimulatorServer((settings.host, settings.port), microscope)
     except OSError as exc:
@@ -123,6 +129,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--replay", type=Path, default=None, metavar="SESSION",
                        help="serve this recorded session: each exposure returns, of the next "
                        "--replay-window unused frames, the one nearest the true stage angle")
+    serve.add_argument("--fault", action="append", default=[], metavar="ENDPOINT:KIND[:N]",
+                       help="rehearse a failing bridge (repeatable): KIND error (the next N requests to ENDPOINT "
+                       "answer HTTP 500), drop (the next N are closed unanswered) or delay (every request waits "
+                       "N s); ENDPOINT is the path after /v1/ (acquire, stage_position, ...) or *; "
+                       "e.g. acquire:error:3")
     add_model_arguments(serve, SimSettings, skip=TILTSERIES_ONLY, rename=RENAME)
     serve.set_defaults(run=run_serve)
     tilt = sim_sub.add_parser(
