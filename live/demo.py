@@ -164,7 +164,7 @@ class Demo:
     def run_processes(self, url: str) -> float:
         """Start acquisition, live process and viewer; wait until the live process finishes; returns the
         acquisition's wall time, seconds."""
-        from live.viewer import has_display
+        from live.viewer import has_display, launch_viewer
 
         s = self.s
         publish = f"tcp://127.0.0.1:{_free_port()}"
@@ -209,10 +209,8 @@ class Demo:
                     status = json.loads(endpoints.read_text())["status"]
                     status_sub = StatusLine(status)
                     if not headless:
-                        # offscreen "windows" cannot be closed by anyone: let that viewer end with the run
-                        offscreen = os.environ.get("QT_QPA_PLATFORM") == "offscreen"
-                        self.start("view", _cli("view", "--connect", status,
-                                                *(["--until-finished"] if offscreen else [])))
+                        self.logs["view"] = self.out / "view.log"
+                        self.procs["view"] = launch_viewer(status, self.logs["view"])
                 if status_sub is not None:
                     status_sub.update(self.session)
                 time.sleep(0.2)

@@ -40,7 +40,8 @@ def derive_time_scale_s(expected_frames: int | None, time0_s: float, time1_s: fl
 
 def train_chunked(trainer, steps: int, chunk_steps: int,
                   between: Callable[[float], None] | None = None) -> float | None:
-    """Run ``steps`` training steps in chunks; ``between(chunk_loss)`` after each chunk.
+    """Run ``steps`` training steps of a :class:`recon.reconstructor.Reconstructor` in chunks;
+    ``between(chunk_loss)`` after each chunk.
 
     Returns
     -------
@@ -51,7 +52,7 @@ def train_chunked(trainer, steps: int, chunk_steps: int,
     done = 0
     while done < steps:
         n = min(chunk_steps, steps - done)
-        loss = trainer.train_steps(n)
+        loss = trainer.train(steps=n)
         losses.append((loss, n))
         done += n
         if between is not None:

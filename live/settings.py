@@ -20,7 +20,8 @@ class LiveSettings(pydantic.BaseModel):
     resend: str | None = pydantic.Field(
         default=None, description="publisher's resend endpoint, for catch-up when the session directory "
         "is on another machine")
-    out: Path = pydantic.Field(default=Path("live-run"), description="run directory (checkpoint, live state, endpoints, volumes)")
+    out: Path = pydantic.Field(default=Path("live-run"), description="run directory (run.json, the "
+                               "reconstruction's state, train_log.csv, endpoints, volumes), as recon train writes")
     status: str = pydantic.Field(default="tcp://127.0.0.1:5556",
                                  description="status stream endpoint to bind (PUB), loopback by default")
     volume_endpoint: str = pydantic.Field(
@@ -34,7 +35,19 @@ class LiveSettings(pydantic.BaseModel):
     threads: int | None = pydantic.Field(
         default=None, ge=1, description="torch CPU threads for training (default: torch's choice; 1 is "
         "fastest when other processes share a small CPU)")
+    method: Literal["dipster", "sirt"] = pydantic.Field(
+        default="dipster", description="reconstruction method: dipster (the network) or sirt (moving-window "
+        "SIRT, non-negative, the paper's baseline)")
     preset: Literal["paper", "fast"] = pydantic.Field(default="fast", description="DIP-STER preset")
+    sirt_window: int = pydantic.Field(default=30, ge=1, description="SIRT window width, frames (method sirt)")
+    sirt_iterations: int = pydantic.Field(default=30, ge=0,
+                                          description="SIRT iterations per window (method sirt)")
+    holdout: float = pydantic.Field(
+        default=0.0, ge=0.0, le=0.5, description="fraction of frames held out of training, evenly spread, "
+        "to track the reprojection error on frames the model never saw (0 to 0.5)")
+    log_interval_s: float = pydantic.Field(
+        default=10.0, gt=0, description="seconds between train_log.csv rows (and held-out evaluations), "
+        "wall clock")
     seed: int = pydantic.Field(default=0, description="seed of the network and the sampler")
     time_scale_s: float | None = pydantic.Field(
         default=None, gt=0, description="seconds per unit of the network's time coordinate; default: "

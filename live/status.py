@@ -14,11 +14,17 @@ three-part ``[topic, header, buffer]`` of :mod:`acquire.stream`:
     time, ``xy`` ``(ny, nx)`` then ``xz`` ``(nz, nx)`` then ``yz`` ``(nz, ny)``, concatenated.
     Published at the latest time after each new frame, and sent in reply to a volume request.
 ``history``
-    :class:`HistoryHeader`, no buffer: per-frame metadata (time, angle, dose, temperature) and the loss
-    curve, so a viewer that connects late can draw the whole session.
+    :class:`HistoryHeader`, no buffer: per-frame metadata (time, angle, dose, temperature), the loss
+    curve and the held-out reprojection error curve, so a viewer that connects late can draw the whole
+    session.
 
 Volume requests (:class:`VolumeRequest`) go to the live process's ROUTER endpoint (announced in every
-status message as ``volume_endpoint``); the reply is one ``orthoslices`` message.
+status message as ``volume_endpoint``); the reply is one ``orthoslices`` message. The same endpoint
+answers reprojection requests of the tracker (:mod:`acquire.model_link`).
+
+The live process builds typed messages (:func:`make_reprojection`, :func:`make_orthoslices`, the
+headers) and encodes each once with :func:`encode_message`; an in-process snapshot renderer takes the
+typed message itself, never a decoded copy.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class StatusHeader(pydantic.BaseModel):
     time_max_s: float | None = pydantic.Field(default=None, description="latest frame time in the model, s")
     volume_endpoint: str | None = pydantic.Field(default=None, description="ROUTER endpoint for volume requests")
     state: Literal["waiting", "training", "finished", "stopped"] = "training"
+    method: str = pydantic.Field(default="dipster", description="reconstruction method (run.json's method)")
 
 
 class ReprojectionHeader(ArrayHeader):
@@ -107,6 +114,10 @@ class HistoryHeader(pydantic.BaseModel):
     temperature_C: list[float | None] = pydantic.Field(default_factory=list, description="Celsius or None")
     loss_step: list[int] = pydantic.Field(default_factory=list, description="training step of each loss point")
     loss: list[float] = pydantic.Field(default_factory=list, description="mean loss at that step")
+    heldout_step: list[int] = pydantic.Field(default_factory=list,
+                                             description="training step of each held-out evaluation")
+    heldout_rmse_percent: list[float] = pydantic.Field(
+        default_factory=list, description="held-out frames' reprojection error at that step, percent")
 
 
 class VolumeRequest(pydantic.BaseModel):
@@ -155,36 +166,62 @@ def central_orthoslices(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
 
 def encode_status(header: StatusHeader) -> list[bytes | memoryview]:
     """A ``status`` message."""
-    return encode(TOPIC_STATUS, header)
+    return encode_message(header)
 
 
 def encode_history(header: HistoryHeader) -> list[bytes | memoryview]:
     """A ``history`` message."""
-    return encode(TOPIC_HISTORY, header)
+    return encode_message(header)
 
 
-def encode_reprojection(session: str, frame_index: int, angle_deg: float, time_s: float, step: int,
-                        measured: np.ndarray, reprojection: np.ndarray) -> list[bytes | memoryview]:
-    """A ``reprojection`` message from a measured frame and its reprojection, both (ny, nx)."""
+def make_reprojection(session: str, frame_index: int, angle_deg: float, time_s: float, step: int,
+                      measured: np.ndarray, reprojection: np.ndarray) -> Reprojection:
+    """A typed ``reprojection`` message from a measured frame and its reprojection, both (ny, nx)."""
     measured = np.asarray(measured, dtype=np.float32)
     reprojection = np.asarray(reprojection, dtype=np.float32)
     if measured.shape != reprojection.shape or measured.ndim != 2:
         raise ValueError(f"measured {measured.shape} and reprojection {reprojection.shape} must be equal (ny, nx)")
     norm = float(np.linalg.norm(measured))
     error = 100.0 * float(np.linalg.norm(measured - reprojection)) / norm if norm > 0 else 0.0
-    stack = np.stack([measured, reprojection])
-    header = ReprojectionHeader(session=session, dtype="float32", shape=stack.shape, frame_index=frame_index,
-                                angle_deg=angle_deg, time_s=time_s, step=step, error_percent=error)
-    return encode(TOPIC_REPROJECTION, header, stack)
+    header = ReprojectionHeader(session=session, dtype="float32", shape=(2, *measured.shape),
+                                frame_index=frame_index, angle_deg=angle_deg, time_s=time_s, step=step,
+                                error_percent=error)
+    return Reprojection(header=header, measured=measured, reprojection=reprojection)
+
+
+def make_orthoslices(session: str, volume: np.ndarray, time_s: float, step: int,
+                     request_id: int | None = None) -> Orthoslices:
+    """A typed ``orthoslices`` message with the central slices of ``volume`` (nz, ny, nx) at ``time_s``."""
+    xy, xz, yz = central_orthoslices(volume)
+    header = OrthosliceHeader(session=session, dtype="float32", shape=(xy.size + xz.size + yz.size,),
+                              time_s=time_s, step=step, volume_shape=volume.shape, request_id=request_id)
+    return Orthoslices(header=header, xy=xy, xz=xz, yz=yz)
+
+
+def encode_message(message: StatusMessage) -> list[bytes | memoryview]:
+    """The wire parts of any typed status-stream message (the inverse of :func:`decode_status_message`)."""
+    if isinstance(message, StatusHeader):
+        return encode(TOPIC_STATUS, message)
+    if isinstance(message, HistoryHeader):
+        return encode(TOPIC_HISTORY, message)
+    if isinstance(message, Reprojection):
+        return encode(TOPIC_REPROJECTION, message.header, np.stack([message.measured, message.reprojection]))
+    if isinstance(message, Orthoslices):
+        flat = np.concatenate([message.xy.ravel(), message.xz.ravel(), message.yz.ravel()])
+        return encode(TOPIC_ORTHOSLICES, message.header, flat)
+    raise TypeError(f"not a status-stream message: {type(message).__name__}")
+
+
+def encode_reprojection(session: str, frame_index: int, angle_deg: float, time_s: float, step: int,
+                        measured: np.ndarray, reprojection: np.ndarray) -> list[bytes | memoryview]:
+    """A ``reprojection`` message from a measured frame and its reprojection, both (ny, nx)."""
+    return encode_message(make_reprojection(session, frame_index, angle_deg, time_s, step, measured, reprojection))
 
 
 def encode_orthoslices(session: str, volume: np.ndarray, time_s: float, step: int,
                        request_id: int | None = None) -> list[bytes | memoryview]:
     """An ``orthoslices`` message with the central slices of ``volume`` (nz, ny, nx) at ``time_s``."""
-    flat = np.concatenate([s.ravel() for s in central_orthoslices(volume)])
-    header = OrthosliceHeader(session=session, dtype="float32", shape=flat.shape, time_s=time_s, step=step,
-                              volume_shape=volume.shape, request_id=request_id)
-    return encode(TOPIC_ORTHOSLICES, header, flat)
+    return encode_message(make_orthoslices(session, volume, time_s, step, request_id))
 
 
 def encode_volume_request(request_id: int, time_s: float) -> list[bytes]:

@@ -4,7 +4,8 @@ Panels: the latest measured frame, its reprojection by the current model and the
 central xy/xz/yz orthoslices at a chosen time (a slider over the acquired time range: when "follow
 latest" is off, the viewer asks the live process for the volume at the slider's time on its ROUTER
 endpoint; otherwise it shows the orthoslices the live process broadcasts at the latest time); the loss
-curve; tilt angle vs time (GRS coverage); cumulative dose; temperature vs time when known.
+curve with the held-out reprojection error on its right axis (when frames are held out); tilt angle vs
+time (GRS coverage); cumulative dose; temperature vs time when known.
 
 The window never blocks: a self-pacing single-shot QTimer drains the ZMQ sockets without waiting,
 keeps only the newest message of each kind, redraws, and re-arms itself (STYLE.md 11). Images are set
@@ -18,6 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +41,30 @@ def has_display() -> bool:
     """Whether Qt can open a window here (a display server, or an explicit offscreen platform)."""
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
                 or os.environ.get("QT_QPA_PLATFORM") in ("offscreen", "minimal", "windows", "cocoa"))
+
+
+def launch_viewer(status_endpoint: str, log_file: Path | None = None) -> subprocess.Popen | None:
+    """Start ``tiltstream view`` on ``status_endpoint`` in a subprocess (the one place a viewer is launched).
+
+    Parameters
+    ----------
+    status_endpoint
+        The live process's status stream (PUB) endpoint.
+    log_file
+        Where the viewer's output goes (inherited from this process when None).
+
+    Returns None (with one warning) where no window can open. An offscreen "window" cannot be closed by
+    anyone, so that viewer is told to end when the run does.
+    """
+    if not has_display():
+        log.warning("no display (DISPLAY/WAYLAND_DISPLAY unset): running headless, no viewer window")
+        return None
+    until = ["--until-finished"] if os.environ.get("QT_QPA_PLATFORM") == "offscreen" else []
+    command = [sys.executable, "-m", "live.cli", "view", "--connect", status_endpoint, *until]
+    if log_file is None:
+        return subprocess.Popen(command)
+    with open(log_file, "w") as handle:
+        return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
 
 
 def qt_app(headless: bool):
@@ -155,6 +182,9 @@ class ViewerWindow:
             plot.setLabel("left", ylabel)
             self.plots[name] = plot
         self.plots["loss"].setLogMode(y=True)
+        self.heldout_view = self._right_axis_view(self.plots["loss"], "held-out error (%)")
+        self.heldout_curve = pg.PlotDataItem(pen=pg.mkPen("r", width=1), symbol="o", symbolSize=4, symbolBrush="r")
+        self.heldout_view.addItem(self.heldout_curve)
         self.curves = {
             "loss": self.plots["loss"].plot(pen=pg.mkPen("b", width=1)),
             "angle": self.plots["angle"].plot(pen=None, symbol="o", symbolSize=4, symbolBrush="b"),
@@ -162,6 +192,20 @@ class ViewerWindow:
             "temperature": self.plots["temperature"].plot(pen=pg.mkPen("m", width=2)),
         }
         self._time_range = (0.0, 0.0)
+
+    @staticmethod
+    def _right_axis_view(plot, label: str):
+        """A second ViewBox on ``plot``'s right axis, sharing its x axis (pyqtgraph's MultiplePlotAxes)."""
+        import pyqtgraph as pg
+
+        view = pg.ViewBox()
+        plot.showAxis("right")
+        plot.setLabel("right", label)
+        plot.scene().addItem(view)
+        plot.getAxis("right").linkToView(view)
+        view.setXLink(plot)
+        plot.vb.sigResized.connect(lambda *_: view.setGeometry(plot.vb.sceneBoundingRect()))
+        return view
 
     # --- slider and requests -------------------------------------------------------------------
     def slider_time_s(self) -> float:
@@ -218,6 +262,10 @@ class ViewerWindow:
         if h.loss:
             self.curves["loss"].setData(np.asarray(h.loss_step, float), np.maximum(np.asarray(h.loss, float), 1e-12))
             self.drawn.add("loss")
+        if h.heldout_rmse_percent:
+            self.heldout_curve.setData(np.asarray(h.heldout_step, float), np.asarray(h.heldout_rmse_percent, float))
+            self.plots["loss"].setTitle("loss (blue), held-out reprojection error (red)")
+            self.drawn.add("heldout")
         if h.time_s:
             order = np.argsort(h.frame_index)
             times = np.asarray(h.time_s, float)[order]
@@ -262,9 +310,9 @@ class SnapshotRenderer:
         self.window.widget.show()
         self.count = 0
 
-    def feed(self, parts: list[bytes | memoryview]) -> None:
-        """Take one encoded status message (as published)."""
-        self.state.apply_parts([bytes(p) for p in parts])
+    def feed(self, message: StatusMessage) -> None:
+        """Take one typed status message (as the live process built it; no decoding)."""
+        self.state.apply(message)
 
     def write(self, name: str | None = None) -> Path:
         """Render and write ``snapshot_NNNN.png`` (or ``name``) and ``latest.png``; returns the first."""

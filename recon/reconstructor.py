@@ -52,6 +52,10 @@ class Reconstructor(Protocol):
     def reproject(self, time_s: float, angle_deg: float) -> np.ndarray:
         """The predicted frame at ``time_s`` seconds and tilt ``angle_deg`` degrees, float32 ``(ny, nx)``."""
 
+    def heldout_metrics(self) -> dict[str, float] | None:
+        """Reprojection error of the held-out frames (``heldout_rmse_percent``, ``heldout_ssim``, means over
+        them); None when no frame is held out."""
+
     def save(self, run_dir: str | Path) -> None:
         """Write the full state (atomically) into ``run_dir``, so that :meth:`load` continues exactly."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from acquire.errors import UserError
 from live.schedule import reconstruct_session
 from recon.presets import preset
 from recon.trainer import Trainer
@@ -17,9 +17,10 @@ from tests.live.conftest import FRAMES, live_args, wait_for
 
 
 def _checkpoint_frames(run) -> int:
+    """Frames in the run directory's checkpoint (0 while there is none; it is replaced atomically)."""
     try:
-        return len(json.loads((run / "live_state.json").read_text())["frames"])
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return Trainer.load(run).n_frames
+    except UserError:
         return 0
 
 

@@ -1,0 +1,156 @@
+"""The live process's run directory: the same format as ``recon train`` (:mod:`recon.run_dir`), plus endpoints.
+
+``RUN/`` holds ``run.json`` (method, session, settings, time scale, held-out frames), the
+reconstructor's state (:meth:`recon.reconstructor.Reconstructor.save`: ``checkpoint.pt`` for DIP-STER,
+``sirt_state.npz`` for SIRT; per-frame metadata such as dose and temperature inside it),
+``train_log.csv`` (one row per log interval, with the held-out reprojection error when frames are held
+out), ``endpoints.json`` (the bound status and request endpoints, for clients that start later) and at
+the end ``volumes.tif`` + ``volumes_times.csv``. ``recon volumes``, ``recon metrics`` and a resumed
+``recon train`` read it like any run directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acquire.atomic_files import write_json_atomic
+from acquire.errors import UserError
+from live.settings import LiveSettings
+from recon.reconstructor import Reconstructor, reconstructor_class
+from recon.run_dir import LOG_COLUMNS, RUN_FILE, RunDir
+
+log = logging.getLogger(__name__)
+
+ENDPOINTS_FILE = "endpoints.json"
+VOLUMES_FILE = "volumes.tif"
+
+
+def new_reconstructor(settings: LiveSettings, frame_shape: tuple[int, int], time_scale_s: float | None,
+                      device: str) -> Reconstructor:
+    """A fresh reconstructor of ``settings.method`` for frames ``(ny, nx)`` (the one method-specific place)."""
+    if settings.method == "sirt":
+        from recon.sirt_reconstructor import SirtReconstructor
+
+        return SirtReconstructor(frame_shape, window=settings.sirt_window, iterations=settings.sirt_iterations,
+                                 nonnegative=True, device=device)
+    from recon.presets import preset
+    from recon.trainer import Trainer
+
+    return Trainer(preset(settings.preset), frame_shape, time_scale_s, device=device, seed=settings.seed)
+
+
+class RunState:
+    """Opens, creates and checkpoints the run directory ``settings.out``.
+
+    Parameters
+    ----------
+    settings
+        :class:`live.settings.LiveSettings`.
+    device
+        Where a loaded or new reconstructor computes (``"cpu"``, ``"cuda"``).
+    """
+
+    def __init__(self, settings: LiveSettings, device: str) -> None:
+        self.settings = settings
+        self.device = device
+        self.run = RunDir(settings.out)
+        if self.run.path.exists() and not self.run.path.is_dir():
+            raise UserError(f"run directory {str(self.run.path)!r} is a file; choose a directory")
+        self.run.path.mkdir(parents=True, exist_ok=True)
+        self.description: dict[str, Any] = {}
+        self.elapsed0_s = 0.0
+        self.last_checkpoint = time.monotonic()
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    def resume(self) -> Reconstructor | None:
+        """The reconstructor saved here (None for a new run); the log is cut back to its last step.
+
+        Raises
+        ------
+        UserError
+            The run was made with another method than ``--method``.
+        """
+        if (self.path / RUN_FILE).is_file():
+            self.description = self.run.read_description()
+        elif not self.run.checkpoint.is_file():
+            return None
+        method = str(self.description.get("method", "dipster"))
+        if method != self.settings.method:
+            raise UserError(f"run directory {str(self.path)!r} holds a {method} reconstruction; give "
+                            f"--method {method} or choose another --out")
+        if method == "sirt" and not (self.path / "sirt_state.npz").is_file():
+            return None  # run.json written, no state yet: a run killed before its first checkpoint
+        if method == "dipster" and not self.run.checkpoint.is_file():
+            return None
+        reconstructor = reconstructor_class(method).load(self.path, device=self.device)
+        self.run.truncate_log(reconstructor.steps_done)
+        self.elapsed0_s = self.run.last_elapsed_s()
+        return reconstructor
+
+    def start(self, reconstructor: Reconstructor, session: str, time_scale_s: float | None) -> None:
+        """Record a new run in run.json and start its log."""
+        s = self.settings
+        self.description = {
+            "method": reconstructor.method, "source": "live",
+            "session": str(Path(s.session).resolve()) if s.session is not None else session,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(), "seed": s.seed, "device": self.device,
+            "time_scale_s": time_scale_s, "holdout": s.holdout, "heldout_indices": [], "preprocess": None,
+        }
+        if reconstructor.method == "dipster":
+            self.description.update(preset=s.preset, config=reconstructor.config.model_dump(mode="json"),
+                                    frame_shape=list(reconstructor.frame_shape))
+        else:
+            self.description.update(frame_shape=list(reconstructor.frame_shape))
+        self.run.write_description(self.description)
+        if not self.run.log.is_file():
+            with open(self.run.log, "w") as handle:
+                handle.write(",".join(LOG_COLUMNS) + "\n")
+
+    def heldout_curve(self) -> tuple[list[int], list[float]]:
+        """The held-out reprojection error logged so far: steps and percent."""
+        rows = [r for r in self.run.read_log() if r.get("heldout_rmse_percent")]
+        return [int(r["step"]) for r in rows], [float(r["heldout_rmse_percent"]) for r in rows]
+
+    def log_row(self, reconstructor: Reconstructor, loss: float | None, elapsed_s: float,
+                heldout: dict[str, float] | None) -> None:
+        """Append one train_log.csv row at the reconstructor's current step."""
+        row: dict[str, Any] = {"step": reconstructor.steps_done, "elapsed_s": round(self.elapsed0_s + elapsed_s, 3),
+                               "loss": loss, "lr": getattr(reconstructor, "learning_rate", None)}
+        row.update(heldout or {})
+        self.run.append_log(row)
+
+    def checkpoint(self, reconstructor: Reconstructor) -> None:
+        """Save the reconstructor's state (atomically) and keep run.json's held-out list in step."""
+        held = sorted(r["index"] for r in reconstructor.frame_records if r["held_out"])
+        if self.description and held != self.description.get("heldout_indices"):
+            self.description["heldout_indices"] = held
+            self.run.write_description(self.description)
+        reconstructor.save(self.path)
+        self.last_checkpoint = time.monotonic()
+
+    def write_endpoints(self, status: str, request: str) -> None:
+        """endpoints.json: the bound status and request ("volume") endpoints and this process's id."""
+        write_json_atomic(self.path / ENDPOINTS_FILE, {"status": status, "volume": request, "pid": os.getpid()},
+                          indent=None)
+
+    def write_volumes(self, reconstructor: Reconstructor, count: int) -> Path:
+        """The volume-time series at the frame times (or ``count`` evenly spaced), via recon.volume_io."""
+        from recon.volume_io import write_volumes
+
+        times = np.sort(np.asarray([r["time_s"] for r in reconstructor.frame_records]))
+        if count:
+            times = np.linspace(times[0], times[-1], count)
+        volumes = np.stack([reconstructor.volume(float(t)) for t in times])
+        path = self.path / VOLUMES_FILE
+        write_volumes(path, volumes, times)
+        return path
