@@ -1,4 +1,4 @@
-"""Settings for every process: one pydantic model each, loaded from TOML, environment and command line.
+"""Settings for every process: one pydantic model each, loaded by pydantic-settings from TOML, environment and command line.
 
 Priority, lowest first:
 
@@ -11,26 +11,43 @@ Priority, lowest first:
 
 Any invalid value raises :class:`acquire.errors.UserError` with one line naming the field, the value,
 where it came from and what is allowed.
+
+How: :func:`load_settings` derives a ``pydantic_settings.BaseSettings`` class from the process's model
+(so its validators apply unchanged) whose ``settings_customise_sources`` lists the sources above,
+highest priority first: the command-line values as init kwargs (our argparse layer,
+:func:`add_model_arguments`, builds them), an ``EnvSettingsSource`` (prefix ``TILTSTREAM_``, nested
+fields with ``__``, ``null`` for None) and two ``TomlConfigSettingsSource`` (``--config FILE``, then
+``config/NAME.toml``). Each source is labelled, so an unknown key or a bad value names where it came
+from; the validated values come back as an instance of the process's own model.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pydantic
+import pydantic_settings
+from pydantic_settings import (BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict,
+                               TomlConfigSettingsSource)
+
+try:  # pydantic-settings >= 2.9 (a package of sources)
+    from pydantic_settings.sources.utils import parse_env_vars
+except ImportError:  # earlier: one module
+    from pydantic_settings.sources import parse_env_vars  # type: ignore[attr-defined, no-redef]
 
 from acquire.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 ENV_PREFIX = "TILTSTREAM_"
+ENV_NESTED_DELIMITER = "__"
+ENV_NONE = "null"
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -46,20 +63,89 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise UserError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
 
 
-def _env_values(model: type[pydantic.BaseModel], environ: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for name in model.model_fields:
-        raw = environ.get(ENV_PREFIX + name.upper())
-        if raw is None:
-            continue
+class _TomlSource(TomlConfigSettingsSource):
+    """One TOML settings file; a missing (when required) or malformed file is one line (:class:`UserError`)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path, required: bool) -> None:
+        if required and not path.is_file():
+            read_toml(path)  # raises the one-line "does not exist"
+        super().__init__(settings_cls, toml_file=path)
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        return read_toml(Path(file_path))
+
+
+class _EnvSource(EnvSettingsSource):
+    """``TILTSTREAM_*`` variables read from a given mapping (``os.environ`` by default)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class _LabelledSource(PydanticBaseSettingsSource):
+    """A source whose keys must be fields of the model and whose values are recorded as coming from ``label``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], source: Callable[[], dict[str, Any]], label: str,
+                 origins: dict[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.source, self.label, self.origins = source, label, origins
+        self.__name__ = label
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ delegates to the wrapped source
+
+    def __call__(self) -> dict[str, Any]:
         try:
-            decoded = json.loads(raw)
-        except json.JSONDecodeError:
-            decoded = raw
-        # scalars stay text (pydantic parses numbers and booleans from text), so that a string
-        # field given "123" or "true" keeps that text instead of failing as int/bool
-        values[name] = decoded if decoded is None or isinstance(decoded, (list, dict)) else raw
-    return values
+            values = self.source()
+        except pydantic_settings.SettingsError as exc:  # e.g. a complex field's value that is not JSON
+            raise UserError(f"invalid setting in {self.label}: {exc}") from None
+        fields = self.settings_cls.model_fields
+        for key in values:
+            if key not in fields:
+                raise UserError(f"unknown setting {key!r} in {self.label}; allowed: {', '.join(sorted(fields))}")
+            self.origins.setdefault(key, self.label)  # sources run highest priority first
+        return values
+
+
+def settings_class(model: type[pydantic.BaseModel], *, name: str | None = None,
+                   config_file: Path | str | None = None, environ: Mapping[str, str] | None = None,
+                   origins: dict[str, str] | None = None) -> type[BaseSettings]:
+    """The pydantic-settings class of ``model``: its fields and validators, with our sources and priority.
+
+    Parameters are those of :func:`load_settings`; ``origins`` (field -> source label) is filled in
+    as the sources are read. Instantiate the class with the command-line values as keyword arguments.
+    """
+    environ = os.environ if environ is None else environ
+    origins = {} if origins is None else origins
+    files: list[tuple[Path, str, bool]] = []  # highest priority first
+    if config_file is not None:
+        files.append((Path(config_file), str(config_file), True))
+    if name is not None:
+        files.append((CONFIG_DIR / f"{name}.toml", f"config/{name}.toml", False))
+
+    class ProcessSettings(BaseSettings, model):  # type: ignore[misc, valid-type]
+        model_config = SettingsConfigDict(
+            env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED_DELIMITER, env_parse_none_str=ENV_NONE,
+            case_sensitive=False, extra=model.model_config.get("extra", "ignore"),
+            validate_default=model.model_config.get("validate_default", False))
+
+        @classmethod
+        def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                       init_settings: PydanticBaseSettingsSource,
+                                       env_settings: PydanticBaseSettingsSource,
+                                       dotenv_settings: PydanticBaseSettingsSource,
+                                       file_secret_settings: PydanticBaseSettingsSource,
+                                       ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources = [(init_settings, "command line"), (_EnvSource(settings_cls, environ), "environment")]
+            sources += [(_TomlSource(settings_cls, path, required), label) for path, label, required in files]
+            return tuple(_LabelledSource(settings_cls, source, label, origins) for source, label in sources)
+
+    ProcessSettings.__name__ = ProcessSettings.__qualname__ = f"{model.__name__}Settings"
+    return ProcessSettings
 
 
 def load_settings(
@@ -86,32 +172,26 @@ def load_settings(
     environ
         Environment to read ``TILTSTREAM_*`` variables from (``os.environ`` by default).
 
+    Returns
+    -------
+    M
+        An instance of ``model`` itself (equal to ``model(**merged values)``).
+
     Raises
     ------
     UserError
         One line: field, value, source and what is allowed.
     """
-    sources: dict[str, str] = {}
-    merged: dict[str, Any] = {}
-
-    def apply(values: Mapping[str, Any], source: str) -> None:
-        for key, value in values.items():
-            if key not in model.model_fields:
-                allowed = ", ".join(sorted(model.model_fields))
-                raise UserError(f"unknown setting {key!r} in {source}; allowed: {allowed}")
-            merged[key] = value
-            sources[key] = source
-
-    if name is not None and (CONFIG_DIR / f"{name}.toml").is_file():
-        apply(read_toml(CONFIG_DIR / f"{name}.toml"), f"config/{name}.toml")
-    if config_file is not None:
-        apply(read_toml(Path(config_file)), str(config_file))
-    apply(_env_values(model, os.environ if environ is None else environ), "environment")
-    apply({k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
+    origins: dict[str, str] = {}
+    cls = settings_class(model, name=name, config_file=config_file, environ=environ, origins=origins)
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
     try:
-        return model.model_validate(merged)
+        built = cls(**given)
     except pydantic.ValidationError as exc:
-        raise UserError(describe_validation_error(exc, sources)) from None
+        raise UserError(describe_validation_error(exc, origins)) from None
+    # already validated by the model's own fields and validators: hand it back as the model itself
+    values = {field: getattr(built, field) for field in model.model_fields}
+    return model.model_construct(_fields_set=set(built.model_fields_set), **values, **(built.model_extra or {}))
 
 
 def describe_validation_error(exc: pydantic.ValidationError, sources: Mapping[str, str] | None = None) -> str:

@@ -145,3 +145,24 @@ def test_options_carry_descriptions_and_percent_is_escaped():
     args = parser.parse_args(["--fast", "--n", "3"])
     assert overrides_from_args(args, Demo) == {"count": "3", "fast": True}
     assert parser.parse_args(["--no-fast"]).fast is False
+
+
+class Optional_(pydantic.BaseModel):
+    """A model with an optional text field, as ``replay --resend``."""
+
+    resend: str | None = pydantic.Field("tcp://127.0.0.1:5558", description="an endpoint or none")
+
+
+def test_env_null_means_none_and_prefix_is_case_insensitive():
+    """``TILTSTREAM_<FIELD>=null`` gives None (documented); the variable name matches in any case."""
+    assert load_settings(Optional_, environ={"TILTSTREAM_RESEND": "null"}).resend is None
+    assert load_settings(Optional_, environ={"tiltstream_resend": "tcp://h:1"}).resend == "tcp://h:1"
+
+
+def test_result_is_the_process_model_itself(config_dir):
+    """pydantic-settings builds it, but callers get their own model class (equal to a direct construction)."""
+    (config_dir / "demo.toml").write_text('label = "toml"\n')
+    settings = load_settings(Demo, name="demo", overrides={"count": "2"}, environ={})
+    assert type(settings) is Demo
+    assert settings == Demo(count=2, label="toml")
+    assert settings.model_fields_set == {"count", "label"}
