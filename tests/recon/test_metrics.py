@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from acquire.errors import UserError
-from recon.metrics import (alloying_degree, metrics_table, otsu_mask, rmse_percent, ssim, surface_to_volume,
-                           volume_redistribution)
+from recon.metrics import (alloying_against_reference, alloying_degree, homogenised, metrics_table, otsu_mask,
+                           rmse_percent, ssim, surface_to_volume, volume_redistribution)
 
 
 def _sphere(n: int, r: float, centre: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
@@ -78,6 +78,50 @@ def test_alloying_degree_zero_at_start_one_at_end():
     assert np.all(np.diff(degree) > 0)
     # inside the particle itself the spread is (1 - a) sigma_0, so Eq. 10 returns the mixing exactly
     np.testing.assert_allclose(alloying_degree(series, masks=particle), mixing, atol=1e-6)
+
+
+def _block_particle(centre: float, shell: float) -> np.ndarray:
+    """9^3 zeros with a 3^3 particle in the middle: ``centre`` at its centre voxel, ``shell`` on the 26 others."""
+    volume = np.zeros((9, 9, 9), dtype=np.float32)
+    volume[3:6, 3:6, 3:6] = shell
+    volume[4, 4, 4] = centre
+    return volume
+
+
+def _spread(values_counts: list[tuple[float, int]]) -> float:
+    """Population standard deviation of ``count`` copies of each value."""
+    n = sum(c for _, c in values_counts)
+    mean = sum(v * c for v, c in values_counts) / n
+    return float(np.sqrt(sum(c * (v - mean) ** 2 for v, c in values_counts) / n))
+
+
+def test_alloying_against_reference_by_hand():
+    """Eq. 10 as the paper's Methods measure it, computed by hand on a 3^3 particle.
+
+    Ground-truth mask: Otsu (between 0 and the particle) dilated once = the 27 particle voxels plus
+    6 x 9 face neighbours = 81 voxels. sigma_0: 1 x 1.0, 26 x 0.3, 54 x 0. sigma_inf (homogeneous
+    particle, same total 8.8): 27 x 8.8/27, 54 x 0. Ground truth at t = 1: centre 0.65, shell
+    0.3 + 0.35/26 (same total). Reconstruction: 1.2 x the truth at t = 0 (its own sigma_0) and, at
+    t = 1, a block of 0.4 with centre 0.5 plus 0.05 on one face neighbour (inside the mask).
+    """
+    ref = np.stack([_block_particle(1.0, 0.3), _block_particle(0.65, 0.3 + 0.35 / 26)])
+    rec = np.stack([1.2 * ref[0], _block_particle(0.5, 0.4)])
+    rec[1, 2, 4, 4] = 0.05
+    sigma_0 = _spread([(1.0, 1), (0.3, 26), (0.0, 54)])
+    sigma_inf = _spread([(8.8 / 27, 27), (0.0, 54)])
+    sigma_ref_1 = _spread([(0.65, 1), (0.3 + 0.35 / 26, 26), (0.0, 54)])
+    sigma_rec_0 = 1.2 * sigma_0
+    sigma_rec_1 = _spread([(0.5, 1), (0.4, 26), (0.05, 1), (0.0, 53)])
+    alloy_ref, alloy_rec = alloying_against_reference(rec, ref)
+    span = sigma_inf - sigma_0
+    np.testing.assert_allclose(alloy_ref, [0.0, (sigma_ref_1 - sigma_0) / span], atol=1e-6)
+    np.testing.assert_allclose(alloy_rec, [0.0, (sigma_rec_1 - sigma_rec_0) / span], atol=1e-6)
+    assert alloy_ref[1] == pytest.approx(0.7588, abs=1e-4)  # half the core's excess moved: 0.76, not 0.5
+    # a fully homogeneous particle has degree 1, and the numbers reach the metrics table
+    np.testing.assert_allclose(alloying_against_reference(ref, np.stack([ref[0], homogenised(ref[0])]))[0],
+                               [0.0, 1.0], atol=1e-6)
+    rows = metrics_table(rec, ref)
+    assert [r["alloying_degree"] for r in rows] == pytest.approx(list(alloy_rec), abs=1e-6)
 
 
 def test_metrics_table_identical_and_mismatched():
