@@ -2,6 +2,8 @@
 
 Live stream (PUB, topic ``b"frame"``): ``[b"frame", header, buffer]`` per frame, sent after the frame
 is durable in the session directory; at the end of a run ``[b"end", {"v", "session", "next_index"}, b""]``.
+Every header has a pydantic model in :mod:`acquire.stream` (``FrameHeader``, ``EndOfRun``,
+``ResendRequest``, ``Resent``, ``ErrorReply``).
 
 Resend endpoint (ROUTER, served by a background thread from the session directory), for a consumer on
 another machine that started late or dropped messages. Protocol (a DEALER client)::
@@ -19,7 +21,6 @@ both sockets are CURVE servers (encrypted; clients must know the server's public
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -32,14 +33,15 @@ import zmq
 
 from acquire.errors import UserError
 from acquire.session import FrameRecord, read_session
-from acquire.stream import TOPIC_FRAME, FrameHeader, WireError, encode
+from acquire.stream import (TOPIC_END, TOPIC_ERROR, TOPIC_FRAME, TOPIC_RESEND, TOPIC_RESENT, EndOfRun, ErrorReply,
+                            FrameHeader, Resent, WireError, decode_resend_request, encode)
 
 log = logging.getLogger(__name__)
 
-TOPIC_END = b"end"
-TOPIC_RESEND = b"resend"
-TOPIC_RESENT = b"resent"
-TOPIC_ERROR = b"error"
+__all__ = ["TOPIC_END", "TOPIC_ERROR", "TOPIC_RESEND", "TOPIC_RESENT", "MAX_BATCH", "CurveClientKeys",
+           "CurveServerKeys", "FramePublisher", "apply_client_keys", "apply_server_keys", "end_message",
+           "load_server_keys"]
+
 MAX_BATCH = 64
 
 
@@ -86,10 +88,9 @@ def apply_client_keys(socket: zmq.Socket, keys: CurveClientKeys | None) -> None:
         socket.curve_secretkey = keys.secret
 
 
-def end_message(session: str, next_index: int) -> list[bytes]:
+def end_message(session: str, next_index: int) -> list[bytes | memoryview]:
     """The end-of-run message: the session continues (if resumed) at ``next_index``."""
-    header = {"v": 1, "session": session, "next_index": int(next_index)}
-    return [TOPIC_END, json.dumps(header).encode("utf-8"), b""]
+    return encode(TOPIC_END, EndOfRun(session=session, next_index=int(next_index)))
 
 
 class FramePublisher:
@@ -195,7 +196,7 @@ class FramePublisher:
                 try:
                     replies = self._answer(body)
                 except WireError as exc:
-                    replies = [[TOPIC_ERROR, json.dumps({"v": 1, "error": str(exc)}).encode(), b""]]
+                    replies = [encode(TOPIC_ERROR, ErrorReply(error=str(exc)))]
                     log.warning("resend: bad request: %s", exc)
                 for reply in replies:
                     router.send_multipart([identity, *reply], copy=False)
@@ -203,17 +204,8 @@ class FramePublisher:
             router.close(0)
 
     def _answer(self, body: list[bytes]) -> list[list[Any]]:
-        if len(body) != 2 or body[0] != TOPIC_RESEND:
-            raise WireError(f"a resend request is [b'resend', header]; got {len(body)} parts")
-        try:
-            request = json.loads(body[1].decode("utf-8"))
-            start = int(request["start"])
-            stop = None if request.get("stop") is None else int(request["stop"])
-            req = request.get("req")
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-            raise WireError(f"resend request header is not valid: {exc}") from None
-        if start < 0:
-            raise WireError(f"resend start must be >= 0; got {start}")
+        request = decode_resend_request(body)
+        start, stop = request.start, request.stop
         session = read_session(self.session_dir)
         next_index = session.records[-1].index + 1 if session.records else 0
         replies: list[list[Any]] = []
@@ -228,7 +220,6 @@ class FramePublisher:
             until = record.index + 1
         if len(replies) < MAX_BATCH:
             until = max(until, next_index if stop is None else min(stop, next_index))
-        marker = {"v": 1, "req": req, "session": self.session, "start": start, "until": until,
-                  "next_index": next_index}
-        replies.append([TOPIC_RESENT, json.dumps(marker).encode("utf-8"), b""])
+        replies.append(encode(TOPIC_RESENT, Resent(req=request.req, session=self.session, start=start, until=until,
+                                                   next_index=next_index)))
         return replies

@@ -8,7 +8,6 @@ filled; duplicates are dropped; malformed messages are logged and skipped.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -17,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from acquire.publisher import (TOPIC_END, TOPIC_ERROR, TOPIC_RESEND, TOPIC_RESENT, CurveClientKeys,
-                               apply_client_keys)
+from acquire.publisher import CurveClientKeys, apply_client_keys
 from acquire.session import read_session
-from acquire.stream import TOPIC_FRAME, FrameHeader, WireError, decode_frame, decode_header
+from acquire.stream import (TOPIC_END, TOPIC_ERROR, TOPIC_FRAME, TOPIC_RESENT, EndOfRun, ErrorReply, FrameHeader,
+                            ResendRequest, Resent, WireError, decode_control, decode_frame, encode_resend_request)
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +151,10 @@ class FrameSubscriber:
     def _handle(self, parts: list[bytes]) -> None:
         try:
             if parts and parts[0] == TOPIC_END:
-                _, raw = decode_header(parts, TOPIC_END)
-                if self.session is not None and raw.get("session") != self.session:
+                end = decode_control(parts, TOPIC_END, EndOfRun)
+                if self.session is not None and end.session != self.session:
                     return
-                self.end_index = int(raw["next_index"])
+                self.end_index = end.next_index
                 return
             header, array = decode_frame(parts)
         except (WireError, KeyError, TypeError, ValueError) as exc:
@@ -188,9 +187,9 @@ class FrameSubscriber:
         start = self.next_index
         while True:
             self._request_id += 1
-            request = {"v": 1, "req": self._request_id, "start": start, "stop": stop}
+            request = ResendRequest(req=self._request_id, start=start, stop=stop)
             try:
-                self._dealer.send_multipart([TOPIC_RESEND, json.dumps(request).encode("utf-8")])
+                self._dealer.send_multipart(encode_resend_request(request))
             except zmq.Again:
                 log.warning("resend endpoint not reachable within %.1f s (no connected peer; wrong CURVE "
                             "keys?); catching up from what arrives", self.request_timeout_s)
@@ -198,30 +197,35 @@ class FrameSubscriber:
             marker = self._await_marker(self._request_id)
             if marker is None:
                 return
-            until, next_index = int(marker["until"]), int(marker["next_index"])
+            until, next_index = marker.until, marker.next_index
             limit = next_index if stop is None else min(stop, next_index)
             if until <= start or until >= limit:
                 return
             start = until
 
-    def _await_marker(self, request_id: int) -> dict | None:
+    def _await_marker(self, request_id: int) -> Resent | None:
         deadline = time.monotonic() + self.request_timeout_s
         assert self._dealer is not None
         while time.monotonic() < deadline:
             if not self._dealer.poll(int(max(1.0, (deadline - time.monotonic()) * 1000))):
                 break
             parts = self._dealer.recv_multipart()
-            if parts and parts[0] in (TOPIC_RESENT, TOPIC_ERROR):
+            if parts and parts[0] == TOPIC_ERROR:
                 try:
-                    _, raw = decode_header(parts)
+                    refusal = decode_control(parts, TOPIC_ERROR, ErrorReply)
                 except WireError as exc:
                     log.warning("skipped a malformed resend reply: %s", exc)
                     continue
-                if parts[0] == TOPIC_ERROR:
-                    log.warning("resend refused: %s", raw.get("error"))
-                    return None
-                if raw.get("req") == request_id:
-                    return raw
+                log.warning("resend refused: %s", refusal.error)
+                return None
+            if parts and parts[0] == TOPIC_RESENT:
+                try:
+                    marker = decode_control(parts, TOPIC_RESENT, Resent)
+                except WireError as exc:
+                    log.warning("skipped a malformed resend reply: %s", exc)
+                    continue
+                if marker.req == request_id:
+                    return marker
                 continue
             self._handle(parts)
         log.warning("resend request %d timed out after %.1f s", request_id, self.request_timeout_s)
