@@ -2,7 +2,8 @@
 
 Per time: RMSE (percent of the reference range) and SSIM inside the Otsu masks, surface/volume of
 both, volume redistribution of both (nm^3), alloying degree of both (:mod:`recon.metrics`). The table
-goes to ``--out`` as CSV (or to stdout), and a summary (mean/min/max) to stderr.
+goes to ``--out`` as CSV (or to stdout), and a summary (mean/min/max) to stderr. ``--volumes`` may be a
+run directory (live or offline, any method): it is queried at the reference's times.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import io
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydantic
 
 from acquire.config import add_model_arguments, load_settings, overrides_from_args
 from acquire.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 COLUMNS = ("index", "time_s", "rmse_percent", "ssim", "surface_to_volume", "surface_to_volume_ref",
            "redistribution_nm3", "redistribution_ref_nm3", "alloying_degree", "alloying_degree_ref")
@@ -47,6 +52,19 @@ def _reference_path(path: Path) -> tuple[Path, float | None]:
     return path, None
 
 
+def _run_volumes(run_dir: Path, times_s: np.ndarray) -> np.ndarray:
+    """The volumes of run directory ``run_dir`` at ``times_s`` seconds, (T, Z, Y, X) float32."""
+    import numpy as np
+
+    from recon.run_dir import open_reconstructor
+
+    if not np.isfinite(times_s).all():
+        raise UserError("the reference has volumes without a time; a run directory can only be compared "
+                        "against a reference with times (its _times.csv)")
+    reconstructor = open_reconstructor(run_dir)
+    return np.stack([reconstructor.volume(float(t)) for t in times_s]).astype(np.float32)
+
+
 def summarise(rows: list[dict]) -> dict[str, tuple[float, float, float]]:
     """Mean, min and max of RMSE, SSIM, surface/volume error (percent) and alloying error over time."""
     series: dict[str, list[float]] = {name: [] for name in SUMMARISED}
@@ -71,8 +89,11 @@ def run_metrics(args: argparse.Namespace) -> int:
     settings = load_settings(ReconMetricsSettings, config_file=args.config,
                              overrides=overrides_from_args(args, ReconMetricsSettings))
     ref_path, session_voxel_nm = _reference_path(Path(args.reference))
-    rec, rec_times = read_volumes(args.volumes)
     ref, ref_times = read_volumes(ref_path)
+    if Path(args.volumes).is_dir():
+        rec, rec_times = _run_volumes(Path(args.volumes), ref_times), ref_times
+    else:
+        rec, rec_times = read_volumes(args.volumes)
     if rec.shape != ref.shape:
         raise UserError(f"--volumes {args.volumes} holds (T, Z, Y, X) = {rec.shape} but --reference "
                         f"{ref_path} holds {ref.shape}; they must match (same times, same grid)")
@@ -106,7 +127,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "metrics", help="the paper's quality metrics of a volume series against a reference series",
         description="RMSE (percent of the reference range) and SSIM inside Otsu masks, surface/volume, "
         "volume redistribution (nm^3) and alloying degree, per time, with a mean/min/max summary.")
-    parser.add_argument("--volumes", required=True, metavar="FILE", help="volume series to assess (.tif or .mrc)")
+    parser.add_argument("--volumes", required=True, metavar="FILE|RUN",
+                        help="volume series to assess (.tif or .mrc), or a run directory (live or offline) "
+                        "queried at the reference's times")
     parser.add_argument("--reference", required=True, metavar="FILE",
                         help="reference series (.tif/.mrc), or a simulated session directory (its ground truth)")
     parser.add_argument("--out", metavar="CSV", help="write the per-time table here (default: stdout)")

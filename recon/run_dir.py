@@ -1,15 +1,22 @@
-"""A DIP-STER run directory: checkpoint, run description, training log, held-out choice and stopping rule.
+"""A run directory, live or offline: run description, method state, training log, time scale, held-out rule.
 
-Layout::
+Layout (one format for ``tiltstream live`` and ``recon train``)::
 
     RUN/
-      run.json          session path, settings, DIP-STER config, held-out frame indices, time scale
-      checkpoint.pt     :meth:`recon.trainer.Trainer.save` (model, optimiser, scheduler, sampler, frames)
+      run.json          ``method`` (``dipster``, ``sirt``: the :mod:`recon.reconstructor` class that
+                        reads the state), session path, settings, held-out frame indices, time scale
+      checkpoint.pt     DIP-STER state (:meth:`recon.trainer.Trainer.save`: model, optimiser, scheduler,
+                        sampler, frames and their metadata); SIRT keeps ``sirt_state.npz`` instead
       train_log.csv     step, elapsed_s, loss, lr, heldout_rmse_percent, heldout_ssim (one row per log
                         interval; the held-out columns are empty when no frame is held out)
 
-A run directory that exists is resumed: the checkpoint is loaded, steps and elapsed time continue and
-log rows are appended.
+Any run is opened with :func:`open_reconstructor`. A run directory that exists is resumed: the state is
+loaded, steps and elapsed time continue and log rows are appended. A run without ``run.json`` but with
+a ``checkpoint.pt`` (a live run of before this format) is read as ``dipster``.
+
+The time scale of a new run (seconds per unit of the network's time coordinate) is
+:func:`derive_time_scale_s` of the session's expected frames (:func:`session_expected_frames`) and its
+first frame interval, for live and offline runs alike (:func:`session_time_scale_s`).
 """
 
 from __future__ import annotations
@@ -18,15 +25,69 @@ import csv
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from acquire.atomic_files import write_atomic, write_json_atomic
 from acquire.errors import UserError
 
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+DEFAULT_METHOD = "dipster"  # the method of a run directory whose run.json does not name one
 LOG_FILE = "train_log.csv"
 LOG_COLUMNS = ("step", "elapsed_s", "loss", "lr", "heldout_rmse_percent", "heldout_ssim")
+
+
+def derive_time_scale_s(expected_frames: int | None, time0_s: float, time1_s: float | None) -> float:
+    """The time scale, seconds: expected frames x the first frame interval (``time1_s - time0_s``).
+
+    With one expected frame (or no second frame time) it is ``max(time0_s, 1)`` seconds.
+
+    Raises
+    ------
+    UserError
+        When the number of frames is unknown (give ``--time-scale-s`` or ``--expected-frames``).
+    """
+    if expected_frames is None:
+        raise UserError("the time scale is unknown: give --time-scale-s SECONDS or --expected-frames N "
+                        "(or a session whose session.json has a scheme count)")
+    if time1_s is None or expected_frames < 2:
+        return max(float(time0_s), 1.0)
+    interval = float(time1_s) - float(time0_s)
+    if not interval > 0:
+        raise UserError(f"the first two frames are {interval} s apart; frame times must increase "
+                        "(or give --time-scale-s)")
+    return expected_frames * interval
+
+
+def session_expected_frames(settings_scheme: dict, override: int | None = None) -> int | None:
+    """Frames expected in a session: ``override``, else its scheme's ``count`` (None when endless)."""
+    if override is not None:
+        return int(override)
+    count = settings_scheme.get("count")
+    return None if count is None else int(count)
+
+
+def session_time_scale_s(settings_scheme: dict, times_s: Sequence[float],
+                         expected_frames: int | None = None) -> float:
+    """The time scale of a recorded session, seconds: the live rule (:func:`derive_time_scale_s` of the
+    expected frames and the first interval), with the recorded frame count standing in for the
+    expected frames of an endless scheme.
+
+    Parameters
+    ----------
+    settings_scheme
+        ``session.json``'s ``scheme`` (its ``count``, when the scheme has one).
+    times_s
+        Frame times in index order, seconds since the session start (at least one).
+    expected_frames
+        Overrides the scheme's count.
+    """
+    expected = session_expected_frames(settings_scheme, expected_frames)
+    if expected is None:
+        expected = len(times_s)
+    return derive_time_scale_s(expected, times_s[0], times_s[1] if len(times_s) > 1 else None)
 
 
 def heldout_positions(count: int, fraction: float) -> list[int]:
@@ -84,8 +145,15 @@ class RunDir:
         return self.path / LOG_FILE
 
     def exists(self) -> bool:
-        """True when a run was started here (its run.json and checkpoint exist)."""
-        return (self.path / RUN_FILE).is_file() and self.checkpoint.is_file()
+        """True when a run was started here: its run.json exists, or a DIP-STER checkpoint alone (a live
+        run of before run.json)."""
+        return (self.path / RUN_FILE).is_file() or self.checkpoint.is_file()
+
+    def method(self) -> str:
+        """The reconstruction method recorded in run.json (``dipster`` when it names none)."""
+        if not (self.path / RUN_FILE).is_file():
+            return DEFAULT_METHOD
+        return str(self.read_description().get("method", DEFAULT_METHOD))
 
     def create(self, description: dict[str, Any]) -> None:
         """Start a new run: the directory (new or empty), run.json and the log header."""
@@ -106,11 +174,17 @@ class RunDir:
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"{self.path / RUN_FILE}: not readable ({exc}); is {str(self.path)!r} a run?") from None
 
+    def record_method(self, method: str) -> None:
+        """Make run.json name ``method`` (created with only that key when missing; written only on change)."""
+        path = self.path / RUN_FILE
+        description = self.read_description() if path.is_file() else {}
+        if description.get("method") != method:
+            description["method"] = method
+            self.write_description(description)
+
     def write_description(self, description: dict[str, Any]) -> None:
         """Write run.json atomically."""
-        tmp = self.path / (RUN_FILE + ".tmp")
-        tmp.write_text(json.dumps(description, indent=2) + "\n")
-        os.replace(tmp, self.path / RUN_FILE)
+        write_json_atomic(self.path / RUN_FILE, description)
 
     def append_log(self, row: dict[str, Any]) -> None:
         """Append one row (missing columns empty) and flush it to disk."""
@@ -129,14 +203,36 @@ class RunDir:
     def truncate_log(self, max_step: int) -> None:
         """Drop log rows after ``max_step`` (written after the last checkpoint of a run that crashed)."""
         rows = [r for r in self.read_log() if int(r["step"]) <= max_step]
-        tmp = self.path / (LOG_FILE + ".tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.log)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        write_atomic(self.log, write)
 
     def last_elapsed_s(self) -> float:
         """Training seconds recorded so far (0 for a new run)."""
         rows = self.read_log()
         return float(rows[-1]["elapsed_s"]) if rows else 0.0
+
+
+def open_reconstructor(run_dir: str | Path, device: str = "cpu") -> Any:
+    """The reconstruction in ``run_dir`` (live or offline), loaded by the class of its recorded method.
+
+    Returns
+    -------
+    recon.reconstructor.Reconstructor
+
+    Raises
+    ------
+    UserError
+        No run there, an unknown method, or unreadable state.
+    """
+    from recon.reconstructor import reconstructor_class
+
+    run = RunDir(run_dir)
+    if not run.exists():
+        raise UserError(f"{str(run_dir)!r} is not a trained run (no run.json and checkpoint.pt there)")
+    return reconstructor_class(run.method()).load(run.path, device=device)

@@ -8,10 +8,9 @@ units. Heavy modules (torch) are imported inside the commands, so ``tiltstream -
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import math
+import os
 import sys
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +18,7 @@ import pydantic
 
 from acquire.config import add_model_arguments, describe_validation_error, load_settings, overrides_from_args, read_toml
 from acquire.errors import UserError
-from recon.presets import preset
+from acquire.progress import ProgressLine, stderr_progress
 
 
 class ReconTrainSettings(pydantic.BaseModel):
@@ -53,6 +52,13 @@ class ReconTrainSettings(pydantic.BaseModel):
         "(recon/preprocess.py): none; paper (the paper's pipeline for experimental data: median "
         "background, 0.9 x Otsu mask, normalisation, cross-correlation alignment, centring); or a TOML "
         "file of PreprocessConfig fields. What it did is recorded in run.json")
+    workers: int = pydantic.Field(
+        default=1, ge=1, description="local data-parallel ranks to start (torch.distributed launcher, "
+        "gloo on CPU, NCCL on CUDA); each rank trains on its own batch, so the effective batch is "
+        "workers x the preset's batch. Ignored under torchrun, which starts the ranks itself")
+    peer_timeout_s: float = pydantic.Field(
+        default=120.0, gt=0, description="with several ranks: seconds a rank waits for the others "
+        "before it gives up with one line (a dead or hung peer)")
 
 
 DEFAULT_STEPS = 2000
@@ -89,137 +95,48 @@ class ReconVolumesSettings(pydantic.BaseModel):
         default="auto", description="where to evaluate the network: auto picks CUDA when available")
 
 
-class _Progress:
-    """One line on stderr, rewritten with ``\\r``: steps, rate, loss, learning rate, ETA."""
-
-    def __init__(self, total_steps: int | None, budget_s: float | None) -> None:
-        self.total_steps, self.budget_s = total_steps, budget_s
-        self.start = time.perf_counter()
-
-    def show(self, done: int, loss: float, lr: float, extra: str = "") -> None:
-        elapsed = time.perf_counter() - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        if self.total_steps is not None and rate > 0:
-            eta = (self.total_steps - done) / rate
-        else:
-            eta = max(0.0, (self.budget_s or 0.0) - elapsed)
-        if self.budget_s is not None:
-            eta = min(eta, max(0.0, self.budget_s - elapsed))
-        of = f"/{self.total_steps}" if self.total_steps is not None else ""
-        print(f"\rstep {done}{of}  {rate:.1f} steps/s  loss {loss:.3e}  lr {lr:.2e}{extra}  "
-              f"ETA {eta:.0f} s   ", end="", file=sys.stderr, flush=True)
-
-
 def run_train(args: argparse.Namespace) -> int:
-    """Train or resume the run directory ``args.out`` on session ``args.session``."""
+    """Train or resume the run directory ``args.out`` on session ``args.session`` (:mod:`recon.training`),
+    in this process, as one rank under torchrun, or as ``--workers N`` local ranks."""
     settings = load_settings(ReconTrainSettings, name="recon", config_file=args.config,
                              overrides=overrides_from_args(args, ReconTrainSettings))
     if settings.patience and not settings.holdout:
         raise UserError("--patience needs held-out frames: give --holdout FRACTION (e.g. 0.1)")
-    session_path = Path(args.session)
-    from recon.session_frames import load_session_frames
+    preprocess_config = _preprocess_config(settings.preprocess)
+    if settings.workers > 1 and "WORLD_SIZE" not in os.environ:
+        from recon.distributed import launch_local
 
-    session, frames = load_session_frames(session_path)
+        return launch_local(settings.workers, ["-m", "live.cli", *sys.argv[1:]], "tiltstream recon train")
 
     import torch
 
-    from recon.run_dir import PlateauStopper, RunDir, heldout_positions
-    from recon.trainer import Trainer
+    from recon import distributed
+    from recon.device import resolve_device
+    from recon.training import Budget, NewRunSettings, train_session
 
+    world = distributed.world_from_env()
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    from recon.device import resolve_device
-
-    device = str(resolve_device(settings.device))
-    run = RunDir(args.out)
-    records = session.records
-    if run.exists():
-        description = run.read_description()
-        session_shape = description.get("session_frame_shape", description["frame_shape"])
-        if session_shape != list(frames.shape[1:]):
-            raise UserError(f"run {str(run.path)!r} was trained on frames {session_shape}; "
-                            f"session {str(session_path)!r} has {list(frames.shape[1:])}")
-        trainer = Trainer.load(run.checkpoint, device=device)
-        grown = [r.index for r in records if r.index not in set(trainer.indices)]
-        if description.get("preprocess") and grown:
-            raise UserError(f"run {str(run.path)!r} was preprocessed (aligned) as a whole; the session has "
-                            f"{len(grown)} new frame(s) it cannot take consistently: start a new run")
-        run.truncate_log(trainer.steps_done)
-        held = set(description["heldout_indices"])
-        stopper = PlateauStopper(settings.patience)
-        stopper.load_state_dict(description.get("stopper", {}))
-        resumed = f"resumed at step {trainer.steps_done}"
-    else:
-        raw_shape = list(frames.shape[1:])
-        preprocess_config = _preprocess_config(settings.preprocess)
-        report = None
-        if preprocess_config is not None:
-            from recon.preprocess import apply
-
-            frames, report = apply(frames, session.angles_deg, preprocess_config)
-        config = preset(settings.preset)
-        time_scale_s = float(max(r.time_s for r in records)) or 1.0
-        trainer = Trainer(config, frames.shape[1:], time_scale_s, device=device, seed=settings.seed)
-        held = {records[p].index for p in heldout_positions(len(records), settings.holdout)}
-        description = {
-            "session": str(session_path.resolve()), "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-            "preset": settings.preset, "config": config.model_dump(mode="json"), "seed": settings.seed,
-            "frame_shape": list(frames.shape[1:]), "time_scale_s": time_scale_s,
-            "heldout_indices": sorted(held), "device": device,
-            "session_frame_shape": raw_shape, "preprocess": report,
-        }
-        run.create(description)
-        stopper = PlateauStopper(settings.patience)
-        resumed = "new run"
-    known = set(trainer.indices)
-    added = 0
-    for record, frame in zip(records, frames):
-        if record.index not in known:  # a session that grew since the last invocation
-            trainer.add_frame(record.index, frame, record.angle_deg, record.time_s,
-                              held_out=record.index in held)
-            added += 1
-    print(f"recon train: {resumed}; {trainer.n_train_frames} training + "
-          f"{trainer.n_frames - trainer.n_train_frames} held-out frames ({added} new), "
-          f"{frames.shape[1]}x{frames.shape[2]} px, preset {description['preset']}, device {device}",
-          file=sys.stderr)
-
+    elif world.distributed:  # share the cores among the local ranks
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.local_size))
+    world = distributed.start(world, resolve_device(settings.device), settings.peer_timeout_s)
     total = settings.steps if settings.steps is not None else (None if settings.minutes else DEFAULT_STEPS)
-    budget_s = settings.minutes * 60.0 if settings.minutes else None
-    progress = _Progress(total, budget_s)
-    elapsed0 = run.last_elapsed_s()
-    start = time.perf_counter()
-    done, stop_reason = 0, "steps done"
-    while True:
-        if total is not None and done >= total:
-            break
-        if budget_s is not None and time.perf_counter() - start >= budget_s:
-            stop_reason = "time budget spent"
-            break
-        chunk = settings.eval_every - trainer.steps_done % settings.eval_every
-        if total is not None:
-            chunk = min(chunk, total - done)
-        loss = trainer.train_steps(chunk)
-        done += chunk
-        row = {"step": trainer.steps_done, "elapsed_s": round(elapsed0 + time.perf_counter() - start, 3),
-               "loss": loss, "lr": trainer.learning_rate}
-        extra, stop = "", False
-        if trainer.steps_done % settings.eval_every == 0:
-            metrics = trainer.heldout_metrics()
-            if metrics is not None:
-                row.update(metrics)
-                extra = f"  held-out {metrics['heldout_rmse_percent']:.2f} % SSIM {metrics['heldout_ssim']:.4f}"
-                stop = stopper.update(metrics["heldout_rmse_percent"])
-        trainer.save(run.checkpoint)
-        description["stopper"] = stopper.state_dict()
-        run.write_description(description)
-        run.append_log(row)
-        progress.show(done, loss, trainer.learning_rate, extra)
-        if stop:
-            stop_reason = f"held-out error has not improved for {settings.patience} evaluations"
-            break
-    trainer.save(run.checkpoint)
-    print(f"\nrecon train: {stop_reason}; {done} steps this run, {trainer.steps_done} in total; "
-          f"checkpoint {run.checkpoint}", file=sys.stderr)
+    budget = Budget(steps=total, seconds=settings.minutes * 60.0 if settings.minutes else None,
+                    eval_every=settings.eval_every, patience=settings.patience)
+    new = NewRunSettings(preset=settings.preset, seed=settings.seed, holdout=settings.holdout,
+                         preprocess=preprocess_config)
+    progress = ProgressLine() if world.is_main else None
+    try:
+        outcome = train_session(Path(args.session), Path(args.out), new, budget, str(world.device), world,
+                                progress, say=lambda line: print(line, file=sys.stderr))
+    except distributed.PeerLost as exc:
+        print(f"tiltstream recon train: {exc}; stopping (the run directory keeps its last checkpoint)",
+              file=sys.stderr)
+        return 1
+    distributed.stop(world)
+    if world.is_main:
+        print(f"recon train: {outcome.stop_reason}; {outcome.steps_run} steps this run, {outcome.steps_total} "
+              f"in total; checkpoint {Path(args.out) / 'checkpoint.pt'}", file=sys.stderr)
     return 0
 
 
@@ -237,28 +154,31 @@ def parse_times(text: str) -> str | list[float]:
 
 
 def run_volumes(args: argparse.Namespace) -> int:
-    """Write the volume-time series of a trained run."""
+    """Write the volume-time series of a trained run (any method, live or offline)."""
     import numpy as np
 
-    from recon.run_dir import RunDir
-    from recon.trainer import Trainer
+    from recon.device import resolve_device
+    from recon.run_dir import open_reconstructor
     from recon.volume_io import write_volumes
 
     settings = load_settings(ReconVolumesSettings, config_file=args.config,
                              overrides=overrides_from_args(args, ReconVolumesSettings))
     times = parse_times(settings.times)
-    run = RunDir(args.run_dir)
-    if not run.exists():
-        raise UserError(f"{str(args.run_dir)!r} is not a trained run (no run.json and checkpoint.pt there)")
-    from recon.device import resolve_device
-
-    trainer = Trainer.load(run.checkpoint, device=resolve_device(settings.device))
-    times_s = sorted(trainer.times_s) if isinstance(times, str) else times
-    volumes = np.empty((len(times_s), trainer.slice_shape[0], *trainer.frame_shape), dtype=np.float32)
-    for k, time_s in enumerate(times_s):
-        volumes[k] = trainer.volume(time_s)
-        print(f"\rvolume {k + 1}/{len(times_s)}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+    reconstructor = open_reconstructor(args.run_dir, device=str(resolve_device(settings.device)))
+    if isinstance(times, str):
+        times_s = sorted(r["time_s"] for r in reconstructor.frame_records)
+    else:
+        times_s = times
+    if not times_s:
+        raise UserError(f"run {str(args.run_dir)!r} holds no frames: no volume to write")
+    report = stderr_progress("recon volumes: volume", "volumes")
+    first = reconstructor.volume(times_s[0])
+    volumes = np.empty((len(times_s), *first.shape), dtype=np.float32)
+    volumes[0] = first
+    report(1, len(times_s))
+    for k in range(1, len(times_s)):
+        volumes[k] = reconstructor.volume(times_s[k])
+        report(k + 1, len(times_s))
     path = write_volumes(args.out, volumes, np.asarray(times_s, dtype=np.float64), format=settings.format)
     print(f"recon volumes: wrote {len(times_s)} volumes {volumes.shape[1:]} (Z, Y, X) to {path}",
           file=sys.stderr)
@@ -279,10 +199,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.set_defaults(run=run_train)
 
     volumes = subparsers.add_parser(
-        "volumes", help="write the volume-time series of a trained DIP-STER run",
+        "volumes", help="write the volume-time series of a trained run (live or offline)",
         description="Query a trained run for volumes (T, Z, Y, X) float32 in data units (their "
         "projections equal the frames) and write them with a times CSV (<stem>_times.csv).")
-    volumes.add_argument("--run", dest="run_dir", required=True, metavar="RUN", help="run directory of recon train")
+    volumes.add_argument("--run", dest="run_dir", required=True, metavar="RUN", help="run directory of recon train or tiltstream live")
     volumes.add_argument("--out", required=True, metavar="FILE", help="output volume file (.tif or .mrc)")
     volumes.add_argument("--config", metavar="FILE", help="TOML file with recon volumes settings")
     add_model_arguments(volumes, ReconVolumesSettings)

@@ -16,6 +16,10 @@ Conventions
 - Volumes are queried at ``theta = 0`` (as the reference code does).
 - Deterministic on CPU: the same seed and the same sequence of ``add_frame`` / ``train_steps`` calls
   give the same weights; :meth:`save` / :meth:`load` then continuing equals uninterrupted training.
+- Data-parallel (:meth:`data_parallel`, under ``torchrun``): each rank draws its own samples (rank
+  ``r``'s sampler seeded with ``seed + r``), DistributedDataParallel averages the gradients, so a step
+  of N ranks with ``batch_frames`` b is a step of batch N*b; the logged loss is the mean over ranks.
+  Checkpoints hold the un-wrapped model, so a run continues on any number of ranks.
 - :class:`Trainer` implements :class:`recon.reconstructor.Reconstructor` (``method = "dipster"``): its
   state lives in a run directory as ``checkpoint.pt``, per-frame metadata (dose, temperature) included.
 """
@@ -37,13 +41,14 @@ from acquire.errors import UserError
 from recon.model import DipsterNet
 from recon.presets import DipsterConfig
 from recon.projector import project
+from recon.run_dir import CHECKPOINT_FILE, RunDir
 from recon.sampler import FrameSampler
 
 __all__ = ["DipsterConfig", "Trainer"]
 
 CHECKPOINT_VERSION = 1
-CHECKPOINT_FILE = "checkpoint.pt"  # the trainer's state inside a run directory
 QUERY_CHUNK = 64  # slices per forward pass when querying volumes
+RESUME_SEED_STRIDE = 1_000_003  # a resumed rank r > 0 reseeds its sampler by seed + r + stride * steps
 
 
 def _robust_max(frame: np.ndarray) -> float:
@@ -110,6 +115,8 @@ class Trainer:
         self._times = torch.zeros(0, dtype=torch.float32, device=self.device)
         self.steps_done = 0
         self.loss_history: list[float] = []
+        self._train_model: torch.nn.Module = self.model  # the model, or its DDP wrapper
+        self._ranks = 1
 
     # ------------------------------------------------------------------ frames
     @property
@@ -206,6 +213,22 @@ class Trainer:
             loss = loss + self.config.tv_weight * tv
         return loss
 
+    def data_parallel(self, rank: int, world_size: int) -> None:
+        """Train as rank ``rank`` of ``world_size`` of the initialised default process group.
+
+        The model is wrapped in DistributedDataParallel (its parameters broadcast from rank 0, the
+        gradients averaged); rank ``r > 0`` reseeds its sampler with ``seed + r`` (plus
+        ``RESUME_SEED_STRIDE * steps_done`` on a resumed run) so every rank draws its own samples;
+        rank 0 keeps the sampler state of the checkpoint.
+        """
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self._train_model = DistributedDataParallel(self.model, device_ids=device_ids)
+        self._ranks = int(world_size)
+        if rank > 0:
+            self.sampler.generator.manual_seed(self.seed + int(rank) + RESUME_SEED_STRIDE * self.steps_done)
+
     def train_steps(self, n: int) -> float:
         """Run ``n`` optimisation steps; returns their mean loss (NaN when ``n`` is 0).
 
@@ -226,7 +249,7 @@ class Trainer:
             target = self._frames[slots[:, None], rows]  # (B, S, nx)
             angles = self._angles_rad[slots]
             coords = self._coords(rows, self._times[slots][:, None], angles[:, None])
-            slices = self.model(coords).reshape(cfg.batch_frames, cfg.rows_per_frame, *self.slice_shape)
+            slices = self._train_model(coords).reshape(cfg.batch_frames, cfg.rows_per_frame, *self.slice_shape)
             pred = project(slices, angles, nx)
             loss = self._loss(pred, target)
             self.optimizer.zero_grad(set_to_none=True)
@@ -234,6 +257,9 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             losses[step] = loss.detach()
+        if self._ranks > 1:  # the loss of the N*b batch: the mean over ranks
+            torch.distributed.all_reduce(losses)
+            losses /= self._ranks
         self.steps_done += int(n)
         values = losses.tolist()
         self.loss_history.extend(values)
@@ -350,11 +376,14 @@ class Trainer:
 
     def save(self, path: str | Path) -> None:
         """Write the state atomically into run directory ``path`` (as ``checkpoint.pt``, the directory
-        created if needed) or, when ``path`` ends in ``.pt``, to that checkpoint file."""
+        created if needed, and ``method`` recorded in its run.json) or, when ``path`` ends in ``.pt``, to
+        that checkpoint file alone."""
         target = checkpoint_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         state = self.state_dict()
         write_atomic(target, lambda tmp: torch.save(state, tmp))
+        if target != Path(path):
+            RunDir(path).record_method(self.method)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Trainer:

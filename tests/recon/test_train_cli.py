@@ -140,3 +140,60 @@ def test_preprocess_runs_before_training_and_is_recorded(tmp_path: Path) -> None
                     "start a new run")
     _one_line_error(_cli("recon", "train", "--session", str(session), "--out", str(tmp_path / "r2"),
                          "--steps", "5", "--preprocess", "sharpen"), "invalid preprocess = 'sharpen'")
+
+
+@pytest.mark.timeout(200)
+def test_a_live_format_run_is_read_by_volumes_and_resumed_by_train(tmp_path: Path) -> None:
+    """One run-directory format: a run written through the Reconstructor protocol (as tiltstream live
+    writes it: Trainer.save(RUN), run.json naming only the method) and a bare checkpoint.pt (a live run
+    of before run.json) are read by recon volumes and continued by recon train; the frame metadata and
+    the time scale survive."""
+    from acquire.session import read_session
+    from recon.reconstructor import reconstructor_class
+    from recon.run_dir import session_time_scale_s
+    from recon.trainer import Trainer
+    from tests.recon.test_trainer import SMALL
+
+    session_dir = _session(tmp_path / "s", count=6)
+    session = read_session(session_dir)
+    live = Trainer(SMALL, (16, 16), time_scale_s=77.0, seed=1)
+    for record in session.records[:4]:
+        live.add_frame(record.index, session.load_frame(record), record.angle_deg, record.time_s,
+                       metadata={"dose_e_per_A2": record.dose_e_per_A2, "temperature_C": 21.5})
+    live.train(steps=3)
+    live.save(tmp_path / "live")
+    assert json.loads((tmp_path / "live" / "run.json").read_text()) == {"method": "dipster"}
+    (tmp_path / "bare").mkdir()
+    live.save(tmp_path / "bare" / "checkpoint.pt")
+
+    for run in (tmp_path / "live", tmp_path / "bare"):
+        result = _cli("recon", "volumes", "--run", str(run), "--out", str(tmp_path / f"{run.name}.tif"))
+        assert result.returncode == 0, result.stderr
+        volumes, times = read_volumes(tmp_path / f"{run.name}.tif")
+        assert volumes.shape == (4, 16, 16, 16)
+        np.testing.assert_allclose(times, [0.0, 10.0, 20.0, 30.0])
+        np.testing.assert_allclose(volumes[2], live.volume(20.0), rtol=1e-5, atol=1e-6)
+    result = _cli("recon", "metrics", "--volumes", str(tmp_path / "live"), "--reference",
+                  str(tmp_path / "bare.tif"), "--out", str(tmp_path / "m.csv"))
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "m.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and all(float(r["ssim"]) > 0.9999 for r in rows)
+
+    result = _cli("recon", "train", "--session", str(session_dir), "--out", str(tmp_path / "live"),
+                  "--steps", "4", "--eval-every", "2", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert "resumed at step 3" in result.stderr and "(2 new)" in result.stderr
+    resumed = reconstructor_class("dipster").load(tmp_path / "live")
+    assert resumed.steps_done == 7 and resumed.time_scale_s == 77.0
+    assert [r["temperature_C"] for r in resumed.frame_records] == [21.5] * 4 + [None] * 2
+    assert [r["dose_e_per_A2"] for r in resumed.frame_records] == [40.0] * 6
+
+    # a new offline run takes the live time-scale rule: expected frames x first interval
+    assert session_time_scale_s({"count": 20}, [0.0, 10.0, 20.0]) == 200.0
+    assert session_time_scale_s({}, [3.0, 10.0, 20.0]) == 21.0  # endless scheme: recorded frames
+    result = _cli("recon", "train", "--session", str(session_dir), "--out", str(tmp_path / "new"),
+                  "--steps", "2", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    description = json.loads((tmp_path / "new" / "run.json").read_text())
+    assert description["method"] == "dipster" and description["time_scale_s"] == 60.0

@@ -1,0 +1,174 @@
+"""Data-parallel ranks for recon commands: the torchrun world, its process group, rank-0 decisions, local launch.
+
+A recon command runs as one process or as one of N ranks started by ``torchrun`` (or by
+:func:`launch_local`, the ``--workers N`` shortcut, through the ``torch.distributed.launcher`` API that
+torchrun uses). A rank learns its place from the environment torchrun sets (``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``). The process group uses NCCL
+on CUDA (one GPU per local rank) and gloo on the CPU, with a bounded timeout so a lost peer ends every
+rank instead of hanging it: gloo raises when a peer's connection closes; NCCL aborts on a timed-out
+collective (``TORCH_NCCL_ASYNC_ERROR_HANDLING``). Such a failure becomes :class:`PeerLost`, which the
+command reports in one line. Rank 0 alone writes files and progress; decisions that depend on rank 0's
+clock or its held-out evaluation reach the others through :meth:`World.rank0_decides`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from acquire.errors import UserError
+
+DEFAULT_TIMEOUT_S = 120.0  # collectives (and the rendezvous) that wait longer than this fail
+
+
+class PeerLost(Exception):
+    """Another rank died or stopped answering; this rank cannot go on."""
+
+
+@dataclass
+class World:
+    """This process's place among the ranks: ``rank`` of ``size``, ``local_rank`` on its node."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def distributed(self) -> bool:
+        """True when there is more than one rank."""
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, the rank that writes files and progress."""
+        return self.rank == 0
+
+    def rank0_decides(self, value: int) -> int:
+        """Rank 0's ``value`` on every rank (a broadcast; ``value`` itself in a single process)."""
+        if not self.distributed:
+            return int(value)
+        tensor = torch.tensor([int(value)], dtype=torch.int64, device=self.device)
+        with peer_failures(self):
+            dist.broadcast(tensor, src=0)
+        return int(tensor.item())
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here (a no-op in a single process)."""
+        if self.distributed:
+            with peer_failures(self):
+                dist.barrier()
+
+
+def world_from_env() -> World:
+    """The world torchrun describes in the environment; a single rank when ``WORLD_SIZE`` is not set.
+
+    Raises
+    ------
+    UserError
+        Malformed rank variables.
+    """
+    try:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(size)))
+    except ValueError:
+        raise UserError("RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE must be integers (as torchrun "
+                        "sets them)") from None
+    if not (size >= 1 and 0 <= rank < size and 0 <= local_rank < max(local_size, 1)):
+        raise UserError(f"RANK={rank} of WORLD_SIZE={size} (LOCAL_RANK={local_rank}) is not a valid rank")
+    return World(rank=rank, size=size, local_rank=local_rank, local_size=max(local_size, 1))
+
+
+def start(world: World, device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
+    """Join the process group (NCCL on CUDA, gloo on the CPU) and pick this rank's device.
+
+    Parameters
+    ----------
+    world
+        From :func:`world_from_env`; a single rank is returned unchanged (device set) without a group.
+    device
+        The resolved device kind; on CUDA each local rank takes GPU ``local_rank``.
+    timeout_s
+        Longest wait of a collective, seconds, before it fails (a dead or hung peer).
+
+    Returns
+    -------
+    World
+        ``world`` with its ``device``.
+    """
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    world.device = device
+    if not world.distributed:
+        return world
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    try:
+        dist.init_process_group(backend, timeout=dt.timedelta(seconds=timeout_s),
+                                device_id=device if device.type == "cuda" else None)
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(f"rank {world.rank}: cannot join the {backend} process group "
+                        f"({_first_line(exc)}); run under torchrun or give --workers N") from None
+    return world
+
+
+def stop(world: World) -> None:
+    """Leave the process group (after the last collective)."""
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def peer_failures(world: World) -> Iterator[None]:
+    """Turn a collective's failure (a peer that died or timed out) into :class:`PeerLost`."""
+    try:
+        yield
+    except RuntimeError as exc:  # dist.DistError and gloo/NCCL errors are RuntimeErrors
+        if not world.distributed:
+            raise
+        raise PeerLost(f"rank {world.rank}: another rank stopped or stopped answering "
+                       f"({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def launch_local(workers: int, argv: Sequence[str], prog: str) -> int:
+    """Run ``python argv...`` as ``workers`` local ranks (torch.distributed.launcher, as ``torchrun
+    --standalone --nproc-per-node workers``) and wait for them.
+
+    Returns
+    -------
+    int
+        0 when every rank succeeded; 1 after one line naming the first rank that failed.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # we say it in one line
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=int(workers), run_id=uuid.uuid4().hex,
+                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
+                          monitor_interval=0.5)
+    try:
+        elastic_launch(config, sys.executable)(*argv)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        print(f"{prog}: rank {rank} of {workers} failed (exit code {failure.exitcode}); the others were "
+              "stopped; the run directory keeps its last checkpoint", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,270 @@
+"""Offline DIP-STER training of a recorded session into a run directory, in one process or N data-parallel ranks.
+
+:func:`train_session` is what ``tiltstream recon train`` runs: it starts a new run (preprocessing,
+held-out choice, the live time-scale rule :func:`recon.run_dir.session_time_scale_s`) or resumes any
+DIP-STER run directory, live or offline (:func:`recon.run_dir.open_reconstructor`), adds the frames the
+session gained since, and trains for a budget of steps or seconds in chunks of ``eval_every`` steps.
+After each chunk rank 0 evaluates the held-out frames, writes the checkpoint, run.json and a log row,
+updates the progress line and decides whether to stop (budget spent, held-out plateau); the other ranks
+follow that decision (:meth:`recon.distributed.World.rank0_decides`).
+
+Under ``torchrun`` rank 0 prepares the run and saves it; every other rank loads that same state from the
+run directory, so all ranks start from identical weights, frames and time scale.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from acquire.errors import UserError
+from acquire.progress import ProgressLine
+from recon.distributed import World, peer_failures
+from recon.run_dir import PlateauStopper, RunDir, heldout_positions, open_reconstructor, session_time_scale_s
+
+CONTINUE, BUDGET_SPENT, PLATEAU = 0, 1, 2  # rank 0's decision after a chunk
+
+
+@dataclass(frozen=True)
+class NewRunSettings:
+    """What a new run is made of (a resumed run keeps its own).
+
+    Attributes
+    ----------
+    preset
+        DIP-STER preset name (:func:`recon.presets.preset`).
+    seed
+        Seed of the initial weights and the sampler.
+    holdout
+        Fraction of frames held out of training, 0 to 0.5.
+    preprocess
+        A :class:`recon.preprocess.PreprocessConfig`, or None for none.
+    """
+
+    preset: str = "fast"
+    seed: int = 0
+    holdout: float = 0.0
+    preprocess: Any = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long one invocation trains and how often it evaluates.
+
+    Attributes
+    ----------
+    steps
+        Steps to run, or None for a time budget only.
+    seconds
+        Wall-clock budget, seconds, or None (checked after each chunk, so it may run over by one chunk).
+    eval_every
+        Steps between log rows, held-out evaluations and checkpoints.
+    patience
+        Stop after this many evaluations without a 0.5 % held-out improvement (0: never).
+    """
+
+    steps: int | None
+    seconds: float | None
+    eval_every: int = 250
+    patience: int = 0
+
+
+@dataclass
+class TrainOutcome:
+    """What an invocation did: ``stop_reason``, ``steps_run`` now and ``steps_total`` in the run."""
+
+    stop_reason: str
+    steps_run: int
+    steps_total: int
+
+
+def _frame_metadata(record: Any) -> dict[str, Any]:
+    """The per-frame values kept with a frame in the reconstruction state."""
+    return {"dose_e_per_A2": record.dose_e_per_A2, "temperature_C": record.temperature_C}
+
+
+def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: str, ranks: int = 1
+                ) -> tuple[Any, dict[str, Any], str]:
+    """Create or resume the run in ``run`` and add every session frame it lacks.
+
+    Returns
+    -------
+    trainer, description, message
+        The :class:`recon.trainer.Trainer`, run.json's content and a one-line summary.
+
+    Raises
+    ------
+    UserError
+        A bad session, a run of another frame shape or method, or new frames for a preprocessed run.
+    """
+    from recon.session_frames import load_session_frames
+
+    session, frames = load_session_frames(session_path)
+    records = session.records
+    if run.exists():
+        description = run.read_description() if (run.path / "run.json").is_file() else {}
+        method = run.method()
+        if method != "dipster":
+            raise UserError(f"run {str(run.path)!r} is a {method} run; recon train continues DIP-STER runs")
+        trainer = open_reconstructor(run.path, device=device)
+        session_shape = description.get("session_frame_shape", list(trainer.frame_shape))
+        if list(session_shape) != list(frames.shape[1:]):
+            raise UserError(f"run {str(run.path)!r} was trained on frames {list(session_shape)}; "
+                            f"session {str(session_path)!r} has {list(frames.shape[1:])}")
+        known = set(trainer.indices)
+        grown = [r.index for r in records if r.index not in known]
+        if description.get("preprocess") and grown:
+            raise UserError(f"run {str(run.path)!r} was preprocessed (aligned) as a whole; the session has "
+                            f"{len(grown)} new frame(s) it cannot take consistently: start a new run")
+        run.truncate_log(trainer.steps_done)
+        held = {r["index"] for r in trainer.frame_records if r["held_out"]}
+        held |= set(description.get("heldout_indices", []))
+        status = f"resumed at step {trainer.steps_done}"
+    else:
+        from recon.presets import preset
+        from recon.trainer import Trainer
+
+        raw_shape = list(frames.shape[1:])
+        report = None
+        if new.preprocess is not None:
+            from recon.preprocess import apply
+
+            frames, report = apply(frames, session.angles_deg, new.preprocess)
+        config = preset(new.preset)
+        by_index = sorted(records, key=lambda r: r.index)
+        time_scale_s = session_time_scale_s(session.settings.scheme, [r.time_s for r in by_index])
+        trainer = Trainer(config, frames.shape[1:], time_scale_s, device=device, seed=new.seed)
+        held = {records[p].index for p in heldout_positions(len(records), new.holdout)}
+        description = {
+            "method": trainer.method, "session": str(Path(session_path).resolve()),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "preset": new.preset, "config": config.model_dump(mode="json"), "seed": new.seed,
+            "frame_shape": list(frames.shape[1:]), "time_scale_s": time_scale_s,
+            "heldout_indices": sorted(held), "device": device,
+            "session_frame_shape": raw_shape, "preprocess": report,
+        }
+        run.create(description)
+        status = "new run"
+    added = 0
+    known = set(trainer.indices)
+    for record, frame in zip(records, frames):
+        if record.index not in known:  # a new run, or a session that grew since the last invocation
+            trainer.add_frame(record.index, frame, record.angle_deg, record.time_s,
+                              held_out=record.index in held, metadata=_frame_metadata(record))
+            added += 1
+    description["heldout_indices"] = sorted(held)
+    description["ranks"] = int(ranks)
+    trainer.save(run.path)  # the state every rank starts from (and a new run is resumable at once)
+    run.write_description(description)
+    ny, nx = trainer.frame_shape
+    message = (f"{status}; {trainer.n_train_frames} training + {trainer.n_frames - trainer.n_train_frames} "
+               f"held-out frames ({added} new), {ny}x{nx} px, preset {description.get('preset', '?')}, "
+               f"device {device}" + (f", {ranks} ranks" if ranks > 1 else ""))
+    return trainer, description, message
+
+
+def _progress_text(done: int, total: int | None, elapsed_s: float, budget_s: float | None, loss: float,
+                   lr: float, extra: str) -> str:
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    eta = (total - done) / rate if total is not None and rate > 0 else max(0.0, (budget_s or 0.0) - elapsed_s)
+    if budget_s is not None:
+        eta = min(eta, max(0.0, budget_s - elapsed_s))
+    of = f"/{total}" if total is not None else ""
+    return f"step {done}{of}  {rate:.1f} steps/s  loss {loss:.3e}  lr {lr:.2e}{extra}  ETA {eta:.0f} s"
+
+
+def train_loop(trainer: Any, run: RunDir, description: dict[str, Any], budget: Budget, world: World,
+               stopper: PlateauStopper, progress: ProgressLine | None = None) -> TrainOutcome:
+    """Train ``trainer`` for ``budget``; rank 0 checkpoints into ``run`` and logs after every chunk.
+
+    Every rank runs the same chunks (so the collectives match); only rank 0 writes and decides stops.
+    """
+    total = budget.steps
+    elapsed0 = run.last_elapsed_s() if world.is_main else 0.0
+    start = time.perf_counter()
+    done, stop_reason = 0, "steps done"
+    while total is None or done < total:
+        chunk = budget.eval_every - trainer.steps_done % budget.eval_every
+        if total is not None:
+            chunk = min(chunk, total - done)
+        loss = trainer.train(steps=chunk)
+        done += chunk
+        decision = CONTINUE
+        if world.is_main:
+            elapsed = time.perf_counter() - start
+            row = {"step": trainer.steps_done, "elapsed_s": round(elapsed0 + elapsed, 3), "loss": loss,
+                   "lr": trainer.learning_rate}
+            extra = ""
+            if trainer.steps_done % budget.eval_every == 0:
+                metrics = trainer.heldout_metrics()
+                if metrics is not None:
+                    row.update(metrics)
+                    extra = (f"  held-out {metrics['heldout_rmse_percent']:.2f} % "
+                             f"SSIM {metrics['heldout_ssim']:.4f}")
+                    if stopper.update(metrics["heldout_rmse_percent"]):
+                        decision = PLATEAU
+            trainer.save(run.path)
+            description["stopper"] = stopper.state_dict()
+            run.write_description(description)
+            run.append_log(row)
+            if progress is not None:
+                progress.update(_progress_text(done, total, elapsed, budget.seconds, loss,
+                                               trainer.learning_rate, extra))
+            if decision == CONTINUE and budget.seconds is not None and elapsed >= budget.seconds:
+                decision = BUDGET_SPENT
+        decision = world.rank0_decides(decision)
+        if decision == BUDGET_SPENT:
+            stop_reason = "time budget spent"
+            break
+        if decision == PLATEAU:
+            stop_reason = f"held-out error has not improved for {budget.patience} evaluations"
+            break
+    if progress is not None:
+        progress.end()
+    return TrainOutcome(stop_reason, done, trainer.steps_done)
+
+
+def train_session(session_path: Path, run_dir: Path, new: NewRunSettings, budget: Budget, device: str,
+                  world: World, progress: ProgressLine | None = None, say: Any = print) -> TrainOutcome:
+    """Train (or resume) run directory ``run_dir`` on the session at ``session_path``.
+
+    Parameters
+    ----------
+    session_path, run_dir
+        The recorded session and the run directory (created, or resumed).
+    new
+        Settings of a new run (ignored when resuming).
+    budget
+        Steps or seconds of this invocation, evaluation interval, patience.
+    device
+        This rank's device (``world.device`` under torchrun).
+    world
+        This process's rank; its process group is started when ``world.distributed``.
+    progress
+        Rank 0's progress line (None: no progress).
+    say
+        Called with one-line messages on rank 0 (the start summary).
+    """
+    from recon.trainer import Trainer
+
+    run = RunDir(run_dir)
+    if world.is_main:
+        trainer, description, message = prepare_run(Path(session_path), run, new, device, world.size)
+        say(f"recon train: {message}")
+    world.barrier()
+    if not world.is_main:
+        trainer = Trainer.load(run.path, device=device)
+        description = run.read_description()
+    if world.distributed:
+        trainer.data_parallel(world.rank, world.size)
+    stopper = PlateauStopper(budget.patience)
+    stopper.load_state_dict(description.get("stopper", {}))
+    with peer_failures(world):
+        outcome = train_loop(trainer, run, description, budget, world, stopper, progress)
+    if world.is_main:
+        trainer.save(run.path)
+    return outcome
+
