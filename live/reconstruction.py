@@ -101,6 +101,8 @@ class LiveReconstruction:
         self.last_loss: float | None = None
         self.rate = 0.0
         self.idle = False  # the last training call found nothing to do (SIRT with every window current)
+        # SIRT's work is finite (one window per frame): it trains until idle, not for --final-steps
+        self.finite_work = settings.method == "sirt"
         self.train_s = 0.0
         self.logged_step = self.reconstructor.steps_done if self.reconstructor is not None else 0
         self.last_history = self.last_slices = self.last_snapshot = self.last_log = 0.0
@@ -135,11 +137,15 @@ class LiveReconstruction:
         return max(r.steps_done - last_added - (self.settings.steps_per_frame or 0), 0)
 
     def finished_training(self) -> bool:
-        """All expected frames in and the final steps done (or a run that ended with no frame)."""
+        """All expected frames in and the final steps done (SIRT: every window computed), or a run that
+        ended with no frame."""
         if self.expected == 0:
             return True
-        return (self.all_frames_in() and not self.intake.pending
-                and (self.steps_after_last() >= self.settings.final_steps or self.idle))
+        if not self.all_frames_in() or self.intake.pending:
+            return False
+        if self.finite_work:
+            return self.idle
+        return self.steps_after_last() >= self.settings.final_steps
 
     def idle_too_long(self) -> bool:
         timeout = self.settings.idle_timeout_s
@@ -278,14 +284,17 @@ class LiveReconstruction:
                     self._chunk_done(loss, r.steps_done - before, time.monotonic() - started)
 
                 train_chunked(r, s.steps_per_frame, s.chunk_steps, between)
-            if not added and self.all_frames_in() and self.steps_after_last() < s.final_steps:
-                self._timed_chunk(min(s.chunk_steps, s.final_steps - self.steps_after_last()))
+            if not added and self.all_frames_in():
+                if self.finite_work and not self.idle:
+                    self._timed_chunk(s.chunk_steps)
+                elif not self.finite_work and self.steps_after_last() < s.final_steps:
+                    self._timed_chunk(min(s.chunk_steps, s.final_steps - self.steps_after_last()))
             return added
         added = self.add_pending()
         if any(not rec["held_out"] for rec in r.frame_records) and not self.finished_training():
             self.state = "training"
             steps = s.chunk_steps
-            if self.all_frames_in():
+            if self.all_frames_in() and not self.finite_work:
                 steps = min(steps, s.final_steps - self.steps_after_last())
             if steps > 0:
                 self._timed_chunk(steps)
