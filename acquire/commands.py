@@ -8,7 +8,7 @@ from acquire import acquire_cli, export_cli, scheme_cli
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this package's subcommands (each module below adds its own)."""
+    """Add this package's subcommands (each module below adds its own); all run with the core install."""
     scheme_cli.register(subparsers)
     acquire_cli.register(subparsers)
     export_cli.register(subparsers)

@@ -1,8 +1,11 @@
 """The ``tiltstream`` console command: a thin dispatcher over the subcommands each package registers.
 
 Each package has a ``commands`` module with ``register(subparsers)``; it adds its subcommands and sets
-``run`` (a callable taking the parsed namespace and returning an exit code). Command modules import
-only light modules at top level, so ``tiltstream --help`` is fast; heavy imports happen in ``run``.
+``run`` (a callable taking the parsed namespace and returning an exit code) and, for a command that
+needs an optional extra, ``extra`` (``recon``, ``sim``, ``live`` or ``all``). Command modules import
+only light modules at top level, so ``tiltstream --help`` is fast and the core install (no torch,
+kornia or Qt) can parse every command; heavy imports happen in ``run``. When one of them fails because
+the extra is not installed, the command ends with one line naming the extra to install (exit 3).
 """
 
 from __future__ import annotations
@@ -20,7 +23,18 @@ from acquire.errors import UserError
 
 PACKAGES = ("acquire", "simulator", "recon", "live")
 EXIT_USAGE = 2
+EXIT_MISSING_EXTRA = 3
 EXIT_INTERRUPTED = 130
+# optional top-level modules: the distribution that provides each, and the extra that installs it for a
+# command that declares none (the core commands: a failure there names the smallest extra)
+OPTIONAL_MODULES = {
+    "torch": ("torch", "recon"),
+    "kornia": ("kornia", "recon"),
+    "skimage": ("scikit-image", "recon"),
+    "pyqtgraph": ("pyqtgraph", "live"),
+    "PySide6": ("PySide6-Essentials", "live"),
+    "matplotlib": ("matplotlib", "bench"),
+}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -41,7 +55,45 @@ def build_parser() -> argparse.ArgumentParser:
                                        parser_class=OneLineParser)
     for package in PACKAGES:
         importlib.import_module(f"{package}.commands").register(subparsers)
+    _name_commands(parser)
     return parser
+
+
+def _name_commands(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub)command the default ``command_path``, its full name (``tiltstream recon train``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(command_path=sub.prog)
+                _name_commands(sub)
+
+
+def missing_extra(exc: ImportError, extra: str | None) -> str | None:
+    """What to install when ``exc`` is an optional dependency that failed to import; None otherwise.
+
+    Parameters
+    ----------
+    exc
+        The import error a command raised.
+    extra
+        The extra the command declared (None: the one that brings the missing module).
+
+    Returns
+    -------
+    str or None
+        ``needs the [recon] extra (torch is not installed): pip install "tiltstream[recon]"``, or None
+        when the failed import is not one of :data:`OPTIONAL_MODULES` (an internal error).
+    """
+    top = (exc.name or "").split(".")[0]
+    if top not in OPTIONAL_MODULES:
+        return None
+    distribution, default_extra = OPTIONAL_MODULES[top]
+    extra = extra or default_extra
+    if isinstance(exc, ModuleNotFoundError) and exc.name == top:
+        why = f"{distribution} is not installed"
+    else:  # installed but broken (e.g. a missing DLL): say so rather than "not installed"
+        why = f"{distribution} cannot be imported: {exc}"
+    return f'needs the [{extra}] extra ({why}): pip install "tiltstream[{extra}]"'
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,12 +112,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # an internal fault: one line unless debugging is asked for
-        if os.environ.get("TILTSTREAM_DEBUG"):
-            raise
-        print(f"{prog}: internal error: {type(exc).__name__}: {exc} "
-              "(set TILTSTREAM_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
+    except ImportError as exc:
+        needs = missing_extra(exc, getattr(args, "extra", None))
+        if needs is None:
+            return _internal_error(prog, exc)
+        print(f"{getattr(args, 'command_path', prog)}: {needs}", file=sys.stderr)
+        return EXIT_MISSING_EXTRA
+    except Exception as exc:
+        return _internal_error(prog, exc)
+
+
+def _internal_error(prog: str, exc: Exception) -> int:
+    """An internal fault: one line unless debugging is asked for (``TILTSTREAM_DEBUG``)."""
+    if os.environ.get("TILTSTREAM_DEBUG"):
+        raise exc
+    print(f"{prog}: internal error: {type(exc).__name__}: {exc} "
+          "(set TILTSTREAM_DEBUG=1 for the traceback)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

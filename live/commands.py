@@ -6,8 +6,14 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this package's subcommands (each module below adds its own)."""
+    """Add this package's subcommands (each module below adds its own).
+
+    ``live`` and ``view`` need the ``[live]`` extra (torch, pyqtgraph, PySide6); ``demo`` runs every part
+    on one machine and asks for ``[all]``.
+    """
     from live import demo, live_cli
 
     live_cli.register(subparsers)
     demo.register(subparsers)
+    for command, extra in (("live", "live"), ("view", "live"), ("demo", "all")):
+        subparsers.choices[command].set_defaults(extra=extra)

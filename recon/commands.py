@@ -11,6 +11,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     recon = subparsers.add_parser("recon", help="reconstruction: DIP-STER training and volumes, SIRT, metrics",
                                   description="Reconstruct recorded sessions (DIP-STER, moving-window SIRT) "
                                   "and measure them.")
+    recon.set_defaults(extra="recon")  # torch, kornia, scikit-image: `pip install "tiltstream[recon]"`
     recon_sub = recon.add_subparsers(dest="recon_command", metavar="SUBCOMMAND", required=True,
                                      parser_class=type(recon))
     importlib.import_module("recon.train_cli").register(recon_sub)

@@ -7,6 +7,11 @@ import importlib
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this package's subcommands (each module below adds its own)."""
+    """Add this package's subcommands (each module below adds its own).
+
+    ``sim`` needs the ``[sim]`` extra (torch: the phantoms and recon's projector); ``replay`` streams a
+    recorded session with the core install alone.
+    """
     importlib.import_module("simulator.sim_cli").register(subparsers)
+    subparsers.choices["sim"].set_defaults(extra="sim")
     importlib.import_module("simulator.replay_stream").register(subparsers)
