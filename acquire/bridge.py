@@ -36,6 +36,44 @@ T = TypeVar("T")
 TRANSIENT = (OSError, http.client.HTTPException, RuntimeError)
 
 
+#: Every temscript call this client may make (its allow-list): stage, beam blanking, detectors and
+#: acquisition, and for tracking and focus only image shift and probe defocus. Column valves, lenses,
+#: beam shift/tilt and everything else are refused before anything is sent.
+ALLOWED_CALLS = frozenset({
+    "get_version", "get_stage_position", "set_stage_position", "get_stage_status", "get_stage_limits",
+    "get_beam_blanked", "set_beam_blanked", "get_cameras", "get_stem_detectors", "get_camera_param",
+    "set_camera_param", "get_stem_acquisition_param", "set_stem_acquisition_param", "acquire",
+    "get_image_shift", "set_image_shift", "get_probe_defocus", "set_probe_defocus",
+})
+STAGE_AXES = frozenset({"a", "x", "y", "z"})  # beta is never moved
+
+
+class NotAllowed(UserError):
+    """A call outside :data:`ALLOWED_CALLS` (or a stage move of another axis); nothing was sent."""
+
+
+class AllowListedRemote:
+    """A ``temscript.RemoteMicroscope`` that only lets :data:`ALLOWED_CALLS` through (stage moves: a, x, y, z)."""
+
+    def __init__(self, remote: Any) -> None:
+        self._remote = remote
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in ALLOWED_CALLS:
+            raise NotAllowed(f"bridge call {name!r} is not on tiltstream's allow-list; nothing was sent")
+        method = getattr(self._remote, name)
+        if name != "set_stage_position":
+            return method
+
+        def set_stage_position(pos: dict[str, float], **kwargs: Any) -> Any:
+            others = sorted(set(pos) - STAGE_AXES)
+            if others:
+                raise NotAllowed(f"stage axes {others} are not on tiltstream's allow-list; nothing was sent")
+            return method(pos, **kwargs)
+
+        return set_stage_position
+
+
 class BridgeError(UserError):
     """The bridge could not do what was asked (unreachable, refused, or kept failing); one line."""
 
@@ -114,11 +152,11 @@ class BridgeMicroscope:
 
         if for_acquisition:
             if self._acquirer is None:
-                self._acquirer = RemoteMicroscope(self.address,
-                                                  timeout=self.timeout_s + 2.0 * self._frame_time_s)
+                self._acquirer = AllowListedRemote(RemoteMicroscope(
+                    self.address, timeout=self.timeout_s + 2.0 * self._frame_time_s))
             return self._acquirer
         if self._control is None:
-            self._control = RemoteMicroscope(self.address, timeout=self.timeout_s)
+            self._control = AllowListedRemote(RemoteMicroscope(self.address, timeout=self.timeout_s))
         return self._control
 
     def _call(self, what: str, fn: Callable[[Any], T], *, for_acquisition: bool = False) -> T:
@@ -173,6 +211,31 @@ class BridgeMicroscope:
         position = self._call("read stage position", lambda r: r.get_stage_position())
         return StagePosition(x=float(position.get("x", 0.0)), y=float(position.get("y", 0.0)),
                              z=float(position.get("z", 0.0)))
+
+    def move_stage_xy_m(self, x_m: float, y_m: float) -> None:
+        """Command stage x and y only (``PUT stage_position`` with ``method=GO``), metres."""
+        self._call(f"move stage x/y to ({x_m * 1e9:.1f}, {y_m * 1e9:.1f}) nm",
+                   lambda r: r.set_stage_position({"x": float(x_m), "y": float(y_m)}, method="GO"))
+
+    # -- optics for tracking and focus ---------------------------------------------------------
+    def image_shift_m(self) -> tuple[float, float]:
+        """Image shift (x, y), metres."""
+        shift = self._call("read image shift", lambda r: r.get_image_shift())
+        return float(shift[0]), float(shift[1])
+
+    def set_image_shift_m(self, shift_m: tuple[float, float]) -> None:
+        """Set the image shift (x, y), metres."""
+        value = [float(shift_m[0]), float(shift_m[1])]
+        self._call(f"set image shift to ({value[0] * 1e9:.1f}, {value[1] * 1e9:.1f}) nm",
+                   lambda r: r.set_image_shift(value))
+
+    def probe_defocus_m(self) -> float:
+        """Probe defocus, metres."""
+        return float(self._call("read probe defocus", lambda r: r.get_probe_defocus()))
+
+    def set_probe_defocus_m(self, defocus_m: float) -> None:
+        """Set the probe defocus, metres."""
+        self._call(f"set probe defocus to {defocus_m * 1e9:.1f} nm", lambda r: r.set_probe_defocus(float(defocus_m)))
 
     # -- beam ----------------------------------------------------------------------------------
     def beam_blanked(self) -> bool:

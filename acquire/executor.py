@@ -6,8 +6,14 @@ below the current angle), the executor waits for ``READY``, reads the reported a
 against the target, unblanks, acquires, blanks, stamps the exposure midpoint, appends the frame to the
 session (durably) and publishes it. The beam is blanked whenever the stage moves and on every way out.
 
-Between frames a hook receives :class:`BetweenFrames` (for tracking and focusing), a pause holds the
-run with the beam blanked, and a stop request ends the run after the current frame.
+With tracking or focus on (:class:`acquire.corrections.TrackingLoop`), each frame is pre-corrected
+once the stage is at its target: the executor reads image shift, stage and defocus, asks the loop what
+to set, checks it against the configured limits BEFORE sending (a correction outside pauses the run
+with the beam blanked and one clear line; nothing is sent), sends it, and after the exposure records
+the measured shift in the frame's ``tracking`` record. Tracking uses the recorded frame: no extra dose.
+
+Between frames a hook receives :class:`BetweenFrames`, a pause holds the run with the beam blanked, and
+a stop request ends the run after the current frame.
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ from typing import Protocol
 import numpy as np
 
 from acquire.backlash import HolderLimits, check_backlash_config, plan_moves
+from acquire.corrections import CorrectionCommand, CorrectionLimits, OpticsState, TrackingLoop, limit_violation
 from acquire.dose import camera_dose_e_per_A2, stem_dose_e_per_A2
 from acquire.errors import UserError
 from acquire.microscope import STAGE_READY, AcquisitionParams, Microscope
 from acquire.publisher import FramePublisher
 from acquire.scheme import TiltScheme, iter_targets, scheme_angle_deg
-from acquire.session import FrameRecord, SessionWriter
+from acquire.session import FrameRecord, SessionWriter, TrackingRecord
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +201,12 @@ class Executor:
         Wall clock, Unix seconds (``time.time``).
     sleep
         Waiting function (``time.sleep``).
+    tracking
+        Tracking and focus between frames (None: off).
+    limits
+        The range tracking and focus corrections may use.
+    pause_on_lost
+        Pause (beam blanked) when tracking loses the specimen, instead of only saying so.
     """
 
     def __init__(self, microscope: Microscope, scheme: TiltScheme, writer: SessionWriter, config: ExecutorConfig,
@@ -201,7 +214,9 @@ class Executor:
                  between_frames: Callable[[BetweenFrames], None] | None = None,
                  control: AcquisitionControl | None = None,
                  progress: Callable[[FrameProgress], None] | None = None,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+                 tracking: TrackingLoop | None = None, limits: CorrectionLimits = CorrectionLimits(),
+                 pause_on_lost: bool = False) -> None:
         if not isinstance(microscope, Microscope):
             raise TypeError(f"{type(microscope).__name__} does not implement acquire.microscope.Microscope")
         if scheme.start_index != writer.next_index:
@@ -220,6 +235,10 @@ class Executor:
         self.sleep = sleep
         self.cumulative_dose_e_per_A2 = float(sum(r.dose_e_per_A2 for r in writer.records))
         self.params: AcquisitionParams | None = None
+        self.tracking = tracking
+        self.limits = limits
+        self.pause_on_lost = pause_on_lost
+        self.pause_reason: str | None = None  # the last reason the executor paused the run itself
 
     # -- the run -------------------------------------------------------------------------------
     def prepare(self) -> HolderLimits:
@@ -261,6 +280,9 @@ class Executor:
                 self._move(move.angle_deg)
                 if move.kind != "target":
                     continue
+                if self.tracking is not None and not self._correct(move.index, move.angle_deg):
+                    ended = "stopped"
+                    break
                 record, frame = self._acquire_frame(move.index, move.angle_deg)
                 done += 1
                 if self.progress is not None:
@@ -279,15 +301,70 @@ class Executor:
     # -- steps ---------------------------------------------------------------------------------
     def _move(self, angle_deg: float) -> None:
         self.microscope.move_alpha_deg(angle_deg, self.config.speed)
+        self._wait_ready(f"{angle_deg:.3f} deg")
+
+    def _wait_ready(self, where: str) -> None:
         deadline = time.monotonic() + self.config.stage_timeout_s
         status = self.microscope.stage_status()
         while status != STAGE_READY:
             if time.monotonic() > deadline:
                 raise StageError(f"stage not READY {self.config.stage_timeout_s:g} s after the move to "
-                                 f"{angle_deg:.3f} deg (status {status}); run stopped with the beam blanked, "
+                                 f"{where} (status {status}); run stopped with the beam blanked, "
                                  "continue with --resume once the stage is free")
             self.sleep(self.config.poll_s)
             status = self.microscope.stage_status()
+
+    def _optics(self) -> OpticsState:
+        focus = self.tracking is not None and self.tracking.focus != "off"
+        return OpticsState(image_shift_m=self.microscope.image_shift_m(), stage=self.microscope.stage_position(),
+                           defocus_m=self.microscope.probe_defocus_m() if focus else 0.0)
+
+    def _correct(self, index: int, alpha_deg: float) -> bool:
+        """Pre-correct frame ``index`` (beam blanked); False when the run was stopped while paused on a limit."""
+        assert self.tracking is not None
+        while True:
+            state = self._optics()
+            command = self.tracking.command_for(alpha_deg, state, self.limits)
+            assert self.tracking.start is not None
+            problem = limit_violation(command, self.tracking.start, self.limits)
+            if problem is None:
+                break
+            self.pause_reason = problem
+            log.error("frame %d at %.2f deg: tracking correction refused: %s; nothing sent, run paused with the "
+                      "beam blanked (Ctrl-C ends it; --resume continues the session)", index, alpha_deg, problem)
+            self.control.pause()
+            self._wait_while_paused()
+            if self.control.stopping:
+                return False
+        self._send(command)
+        return True
+
+    def _send(self, command: CorrectionCommand) -> None:
+        """Send a checked correction: stage x/y (waiting for READY), image shift, defocus."""
+        if command.stage_xy_m is not None:
+            self.microscope.move_stage_xy_m(*command.stage_xy_m)
+            self._wait_ready(f"stage x/y ({command.stage_xy_m[0] * 1e9:.0f}, {command.stage_xy_m[1] * 1e9:.0f}) nm")
+        if command.image_shift_m is not None:
+            self.microscope.set_image_shift_m(command.image_shift_m)
+        if command.defocus_m is not None:
+            self.microscope.set_probe_defocus_m(command.defocus_m)
+
+    def _track(self, index: int, angle_deg: float, frame: np.ndarray, state: OpticsState,
+               time_s: float) -> TrackingRecord:
+        assert self.tracking is not None
+        tracking = self.tracking.measure(index, angle_deg, frame, state, time_s)
+        if tracking.lost:
+            threshold = self.tracking.tracker.lost_quality
+            if self.pause_on_lost:
+                self.pause_reason = f"tracking lost the specimen at frame {index}"
+                self.control.pause()
+                log.error("tracking lost the specimen at frame %d (correlation peak %.2f < %.2f); run paused with "
+                          "the beam blanked (Ctrl-C ends it; --resume continues the session)", index,
+                          tracking.peak_quality, threshold)
+            else:
+                log.warning("tracking lost the specimen at frame %d (correlation peak %.2f < %.2f); its shift is "
+                            "not used", index, tracking.peak_quality, threshold)
+        return tracking
 
     def _acquire_frame(self, index: int, target_deg: float) -> tuple[FrameRecord, np.ndarray]:
         angle_deg = self.microscope.alpha_deg()
@@ -295,7 +372,8 @@ class Executor:
             raise StageError(f"stage reports {angle_deg:.4f} deg after the move to {target_deg:.4f} deg for frame "
                              f"{index} (tolerance {self.config.angle_tolerance_deg:g} deg); run stopped with the "
                              "beam blanked, continue with --resume")
-        stage = self.microscope.stage_position()
+        state = self._optics() if self.tracking is not None else None
+        stage = state.stage if state is not None else self.microscope.stage_position()
         self.microscope.set_beam_blanked(False)
         try:
             begin_s = self.clock()
@@ -306,10 +384,11 @@ class Executor:
         temperature_C = self.temperature.read_C() if self.temperature is not None else None
         exposure_s, dose = self._exposure_and_dose(frame.shape)
         self.cumulative_dose_e_per_A2 += dose
+        time_s = 0.5 * (begin_s + end_s) - session_start_unix_s(self.writer)
+        extra = {} if state is None else {"tracking": self._track(index, angle_deg, frame, state, time_s)}
         record = self.writer.append(
-            frame, index=index, target_deg=target_deg, angle_deg=angle_deg,
-            time_s=0.5 * (begin_s + end_s) - session_start_unix_s(self.writer), exposure_s=exposure_s,
-            dose_e_per_A2=dose, temperature_C=temperature_C, stage=stage)
+            frame, index=index, target_deg=target_deg, angle_deg=angle_deg, time_s=time_s, exposure_s=exposure_s,
+            dose_e_per_A2=dose, temperature_C=temperature_C, stage=stage, **extra)
         if self.publisher is not None:
             self.publisher.publish(record, frame)
         return record, frame

@@ -1,7 +1,9 @@
 """The microscope as the executor sees it: a small typed Protocol (degrees at this surface), and its value types.
 
 Only what a continuous tilt series needs: stage alpha (read, move, status, limits), stage position for
-the record, beam blanking, detectors, acquisition parameters and one acquisition. The bridge client
+the record, beam blanking, detectors, acquisition parameters and one acquisition; for tracking and
+focus only, image shift, probe defocus and stage x/y/z moves (the executor checks every value against
+its configured limits before it calls them). The bridge client
 (:mod:`acquire.bridge`) implements it over the temscript v1 HTTP API; anything else that satisfies it
 (a test double, a future direct backend) drives the same executor.
 """
@@ -104,4 +106,24 @@ class Microscope(Protocol):
 
     def acquire(self, detector: str) -> np.ndarray:
         """Acquire one image on ``detector``: a 2-D array (ny, nx) in the detector's own dtype."""
+        ...
+
+    def image_shift_m(self) -> tuple[float, float]:
+        """The image shift (x, y), metres."""
+        ...
+
+    def set_image_shift_m(self, shift_m: tuple[float, float]) -> None:
+        """Set the image shift (x, y), metres (tracking only, within the configured limit)."""
+        ...
+
+    def probe_defocus_m(self) -> float:
+        """The probe defocus, metres."""
+        ...
+
+    def set_probe_defocus_m(self, defocus_m: float) -> None:
+        """Set the probe defocus, metres (focus only, within the configured limit)."""
+        ...
+
+    def move_stage_xy_m(self, x_m: float, y_m: float) -> None:
+        """Move stage x and y only (tracking only, within the configured travel); returns once accepted."""
         ...

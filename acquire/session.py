@@ -47,6 +47,26 @@ class StagePosition(pydantic.BaseModel):
     z: float = 0.0
 
 
+class TrackingRecord(pydantic.BaseModel):
+    """Tracking and focus of one frame (the ``tracking`` field, present only when tracking was on).
+
+    The stage position in effect is the record's own ``stage``.
+    """
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+    mode: str = pydantic.Field(description="previous (nearest recorded frame) or model (live reprojection)")
+    reference: int | None = pydantic.Field(None, description="index of the frame measured against "
+                                                             "(None: the first frame or the model)")
+    shift_px: tuple[float, float] | None = pydantic.Field(
+        description="specimen position (x, y) relative to the first tracked frame, pixels; shift by minus it to "
+        "align (None: lost)")
+    shift_nm: tuple[float, float] | None = pydantic.Field(description="the same in nanometres")
+    peak_quality: float = pydantic.Field(description="normalised cross-correlation peak, -1..1")
+    lost: bool = pydantic.Field(False, description="peak below the threshold: the shift is not trusted")
+    image_shift_m: tuple[float, float] = pydantic.Field(description="image shift (x, y) during the frame, m")
+    defocus_m: float | None = pydantic.Field(None, description="probe defocus during the frame, m (None: focus off)")
+
+
 class FrameRecord(pydantic.BaseModel):
     """One line of ``frames.jsonl``: everything known about one acquired frame."""
 
@@ -62,6 +82,8 @@ class FrameRecord(pydantic.BaseModel):
     stage: StagePosition = pydantic.Field(default_factory=StagePosition)
     shape: tuple[int, int] = pydantic.Field(description="frame shape (ny, nx), pixels")
     dtype: str = pydantic.Field(description="numpy dtype name of the frame file")
+    tracking: TrackingRecord | None = pydantic.Field(default=None, description="tracking and focus "
+                                                     "(None: tracking off, or a session older than tracking)")
 
 
 class SessionSettings(pydantic.BaseModel):
@@ -238,7 +260,7 @@ class SessionWriter:
             raise UserError(f"frame index {record.index} does not continue the session "
                             f"(next is {self.next_index})")
         write_atomic(self.path / record.file, lambda tmp: tifffile.imwrite(tmp, frame, photometric="minisblack"))
-        line = record.model_dump_json() + "\n"
+        line = record.model_dump_json(exclude={"tracking"} if record.tracking is None else None) + "\n"
         with open(self.path / RECORDS_FILE, "a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pydantic
 
-from acquire.session import FrameRecord, StagePosition
+from acquire.session import FrameRecord, StagePosition, TrackingRecord
 
 WIRE_VERSION = 1
 TOPIC_FRAME = b"frame"
@@ -66,6 +66,7 @@ class FrameHeader(ArrayHeader):
     stage: StagePosition = pydantic.Field(default_factory=StagePosition)
     file: str = ""
     shape: tuple[int, int]
+    tracking: TrackingRecord | None = None
 
     @classmethod
     def from_record(cls, record: FrameRecord, session: str) -> FrameHeader:

@@ -195,16 +195,58 @@ def fit_eucentric(alpha_deg: np.ndarray, x_nm: np.ndarray, y_nm: np.ndarray,
     return EucentricFit(x0_nm=float(x0), z_nm=float(z), y0_nm=float(y_nm.mean()))
 
 
+def edge_weight(gap_deg: float) -> float:
+    """Trust in a shift measured between frames ``gap_deg`` degrees apart: 1 at 0, 1/2 at 5 degrees, falling as
+    the inverse square (projections far apart in angle differ by more than a stretch)."""
+    return 1.0 / (1.0 + (gap_deg / 5.0) ** 2)
+
+
+def solve_positions(count: int, edges: list[tuple[int, int, float, float, float]]) -> np.ndarray:
+    """Positions of ``count`` nodes from weighted relative measurements, node 0 fixed at the origin.
+
+    Parameters
+    ----------
+    count
+        Number of nodes (frames), >= 1.
+    edges
+        ``(i, j, dx, dy, weight)``: node i sits at node j plus (dx, dy); ``j = -1`` means an absolute
+        measurement of node i (a model reference). Every node must be connected to node 0 or an anchor.
+
+    Returns
+    -------
+    np.ndarray
+        (count, 2) positions (x, y), the weighted least-squares solution.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import lsqr
+
+    positions = np.zeros((count, 2))
+    if count <= 1 or not edges:
+        return positions
+    rows, cols, values = [], [], []
+    rhs = np.zeros((len(edges), 2))
+    for row, (i, j, dx, dy, weight) in enumerate(edges):
+        root = math.sqrt(weight)
+        for node, sign in ((i, 1.0), (j, -1.0)):
+            if node > 0:  # node 0 is fixed at the origin; -1 is the absolute frame
+                rows.append(row)
+                cols.append(node - 1)
+                values.append(sign * root)
+        rhs[row] = (root * dx, root * dy)
+    matrix = coo_matrix((values, (rows, cols)), shape=(len(edges), count - 1)).tocsr()
+    for axis in (0, 1):
+        positions[1:, axis] = lsqr(matrix, rhs[:, axis], atol=1e-12, btol=1e-12)[0]
+    return positions
+
+
 @dataclass(frozen=True)
 class Observation:
-    """One tracked frame: its index, angle (deg), frame, measured position of the specimen relative to the
-    first frame (x, y px), the correction in effect (x, y nm, image shift plus stage x/y moved) and whether
-    the measurement is trusted."""
+    """One tracked frame: its index, angle (deg), frame, the correction in effect (x, y nm, image shift plus
+    stage x/y moved) and whether its measurement is trusted."""
 
     index: int
     alpha_deg: float
     frame: np.ndarray
-    position_px: tuple[float, float]
     correction_nm: tuple[float, float]
     trusted: bool
 
@@ -219,11 +261,12 @@ class Measurement:
         Specimen position relative to the first tracked frame (x, y), pixels: shift the frame by minus
         this to align it.
     reference
-        Index of the frame it was measured against (None: the first frame or the model's reprojection).
+        Index of the frame nearest in angle it was measured against (None: the first frame or the model).
     peak_quality
-        Normalised cross-correlation peak (1 for the first frame).
+        Best normalised cross-correlation peak of its measurements (1 for the first frame).
+        An untrusted (lost) frame's position is NaN.
     lost
-        The peak was below the tracker's threshold: the position is not trusted.
+        Every peak was below the tracker's threshold: the position is not trusted.
     """
 
     position_px: tuple[float, float]
@@ -235,6 +278,11 @@ class Measurement:
 @dataclass
 class Tracker:
     """Keeps the specimen put: measures each recorded frame, fits the eucentric offset, predicts corrections.
+
+    Each new frame is correlated with the trusted frames nearest in angle on either side (cosine-stretched)
+    or with the model's reprojection; every measurement is an edge of a graph whose weighted least-squares
+    solution (:func:`solve_positions`) gives all positions, so that early measurements across large angle
+    gaps are outweighed as the series fills in.
 
     Parameters
     ----------
@@ -250,43 +298,80 @@ class Tracker:
     lost_quality: float = 0.3
     max_shift_px: float | None = None
     observations: list[Observation] = field(default_factory=list)
+    edges: list[tuple[int, int, float, float, float]] = field(default_factory=list)
+    positions_px: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+
+    def _neighbours(self, alpha_deg: float, shape: tuple[int, ...]) -> list[int]:
+        """Node numbers of the trusted frames nearest in angle below and above ``alpha_deg`` (nearest first)."""
+        below = [(alpha_deg - o.alpha_deg, n) for n, o in enumerate(self.observations)
+                 if o.trusted and o.frame.shape == shape and o.alpha_deg <= alpha_deg]
+        above = [(o.alpha_deg - alpha_deg, n) for n, o in enumerate(self.observations)
+                 if o.trusted and o.frame.shape == shape and o.alpha_deg > alpha_deg]
+        picks = [min(side) for side in (below, above) if side]
+        return [n for _, n in sorted(picks)]
 
     def measure(self, index: int, alpha_deg: float, frame: np.ndarray, correction_nm: tuple[float, float],
                 model_reference: np.ndarray | None = None) -> Measurement:
         """Measure ``frame`` (recorded at ``alpha_deg`` with ``correction_nm`` applied) and remember it.
 
         ``model_reference`` is the live model's reprojection at ``alpha_deg`` (aligned frames: the specimen
-        at position 0); without it the trusted frame nearest in angle, cosine-stretched, is the reference.
+        at position 0); without it the trusted frames nearest in angle, cosine-stretched, are the references.
         """
         frame = np.asarray(frame, dtype=np.float64)
-        trusted = [o for o in self.observations if o.trusted and o.frame.shape == frame.shape]
-        if not trusted and model_reference is None:
-            measurement = Measurement(position_px=(0.0, 0.0), reference=None, peak_quality=1.0, lost=False)
-        elif model_reference is not None and model_reference.shape == frame.shape:
+        node = len(self.observations)
+        new_edges: list[tuple[int, int, float, float, float]] = []
+        qualities: list[float] = []
+        reference: int | None = None
+        if model_reference is not None and model_reference.shape == frame.shape:
             found = cross_correlation_shift(model_reference, frame, self.max_shift_px)
-            measurement = Measurement((found.x_px, found.y_px), None, found.peak_quality,
-                                      found.peak_quality < self.lost_quality)
-        else:
-            nearest = min(trusted, key=lambda o: (abs(o.alpha_deg - alpha_deg), -o.index))
-            stretched = cosine_stretch(nearest.frame, nearest.alpha_deg, alpha_deg,
-                                       specimen_centre_x_px(nearest.frame))
+            qualities.append(found.peak_quality)
+            if node > 0:
+                new_edges.append((node, -1, found.x_px, found.y_px, 1.0))
+        for other in self._neighbours(alpha_deg, frame.shape):
+            ref = self.observations[other]
+            stretched = cosine_stretch(ref.frame, ref.alpha_deg, alpha_deg, specimen_centre_x_px(ref.frame))
             found = cross_correlation_shift(stretched, frame, self.max_shift_px)
-            measurement = Measurement((nearest.position_px[0] + found.x_px, nearest.position_px[1] + found.y_px),
-                                      nearest.index, found.peak_quality, found.peak_quality < self.lost_quality)
-        self.observations.append(Observation(index, float(alpha_deg), frame, measurement.position_px,
-                                             (float(correction_nm[0]), float(correction_nm[1])),
-                                             not measurement.lost))
-        return measurement
+            qualities.append(found.peak_quality)
+            reference = ref.index if reference is None else reference
+            if found.peak_quality >= self.lost_quality:
+                new_edges.append((node, other, found.x_px, found.y_px, edge_weight(abs(alpha_deg - ref.alpha_deg))))
+        quality = max(qualities) if qualities else 1.0
+        lost = bool(qualities) and quality < self.lost_quality
+        trusted = not lost and (node == 0 or bool(new_edges))
+        self.observations.append(Observation(index, float(alpha_deg), frame,
+                                             (float(correction_nm[0]), float(correction_nm[1])), trusted))
+        if trusted:
+            self.edges.extend(new_edges)
+        self.positions_px = self._solve()
+        position = self.positions_px[node] if trusted else (np.nan, np.nan)
+        return Measurement((float(position[0]), float(position[1])), reference, float(quality), not trusted)
+
+    def _solve(self) -> np.ndarray:
+        """Positions (n, 2) px of all observations (untrusted ones get NaN)."""
+        trusted = [n for n, o in enumerate(self.observations) if o.trusted]
+        if not trusted:
+            return np.full((len(self.observations), 2), np.nan)
+        renumber = {n: k for k, n in enumerate(trusted)}  # the first trusted frame is the origin
+        edges = [(renumber[i], -1 if j == -1 else renumber[j], dx, dy, w) for i, j, dx, dy, w in self.edges]
+        solved = solve_positions(len(trusted), edges)
+        positions = np.full((len(self.observations), 2), np.nan)
+        positions[trusted] = solved
+        return positions
+
+    def _displacements_nm(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Angles (deg) and uncorrected displacements x, y (nm) of the trusted frames, each shape (n,)."""
+        trusted = [n for n, o in enumerate(self.observations) if o.trusted]
+        alpha = np.array([self.observations[n].alpha_deg for n in trusted])
+        x_nm = np.array([self.positions_px[n, 0] * self.pixel_size_nm - self.observations[n].correction_nm[0]
+                         for n in trusted])
+        y_nm = np.array([self.positions_px[n, 1] * self.pixel_size_nm - self.observations[n].correction_nm[1]
+                         for n in trusted])
+        return alpha, x_nm, y_nm
 
     def fit(self) -> EucentricFit | None:
         """The eucentric fit of the uncorrected displacements of the trusted frames (None before any)."""
-        trusted = [o for o in self.observations if o.trusted]
-        if not trusted:
-            return None
-        alpha = np.array([o.alpha_deg for o in trusted])
-        x_nm = np.array([o.position_px[0] * self.pixel_size_nm - o.correction_nm[0] for o in trusted])
-        y_nm = np.array([o.position_px[1] * self.pixel_size_nm - o.correction_nm[1] for o in trusted])
-        return fit_eucentric(alpha, x_nm, y_nm)
+        alpha, x_nm, y_nm = self._displacements_nm()
+        return fit_eucentric(alpha, x_nm, y_nm) if alpha.size else None
 
     def correction_for(self, alpha_deg: float) -> tuple[float, float] | None:
         """Correction (x, y) nm that puts the specimen back at its first-frame position at ``alpha_deg``.
@@ -294,12 +379,10 @@ class Tracker:
         Minus the fitted displacement at ``alpha_deg`` plus the last trusted frame's residual (drift is a
         random walk: the latest residual is its best prediction). None before the first trusted frame.
         """
-        fit = self.fit()
-        if fit is None:
+        alpha, x_nm, y_nm = self._displacements_nm()
+        if not alpha.size:
             return None
-        last = next(o for o in reversed(self.observations) if o.trusted)
-        last_x, last_y = fit.predict_nm(last.alpha_deg)
-        residual_x = last.position_px[0] * self.pixel_size_nm - last.correction_nm[0] - last_x
-        residual_y = last.position_px[1] * self.pixel_size_nm - last.correction_nm[1] - last_y
-        x_nm, y_nm = fit.predict_nm(alpha_deg)
-        return -(x_nm + residual_x), -(y_nm + residual_y)
+        fit = fit_eucentric(alpha, x_nm, y_nm)
+        last_x, last_y = fit.predict_nm(float(alpha[-1]))
+        x_pred, y_pred = fit.predict_nm(alpha_deg)
+        return -(x_pred + x_nm[-1] - last_x), -(y_pred + y_nm[-1] - last_y)

@@ -96,7 +96,8 @@ class PhantomSpecimen:
 @dataclass(frozen=True)
 class FrameLog:
     """One acquired image: exposure midpoint (s), reported and true alpha (deg), dose (e/A^2), detectors,
-    the deterministic image displacement (x, y) in metres (drift excluded) and the probe blur in unbinned pixels."""
+    the deterministic image displacement (x, y) in metres (drift excluded), the probe blur in unbinned pixels
+    and the first detector's random drift (x, y) in unbinned pixels."""
 
     time_s: float
     reported_deg: float
@@ -105,6 +106,7 @@ class FrameLog:
     detectors: tuple[str, ...]
     displacement_m: tuple[float, float] = (0.0, 0.0)
     blur_px: float = 0.0
+    drift_px: tuple[float, float] = (0.0, 0.0)
 
 
 def _bin(image: np.ndarray, factor: int) -> np.ndarray:
@@ -315,8 +317,9 @@ class SimulatedMicroscope(NullMicroscope):
             images[name] = _bin(image, factor).astype(np.float32)
         if not self.instant:
             self.clock.wait(exposure_s / 2)
+        drift = self.detectors[detectors[0]].drift_px
         with self._lock:
             self.frames.append(FrameLog(time_s, reported_deg, true_deg, dose, tuple(images), displacement_m,
-                                        blur_px))
+                                        blur_px, (float(drift[1]), float(drift[0]))))
         return images
 
