@@ -8,7 +8,9 @@ on CUDA (one GPU per local rank) and gloo on the CPU, with a bounded timeout so 
 rank instead of hanging it: gloo raises when a peer's connection closes; NCCL aborts on a timed-out
 collective (``TORCH_NCCL_ASYNC_ERROR_HANDLING``). Such a failure becomes :class:`PeerLost`, which the
 command reports in one line. Rank 0 alone writes files and progress; decisions that depend on rank 0's
-clock or its held-out evaluation reach the others through :meth:`World.rank0_decides`.
+clock or its held-out evaluation reach the others through :meth:`World.rank0_decides`. Commands that
+compute independent items (``recon volumes``: time points, ``recon sirt``: windows) take
+:func:`my_share` of them and :func:`gather_on_rank0`, which writes the one output file.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -143,9 +146,33 @@ def peer_failures(world: World) -> Iterator[None]:
                        f"({_first_line(exc)})") from None
 
 
+def my_share(world: World, count: int) -> list[int]:
+    """The positions ``0..count-1`` this rank works on: every ``size``-th from ``rank`` (all of them in a
+    single process)."""
+    return list(range(world.rank, int(count), world.size))
+
+
+def gather_on_rank0(world: World, results: dict[int, Any]) -> dict[int, Any]:
+    """Every rank's ``{position: result}`` merged on rank 0 (an empty dict on the other ranks).
+
+    Results travel pickled (``gather_object``), so keep them to arrays and numbers.
+    """
+    if not world.distributed:
+        return dict(results)
+    gathered: list[dict[int, Any]] | None = [{} for _ in range(world.size)] if world.is_main else None
+    with peer_failures(world):
+        dist.gather_object(results, gathered, dst=0)
+    merged: dict[int, Any] = {}
+    for part in gathered or []:
+        merged.update(part)
+    return merged
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+    """The exception's first sentence (gloo appends advice and an emoji), at most 200 characters."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0].split(". This is")[0] if lines else ""
+    return f"{type(exc).__name__}: {first}"[:200]
 
 
 def launch_local(workers: int, argv: Sequence[str], prog: str) -> int:

@@ -3,6 +3,8 @@
 The volume at each frame's time is SIRT of the frames around it in acquisition order
 (:func:`recon.sirt.moving_window_sirt`); the series (T = frames, Z, Y, X) float32 in data units is
 written with :func:`recon.volume_io.write_volumes` (``.tif`` or ``.mrc`` plus ``<stem>_times.csv``).
+Under ``torchrun`` each rank reconstructs every N-th window and rank 0 writes the one file (cold windows
+are independent; ``--warm-start`` chains them, so it runs in one process only).
 Heavy modules (torch) are imported inside the command, so ``tiltstream --help`` stays fast.
 """
 
@@ -16,6 +18,7 @@ from typing import Literal
 import pydantic
 
 from acquire.config import add_model_arguments, load_settings, overrides_from_args
+from acquire.errors import UserError
 from acquire.progress import stderr_progress
 
 
@@ -47,26 +50,54 @@ def run_sirt(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from recon.sirt import moving_window_sirt
+    from recon import distributed
+    from recon.device import resolve_device
+    from recon.sirt import moving_window_sirt, sirt, window_bounds
     from recon.volume_io import write_volumes
 
     settings = load_settings(ReconSirtSettings, name="sirt", config_file=args.config,
                              overrides=overrides_from_args(args, ReconSirtSettings))
     from recon.session_frames import load_session_frames
 
+    world = distributed.world_from_env()
+    if world.distributed and settings.warm_start:
+        raise UserError("--warm-start chains every window to the one before: run it in one process, not "
+                        "under torchrun")
     session, frames = load_session_frames(Path(args.session))
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    world = distributed.start(world, resolve_device(settings.device))
     order = np.argsort(session.times_s, kind="stable")
     frames, angles_deg, times_s = frames[order], session.angles_deg[order], session.times_s[order]
     ny, nx = frames.shape[1:]
     shape = (settings.thickness or nx, ny, nx)
-    print(f"recon sirt: {len(frames)} frames {ny}x{nx}, window {settings.window}, {settings.iterations} "
-          f"iterations, volume {shape} (Z, Y, X)", file=sys.stderr)
-    volumes = moving_window_sirt(frames, angles_deg, shape, window=settings.window,
-                                 iterations=settings.iterations, warm_start=settings.warm_start,
-                                 nonnegative=settings.nonnegative, device=settings.device,
-                                 progress=stderr_progress("recon sirt: volume", "volumes"))
+    if world.is_main:
+        print(f"recon sirt: {len(frames)} frames {ny}x{nx}, window {settings.window}, {settings.iterations} "
+              f"iterations, volume {shape} (Z, Y, X)" + (f", {world.size} ranks" if world.distributed else ""),
+              file=sys.stderr)
+    report = stderr_progress("recon sirt: volume", "volumes") if world.is_main else None
+    if not world.distributed:
+        volumes = moving_window_sirt(frames, angles_deg, shape, window=settings.window,
+                                     iterations=settings.iterations, warm_start=settings.warm_start,
+                                     nonnegative=settings.nonnegative, device=world.device, progress=report)
+    else:
+        mine = distributed.my_share(world, len(frames))
+        computed: dict[int, np.ndarray] = {}
+        for i in mine:
+            start, stop = window_bounds(i, len(frames), settings.window)
+            computed[i] = sirt(frames[start:stop], angles_deg[start:stop], shape, iterations=settings.iterations,
+                               nonnegative=settings.nonnegative, device=world.device)
+            if report is not None:
+                report(len(computed), len(mine))
+        try:
+            computed = distributed.gather_on_rank0(world, computed)
+        except distributed.PeerLost as exc:
+            print(f"tiltstream recon sirt: {exc}; no file written", file=sys.stderr)
+            return 1
+        distributed.stop(world)
+        if not world.is_main:
+            return 0
+        volumes = np.stack([computed[i] for i in range(len(frames))]).astype(np.float32)
     path = write_volumes(args.out, volumes, times_s, format=settings.format,
                          voxel_size_nm=session.settings.pixel_size_nm)
     print(f"recon sirt: wrote {len(volumes)} volumes to {path} (times in {path.stem}_times.csv)",

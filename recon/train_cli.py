@@ -154,9 +154,11 @@ def parse_times(text: str) -> str | list[float]:
 
 
 def run_volumes(args: argparse.Namespace) -> int:
-    """Write the volume-time series of a trained run (any method, live or offline)."""
+    """Write the volume-time series of a trained run (any method, live or offline); under torchrun each
+    rank computes every N-th time point and rank 0 writes the file."""
     import numpy as np
 
+    from recon import distributed
     from recon.device import resolve_device
     from recon.run_dir import open_reconstructor
     from recon.volume_io import write_volumes
@@ -164,24 +166,33 @@ def run_volumes(args: argparse.Namespace) -> int:
     settings = load_settings(ReconVolumesSettings, config_file=args.config,
                              overrides=overrides_from_args(args, ReconVolumesSettings))
     times = parse_times(settings.times)
-    reconstructor = open_reconstructor(args.run_dir, device=str(resolve_device(settings.device)))
+    world = distributed.start(distributed.world_from_env(), resolve_device(settings.device))
+    reconstructor = open_reconstructor(args.run_dir, device=str(world.device))
     if isinstance(times, str):
         times_s = sorted(r["time_s"] for r in reconstructor.frame_records)
     else:
         times_s = times
     if not times_s:
         raise UserError(f"run {str(args.run_dir)!r} holds no frames: no volume to write")
-    report = stderr_progress("recon volumes: volume", "volumes")
-    first = reconstructor.volume(times_s[0])
-    volumes = np.empty((len(times_s), *first.shape), dtype=np.float32)
-    volumes[0] = first
-    report(1, len(times_s))
-    for k in range(1, len(times_s)):
-        volumes[k] = reconstructor.volume(times_s[k])
-        report(k + 1, len(times_s))
+    mine = distributed.my_share(world, len(times_s))
+    report = stderr_progress("recon volumes: volume", "volumes") if world.is_main else None
+    computed: dict[int, np.ndarray] = {}
+    for k in mine:
+        computed[k] = reconstructor.volume(times_s[k])
+        if report is not None:
+            report(len(computed), len(mine))
+    try:
+        computed = distributed.gather_on_rank0(world, computed)
+    except distributed.PeerLost as exc:
+        print(f"tiltstream recon volumes: {exc}; no file written", file=sys.stderr)
+        return 1
+    distributed.stop(world)
+    if not world.is_main:
+        return 0
+    volumes = np.stack([computed[k] for k in range(len(times_s))]).astype(np.float32)
     path = write_volumes(args.out, volumes, np.asarray(times_s, dtype=np.float64), format=settings.format)
-    print(f"recon volumes: wrote {len(times_s)} volumes {volumes.shape[1:]} (Z, Y, X) to {path}",
-          file=sys.stderr)
+    print(f"recon volumes: wrote {len(times_s)} volumes {volumes.shape[1:]} (Z, Y, X) to {path}"
+          + (f" ({world.size} ranks)" if world.distributed else ""), file=sys.stderr)
     return 0
 
 
@@ -202,7 +213,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "volumes", help="write the volume-time series of a trained run (live or offline)",
         description="Query a trained run for volumes (T, Z, Y, X) float32 in data units (their "
         "projections equal the frames) and write them with a times CSV (<stem>_times.csv).")
-    volumes.add_argument("--run", dest="run_dir", required=True, metavar="RUN", help="run directory of recon train or tiltstream live")
+    volumes.add_argument("--run", "--run-dir", dest="run_dir", required=True, metavar="RUN",
+                         help="run directory of recon train or tiltstream live (under torchrun write "
+                         "--run-dir: torchrun reads --run as its own --run-path)")
     volumes.add_argument("--out", required=True, metavar="FILE", help="output volume file (.tif or .mrc)")
     volumes.add_argument("--config", metavar="FILE", help="TOML file with recon volumes settings")
     add_model_arguments(volumes, ReconVolumesSettings)
