@@ -24,8 +24,8 @@ from acquire.errors import UserError
 from acquire.progress import ProgressLine
 from acquire.session import SETTINGS_FILE, SessionSettings
 from acquire.stream import FrameHeader
-from live.schedule import session_expected_frames
 from live.settings import LiveSettings
+from recon.run_dir import session_expected_frames
 
 log = logging.getLogger(__name__)
 

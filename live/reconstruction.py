@@ -40,12 +40,12 @@ from acquire.errors import UserError
 from acquire.progress import ProgressLine
 from live.intake import FrameIntake, Pending
 from live.run_state import RunState, new_reconstructor
-from live.schedule import derive_time_scale_s, train_chunked
+from live.schedule import train_chunked
 from live.settings import LiveSettings
 from live.status import HistoryHeader, StatusHeader, make_orthoslices, make_reprojection
 from live.status_server import StatusServer
 from recon.device import resolve_device
-from recon.run_dir import heldout_positions
+from recon.run_dir import derive_time_scale_s, heldout_positions
 
 log = logging.getLogger(__name__)
 

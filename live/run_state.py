@@ -23,13 +23,14 @@ import numpy as np
 from acquire.atomic_files import write_json_atomic
 from acquire.errors import UserError
 from live.settings import LiveSettings
-from recon.reconstructor import Reconstructor, reconstructor_class
-from recon.run_dir import LOG_COLUMNS, RUN_FILE, RunDir
+from recon.reconstructor import Reconstructor
+from recon.run_dir import CHECKPOINT_FILE, LOG_COLUMNS, RUN_FILE, RunDir, open_reconstructor
 
 log = logging.getLogger(__name__)
 
 ENDPOINTS_FILE = "endpoints.json"
 VOLUMES_FILE = "volumes.tif"
+STATE_FILES = {"dipster": CHECKPOINT_FILE, "sirt": "sirt_state.npz"}  # each method's state in RUN/
 
 
 def new_reconstructor(settings: LiveSettings, frame_shape: tuple[int, int], time_scale_s: float | None,
@@ -80,19 +81,17 @@ class RunState:
         UserError
             The run was made with another method than ``--method``.
         """
+        if not self.run.exists():
+            return None
         if (self.path / RUN_FILE).is_file():
             self.description = self.run.read_description()
-        elif not self.run.checkpoint.is_file():
-            return None
-        method = str(self.description.get("method", "dipster"))
+        method = self.run.method()
         if method != self.settings.method:
             raise UserError(f"run directory {str(self.path)!r} holds a {method} reconstruction; give "
                             f"--method {method} or choose another --out")
-        if method == "sirt" and not (self.path / "sirt_state.npz").is_file():
-            return None  # run.json written, no state yet: a run killed before its first checkpoint
-        if method == "dipster" and not self.run.checkpoint.is_file():
-            return None
-        reconstructor = reconstructor_class(method).load(self.path, device=self.device)
+        if not (self.path / STATE_FILES[method]).is_file():
+            return None  # run.json written, no state yet: a run stopped before its first checkpoint
+        reconstructor = open_reconstructor(self.path, device=self.device)
         self.run.truncate_log(reconstructor.steps_done)
         self.elapsed0_s = self.run.last_elapsed_s()
         return reconstructor

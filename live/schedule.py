@@ -14,28 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from acquire.errors import UserError
-
-
-def derive_time_scale_s(expected_frames: int | None, time0_s: float, time1_s: float | None) -> float:
-    """The time scale, seconds: expected frames x the first frame interval (``time1_s - time0_s``).
-
-    With one expected frame (or no second frame time) it is ``max(time0_s, 1)`` seconds.
-
-    Raises
-    ------
-    UserError
-        When the number of frames is unknown (give ``--time-scale-s`` or ``--expected-frames``).
-    """
-    if expected_frames is None:
-        raise UserError("the time scale is unknown: give --time-scale-s SECONDS or --expected-frames N "
-                        "(or a session whose session.json has a scheme count)")
-    if time1_s is None or expected_frames < 2:
-        return max(float(time0_s), 1.0)
-    interval = float(time1_s) - float(time0_s)
-    if not interval > 0:
-        raise UserError(f"the first two frames are {interval} s apart; frame times must increase "
-                        "(or give --time-scale-s)")
-    return expected_frames * interval
+from recon.run_dir import session_time_scale_s
 
 
 def train_chunked(trainer, steps: int, chunk_steps: int,
@@ -70,14 +49,6 @@ def add_and_train(trainer, index: int, frame: np.ndarray, angle_deg: float, time
     return train_chunked(trainer, steps_per_frame, chunk_steps, between)
 
 
-def session_expected_frames(settings_scheme: dict, override: int | None = None) -> int | None:
-    """Frames expected in a session: ``override``, else its scheme's ``count`` (None when endless)."""
-    if override is not None:
-        return int(override)
-    count = settings_scheme.get("count")
-    return None if count is None else int(count)
-
-
 def reconstruct_session(session_dir: Path | str, config, *, steps_per_frame: int, final_steps: int = 0,
                         chunk_steps: int = 25, seed: int = 0, device: str = "cpu",
                         time_scale_s: float | None = None, expected_frames: int | None = None):
@@ -94,7 +65,8 @@ def reconstruct_session(session_dir: Path | str, config, *, steps_per_frame: int
     seed, device
         As for the trainer.
     time_scale_s, expected_frames
-        As for ``tiltstream live``; by default derived the same way (scheme count x first interval).
+        As for ``tiltstream live``; by default the one rule of :func:`recon.run_dir.session_time_scale_s`
+        (scheme count x first interval).
 
     Returns
     -------
@@ -110,9 +82,7 @@ def reconstruct_session(session_dir: Path | str, config, *, steps_per_frame: int
         raise UserError(f"session {str(session_dir)!r} has no frames")
     records = sorted(session.records, key=lambda r: r.index)
     if time_scale_s is None:
-        expected = session_expected_frames(session.settings.scheme, expected_frames)
-        time1 = records[1].time_s if len(records) > 1 else None
-        time_scale_s = derive_time_scale_s(expected, records[0].time_s, time1)
+        time_scale_s = session_time_scale_s(session.settings.scheme, [r.time_s for r in records], expected_frames)
     trainer = Trainer(config, tuple(records[0].shape), time_scale_s, device=resolve_device(device), seed=seed)
     for record in records:
         add_and_train(trainer, record.index, session.load_frame(record), record.angle_deg, record.time_s,

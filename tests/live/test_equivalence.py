@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -20,7 +21,8 @@ from tests.live.conftest import live_args
 def test_live_equals_offline(small_session, tmp_path, processes):
     """Replay at 20x into ``tiltstream live --steps-per-frame 4 --final-steps 6`` (a subprocess), then
     reconstruct the same session offline with live.schedule.reconstruct_session (same seed, preset,
-    schedule): the written volumes and the checkpoint's weights are equal (assert_allclose, 1e-6)."""
+    schedule): the written volumes and the checkpoint's weights are equal (assert_allclose, 1e-6). Then the
+    live run directory is read by ``recon volumes`` and resumed by ``recon train`` like an offline run."""
     run = tmp_path / "run"
     endpoint = {}
     started = threading.Event()
@@ -61,3 +63,20 @@ def test_live_equals_offline(small_session, tmp_path, processes):
     np.testing.assert_allclose(live_volumes, offline_volumes, rtol=1e-6, atol=1e-6)
     for name, value in offline.model.state_dict().items():
         np.testing.assert_allclose(live.model.state_dict()[name].numpy(), value.numpy(), rtol=1e-6, atol=1e-7)
+
+    # the live run directory is a run directory: recon volumes reads it (the same volumes) and recon train
+    # resumes it (3 more steps, the frames' dose kept, no frame added twice)
+    description = json.loads((run / "run.json").read_text())
+    assert description["method"] == "dipster" and description["time_scale_s"] == 20.0
+    proc = processes.start("recon", "volumes", "--run", str(run), "--out", str(tmp_path / "again.tif"),
+                           "--device", "cpu", log=tmp_path / "volumes.log")
+    assert proc.wait(60) == 0, (tmp_path / "volumes.log").read_text()
+    again, again_times = read_volumes(tmp_path / "again.tif")
+    np.testing.assert_allclose(again_times, times_s)
+    np.testing.assert_allclose(again, live_volumes, rtol=1e-6, atol=1e-6)
+    proc = processes.start("recon", "train", "--session", str(small_session), "--out", str(run), "--steps", "3",
+                           "--device", "cpu", "--threads", "1", log=tmp_path / "train.log")
+    assert proc.wait(60) == 0, (tmp_path / "train.log").read_text()
+    resumed = Trainer.load(run)
+    assert resumed.steps_done == 10 * 4 + 6 + 3 and resumed.indices == list(range(10))
+    assert resumed.frame_records[0]["dose_e_per_A2"] == live.frame_records[0]["dose_e_per_A2"] > 0
