@@ -17,7 +17,7 @@ import numpy as np
 import zmq
 
 from acquire.publisher import CurveClientKeys, apply_client_keys
-from acquire.session import read_session
+from acquire.session import RECORDS_FILE, FrameRecord, Session, _parse_records, read_session
 from acquire.stream import (TOPIC_END, TOPIC_ERROR, TOPIC_FRAME, TOPIC_RESENT, EndOfRun, ErrorReply, FrameHeader,
                             ResendRequest, Resent, WireError, decode_control, decode_frame, encode_resend_request)
 
@@ -61,6 +61,9 @@ class FrameSubscriber:
         self.catchup_interval_s = catchup_interval_s
         self.request_timeout_s = request_timeout_s
         self._buffer: dict[int, Frame] = {}
+        self._session_read: Session | None = None  # the session directory's settings, read once
+        self._records_offset = 0  # bytes of frames.jsonl already parsed
+        self._unread: list[FrameRecord] = []  # records parsed but not yet delivered (past a gap's end)
         self._last_catchup = float("-inf")
         self._request_id = 0
         self._context = zmq.Context()
@@ -169,18 +172,29 @@ class FrameSubscriber:
             self._request_resend(stop)
 
     def _read_session_dir(self, stop: int | None) -> None:
+        """Catch up from the session directory; ``frames.jsonl`` is read on from where the last pass stopped."""
         try:
-            session = read_session(self.session_dir)  # type: ignore[arg-type]
+            if self._session_read is None:
+                self._session_read = read_session(self.session_dir)  # type: ignore[arg-type]
+            with open(self._session_read.path / RECORDS_FILE, "rb") as handle:
+                handle.seek(self._records_offset)
+                text = handle.read().decode("utf-8", errors="replace")
+            records, intact_bytes = _parse_records(text, self._session_read.path / RECORDS_FILE)
         except Exception as exc:  # a session still being created, or unreadable: try again later
             log.warning("catch-up from %s failed: %s", self.session_dir, exc)
             return
-        for record in session.records:
+        self._records_offset += intact_bytes  # only whole lines: a torn last line is read again next time
+        self._unread.extend(records)
+        later = []
+        for record in self._unread:
             if record.index < self.next_index or record.index in self._buffer:
                 continue
             if stop is not None and record.index >= stop:
-                break
-            header = FrameHeader.from_record(record, session.path.name)
-            self._accept(header, session.load_frame(record))
+                later.append(record)
+                continue
+            header = FrameHeader.from_record(record, self._session_read.path.name)
+            self._accept(header, self._session_read.load_frame(record))
+        self._unread = later
 
     def _request_resend(self, stop: int | None) -> None:
         assert self._dealer is not None
