@@ -1,12 +1,19 @@
 """``tiltstream acquire``: drive a continuous tilt series through the temscript bridge, record it, stream it.
 
 Ctrl-C once: the run ends after the current frame; twice: at once. Either way the beam is blanked, the
-session stays consistent (``--resume`` continues it) and the exit status is 130.
+session stays consistent (``--resume`` continues it) and the exit status is 130. ``--resume`` on a
+session that does not exist yet, or was killed before its first frame, starts it (a restart script
+cannot know how far a crash got).
+
+``--track previous|model`` and ``--focus tilt-model`` correct each frame before its exposure (image
+shift, stage x/y, probe defocus; within the configured limits, checked before sending) from the
+recorded frames themselves: no extra exposure.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import time
@@ -16,6 +23,10 @@ from typing import Any
 from acquire.acquire_settings import AcquireSettings
 from acquire.config import add_model_arguments, load_settings, overrides_from_args
 from acquire.errors import UserError
+from acquire.progress import ProgressLine
+from acquire.session import FRAMES_DIR, RECORDS_FILE, SETTINGS_FILE
+
+log = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 130
 
@@ -29,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "publish it over ZeroMQ. Ctrl-C ends after the current frame (twice: at once); --resume continues.")
     parser.add_argument("--session", required=True, type=Path, help="session directory to create (or resume)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the session in --session at its next frame index (its scheme is kept)")
+                        help="continue the session in --session at its next frame index (its scheme is kept); "
+                        "a session that does not exist yet is started")
     parser.add_argument("--temperature-log", type=Path, default=None,
                         help="CSV written by the heating-holder program (time and temperature in Celsius "
                         "columns); read at each frame")
@@ -43,21 +55,39 @@ def _format_s(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-class ProgressLine:
-    """The live line on stderr: frame, angle, elapsed, ETA, dose of the frame and in total."""
+def progress_text(progress: Any) -> str:
+    """The progress line: frame, angle, elapsed, ETA, dose of the frame and in total, tracking shift."""
+    record = progress.record
+    total = progress.total
+    count = f"{progress.done}/{total}" if total is not None else f"{progress.done}"
+    eta = "-" if total is None else _format_s(progress.elapsed_s / progress.done * (total - progress.done))
+    text = (f"frame {record.index} ({count})  angle {record.angle_deg:+8.3f} deg  "
+            f"elapsed {_format_s(progress.elapsed_s)}  ETA {eta}  "
+            f"dose {record.dose_e_per_A2:.3g} e/A^2 (total {progress.cumulative_dose_e_per_A2:.4g})")
+    tracking = record.tracking
+    if tracking is not None:
+        text += ("  tracking LOST" if tracking.shift_px is None
+                 else f"  shift ({tracking.shift_px[0]:+.1f}, {tracking.shift_px[1]:+.1f}) px")
+    return text
 
-    def __init__(self, stream: Any = sys.stderr) -> None:
-        self.stream = stream
 
-    def __call__(self, progress: Any) -> None:
-        record = progress.record
-        total = progress.total
-        count = f"{progress.done}/{total}" if total is not None else f"{progress.done}"
-        eta = "-" if total is None else _format_s(progress.elapsed_s / progress.done * (total - progress.done))
-        self.stream.write(f"\rframe {record.index} ({count})  angle {record.angle_deg:+8.3f} deg  "
-                          f"elapsed {_format_s(progress.elapsed_s)}  ETA {eta}  "
-                          f"dose {record.dose_e_per_A2:.3g} e/A^2 (total {progress.cumulative_dose_e_per_A2:.4g})  ")
-        self.stream.flush()
+def _session_to_start(path: Path) -> bool:
+    """For --resume: True when ``path`` holds no session yet (missing, empty, or only an empty frames folder
+    left by a crash during creation), which is then cleared for a fresh start."""
+    if (path / SETTINGS_FILE).is_file():
+        return False
+    if not path.exists():
+        return True
+    frames = path / FRAMES_DIR
+    records = path / RECORDS_FILE
+    leftovers = [p for p in path.iterdir() if p not in (frames, records)]
+    if leftovers or (frames.exists() and any(frames.iterdir())) or (records.exists() and records.stat().st_size):
+        return False  # something else is there: SessionWriter.resume says what
+    if records.exists():
+        records.unlink()
+    if frames.exists():
+        frames.rmdir()
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
     scope = BridgeMicroscope(settings.bridge, timeout_s=settings.bridge_timeout_s,
                              retry=RetryPolicy(attempts=settings.retries, backoff_s=settings.retry_backoff_s),
                              speed=settings.stage_speed)
-    if args.resume:
+    writer = None
+    if args.resume and _session_to_start(args.session):
+        print(f"tiltstream acquire: no session in {args.session} yet; starting it", file=sys.stderr)
+    elif args.resume:
         writer = SessionWriter.resume(args.session)
         stored = dict(writer.settings.scheme)
         if settings.count is not None:
@@ -84,10 +117,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"tiltstream acquire: session {args.session} already has {writer.next_index} frames "
                   f"(count {scheme.count}); nothing to do", file=sys.stderr)
             return 0
-    else:
+    if writer is None:
         scheme = _scheme({"kind": settings.scheme, "min_deg": settings.min_deg, "max_deg": settings.max_deg,
                           "count": settings.count})
-        writer = None
     params = AcquisitionParams(image_size=settings.image_size, binning=settings.binning,
                                dwell_time_s=settings.dwell_time_s, exposure_s=settings.exposure_s)
     detectors = scope.detectors()
@@ -118,29 +150,60 @@ def run(args: argparse.Namespace) -> int:
 
         curve = load_server_keys(settings.curve_secret_key) if settings.curve_secret_key else None
         publisher = FramePublisher(settings.publish, writer.path, resend_endpoint=settings.resend, curve=curve)
+    tracking, model_link = _tracking(settings)
     control = AcquisitionControl()
     interrupted = _install_sigint(control)
+    line = ProgressLine()
     executor = Executor(scope, scheme, writer, config, publisher=publisher,
                         temperature=TemperatureLog(args.temperature_log) if args.temperature_log else None,
-                        control=control, progress=ProgressLine())
+                        control=control, progress=lambda progress: line.update(progress_text(progress)),
+                        tracking=tracking, limits=_limits(settings), pause_on_lost=settings.pause_on_lost)
     started = time.monotonic()
     try:
         summary = executor.run()
     except KeyboardInterrupt:
-        print(f"\ntiltstream acquire: interrupted; beam blanked; session {writer.path} has "
+        line.end()
+        print(f"tiltstream acquire: interrupted; beam blanked; session {writer.path} has "
               f"{len(writer.records)} frames, continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except UserError:
-        print(file=sys.stderr)
+        line.end()
         raise
     finally:
         if publisher is not None:
             publisher.close()
+        if model_link is not None:
+            model_link.close()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    print(f"\ntiltstream acquire: {summary.ended}: {summary.frames} frames in {_format_s(time.monotonic() - started)}; "
+    line.end()
+    print(f"tiltstream acquire: {summary.ended}: {summary.frames} frames in {_format_s(time.monotonic() - started)}; "
           f"session {writer.path} has {len(writer.records)} frames (next index {summary.next_index}); "
           f"total dose {summary.cumulative_dose_e_per_A2:.4g} e/A^2", file=sys.stderr)
     return EXIT_INTERRUPTED if interrupted else 0
+
+
+def _tracking(settings: AcquireSettings) -> tuple[Any, Any]:
+    """The run's tracking loop and model link (None, None with tracking and focus off)."""
+    if settings.track == "off" and settings.focus == "off":
+        return None, None
+    from acquire.corrections import TrackingLoop
+
+    model_link = None
+    if settings.track == "model" and settings.model_endpoint is not None:
+        from acquire.model_link import ModelLink
+
+        model_link = ModelLink(settings.model_endpoint, timeout_s=settings.model_timeout_s)
+    loop = TrackingLoop(settings.track, settings.focus, settings.pixel_size_nm * settings.binning,
+                        lost_quality=settings.lost_quality, model=model_link)
+    return loop, model_link
+
+
+def _limits(settings: AcquireSettings) -> Any:
+    from acquire.corrections import CorrectionLimits
+
+    return CorrectionLimits(image_shift_m=settings.image_shift_limit_nm * 1e-9,
+                            stage_xy_travel_m=settings.stage_xy_travel_nm * 1e-9,
+                            defocus_m=settings.defocus_limit_nm * 1e-9)
 
 
 def _scheme(values: dict[str, Any]) -> Any:

@@ -42,6 +42,27 @@ class AcquireSettings(pydantic.BaseModel):
     beam_current_pA: float = pydantic.Field(60.0, ge=0, description="beam (screen) current for the dose, "
                                                                      "picoampere")
     pixel_size_nm: float = pydantic.Field(0.44, gt=0, description="pixel size at the specimen, nanometres")
+    # tracking and focus (DESIGN.md 4: image shift, probe defocus, stage x/y only, within these limits)
+    track: Literal["off", "previous", "model"] = pydantic.Field(
+        "off", description="tracking between frames: off, previous (cross-correlation with the recorded frames "
+        "nearest in angle) or model (with the live reconstruction's reprojection, else previous)")
+    focus: Literal["off", "tilt-model"] = pydantic.Field(
+        "off", description="focus between frames: off or tilt-model (probe defocus follows the fitted eucentric "
+        "height)")
+    model_endpoint: str | None = pydantic.Field(None, description="the live process's reprojection request "
+                                                                  "endpoint for --track model, e.g. tcp://127.0.0.1:5557")
+    model_timeout_s: float = pydantic.Field(0.5, gt=0, description="longest wait for a reprojection, seconds "
+                                                                   "(then the previous frames are the reference)")
+    lost_quality: float = pydantic.Field(0.3, ge=-1, le=1, description="correlation peak below which tracking has "
+                                                                       "lost the specimen, -1..1")
+    pause_on_lost: bool = pydantic.Field(False, description="pause the run (beam blanked) when tracking loses the "
+                                                            "specimen")
+    image_shift_limit_nm: float = pydantic.Field(2000.0, ge=0, description="largest |image shift| per axis a "
+                                                                         "correction may set, nanometres")
+    stage_xy_travel_nm: float = pydantic.Field(5000.0, ge=0, description="largest stage x/y move from the run's "
+                                                                       "start a correction may make, nanometres")
+    defocus_limit_nm: float = pydantic.Field(2000.0, ge=0, description="largest |probe defocus| a correction "
+                                                                     "may set, nanometres")
     # stream
     publish: str | None = pydantic.Field(None, description="ZeroMQ endpoint to publish frames on, e.g. "
                                                            "tcp://127.0.0.1:5555 (unset: no stream)")
@@ -56,4 +77,6 @@ class AcquireSettings(pydantic.BaseModel):
             raise ValueError(f"min_deg {self.min_deg} deg must be below max_deg {self.max_deg} deg")
         if self.resend is not None and self.publish is None:
             raise ValueError("a resend endpoint needs a publish endpoint")
+        if self.track == "model" and self.model_endpoint is None:
+            raise ValueError("--track model needs --model-endpoint (the live process's request endpoint)")
         return self

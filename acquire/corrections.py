@@ -39,16 +39,14 @@ class CorrectionLimits:
     image_shift_m
         Largest |image shift| per axis, metres.
     stage_xy_travel_m
-        Largest stage x or y distance from where the run started, metres.
-    stage_z_travel_m
-        Largest stage z distance from where the run started, metres.
+        Largest stage x or y distance from where the run started, metres. (Stage z is never moved: the
+        probe defocus follows the height.)
     defocus_m
         Largest |probe defocus|, metres.
     """
 
     image_shift_m: float = 2e-6
     stage_xy_travel_m: float = 5e-6
-    stage_z_travel_m: float = 5e-6
     defocus_m: float = 2e-6
 
 
