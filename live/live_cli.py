@@ -30,11 +30,13 @@ def _run_view(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``live`` and ``view``."""
     live = subparsers.add_parser(
-        "live", help="reconstruct a session with DIP-STER while it is acquired; publish status and reprojections",
+        "live", help="reconstruct a session (DIP-STER or moving-window SIRT) while it is acquired; publish "
+        "status and reprojections",
         description="Subscribe to a frame stream (catching up on frames already recorded in the session "
-        "directory), add each new frame to the DIP-STER trainer without restarting it, train continuously, "
-        "checkpoint periodically and on SIGINT/SIGTERM, resume from the checkpoint when restarted, and "
-        "publish status, reprojections and orthoslices on the status stream.")
+        "directory), add each new frame to the reconstruction (--method dipster|sirt) without restarting it, "
+        "train continuously, checkpoint the run directory (the recon train format) periodically and on "
+        "SIGINT/SIGTERM, resume from it when restarted, publish status, reprojections and orthoslices on the "
+        "status stream, and answer volume and reprojection requests.")
     live.add_argument("--config", type=str, default=None, help="TOML settings file (see config/live.toml)")
     add_model_arguments(live, LiveSettings)
     live.set_defaults(run=_run_live)
