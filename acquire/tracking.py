@@ -292,11 +292,15 @@ class Tracker:
         Peaks below this normalised correlation mark the specimen as lost (the frame is not used).
     max_shift_px
         Largest shift searched, pixels (None: half the frame).
+    max_offset_fraction
+        A frame whose specimen sits further than this fraction of the frame's width from its first-frame
+        position is partly cut off and measured poorly: it is recorded but neither fitted nor a reference.
     """
 
     pixel_size_nm: float
     lost_quality: float = 0.3
     max_shift_px: float | None = None
+    max_offset_fraction: float = 0.25
     observations: list[Observation] = field(default_factory=list)
     edges: list[tuple[int, int, float, float, float]] = field(default_factory=list)
     positions_px: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
@@ -338,13 +342,19 @@ class Tracker:
         quality = max(qualities) if qualities else 1.0
         lost = bool(qualities) and quality < self.lost_quality
         trusted = not lost and (node == 0 or bool(new_edges))
-        self.observations.append(Observation(index, float(alpha_deg), frame,
-                                             (float(correction_nm[0]), float(correction_nm[1])), trusted))
-        if trusted:
-            self.edges.extend(new_edges)
+        correction = (float(correction_nm[0]), float(correction_nm[1]))
+        self.observations.append(Observation(index, float(alpha_deg), frame, correction, trusted))
+        if not trusted:
+            self.positions_px = self._solve()
+            return Measurement((math.nan, math.nan), reference, float(quality), True)
+        self.edges.extend(new_edges)
         self.positions_px = self._solve()
-        position = self.positions_px[node] if trusted else (np.nan, np.nan)
-        return Measurement((float(position[0]), float(position[1])), reference, float(quality), not trusted)
+        position = self.positions_px[node].copy()
+        if math.hypot(*position) > self.max_offset_fraction * min(frame.shape):
+            self.observations[node] = Observation(index, float(alpha_deg), frame, correction, False)
+            self.edges = [e for e in self.edges if node not in (e[0], e[1])]
+            self.positions_px = self._solve()
+        return Measurement((float(position[0]), float(position[1])), reference, float(quality), False)
 
     def _solve(self) -> np.ndarray:
         """Positions (n, 2) px of all observations (untrusted ones get NaN)."""
@@ -376,13 +386,12 @@ class Tracker:
     def correction_for(self, alpha_deg: float) -> tuple[float, float] | None:
         """Correction (x, y) nm that puts the specimen back at its first-frame position at ``alpha_deg``.
 
-        Minus the fitted displacement at ``alpha_deg`` plus the last trusted frame's residual (drift is a
-        random walk: the latest residual is its best prediction). None before the first trusted frame.
+        The last trusted frame's displacement moved along the fitted height to ``alpha_deg`` (drift is a
+        random walk: where it was last is its best prediction), negated. None before the first trusted frame.
         """
         alpha, x_nm, y_nm = self._displacements_nm()
         if not alpha.size:
             return None
-        fit = fit_eucentric(alpha, x_nm, y_nm)
-        last_x, last_y = fit.predict_nm(float(alpha[-1]))
-        x_pred, y_pred = fit.predict_nm(alpha_deg)
-        return -(x_pred + x_nm[-1] - last_x), -(y_pred + y_nm[-1] - last_y)
+        z_nm = fit_eucentric(alpha, x_nm, y_nm).z_nm
+        step = math.sin(math.radians(alpha_deg)) - math.sin(math.radians(float(alpha[-1])))
+        return -(x_nm[-1] + z_nm * step), -float(y_nm[-1])

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from acquire.tracking import Tracker, cosine_stretch, cross_correlation_shift, fit_eucentric, specimen_centre_x_px
+from acquire.tracking import (Tracker, cosine_stretch, cross_correlation_shift, fit_eucentric, solve_positions,
+                              specimen_centre_x_px)
 
 
 def _blobs(shape: tuple[int, int] = (64, 64), centre_xy: tuple[float, float] = (0.0, 0.0),
@@ -61,6 +62,12 @@ def test_fit_recovers_offset_and_height_exactly_and_degrades_gracefully() -> Non
     assert (single.x0_nm, single.z_nm) == (4.0, 0.0)
 
 
+def test_solve_positions_weighs_edges_and_anchors() -> None:
+    # node 1 = node 0 + (2, 0) measured twice with weights 1 and 3 as 2 and 6: weighted mean 5; node 2 absolute
+    positions = solve_positions(3, [(1, 0, 2.0, 0.0, 1.0), (1, 0, 6.0, 0.0, 3.0), (2, -1, -1.0, 4.0, 1.0)])
+    np.testing.assert_allclose(positions, [[0, 0], [5.0, 0.0], [-1.0, 4.0]], atol=1e-9)
+
+
 def test_tracker_predicts_corrections_that_keep_the_specimen_put() -> None:
     """Synthetic frames: the specimen appears at (x0 + z sin a + correction) px; after 4 frames the
     X"""
@@ -82,3 +89,13 @@ def test_tracker_predicts_corrections_that_keep_the_specimen_put() -> None:
         errors.append(math.hypot(*expected_px))
     assert max(errors[4:]) < 0.3
     assert tracker.fit().z_nm == pytest.approx(z_nm, abs=2.0)
+
+
+def test_a_frame_with_the_specimen_near_the_edge_is_recorded_but_not_used() -> None:
+    tracker = Tracker(pixel_size_nm=1.0)
+    tracker.measure(0, 0.0, _blobs(), (0.0, 0.0))
+    far = tracker.measure(1, 0.5, _blobs(centre_xy=(18.0, 0.0)), (0.0, 0.0))  # beyond 64 / 4 = 16 px
+    assert far.position_px == pytest.approx((18.0, 0.0), abs=0.5) and not far.lost
+    assert not tracker.observations[1].trusted and tracker.correction_for(0.0) == pytest.approx((0.0, 0.0))
+    lost = tracker.measure(2, 1.0, np.random.default_rng(0).normal(size=(64, 64)), (0.0, 0.0))
+    assert lost.lost and math.isnan(lost.position_px[0])

@@ -1,0 +1,164 @@
+"""Benchmark: how far the specimen wanders over a GRS series with tracking off, previous and model.
+
+The simulated microscope (nanorod, ``--size`` voxels of ``--pixel-nm``) sits ``--offset-nm`` above the
+tilt axis with a random drift of ``--drift-px`` per frame; the operator centres it at the first angle
+(-70 deg), as for any series. ``tiltstream``'s executor drives it through the real temscript client and
+server on loopback. The error of frame i is the true image position of the specimen (the simulator's
+displacement plus its drift) relative to frame 0, pixels.
+
+``model`` is measured against an oracle: a ROUTER on loopback answers each reprojection request with the
+ground-truth specimen projected at the requested angle, centred: the upper bound of what a live
+reconstruction can give (a live DIP-STER process is too heavy for this 2-core machine).
+
+The per-frame overhead (bridge calls for the correction, the measurement, the fit: the extra wall time per
+frame over ``off``) is written as ``tracking_s`` for ``tiltstream scheme --tracking auto``
+(``bench/tracking.json``).
+
+    OMP_NUM_THREADS=1 python bench/tracking.py --frames 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from acquire.bridge import BridgeMicroscope, RetryPolicy
+from acquire.corrections import TrackingLoop
+from acquire.executor import Executor, ExecutorConfig
+from acquire.microscope import AcquisitionParams
+from acquire.model_link import ModelLink, decode_request, encode_reply
+from acquire.scheme import TiltScheme
+from acquire.session import SessionSettings, SessionWriter
+from simulator.bridge_server import running_server
+from simulator.clock import ManualClock
+from simulator.microscope import SimulatedMicroscope
+from simulator.settings import SimSettings
+
+OVERHEAD_FILE = Path(__file__).with_name("tracking.json")
+
+
+class OracleModel:
+    """A ROUTER on loopback answering ``reproject?`` with the ground truth projected at the asked angle."""
+
+    def __init__(self, sim: SimulatedMicroscope) -> None:
+        self.sim = sim
+        self._socket = zmq.Context.instance().socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        port = self._socket.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{port}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            if not self._socket.poll(20):
+                continue
+            identity, *parts = self._socket.recv_multipart()
+            request = decode_request(parts)
+            image = self.sim.specimen.frame(request.angle_deg, self.sim.clock.now_s())
+            self._socket.send_multipart([identity, *encode_reply(request, "oracle", image)])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._socket.close(linger=0)
+
+
+class TimedLoop(TrackingLoop):
+    """A tracking loop that adds up the wall time of its own work (bridge reads/writes are timed by the run)."""
+
+    compute_s = 0.0
+
+    def measure(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        try:
+            return super().measure(*args, **kwargs)
+        finally:
+            self.compute_s += time.perf_counter() - start
+
+
+def run_mode(mode: str, args: argparse.Namespace) -> dict:
+    """One series with tracking ``mode``; returns per-frame errors (px) and timings."""
+    settings = SimSettings(phantom="nanorod", size=args.size, steps=args.frames, seconds_per_step=1.0,
+                           mode="instant", device="cpu", pixel_size_nm=args.pixel_nm,
+                           eucentric_offset_nm=args.offset_nm, drift_px_per_frame=args.drift_px, seed=args.seed,
+                           dwell_time_s=args.dwell_s)
+    clock = ManualClock()
+    sim = SimulatedMicroscope(settings, clock=clock)
+    sim.set_image_shift([-args.offset_nm * 1e-9 * math.sin(math.radians(-70.0)), 0.0])  # centred at -70 deg
+    oracle = OracleModel(sim) if mode == "model" else None
+    link = ModelLink(oracle.endpoint, timeout_s=2.0) if oracle is not None else None
+    loop = None if mode == "off" else TimedLoop(mode, "tilt-model", args.pixel_nm, model=link)  # type: ignore[arg-type]
+    config = ExecutorConfig(detector="HAADF", params=AcquisitionParams(dwell_time_s=args.dwell_s),
+                            beam_current_pA=60.0, pixel_size_nm=args.pixel_nm, stage_timeout_s=5.0, poll_s=0.001)
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = SessionWriter.create(Path(tmp) / "s", SessionSettings(pixel_size_nm=args.pixel_nm))
+        with running_server(sim) as url:
+            scope = BridgeMicroscope(url, retry=RetryPolicy(attempts=1))
+            executor = Executor(scope, TiltScheme(kind="grs", count=args.frames), writer, config, tracking=loop,
+                                between_frames=lambda _: clock.advance(1.0))
+            started = time.perf_counter()
+            executor.run()
+            wall_s = time.perf_counter() - started
+        modes = [r.tracking.mode for r in writer.records if r.tracking is not None]
+    if link is not None:
+        link.close()
+    if oracle is not None:
+        oracle.close()
+    positions = np.array([[f.displacement_m[0] * 1e9 / args.pixel_nm + f.drift_px[0],
+                           f.displacement_m[1] * 1e9 / args.pixel_nm + f.drift_px[1]] for f in sim.frames])
+    errors = np.hypot(*(positions - positions[0]).T)
+    return {"mode": mode, "errors_px": errors.round(3).tolist(), "wall_s": wall_s,
+            "compute_s_per_frame": (loop.compute_s / args.frames) if loop is not None else 0.0,
+            "blur_px": [round(f.blur_px, 3) for f in sim.frames],
+            "model_answers": modes.count("model")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--size", type=int, default=64, help="phantom and frame edge, voxels/pixels")
+    parser.add_argument("--pixel-nm", type=float, default=8.0, help="pixel size, nm (binned frames)")
+    parser.add_argument("--offset-nm", type=float, default=200.0, help="eucentric offset, nm")
+    parser.add_argument("--drift-px", type=float, default=0.3, help="drift random-walk step, px per frame")
+    parser.add_argument("--dwell-s", type=float, default=2e-5, help="dwell time, s per pixel")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--modes", nargs="+", default=["off", "previous", "model"])
+    parser.add_argument("--out", type=Path, default=None, help="write the per-frame errors as JSON here")
+    args = parser.parse_args()
+    results = []
+    print(f"nanorod {args.size}^3, {args.pixel_nm} nm/px, eucentric offset {args.offset_nm} nm, drift "
+          f"{args.drift_px} px/frame, {args.frames} GRS frames -70..70 deg")
+    print("| tracking | max error (px) | mean error (px) | max error after frame 5 (px) | frames > 2 px | "
+          "tracking compute per frame (ms) | run wall time (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for mode in args.modes:
+        result = run_mode(mode, args)
+        results.append(result)
+        errors = np.array(result["errors_px"])
+        label = mode if mode != "model" else f"model (oracle; {result['model_answers']} answers)"
+        print(f"| {label} | {errors.max():.2f} | {errors.mean():.2f} | {errors[5:].max():.2f} | "
+              f"{int((errors > 2).sum())} | {1000 * result['compute_s_per_frame']:.1f} | {result['wall_s']:.1f} |",
+              flush=True)
+    if args.out is not None:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    by_mode = {r["mode"]: r for r in results}
+    if "off" in by_mode and len(by_mode) > 1:  # the extra wall time per frame: bridge calls and compute
+        overhead_s = max((r["wall_s"] - by_mode["off"]["wall_s"]) / args.frames for r in results if r["mode"] != "off")
+        print(f"tracking overhead per frame (extra wall time over off, loopback bridge): {1000 * overhead_s:.1f} ms")
+        OVERHEAD_FILE.write_text(json.dumps({"tracking_s": round(overhead_s, 4), "tracking_dose_e_per_A2": 0.0,
+                                             "measured_by": "bench/tracking.py", "frames": args.frames,
+                                             "size": args.size}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
