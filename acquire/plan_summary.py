@@ -7,6 +7,10 @@ the total is the end of the last exposure. Dose, per frame: ``tracking_dose_e_pe
 plus ``frame_dose_e_per_A2`` for the recorded image. Defaults follow the paper (Methods): 28 s of
 manual tracking/focusing and ~20 e/A^2 of tracking dose per frame, 30-62 e/A^2 per frame, 1024^2
 pixels at 1.6 us dwell = 1.68 s exposure.
+
+With automatic tracking and focus (``tiltstream acquire --track previous --focus tilt-model``) the
+overhead is the measured :data:`AUTO_TRACKING_S` per frame and no tracking dose (the recorded frame is
+what is tracked): :func:`with_tracking` ``("auto")``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,21 @@ class AcquisitionEstimate(pydantic.BaseModel):
     tracking_dose_e_per_A2: float = pydantic.Field(
         20.0, ge=0, allow_inf_nan=False,
         description="electron dose of tracking and focusing per frame (e/A^2); ~20 in the paper")
+
+
+#: Per-frame overhead of automatic tracking and tilt-model focus, seconds: the extra wall time per frame over
+#: tracking off, measured by ``OMP_NUM_THREADS=1 python bench/tracking.py --frames 100`` (loopback bridge,
+#: 64^2 frames; see docs/benchmarks.md "Tracking"). A remote bridge adds its round trips (about 5 calls).
+AUTO_TRACKING_S = 0.015
+
+
+def with_tracking(estimate: AcquisitionEstimate, tracking: str) -> AcquisitionEstimate:
+    """``estimate`` as given (``"manual"``) or with the measured automatic overhead and no tracking dose (``"auto"``)."""
+    if tracking == "manual":
+        return estimate
+    if tracking != "auto":
+        raise ValueError(f"tracking must be manual or auto; got {tracking!r}")
+    return estimate.model_copy(update={"tracking_s": AUTO_TRACKING_S, "tracking_dose_e_per_A2": 0.0})
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pydantic
 from acquire.backlash import HolderLimits, check_backlash_config, plan_moves
 from acquire.config import add_model_arguments, describe_validation_error, load_settings, overrides_from_args
 from acquire.errors import UserError
-from acquire.plan_summary import AcquisitionEstimate, summarize_plan
+from acquire.plan_summary import AcquisitionEstimate, summarize_plan, with_tracking
 from acquire.scheme import SchemeKind, TiltScheme, iter_targets, scheme_angle_deg
 from acquire.scheme_formats import moves_csv, moves_json, rawtlt, serialem_script
 
@@ -44,6 +44,10 @@ class SchemeSettings(AcquisitionEstimate):
         "csv", description="output: csv (index,move,angle_deg per stage move), json (moves and summary), "
         "rawtlt (IMOD, one target angle in deg per line), serialem (SerialEM script)")
     out: Path | None = pydantic.Field(None, description="write to this file (overwritten) instead of stdout")
+    tracking: Literal["manual", "auto"] = pydantic.Field(
+        "manual", description="manual: --tracking-s and --tracking-dose-e-per-A2 per frame (the paper's 28 s, "
+        "~20 e/A^2); auto: tiltstream's measured tracking and focus overhead per frame and no tracking dose "
+        "(replaces those two)")
 
     @pydantic.model_validator(mode="after")
     def _check_ranges(self) -> SchemeSettings:
@@ -53,6 +57,18 @@ class SchemeSettings(AcquisitionEstimate):
             raise ValueError(f"limit_min_deg {self.limit_min_deg} deg must be below "
                              f"limit_max_deg {self.limit_max_deg} deg")
         return self
+
+
+MAX_PLAN_FRAMES = 100_000  # a plan this long already spans months; longer ones are refused at once
+SAMPLE_FRAMES = 1_000  # frames planned to say what a refused count would take
+
+
+def _duration(seconds: float) -> str:
+    """A long duration in the largest fitting unit: ``3.2 years``, ``12.5 days``, ``4.0 h``."""
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds / 60:.1f} min"
 
 
 OPTION_NAMES = {"min_deg": "--min", "max_deg": "--max", "backlash_deg": "--backlash", "step_deg": "--step",
@@ -95,12 +111,31 @@ def _build(settings: SchemeSettings) -> tuple[TiltScheme, HolderLimits]:
     return scheme, limits
 
 
+def _refuse_absurd_count(settings: SchemeSettings) -> None:
+    """One line saying what a count beyond :data:`MAX_PLAN_FRAMES` would take (from a short sample plan)."""
+    frames = int(settings.count or 0) - settings.start_index
+    if frames <= MAX_PLAN_FRAMES:
+        return
+    sample = settings.model_copy(update={"count": settings.start_index + SAMPLE_FRAMES})
+    scheme, limits = _build(sample)
+    moves = list(plan_moves(iter_targets(scheme), settings.start_deg, settings.backlash_deg, limits))
+    estimate = with_tracking(AcquisitionEstimate.model_validate(settings.model_dump(include=set(ESTIMATE_FIELDS))),
+                             settings.tracking)
+    per_frame_s = summarize_plan(moves, settings.start_deg, scheme.min_deg, scheme.max_deg,
+                                 estimate).total_time_s / SAMPLE_FRAMES
+    raise UserError(f"--count {settings.count} is too many to plan: at about {per_frame_s:.1f} s per frame it would "
+                    f"take {_duration(per_frame_s * frames)} at the microscope; allowed: up to {MAX_PLAN_FRAMES} "
+                    "frames per plan")
+
+
 def render_plan(settings: SchemeSettings) -> tuple[str, str]:
     """The plan as text in ``settings.format``, and a one-line summary; raises UserError before any output."""
+    _refuse_absurd_count(settings)
     scheme, limits = _build(settings)
     moves = list(plan_moves(iter_targets(scheme), settings.start_deg, settings.backlash_deg, limits))
     prior_deg = [scheme_angle_deg(scheme, index) for index in range(scheme.start_index)]
-    estimate = AcquisitionEstimate.model_validate(settings.model_dump(include=set(ESTIMATE_FIELDS)))
+    estimate = with_tracking(AcquisitionEstimate.model_validate(settings.model_dump(include=set(ESTIMATE_FIELDS))),
+                             settings.tracking)
     summary = summarize_plan(moves, settings.start_deg, scheme.min_deg, scheme.max_deg, estimate, prior_deg)
     described = (f"{scheme.kind} scheme, frames {scheme.start_index}..{scheme.count - 1} in "
                  f"[{scheme.min_deg:g}, {scheme.max_deg:g}] deg, backlash {settings.backlash_deg:g} deg, "

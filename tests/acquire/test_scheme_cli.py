@@ -165,3 +165,22 @@ def test_bad_value_writes_no_file(tmp_path):
     out_file = tmp_path / "plan.csv"
     result = run_cli("scheme", "--count", "10", "--min", "-79", "--out", str(out_file))
     assert result.returncode != 0 and not out_file.exists()
+
+
+def test_absurd_count_is_refused_at_once_saying_what_it_would_take(capsys):
+    code, out, err = run_in_process(capsys, "scheme", "--count", "100000000")
+    assert code != 0 and out == ""
+    assert "--count 100000000" in err and "years" in err and "100000" in err and len(err.strip().splitlines()) == 1
+
+
+def test_tracking_auto_takes_the_measured_overhead_and_no_tracking_dose(capsys):
+    from acquire.plan_summary import AUTO_TRACKING_S
+
+    results = {}
+    for tracking in ("manual", "auto"):
+        code, out, _ = run_in_process(capsys, "scheme", "--count", "10", "--format", "json", "--tracking", tracking)
+        assert code == 0
+        results[tracking] = json.loads(out)["summary"]
+    manual, auto = results["manual"], results["auto"]
+    assert manual["total_time_s"] - auto["total_time_s"] == pytest.approx(10 * (28.0 - AUTO_TRACKING_S))
+    assert manual["total_dose_e_per_A2"] - auto["total_dose_e_per_A2"] == pytest.approx(10 * 20.0)
