@@ -11,8 +11,8 @@ ground-truth specimen projected at the requested angle, centred: the upper bound
 reconstruction can give (a live DIP-STER process is too heavy for this 2-core machine).
 
 The per-frame overhead (bridge calls for the correction, the measurement, the fit: the extra wall time per
-frame over ``off``) is written as ``tracking_s`` for ``tiltstream scheme --tracking auto``
-(``bench/tracking.json``).
+frame over ``off``) is printed; ``acquire.plan_summary.AUTO_TRACKING_S`` (``tiltstream scheme --tracking
+auto``) holds the measured value.
 
     OMP_NUM_THREADS=1 python bench/tracking.py --frames 100
 """
@@ -41,9 +41,6 @@ from simulator.bridge_server import running_server
 from simulator.clock import ManualClock
 from simulator.microscope import SimulatedMicroscope
 from simulator.settings import SimSettings
-
-OVERHEAD_FILE = Path(__file__).with_name("tracking.json")
-
 
 class OracleModel:
     """A ROUTER on loopback answering ``reproject?`` with the ground truth projected at the asked angle."""
@@ -155,9 +152,6 @@ def main() -> None:
     if "off" in by_mode and len(by_mode) > 1:  # the extra wall time per frame: bridge calls and compute
         overhead_s = max((r["wall_s"] - by_mode["off"]["wall_s"]) / args.frames for r in results if r["mode"] != "off")
         print(f"tracking overhead per frame (extra wall time over off, loopback bridge): {1000 * overhead_s:.1f} ms")
-        OVERHEAD_FILE.write_text(json.dumps({"tracking_s": round(overhead_s, 4), "tracking_dose_e_per_A2": 0.0,
-                                             "measured_by": "bench/tracking.py", "frames": args.frames,
-                                             "size": args.size}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ Order of the steps (NOTES.md, "Experimental preprocessing"):
 6. ``align``: cross-correlation alignment (``skimage.registration.phase_cross_correlation``, subpixel):
    frames are chained in angle order from the frame nearest 0 deg, each registered to its neighbour in
    angle (so compared frames differ by a small tilt); the shifts add up along the chain and every frame
-   is resampled once (cubic spline).
+   is resampled once (cubic spline). With ``align_from = "recorded"`` the shifts are instead the ones
+   tracking recorded during acquisition (``frames.jsonl`` ``tracking.shift_px``, :func:`recorded_shifts_px`):
+   no re-alignment; frames whose tracking lost the specimen are left unshifted and listed in the report.
 7. ``centre``: shift every frame so the centre of mass of the averaged series lies at the image centre
    (``(n - 1) / 2``).
 8. ``crop_shape``: centred crop to ``(ny, nx)``.
@@ -27,7 +29,8 @@ which a run directory records next to the config.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pydantic
@@ -51,6 +54,9 @@ class PreprocessConfig(pydantic.BaseModel):
     normalise: bool = pydantic.Field(default=True, description="unit standard deviation and a common mean per frame")
     align: bool = pydantic.Field(default=True, description="cross-correlation alignment, chained in angle order")
     upsample: int = pydantic.Field(default=10, ge=1, description="subpixel precision of alignment, 1/pixels")
+    align_from: Literal["correlation", "recorded"] = pydantic.Field(
+        default="correlation", description="align by cross-correlation, or by the shifts tracking recorded "
+        "during acquisition (acquire --track)")
     centre: bool = pydantic.Field(default=True, description="centre of mass of the averaged series to the image centre")
     crop_shape: tuple[int, int] | None = pydantic.Field(
         default=None, description="centred crop (ny, nx), pixels (None: off)")
@@ -139,6 +145,15 @@ def alignment_shifts(frames: np.ndarray, angles_deg: np.ndarray, upsample: int =
     return shifts
 
 
+def recorded_shifts_px(records: Sequence[Any]) -> np.ndarray | None:
+    """The specimen shifts tracking recorded, (n, 2) pixels (x, y) in record order; NaN where tracking lost
+    it; None when no record has tracking (``records``: :class:`acquire.session.FrameRecord`)."""
+    if not any(getattr(r, "tracking", None) is not None for r in records):
+        return None
+    return np.array([r.tracking.shift_px if r.tracking is not None and r.tracking.shift_px is not None
+                     else (np.nan, np.nan) for r in records], dtype=np.float64)
+
+
 def centre_of_mass_shift(frames: np.ndarray) -> np.ndarray:
     """Shift (dy, dx), pixels, that moves the centre of mass of the averaged series to the image centre."""
     mean = frames.mean(axis=0)
@@ -177,7 +192,8 @@ def rescale(frames: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.stack([resize(f, shape, order=1, anti_aliasing=True, preserve_range=True) for f in frames]) * factor
 
 
-def apply(frames: np.ndarray, angles_deg: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, dict[str, Any]]:
+def apply(frames: np.ndarray, angles_deg: np.ndarray, config: PreprocessConfig,
+          recorded_shifts: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Run the configured steps, in the module's order.
 
     Parameters
@@ -188,6 +204,8 @@ def apply(frames: np.ndarray, angles_deg: np.ndarray, config: PreprocessConfig) 
         Tilt angle of each frame, degrees, shape (n,).
     config
         Which steps run.
+    recorded_shifts
+        For ``align_from = "recorded"``: :func:`recorded_shifts_px` of the session, (n, 2) pixels (x, y).
 
     Returns
     -------
@@ -225,7 +243,17 @@ def apply(frames: np.ndarray, angles_deg: np.ndarray, config: PreprocessConfig) 
         frames = (frames - means[:, None, None]) / stds[:, None, None] + common
         report["normalise"] = {"common_mean": common, "stds": stds.tolist()}
         report["steps"].append("normalise")
-    if config.align:
+    if config.align and config.align_from == "recorded":
+        if recorded_shifts is None or np.shape(recorded_shifts) != (len(frames), 2):
+            raise UserError("align_from = recorded needs a session acquired with tracking on (acquire --track "
+                            "previous|model); this one has no recorded shifts: use align_from = correlation")
+        lost = np.flatnonzero(~np.all(np.isfinite(recorded_shifts), axis=1))
+        shifts = -np.nan_to_num(np.asarray(recorded_shifts, dtype=np.float64))[:, ::-1] / config.bin_factor
+        frames = _shift_all(frames, shifts)
+        report["align_shifts_px"] = shifts.tolist()
+        report["align_unshifted_lost"] = lost.tolist()
+        report["steps"].append("align_recorded")
+    elif config.align:
         shifts = alignment_shifts(frames, angles, config.upsample)
         frames = _shift_all(frames, shifts)
         report["align_shifts_px"] = shifts.tolist()

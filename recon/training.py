@@ -130,9 +130,9 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
         raw_shape = list(frames.shape[1:])
         report = None
         if new.preprocess is not None:
-            from recon.preprocess import apply
+            from recon.preprocess import apply, recorded_shifts_px
 
-            frames, report = apply(frames, session.angles_deg, new.preprocess)
+            frames, report = apply(frames, session.angles_deg, new.preprocess, recorded_shifts_px(session.records))
         config = preset(new.preset)
         by_index = sorted(records, key=lambda r: r.index)
         time_scale_s = session_time_scale_s(session.settings.scheme, [r.time_s for r in by_index])
