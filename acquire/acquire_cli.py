@@ -5,9 +5,10 @@ session stays consistent (``--resume`` continues it) and the exit status is 130.
 session that does not exist yet, or was killed before its first frame, starts it (a restart script
 cannot know how far a crash got).
 
-``--track previous|model`` and ``--focus tilt-model`` correct each frame before its exposure (image
+``--track previous|model`` and ``--focus tilt-model|measure`` correct each frame before its exposure (image
 shift, stage x/y, probe defocus; within the configured limits, checked before sending) from the
-recorded frames themselves: no extra exposure.
+recorded frames themselves: no extra exposure (``--focus measure`` adds a 5-scan sharpness sweep every
+``--focus-every`` frames, which does cost dose).
 """
 
 from __future__ import annotations
@@ -194,7 +195,8 @@ def _tracking(settings: AcquireSettings) -> tuple[Any, Any]:
 
         model_link = ModelLink(settings.model_endpoint, timeout_s=settings.model_timeout_s)
     loop = TrackingLoop(settings.track, settings.focus, settings.pixel_size_nm * settings.binning,
-                        lost_quality=settings.lost_quality, model=model_link)
+                        lost_quality=settings.lost_quality, model=model_link, sweep_every=settings.focus_every,
+                        sweep_step_m=settings.focus_step_nm * 1e-9)
     return loop, model_link
 
 

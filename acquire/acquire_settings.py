@@ -46,9 +46,13 @@ class AcquireSettings(pydantic.BaseModel):
     track: Literal["off", "previous", "model"] = pydantic.Field(
         "off", description="tracking between frames: off, previous (cross-correlation with the recorded frames "
         "nearest in angle) or model (with the live reconstruction's reprojection, else previous)")
-    focus: Literal["off", "tilt-model"] = pydantic.Field(
-        "off", description="focus between frames: off or tilt-model (probe defocus follows the fitted eucentric "
-        "height)")
+    focus: Literal["off", "tilt-model", "measure"] = pydantic.Field(
+        "off", description="focus between frames: off, tilt-model (probe defocus follows the fitted eucentric "
+        "height; no dose) or measure (tilt-model plus a 5-scan sharpness sweep every focus_every frames: "
+        "5 extra frames of dose and time per sweep)")
+    focus_every: int = pydantic.Field(10, ge=1, description="--focus measure: frames between sharpness sweeps")
+    focus_step_nm: float = pydantic.Field(50.0, gt=0, description="--focus measure: defocus step of a sweep, "
+                                                                  "nanometres")
     model_endpoint: str | None = pydantic.Field(None, description="the live process's reprojection request "
                                                                   "endpoint for --track model, e.g. tcp://127.0.0.1:5557")
     model_timeout_s: float = pydantic.Field(0.5, gt=0, description="longest wait for a reprojection, seconds "

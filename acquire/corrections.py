@@ -122,15 +122,37 @@ class TrackingLoop:
     model
         Source of reprojections for ``track="model"`` (anything with ``reprojection(angle_deg, time_s)``,
         returning None when it has none; then the previous frames are the reference).
+    sweep_every
+        ``focus="measure"``: a sharpness sweep before every this many frames.
+    sweep_step_m
+        ``focus="measure"``: defocus step of the sweep, metres.
     """
 
     def __init__(self, track: TrackMode, focus: FocusMode, pixel_size_nm: float, *, lost_quality: float = 0.3,
-                 model: object | None = None) -> None:
+                 model: object | None = None, sweep_every: int = 10, sweep_step_m: float = 50e-9) -> None:
         self.track = track
         self.focus = focus
         self.tracker = Tracker(pixel_size_nm=pixel_size_nm, lost_quality=lost_quality)
         self.model = model
+        self.sweep_every = int(sweep_every)
+        self.sweep_step_m = float(sweep_step_m)
         self.start: OpticsState | None = None
+        self.focus_offset_m = 0.0  # measured focus minus the tilt model, from the last sweep
+        self.frames_seen = 0
+
+    def sweep_due(self) -> bool:
+        """Whether the next frame gets a sharpness sweep first (``focus="measure"``, every ``sweep_every``)."""
+        return self.focus == "measure" and self.frames_seen % self.sweep_every == 0
+
+    def sweep_found(self, alpha_deg: float, best_m: float) -> None:
+        """Remember a sweep's sharpest defocus at ``alpha_deg`` as an offset to the tilt model."""
+        self.focus_offset_m = best_m - self._model_defocus_m(alpha_deg)
+
+    def _model_defocus_m(self, alpha_deg: float) -> float:
+        assert self.start is not None
+        fit = self.tracker.fit()
+        z_nm = fit.z_nm if fit is not None else 0.0
+        return tilt_model_defocus_m(z_nm, alpha_deg, self.start.defocus_m)
 
     def command_for(self, alpha_deg: float, state: OpticsState, limits: CorrectionLimits) -> CorrectionCommand:
         """What to set before the frame at ``alpha_deg`` given the microscope's ``state`` now."""
@@ -141,11 +163,8 @@ class TrackingLoop:
             wanted_nm = self.tracker.correction_for(alpha_deg)
             if wanted_nm is not None:
                 command = lateral_command(wanted_nm, state, self.start, limits)
-        if self.focus != "off":
-            fit = self.tracker.fit()
-            if fit is not None:
-                command = replace(command, defocus_m=tilt_model_defocus_m(fit.z_nm, alpha_deg,
-                                                                          self.start.defocus_m))
+        if self.focus != "off" and self.tracker.fit() is not None:
+            command = replace(command, defocus_m=self._model_defocus_m(alpha_deg) + self.focus_offset_m)
         return command
 
     def measure(self, index: int, alpha_deg: float, frame: np.ndarray, state: OpticsState,
@@ -153,6 +172,7 @@ class TrackingLoop:
         """Measure the frame just recorded with ``state`` in effect; returns its ``tracking`` record."""
         if self.start is None:
             self.start = state
+        self.frames_seen += 1
         reference = None
         mode = "previous"
         if self.track == "model" and self.model is not None:

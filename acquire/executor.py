@@ -30,6 +30,7 @@ import numpy as np
 
 from acquire.backlash import HolderLimits, check_backlash_config, plan_moves
 from acquire.corrections import CorrectionCommand, CorrectionLimits, OpticsState, TrackingLoop, limit_violation
+from acquire.focus import best_defocus_m, sharpness, sweep_defocus_m
 from acquire.dose import camera_dose_e_per_A2, stem_dose_e_per_A2
 from acquire.errors import UserError
 from acquire.microscope import STAGE_READY, AcquisitionParams, Microscope
@@ -239,6 +240,7 @@ class Executor:
         self.limits = limits
         self.pause_on_lost = pause_on_lost
         self.pause_reason: str | None = None  # the last reason the executor paused the run itself
+        self._sweep_dose_e_per_A2 = 0.0  # focus-sweep dose not yet counted in a frame's record
 
     # -- the run -------------------------------------------------------------------------------
     def prepare(self) -> HolderLimits:
@@ -337,7 +339,32 @@ class Executor:
             if self.control.stopping:
                 return False
         self._send(command)
+        if self.tracking.sweep_due():
+            self._focus_sweep(alpha_deg)
         return True
+
+    def _focus_sweep(self, alpha_deg: float) -> None:
+        """Scan at defocus values around the current one (those within the limit), set the sharpest."""
+        assert self.tracking is not None and self.tracking.start is not None
+        centre_m = self.microscope.probe_defocus_m()
+        tried_m, values = [], []
+        for defocus_m in sweep_defocus_m(centre_m, self.tracking.sweep_step_m):
+            if limit_violation(CorrectionCommand(defocus_m=float(defocus_m)), self.tracking.start, self.limits):
+                continue
+            self.microscope.set_probe_defocus_m(float(defocus_m))
+            self.microscope.set_beam_blanked(False)
+            try:
+                scan = self.microscope.acquire(self.config.detector)
+            finally:
+                self.microscope.set_beam_blanked(True)
+            self._sweep_dose_e_per_A2 += self._exposure_and_dose(scan.shape)[1]
+            tried_m.append(float(defocus_m))
+            values.append(sharpness(scan))
+        best_m = best_defocus_m(np.array(tried_m), np.array(values)) if tried_m else centre_m
+        self.microscope.set_probe_defocus_m(best_m)
+        self.tracking.sweep_found(alpha_deg, best_m)
+        log.info("focus sweep at %.2f deg: sharpest at %.1f nm defocus (%d scans)", alpha_deg, best_m * 1e9,
+                 len(tried_m))
 
     def _send(self, command: CorrectionCommand) -> None:
         """Send a checked correction: stage x/y (waiting for READY), image shift, defocus."""
@@ -383,6 +410,7 @@ class Executor:
             self.microscope.set_beam_blanked(True)
         temperature_C = self.temperature.read_C() if self.temperature is not None else None
         exposure_s, dose = self._exposure_and_dose(frame.shape)
+        dose, self._sweep_dose_e_per_A2 = dose + self._sweep_dose_e_per_A2, 0.0  # a focus sweep's dose counts here
         self.cumulative_dose_e_per_A2 += dose
         time_s = 0.5 * (begin_s + end_s) - session_start_unix_s(self.writer)
         extra = {} if state is None else {"tracking": self._track(index, angle_deg, frame, state, time_s)}

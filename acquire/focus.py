@@ -5,10 +5,12 @@ so the probe defocus that keeps it in focus is the defocus at the start plus tha
 height comes from the lateral fit of :mod:`acquire.tracking`; no exposure, no time beyond one
 ``probe_defocus`` call).
 
-``measure``: every N frames the executor takes :data:`SWEEP_STEPS` extra scans at defocus offsets around
-the tilt-model value and keeps the sharpest (:func:`best_defocus_m`). Cost per sweep: SWEEP_STEPS scans
-at the sweep's image size (a QUARTER field at binning 4 is 1/64 of the frame's pixels: 1/64 of a frame's
-dose and time per scan), plus one defocus call per step.
+``measure``: every N frames the executor takes :data:`SWEEP_STEPS` extra scans, with the frame's own
+acquisition parameters, at defocus values around the tilt-model value, keeps the sharpest
+(:func:`best_defocus_m`) and carries the difference to the tilt model forward. Cost per sweep:
+SWEEP_STEPS frames' time and dose (plus one defocus call each), i.e. SWEEP_STEPS / N extra frames per
+frame on average: with N = 10, +50 % dose and exposure time. The sweep's dose is counted in the dose of
+the frame it precedes.
 """
 
 from __future__ import annotations

@@ -130,3 +130,17 @@ def test_the_allow_list_refuses_anything_else_before_sending(tmp_path: Path) -> 
         with pytest.raises(NotAllowed):
             remote.set_stage_position({"b": 0.1})
     assert sim.get_stage_position()["b"] == 0.0 and sim.get_convergence_angle() == pytest.approx(0.01)
+
+
+def test_focus_measure_finds_a_height_error_by_sweep_and_counts_its_dose(tmp_path: Path) -> None:
+    """The specimen starts 60 nm out of focus (stage z); the first sweep (every 4 frames, 50 nm steps) finds it."""
+    sim = _sim(convergence_mrad=30.0)
+    sim.set_stage_position({"z": 60e-9})
+    loop = TrackingLoop("previous", "measure", PIXEL_NM, sweep_every=4, sweep_step_m=50e-9)
+    summary, _, session = _run(sim, tmp_path, 6, loop)
+    assert summary.frames == 6
+    recorded = [f for f in sim.frames]
+    assert len(recorded) == 6 + 2 * 5  # sweeps before frames 0 and 4
+    assert recorded[5].blur_px < 0.3 * 60e-9 * 0.03 / 1e-9  # the first recorded frame, right after the sweep
+    doses = [r.dose_e_per_A2 for r in session.records]
+    assert doses[0] == pytest.approx(6 * doses[1]) and doses[4] == pytest.approx(6 * doses[1])
