@@ -152,6 +152,12 @@ def run(args: argparse.Namespace) -> int:
         curve = load_server_keys(settings.curve_secret_key) if settings.curve_secret_key else None
         publisher = FramePublisher(settings.publish, writer.path, resend_endpoint=settings.resend, curve=curve)
     tracking, model_link = _tracking(settings)
+    if tracking is not None and writer.records:
+        from acquire.session import read_session
+
+        session = read_session(writer.path)
+        seeded = tracking.seed(writer.records, session.load_frame)
+        print(f"tiltstream acquire: tracking continues from {seeded} recorded frames", file=sys.stderr)
     control = AcquisitionControl()
     interrupted = _install_sigint(control)
     line = ProgressLine()

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 
 from acquire.focus import tilt_model_defocus_m
-from acquire.session import StagePosition, TrackingRecord
+from acquire.session import FrameRecord, StagePosition, TrackingRecord
 from acquire.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,26 @@ class TrackingLoop:
         self.start: OpticsState | None = None
         self.focus_offset_m = 0.0  # measured focus minus the tilt model, from the last sweep
         self.frames_seen = 0
+
+    def seed(self, records: Sequence[FrameRecord], load_frame: Callable[[FrameRecord], np.ndarray],
+             keep: int = 100) -> int:
+        """Continue a resumed session's tracking: its first tracked frame's optics become the start, and that
+        frame plus the last ``keep`` trusted ones are known positions. Returns the number of frames taken."""
+        tracked = [r for r in records if r.tracking is not None]
+        if not tracked:
+            return 0
+        first = tracked[0]
+        self.start = OpticsState(image_shift_m=first.tracking.image_shift_m, stage=first.stage,
+                                 defocus_m=first.tracking.defocus_m or 0.0)
+        known = [r for r in tracked[1:] if r.tracking.shift_px is not None][-keep:]
+        for record in [first, *known]:
+            if record.tracking.shift_px is None:
+                continue
+            state = OpticsState(record.tracking.image_shift_m, record.stage, record.tracking.defocus_m or 0.0)
+            self.tracker.add_known(record.index, record.angle_deg, load_frame(record), record.tracking.shift_px,
+                                   correction_in_effect_nm(state, self.start))
+        self.frames_seen = len(records)
+        return len(self.tracker.observations)
 
     def sweep_due(self) -> bool:
         """Whether the next frame gets a sharpness sweep first (``focus="measure"``, every ``sweep_every``)."""

@@ -356,6 +356,17 @@ class Tracker:
             self.positions_px = self._solve()
         return Measurement((float(position[0]), float(position[1])), reference, float(quality), False)
 
+    def add_known(self, index: int, alpha_deg: float, frame: np.ndarray, position_px: tuple[float, float],
+                  correction_nm: tuple[float, float]) -> None:
+        """Take a frame measured before (a resumed session): trusted, at its recorded position (the first one
+        added is the origin, so it must be the session's first tracked frame)."""
+        node = len(self.observations)
+        self.observations.append(Observation(index, float(alpha_deg), np.asarray(frame, dtype=np.float64),
+                                             (float(correction_nm[0]), float(correction_nm[1])), True))
+        if node > 0:
+            self.edges.append((node, -1, float(position_px[0]), float(position_px[1]), 1.0))
+        self.positions_px = self._solve()
+
     def _solve(self) -> np.ndarray:
         """Positions (n, 2) px of all observations (untrusted ones get NaN)."""
         trusted = [n for n, o in enumerate(self.observations) if o.trusted]

@@ -70,3 +70,16 @@ def test_resume_still_refuses_a_folder_that_holds_something_else(tmp_path: Path,
         code = _acquire(url, session, "--resume", "--count", "3")
     assert code != 0 and (session / "notes.txt").exists()
     assert "not a session" in capsys.readouterr().err
+
+
+def test_resume_continues_tracking_from_the_recorded_frames(tmp_path: Path) -> None:
+    sim = _sim()
+    with running_server(sim) as url:
+        assert _acquire(url, tmp_path / "s", "--count", "8", "--track", "previous") == 0
+        assert _acquire(url, tmp_path / "s", "--count", "14", "--track", "previous", "--resume") == 0
+    records = read_session(tmp_path / "s").records
+    assert [r.index for r in records] == list(range(14))
+    truth = [f.displacement_m[0] * 1e9 - sim.frames[0].displacement_m[0] * 1e9 for f in sim.frames]
+    for record, true_px in zip(records[8:], truth[8:]):  # same origin as before the restart
+        assert record.tracking.shift_px[0] == pytest.approx(true_px, abs=1.0)
+    assert max(abs(t) for t in truth[8:]) < 1.5  # and still corrected
