@@ -2,7 +2,8 @@
 
 The HTTP layer is temscript's own (``temscript.server.MicroscopeServer`` and ``MicroscopeHandler``), so
 ``temscript.RemoteMicroscope`` drives the simulator unchanged. Additions: one thread per request
-(the stage can be polled while an acquisition runs), the faults of
+(the stage can be polled while an acquisition runs), every request logged to the microscope's
+``requests`` list when it has one, the faults of
 :class:`simulator.faults.FaultInjector` applied before a request is served, quiet logging, and
 :func:`running_server` for tests (port 0, waits until listening, stops and joins on exit, re-raises
 errors of the server thread).
@@ -53,11 +54,20 @@ class FaultingHandler(MicroscopeHandler):
             return True
         return False
 
+    def _log_request(self) -> None:
+        """Append (method, endpoint) to the microscope's ``requests`` log, when it keeps one."""
+        log_list = getattr(self.server.microscope, "requests", None)
+        if log_list is not None:
+            path = urlparse(self.path).path
+            log_list.append((self.command, path[4:] if path.startswith("/v1/") else path))
+
     def do_GET(self) -> None:
+        self._log_request()
         if not self._apply_fault():
             super().do_GET()
 
     def do_PUT(self) -> None:
+        self._log_request()
         if not self._apply_fault():
             super().do_PUT()
 

@@ -159,6 +159,7 @@ class SimulatedMicroscope(NullMicroscope):
         self._stage_start = dict(self._stage_pos)
         self._instrument_mode = InstrumentMode.STEM
         self.frames: list[FrameLog] = []
+        self.requests: list[tuple[str, str]] = []  # (HTTP method, endpoint) of every bridge request served
         self._lock = threading.RLock()
         self._beam_on_since: float | None = self.clock.now_s()
         self._beam_dose = 0.0  # dose of closed unblanked intervals

@@ -70,6 +70,10 @@ def test_previous_tracking_keeps_the_specimen_put_and_focus_follows(tmp_path: Pa
     late = [(r.tracking.shift_px, e) for r, e in zip(session.records[8:], _errors_px(sim)[8:])]
     assert all(np.hypot(*(np.array(m) - e)) < 1.0 for m, e in late)
     assert session.records[-1].tracking.defocus_m == pytest.approx(sim.get_probe_defocus())
+    # what reached the microscope: only allow-listed endpoints, and writes only of these
+    puts = {endpoint for method, endpoint in sim.requests if method == "PUT"}
+    assert puts <= {"stage_position", "beam_blanked", "stem_acquisition_param", "image_shift", "probe_defocus"}
+    assert {"image_shift", "probe_defocus"} <= puts
     assert session.records[0].tracking.image_shift_m[0] == pytest.approx(Z_NM * 1e-9 * math.sin(math.radians(70)))
 
 
