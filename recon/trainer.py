@@ -269,7 +269,9 @@ class Trainer:
         """Train for ``steps`` steps or for about ``seconds`` seconds of wall clock (one of the two).
 
         With ``seconds`` the steps run one at a time until the time is spent (at least one step when
-        ``seconds > 0``). Returns the mean loss of the steps done (NaN when none).
+        ``seconds > 0``). Returns the mean loss of the steps done (NaN when none). Data-parallel ranks
+        must all run the same steps: give them ``steps`` (rank 0 decides when a time budget is spent,
+        as :func:`recon.training.train_loop` does).
 
         Raises
         ------
