@@ -84,3 +84,11 @@ def test_fault_specs_arm_the_injector_and_bad_ones_are_one_line() -> None:
     for bad in ("acquire", "acquire:explode", "acquire:error:0", "acquire:error:1.5", ":error"):
         with pytest.raises(UserError, match="--fault"):
             apply_fault_spec(injector, bad)
+
+
+def test_sim_serve_refuses_a_bad_fault_spec_in_one_line_before_the_setup(capsys) -> None:
+    from live.cli import main
+
+    assert main(["sim", "serve", "--port", "0", "--fault", "acquire:explode"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ENDPOINT:KIND[:N]" in err[0]
