@@ -157,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
 
         session = read_session(writer.path)
         seeded = tracking.seed(writer.records, session.load_frame)
-        print(f"tiltstream acquire: tracking continues from {seeded} recorded frames", file=sys.stderr)
+        if seeded:
+            print(f"tiltstream acquire: tracking continues from {seeded} recorded frames", file=sys.stderr)
     control = AcquisitionControl()
     interrupted = _install_sigint(control)
     line = ProgressLine()
