@@ -4,7 +4,9 @@ Paper Supplementary Fig. 2: a coordinate ``c = (y_k / N_y, t_i, theta_i)`` goes 
 connected mapping network to a latent vector, which is reshaped to a small ``(C, h0, w0)`` map; each
 CNN stage upsamples by two (bilinear) and applies two 3x3 convolutions; a 1x1 convolution gives one
 channel at ``(nz, nx)``. Optionally (``centre_coords``) a fixed affine map centres ``y / N_y`` and
-``t`` on 0 before the MAPNET.
+``t`` on 0 before the MAPNET, and (``y_bands``, ``t_bands``) fixed Fourier features
+``sin(2^k pi c), cos(2^k pi c)`` of the row and time coordinates are appended to its input (a
+positional encoding against the spectral bias of fully connected layers).
 
 Differences from the public reference code, on purpose:
 
@@ -85,7 +87,11 @@ class DipsterNet(nn.Module):
             channels.append(max(c, min(config.cnn_min_channels, config.cnn_channels)))
         self.channels = channels
         layers: list[nn.Module] = []
-        width_in = COORD_DIM
+        self.register_buffer("y_freqs", math.pi * 2.0 ** torch.arange(config.y_bands, dtype=torch.float32),
+                             persistent=False)
+        self.register_buffer("t_freqs", math.pi * 2.0 ** torch.arange(config.t_bands, dtype=torch.float32),
+                             persistent=False)
+        width_in = COORD_DIM + 2 * (config.y_bands + config.t_bands)
         for width in config.mapnet_widths:
             layers += [nn.Linear(width_in, width), nn.LeakyReLU(0.2)]
             width_in = width
@@ -104,10 +110,16 @@ class DipsterNet(nn.Module):
         self.register_buffer("coord_shift", torch.tensor([-1.0, -1.0, 0.0] if centre else [0.0, 0.0, 0.0]),
                              persistent=False)
 
+    def encode(self, coords: torch.Tensor) -> torch.Tensor:
+        """MAPNET input: the (centred) coordinates, then sin/cos of the y bands, then of the t bands."""
+        c = coords * self.coord_gain + self.coord_shift
+        phases = [c[:, :1] * self.y_freqs, c[:, 1:2] * self.t_freqs]
+        return torch.cat([c, *(torch.sin(p) for p in phases), *(torch.cos(p) for p in phases)], dim=1)
+
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         """Orthoslices for coordinates ``(N, 3)`` = ``(y / N_y, t, theta_rad)``; returns ``(N, nz, nx)``."""
         h0, w0 = self.sizes[0]
-        latent = self.mapnet(coords * self.coord_gain + self.coord_shift)
+        latent = self.mapnet(self.encode(coords))
         x = latent.reshape(coords.shape[0], self.channels[0], h0, w0)
         for k, stage in enumerate(self.stages):
             if k > 0:

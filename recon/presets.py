@@ -33,6 +33,12 @@ class DipsterConfig(pydantic.BaseModel):
     centre_coords: bool = pydantic.Field(
         default=False, description="map y / N_y and t to 2 y / N_y - 1 and 2 t - 1 (a fixed affine map "
         "inside the network) so the MAPNET's inputs are centred on 0")
+    y_bands: int = pydantic.Field(
+        default=0, ge=0, le=12, description="Fourier bands of the row coordinate: sin and cos of "
+        "2^k pi y' (k < y_bands, y' the centred or raw y / N_y) are appended to the MAPNET input "
+        "(0 = the raw coordinate only, as in the paper)")
+    t_bands: int = pydantic.Field(
+        default=0, ge=0, le=12, description="Fourier bands of the time coordinate, as y_bands")
     base_size: int = pydantic.Field(
         default=4, ge=2, le=64,
         description="side of the small map the latent vector is reshaped to, pixels (approximate: the "
