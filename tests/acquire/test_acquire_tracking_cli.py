@@ -83,3 +83,16 @@ def test_resume_continues_tracking_from_the_recorded_frames(tmp_path: Path) -> N
     for record, true_px in zip(records[8:], truth[8:]):  # same origin as before the restart
         assert record.tracking.shift_px[0] == pytest.approx(true_px, abs=1.0)
     assert max(abs(t) for t in truth[8:]) < 1.5  # and still corrected
+
+
+def test_track_model_falls_back_to_previous_when_no_model_answers(tmp_path: Path) -> None:
+    from tests.acquire.conftest import free_port
+
+    sim = _sim()
+    with running_server(sim) as url:
+        code = _acquire(url, tmp_path / "s", "--count", "6", "--track", "model", "--model-endpoint",
+                        f"tcp://127.0.0.1:{free_port()}", "--model-timeout-s", "0.05")
+    assert code == 0
+    records = read_session(tmp_path / "s").records
+    assert [r.tracking.mode for r in records] == ["previous"] * 6
+    assert "image_shift" in {endpoint for method, endpoint in sim.requests if method == "PUT"}
