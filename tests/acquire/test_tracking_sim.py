@@ -36,14 +36,15 @@ def _sim(centred: bool = True, **changes) -> SimulatedMicroscope:
 
 
 def _run(sim: SimulatedMicroscope, tmp_path: Path, count: int, loop: TrackingLoop | None,
-         limits: CorrectionLimits = CorrectionLimits(), control: AcquisitionControl | None = None):
+         limits: CorrectionLimits = CorrectionLimits(), control: AcquisitionControl | None = None,
+         pause_on_lost: bool = False):
     writer = SessionWriter.create(tmp_path / "s", SessionSettings(pixel_size_nm=PIXEL_NM))
     config = ExecutorConfig(detector="HAADF", params=AcquisitionParams(dwell_time_s=1e-6), beam_current_pA=60.0,
                             pixel_size_nm=PIXEL_NM, stage_timeout_s=2.0, poll_s=0.01)
     with running_server(sim) as url:
         scope = BridgeMicroscope(url, retry=RetryPolicy(attempts=1))
         executor = Executor(scope, TiltScheme(kind="grs", count=count), writer, config, tracking=loop,
-                            limits=limits, control=control)
+                            limits=limits, control=control, pause_on_lost=pause_on_lost)
         summary = executor.run()
     return summary, executor, read_session(writer.path)
 
@@ -148,3 +149,30 @@ def test_focus_measure_finds_a_height_error_by_sweep_and_counts_its_dose(tmp_pat
     assert recorded[5].blur_px < 0.3 * 60e-9 * 0.03 / 1e-9  # the first recorded frame, right after the sweep
     doses = [r.dose_e_per_A2 for r in session.records]
     assert doses[0] == pytest.approx(6 * doses[1]) and doses[4] == pytest.approx(6 * doses[1])
+
+
+def test_a_lost_specimen_is_recorded_and_pauses_the_run_when_asked(tmp_path: Path) -> None:
+    """A threshold no correlation reaches: frame 1 is lost (recorded with no shift); --pause-on-lost pauses."""
+    import threading
+
+    sim = _sim()
+    control = AcquisitionControl()
+    blanked_at_pause: list[bool] = []
+
+    def stop_when_paused() -> None:
+        while not control.pause_event.is_set():
+            if control.stop_event.wait(0.01):
+                return
+        blanked_at_pause.append(sim.get_beam_blanked())
+        control.stop()
+
+    watcher = threading.Thread(target=stop_when_paused)
+    watcher.start()
+    loop = TrackingLoop("previous", "off", PIXEL_NM, lost_quality=1.01)
+    summary, executor, session = _run(sim, tmp_path, 6, loop, control=control, pause_on_lost=True)
+    control.stop()
+    watcher.join(5)
+    assert summary.ended == "stopped" and summary.frames == 2 and blanked_at_pause == [True]
+    lost = session.records[1].tracking
+    assert lost.lost and lost.shift_px is None and lost.peak_quality < 1.01
+    assert "lost the specimen at frame 1" in executor.pause_reason
