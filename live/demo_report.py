@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from acquire.atomic_files import write_json_atomic, write_text_atomic
 from acquire.errors import UserError
 
 
@@ -94,7 +94,7 @@ def evaluate(settings, demo, microscope, acquire_wall_s: float, elapsed_s: float
 def write_report(out: Path, report: dict) -> None:
     """Write ``report.json`` (everything) and ``report.md`` (the summary a person reads)."""
     out = Path(out)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(out / "report.json", report)
     d, s = report["dipster"], report["sirt"]
     lines = [
         "# tiltstream demo report", "",
@@ -116,4 +116,4 @@ def write_report(out: Path, report: dict) -> None:
         "(recon.metrics.ssim; ground truth: the phantom step each frame was imaged at).", "",
         "Files: " + ", ".join(f"{k}: `{v}`" for k, v in report["paths"].items()), "",
     ]
-    (out / "report.md").write_text("\n".join(lines))
+    write_text_atomic(out / "report.md", "\n".join(lines))

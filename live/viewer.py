@@ -16,7 +16,6 @@ snapshots (:class:`SnapshotRenderer`), used by ``tiltstream view --headless`` an
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from acquire.atomic_files import write_json_atomic
 from acquire.stream import WireError
 from live.status import (HistoryHeader, Orthoslices, Reprojection, StatusHeader, StatusMessage,
                          decode_status_message, encode_volume_request)
@@ -423,7 +423,7 @@ def write_snapshot(window: ViewerWindow, directory: Path, name: str) -> Path:
     """Write ``name`` and ``latest.png`` of ``window`` into ``directory``, plus ``panels.json`` (panels drawn)."""
     path = window.save_png(Path(directory) / name)
     window.save_png(Path(directory) / "latest.png")
-    (Path(directory) / "panels.json").write_text(json.dumps(sorted(window.drawn)) + "\n")
+    write_json_atomic(Path(directory) / "panels.json", sorted(window.drawn), indent=None)
     return path
 
 
