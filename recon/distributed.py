@@ -195,7 +195,7 @@ def launch_local(workers: int, argv: Sequence[str], prog: str) -> int:
         elastic_launch(config, sys.executable)(*argv)
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
-        print(f"{prog}: rank {rank} of {workers} failed (exit code {failure.exitcode}); the others were "
-              "stopped; the run directory keeps its last checkpoint", file=sys.stderr)
+        print(f"{prog}: {len(exc.failures)} of {workers} ranks failed (first: rank {rank}, exit code "
+              f"{failure.exitcode}); the run directory keeps its last checkpoint", file=sys.stderr)
         return 1
     return 0

@@ -185,7 +185,7 @@ def train_loop(trainer: Any, run: RunDir, description: dict[str, Any], budget: B
     total = budget.steps
     elapsed0 = run.last_elapsed_s() if world.is_main else 0.0
     start = time.perf_counter()
-    done, stop_reason, text = 0, "steps done", ""
+    done, stop_reason = 0, "steps done"
     while total is None or done < total:
         chunk = budget.eval_every - trainer.steps_done % budget.eval_every
         if total is not None:
@@ -210,11 +210,11 @@ def train_loop(trainer: Any, run: RunDir, description: dict[str, Any], budget: B
             description["stopper"] = stopper.state_dict()
             run.write_description(description)
             run.append_log(row)
-            text = _progress_text(done, total, elapsed, budget.seconds, loss, trainer.learning_rate, extra)
-            if progress is not None:
-                progress.update(text)
             if decision == CONTINUE and budget.seconds is not None and elapsed >= budget.seconds:
                 decision = BUDGET_SPENT
+            if progress is not None:
+                progress.update(_progress_text(done, total, elapsed, budget.seconds, loss, trainer.learning_rate,
+                                               extra), final=decision != CONTINUE or done == total)
         decision = world.rank0_decides(decision)
         if decision == BUDGET_SPENT:
             stop_reason = "time budget spent"
@@ -222,8 +222,6 @@ def train_loop(trainer: Any, run: RunDir, description: dict[str, Any], budget: B
         if decision == PLATEAU:
             stop_reason = f"held-out error has not improved for {budget.patience} evaluations"
             break
-    if progress is not None and text:
-        progress.update(text, final=True)
     return TrainOutcome(stop_reason, done, trainer.steps_done)
 
 
