@@ -66,8 +66,12 @@ class RunState:
             raise UserError(f"run directory {str(self.run.path)!r} is a file; choose a directory")
         self.run.path.mkdir(parents=True, exist_ok=True)
         self.description: dict[str, Any] = {}
-        self.elapsed0_s = 0.0
+        self.elapsed0_s = 0.0  # training seconds logged before this process (a resumed run)
         self.last_checkpoint = time.monotonic()
+        self.last_log = 0.0
+        self.logged_step = 0  # the step of the last train_log.csv row
+        self.heldout_step: list[int] = []  # steps of the held-out evaluations logged
+        self.heldout_rmse_percent: list[float] = []  # their held-out reprojection error, percent
 
     @property
     def path(self) -> Path:
@@ -94,6 +98,10 @@ class RunState:
         reconstructor = open_reconstructor(self.path, device=self.device)
         self.run.truncate_log(reconstructor.steps_done)
         self.elapsed0_s = self.run.last_elapsed_s()
+        self.logged_step = reconstructor.steps_done
+        rows = [r for r in self.run.read_log() if r.get("heldout_rmse_percent")]
+        self.heldout_step = [int(r["step"]) for r in rows]
+        self.heldout_rmse_percent = [float(r["heldout_rmse_percent"]) for r in rows]
         return reconstructor
 
     def start(self, reconstructor: Reconstructor, session: str, time_scale_s: float | None) -> None:
@@ -115,18 +123,31 @@ class RunState:
             with open(self.run.log, "w") as handle:
                 handle.write(",".join(LOG_COLUMNS) + "\n")
 
-    def heldout_curve(self) -> tuple[list[int], list[float]]:
-        """The held-out reprojection error logged so far: steps and percent."""
-        rows = [r for r in self.run.read_log() if r.get("heldout_rmse_percent")]
-        return [int(r["step"]) for r in rows], [float(r["heldout_rmse_percent"]) for r in rows]
+    def log_due(self, reconstructor: Reconstructor) -> bool:
+        """Whether a train_log.csv row is due: ``log_interval_s`` passed and steps were trained since the last."""
+        return (time.monotonic() - self.last_log >= self.settings.log_interval_s
+                and reconstructor.steps_done > self.logged_step)
 
-    def log_row(self, reconstructor: Reconstructor, loss: float | None, elapsed_s: float,
-                heldout: dict[str, float] | None) -> None:
-        """Append one train_log.csv row at the reconstructor's current step."""
-        row: dict[str, Any] = {"step": reconstructor.steps_done, "elapsed_s": round(self.elapsed0_s + elapsed_s, 3),
-                               "loss": loss, "lr": getattr(reconstructor, "learning_rate", None)}
-        row.update(heldout or {})
+    def log_row(self, reconstructor: Reconstructor, loss: float | None, train_s: float) -> None:
+        """Append one train_log.csv row at the reconstructor's step, with the held-out reprojection error
+        (also kept in :attr:`heldout_step` / :attr:`heldout_rmse_percent`) when frames are held out.
+
+        Parameters
+        ----------
+        loss
+            Mean loss of the last chunk (None when unknown).
+        train_s
+            Seconds this process has trained (added to what the log held when it resumed).
+        """
+        heldout = reconstructor.heldout_metrics() if reconstructor.n_frames else None
+        if heldout is not None:
+            self.heldout_step.append(reconstructor.steps_done)
+            self.heldout_rmse_percent.append(heldout["heldout_rmse_percent"])
+        row: dict[str, Any] = {"step": reconstructor.steps_done, "elapsed_s": round(self.elapsed0_s + train_s, 3),
+                               "loss": loss, "lr": getattr(reconstructor, "learning_rate", None), **(heldout or {})}
         self.run.append_log(row)
+        self.last_log = time.monotonic()
+        self.logged_step = reconstructor.steps_done
 
     def checkpoint(self, reconstructor: Reconstructor) -> None:
         """Save the reconstructor's state (atomically) and keep run.json's held-out list in step."""

@@ -1,0 +1,162 @@
+"""When pending frames enter the reconstruction and how much it trains: the live process's two schedules.
+
+- continuous (default): every turn adds all pending frames, then one chunk of ``chunk_steps`` steps;
+  after the last expected frame, ``final_steps`` more;
+- deterministic (``steps_per_frame``): one pending frame per turn, then exactly ``steps_per_frame``
+  steps (:func:`live.schedule.train_chunked`, as offline), then ``final_steps`` after the last frame.
+
+Moving-window SIRT has finite work (one window per frame): it trains until no window is stale instead
+of for ``final_steps``. Each frame's metadata records the step at which it was added, so the steps
+trained after the last frame are known again after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from acquire.errors import UserError
+from live.intake import FrameIntake, Pending
+from live.schedule import train_chunked
+from live.settings import LiveSettings
+from recon.reconstructor import Reconstructor
+from recon.run_dir import heldout_positions
+
+log = logging.getLogger(__name__)
+
+STEP_ADDED = "step_added"  # frame metadata: the reconstructor's step when the frame was added
+
+
+def held_out(position: int, fraction: float) -> bool:
+    """Whether the frame at ``position`` (0-based, arrival order) is held out (recon.run_dir's rule)."""
+    return fraction > 0 and heldout_positions(position + 1, fraction)[-1:] == [position]
+
+
+class Scheduler:
+    """Adds frames from ``intake`` to :attr:`reconstructor` and trains it by the schedule.
+
+    Parameters
+    ----------
+    settings
+        :class:`live.settings.LiveSettings` (``steps_per_frame``, ``chunk_steps``, ``final_steps``,
+        ``holdout``, ``method``).
+    intake
+        Where pending frames and the frames expected come from.
+    on_chunk
+        Called after every chunk of training (serve requests, publish status, progress).
+    """
+
+    def __init__(self, settings: LiveSettings, intake: FrameIntake, on_chunk: Callable[[], None]) -> None:
+        self.settings = settings
+        self.intake = intake
+        self.on_chunk = on_chunk
+        self.reconstructor: Reconstructor | None = None
+        self.finite_work = settings.method == "sirt"
+        self.idle = False  # the last chunk found nothing to do (SIRT with every window current)
+        self.last_loss: float | None = None
+        self.rate = 0.0  # steps/s over the last chunk
+        self.train_s = 0.0  # seconds spent training in this process
+
+    # ------------------------------------------------------------------ where the run stands
+    def all_frames_in(self) -> bool:
+        expected = self.intake.expected
+        return expected is not None and self.reconstructor is not None and self.reconstructor.n_frames >= expected
+
+    def steps_after_last(self) -> int:
+        """Steps trained after the last expected frame's own schedule (0 until every frame is in)."""
+        if not self.all_frames_in():
+            return 0
+        r = self.reconstructor
+        last_added = max(rec.get(STEP_ADDED, 0) for rec in r.frame_records)
+        return max(r.steps_done - last_added - (self.settings.steps_per_frame or 0), 0)
+
+    def finished(self) -> bool:
+        """All expected frames in and the final steps done (SIRT: every window computed), or a run that
+        ended with no frame."""
+        if self.intake.expected == 0:
+            return True
+        if not self.all_frames_in() or self.intake.pending:
+            return False
+        if self.finite_work:
+            return self.idle
+        return self.steps_after_last() >= self.settings.final_steps
+
+    def has_training_frames(self) -> bool:
+        r = self.reconstructor
+        return r is not None and any(not rec["held_out"] for rec in r.frame_records)
+
+    def busy(self) -> bool:
+        """Whether the next turn trains (so the stream is polled without waiting)."""
+        return self.has_training_frames() and not self.idle and not self.finished()
+
+    def eta_s(self) -> float | None:
+        """Seconds of final steps left, at the last chunk's rate (None before the last frame)."""
+        if not self.all_frames_in() or self.rate <= 0 or self.finite_work:
+            return None
+        return max(self.settings.final_steps - self.steps_after_last(), 0) / self.rate
+
+    # ------------------------------------------------------------------ one turn
+    def add_pending(self, limit: int | None = None) -> list[Pending]:
+        """Add up to ``limit`` pending frames (all by default), with their dose and temperature as
+        metadata; bad frames are logged and skipped."""
+        added = []
+        pending = self.intake.pending
+        r = self.reconstructor
+        while pending and (limit is None or len(added) < limit):
+            item = pending.popleft()
+            h = item.header
+            metadata = {"dose_e_per_A2": h.dose_e_per_A2, "temperature_C": h.temperature_C,
+                        STEP_ADDED: r.steps_done}
+            try:
+                r.add_frame(h.index, np.asarray(item.frame, dtype=np.float32), h.angle_deg, h.time_s,
+                            held_out=held_out(r.n_frames, self.settings.holdout), metadata=metadata)
+            except UserError as exc:
+                log.warning("skipped frame %d: %s", h.index, exc)
+                continue
+            self.idle = False
+            added.append(item)
+        return added
+
+    def _chunk_done(self, loss: float, steps: int, seconds: float) -> None:
+        self.last_loss = loss
+        self.rate = steps / seconds if seconds > 0 else 0.0
+        self.train_s += seconds
+        self.on_chunk()
+
+    def _timed_chunk(self, steps: int) -> None:
+        r = self.reconstructor
+        started, before = time.monotonic(), r.steps_done
+        loss = r.train(steps=steps)
+        self.idle = r.steps_done == before
+        self._chunk_done(loss, r.steps_done - before, time.monotonic() - started)
+
+    def advance(self) -> list[Pending]:
+        """Add frames and train by the schedule; returns the frames added."""
+        s = self.settings
+        r = self.reconstructor
+        if s.steps_per_frame is not None:
+            added = self.add_pending(limit=1)
+            for _ in added:
+                started, before = time.monotonic(), r.steps_done
+
+                def between(loss: float) -> None:
+                    self._chunk_done(loss, r.steps_done - before, time.monotonic() - started)
+
+                train_chunked(r, s.steps_per_frame, s.chunk_steps, between)
+            if not added and self.all_frames_in():
+                if self.finite_work and not self.idle:
+                    self._timed_chunk(s.chunk_steps)
+                elif not self.finite_work and self.steps_after_last() < s.final_steps:
+                    self._timed_chunk(min(s.chunk_steps, s.final_steps - self.steps_after_last()))
+            return added
+        added = self.add_pending()
+        if self.has_training_frames() and not self.finished():
+            steps = s.chunk_steps
+            if self.all_frames_in() and not self.finite_work:
+                steps = min(steps, s.final_steps - self.steps_after_last())
+            if steps > 0:
+                self._timed_chunk(steps)
+        return added
