@@ -85,3 +85,16 @@ def test_reprojection_request_is_answered_from_the_model(small_session, tmp_path
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     assert "stopped" in (tmp_path / "live.log").read_text()
+
+
+@pytest.mark.timeout(60)
+def test_resuming_with_another_method_is_one_line(tmp_path, processes):
+    """A run directory holding a SIRT reconstruction refuses --method dipster with one line naming both."""
+    run = tmp_path / "run"
+    rec = SirtReconstructor((SIZE, SIZE))
+    rec.add_frame(0, np.ones((SIZE, SIZE), np.float32), 0.0, 0.0)
+    rec.save(run)
+    proc = processes.start(*live_args(tmp_path / "session", run, "tcp://127.0.0.1:1", "--method", "dipster"))
+    assert proc.wait(60) != 0
+    err = proc.stderr.read()
+    assert "holds a sirt reconstruction; give --method sirt" in err and "Traceback" not in err
