@@ -105,7 +105,9 @@ def run_train(args: argparse.Namespace) -> int:
     preprocess_config = _preprocess_config(settings.preprocess)
     if settings.workers > 1 and "WORLD_SIZE" not in os.environ:
         from recon.distributed import launch_local
+        from recon.session_frames import load_session_frames
 
+        load_session_frames(Path(args.session))  # a bad session: one line here, not one per rank
         return launch_local(settings.workers, ["-m", "live.cli", *sys.argv[1:]], "tiltstream recon train")
 
     import torch

@@ -51,6 +51,8 @@ def _one_line_error(result: subprocess.CompletedProcess, words: str) -> None:
 def test_bad_sessions_get_one_clear_line(tmp_path: Path) -> None:
     _one_line_error(_cli("recon", "train", "--session", str(tmp_path / "missing"), "--out",
                          str(tmp_path / "r1")), "does not exist")
+    _one_line_error(_cli("recon", "train", "--session", str(tmp_path / "missing"), "--out",
+                         str(tmp_path / "r1"), "--workers", "2"), "does not exist")  # before any rank starts
     SessionWriter.create(tmp_path / "empty", SessionSettings())
     _one_line_error(_cli("recon", "train", "--session", str(tmp_path / "empty"), "--out",
                          str(tmp_path / "r2")), "has no frames")
