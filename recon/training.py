@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from acquire.errors import UserError
 from acquire.progress import ProgressLine
 from recon.distributed import World, peer_failures
 from recon.run_dir import PlateauStopper, RunDir, heldout_positions, open_reconstructor, session_time_scale_s
+from recon.trainer import Trainer
 
 CONTINUE, BUDGET_SPENT, PLATEAU = 0, 1, 2  # rank 0's decision after a chunk
 
@@ -87,7 +89,7 @@ def _frame_metadata(record: Any) -> dict[str, Any]:
 
 
 def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: str, ranks: int = 1
-                ) -> tuple[Any, dict[str, Any], str]:
+                ) -> tuple[Trainer, dict[str, Any], str]:
     """Create or resume the run in ``run`` and add every session frame it lacks.
 
     Returns
@@ -125,7 +127,6 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
         status = f"resumed at step {trainer.steps_done}"
     else:
         from recon.presets import preset
-        from recon.trainer import Trainer
 
         raw_shape = list(frames.shape[1:])
         report = None
@@ -176,7 +177,7 @@ def _progress_text(done: int, total: int | None, elapsed_s: float, budget_s: flo
     return f"step {done}{of}  {rate:.1f} steps/s  loss {loss:.3e}  lr {lr:.2e}{extra}  ETA {eta:.0f} s"
 
 
-def train_loop(trainer: Any, run: RunDir, description: dict[str, Any], budget: Budget, world: World,
+def train_loop(trainer: Trainer, run: RunDir, description: dict[str, Any], budget: Budget, world: World,
                stopper: PlateauStopper, progress: ProgressLine | None = None) -> TrainOutcome:
     """Train ``trainer`` for ``budget``; rank 0 checkpoints into ``run`` and logs after every chunk.
 
@@ -226,7 +227,8 @@ def train_loop(trainer: Any, run: RunDir, description: dict[str, Any], budget: B
 
 
 def train_session(session_path: Path, run_dir: Path, new: NewRunSettings, budget: Budget, device: str,
-                  world: World, progress: ProgressLine | None = None, say: Any = print) -> TrainOutcome:
+                  world: World, progress: ProgressLine | None = None,
+                  say: Callable[[str], None] = print) -> TrainOutcome:
     """Train (or resume) run directory ``run_dir`` on the session at ``session_path``.
 
     Parameters
@@ -246,8 +248,6 @@ def train_session(session_path: Path, run_dir: Path, new: NewRunSettings, budget
     say
         Called with one-line messages on rank 0 (the start summary).
     """
-    from recon.trainer import Trainer
-
     run = RunDir(run_dir)
     if world.is_main:
         trainer, description, message = prepare_run(Path(session_path), run, new, device, world.size)
