@@ -139,9 +139,9 @@ def test_two_ranks_of_batch_b_train_like_one_process_of_batch_2b(tmp_path: Path)
 
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc-per-node 2 -m live.cli ARGS`` (1 thread per rank)."""
+    """``torchrun --standalone --nproc-per-node 2 -m tiltstream ARGS`` (1 thread per rank)."""
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "live.cli", *args], capture_output=True, text=True, timeout=120,
+                           "-m", "tiltstream", *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
