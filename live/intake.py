@@ -3,7 +3,10 @@
 :class:`FrameIntake` owns the :class:`acquire.subscriber.FrameSubscriber` (live stream plus catch-up
 from the session directory or the publisher's resend endpoint), the queue of frames received but not
 yet in the reconstruction, and what is known about the session: its name, the frames expected (the
-setting, else ``session.json``'s scheme count, else the publisher's end-of-run message).
+setting, else ``session.json``'s scheme count, else the publisher's end-of-run message), and each frame's
+tracking record (:class:`acquire.session.TrackingRecord`: measured shift, applied defocus, lost), kept
+by frame index for the status and history messages. A resumed process reads the tracking of the frames
+already in its reconstruction from the session's ``frames.jsonl``.
 
 A live process started before its session exists says so once and then waits quietly (a throttled
 status line), subscribing only once ``session.json`` is there: the subscriber would otherwise warn on
@@ -22,12 +25,22 @@ import numpy as np
 
 from acquire.errors import UserError
 from acquire.progress import ProgressLine
-from acquire.session import SETTINGS_FILE, SessionSettings
+from acquire.session import SETTINGS_FILE, SessionSettings, TrackingRecord, read_session
 from acquire.stream import FrameHeader
 from live.settings import LiveSettings
 from recon.run_dir import session_expected_frames
 
 log = logging.getLogger(__name__)
+
+
+def describe_tracking(index: int, record: TrackingRecord) -> str:
+    """One line on frame ``index``'s tracking: the lost specimen, or the source, shift (px) and defocus (nm)."""
+    if record.lost or record.shift_px is None:
+        return (f"tracking lost the specimen at frame {index} (correlation peak {record.peak_quality:.2f} "
+                "below the threshold)")
+    defocus = "" if record.defocus_m is None else f", defocus {record.defocus_m * 1e9:+.0f} nm"
+    return (f"tracking ({record.mode}): frame {index} shift ({record.shift_px[0]:+.1f}, "
+            f"{record.shift_px[1]:+.1f}) px{defocus}")
 
 
 @dataclass
@@ -61,6 +74,7 @@ class FrameIntake:
         self.expected: int | None = settings.expected_frames
         self.session_read = False
         self.pending: deque[Pending] = deque()
+        self.tracking: dict[int, TrackingRecord] = {}  # frame index -> its tracking record, frames seen
         self.frames_seen = 0
         self.last_frame_wall = time.monotonic()
         self.subscriber = None
@@ -92,6 +106,15 @@ class FrameIntake:
         self.subscriber = FrameSubscriber(self.settings.connect, session_dir=self.session_dir,
                                           resend_endpoint=self.settings.resend, start_index=self.start_index,
                                           poll_s=0.01)
+        self._read_recorded_tracking()
+
+    def _read_recorded_tracking(self) -> None:
+        """The tracking records of the frames before ``start_index`` (already in a resumed reconstruction)."""
+        if self.start_index == 0 or self.session_dir is None:
+            return
+        for record in read_session(self.session_dir).records:
+            if record.index < self.start_index and record.tracking is not None:
+                self.tracking[record.index] = record.tracking
 
     def _resolve_expected(self) -> None:
         """Frames expected: the setting, else the session's scheme count once session.json exists."""
@@ -130,6 +153,8 @@ class FrameIntake:
             if self.session_dir is None and self.session_name == "live":
                 self.session_name = header.session
             self.pending.append(Pending(header, frame, time.monotonic()))
+            if header.tracking is not None:
+                self._take_tracking(header.index, header.tracking)
             self.frames_seen += 1
             self.last_frame_wall = time.monotonic()
         self._resolve_expected()
@@ -139,6 +164,20 @@ class FrameIntake:
             if self.expected is None or self.expected > total:
                 log.info("the publisher ended the run after %d frames; finishing with them", total)
                 self.expected = total
+
+    def _take_tracking(self, index: int, record: TrackingRecord) -> None:
+        self.tracking[index] = record
+        if record.lost:
+            log.warning("%s", describe_tracking(index, record))
+
+    def latest_tracking(self) -> tuple[str | None, bool]:
+        """The latest tracked frame in words and whether tracking lost the specimen there ((None, False)
+        when no frame carries tracking)."""
+        if not self.tracking:
+            return None, False
+        index = max(self.tracking)
+        record = self.tracking[index]
+        return describe_tracking(index, record), record.lost
 
     def lag_s(self) -> float:
         """Seconds the oldest pending frame has waited (0 when none waits)."""

@@ -130,12 +130,14 @@ class LiveReconstruction:
         r = self.reconstructor
         low, high = self._times()
         loss = _finite(self.scheduler.last_loss)
+        tracking, lost = self.intake.latest_tracking()
         self.server.publish(StatusHeader(
             session=self.session_name, frames_seen=self.intake.frames_seen,
             frames_in_model=r.n_frames if r else 0, frames_expected=self.expected,
             step=r.steps_done if r else 0, loss=loss, steps_per_s=self.scheduler.rate,
             lag_frames=len(self.intake.pending), lag_s=self.intake.lag_s(), time_min_s=low, time_max_s=high,
-            volume_endpoint=self.server.request_endpoint, state=self.state, method=self.settings.method))
+            volume_endpoint=self.server.request_endpoint, state=self.state, method=self.settings.method,
+            tracking=tracking, tracking_lost=lost))
 
     def publish_history(self) -> None:
         r = self.reconstructor
@@ -149,8 +151,20 @@ class LiveReconstruction:
             time_s=[rec["time_s"] for rec in records], angle_deg=[rec["angle_deg"] for rec in records],
             dose_e_per_A2=[rec.get("dose_e_per_A2", 0.0) for rec in records],
             temperature_C=[rec.get("temperature_C") for rec in records], loss_step=loss_step, loss=loss,
-            heldout_step=self.run_state.heldout_step, heldout_rmse_percent=self.run_state.heldout_rmse_percent))
+            heldout_step=self.run_state.heldout_step, heldout_rmse_percent=self.run_state.heldout_rmse_percent,
+            **self._tracking_history([rec["index"] for rec in records])))
         self.last_history = time.monotonic()
+
+    def _tracking_history(self, indices: list[int]) -> dict[str, list]:
+        """The history's per-frame tracking lists for frames ``indices`` (none when no frame is tracked)."""
+        known = self.intake.tracking
+        if not any(i in known for i in indices):
+            return {}
+        records = [known.get(i) for i in indices]
+        return {"shift_x_px": [None if t is None or t.shift_px is None else t.shift_px[0] for t in records],
+                "shift_y_px": [None if t is None or t.shift_px is None else t.shift_px[1] for t in records],
+                "defocus_m": [None if t is None else t.defocus_m for t in records],
+                "tracking_lost": [t is not None and t.lost for t in records]}
 
     def publish_reprojection(self, item: Pending) -> None:
         h = item.header

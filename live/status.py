@@ -4,7 +4,8 @@ The live process publishes (PUB, bound to loopback by default) four kinds of mes
 three-part ``[topic, header, buffer]`` of :mod:`acquire.stream`:
 
 ``status``
-    :class:`StatusHeader`, no buffer: frames seen, training step, loss, steps/s, lag behind acquisition.
+    :class:`StatusHeader`, no buffer: frames seen, training step, loss, steps/s, lag behind acquisition,
+    and the latest tracked frame (``tracking``, ``tracking_lost`` when the specimen was lost).
 ``reprojection``
     :class:`ReprojectionHeader`, buffer float32 ``(2, ny, nx)``: the measured frame (layer 0) and the
     current model's reprojection at that frame's angle and time (layer 1); the residual is their
@@ -14,9 +15,9 @@ three-part ``[topic, header, buffer]`` of :mod:`acquire.stream`:
     time, ``xy`` ``(ny, nx)`` then ``xz`` ``(nz, nx)`` then ``yz`` ``(nz, ny)``, concatenated.
     Published at the latest time after each new frame, and sent in reply to a volume request.
 ``history``
-    :class:`HistoryHeader`, no buffer: per-frame metadata (time, angle, dose, temperature), the loss
-    curve and the held-out reprojection error curve, so a viewer that connects late can draw the whole
-    session.
+    :class:`HistoryHeader`, no buffer: per-frame metadata (time, angle, dose, temperature, and with
+    tracking on the measured shift, applied defocus and lost flag), the loss curve and the held-out
+    reprojection error curve, so a viewer that connects late can draw the whole session.
 
 Volume requests (:class:`VolumeRequest`) go to the live process's ROUTER endpoint (announced in every
 status message as ``volume_endpoint``); the reply is one ``orthoslices`` message. The same endpoint
@@ -62,6 +63,12 @@ class StatusHeader(pydantic.BaseModel):
     volume_endpoint: str | None = pydantic.Field(default=None, description="ROUTER endpoint for volume requests")
     state: Literal["waiting", "training", "finished", "stopped"] = "training"
     method: str = pydantic.Field(default="dipster", description="reconstruction method (run.json's method)")
+    tracking: str | None = pydantic.Field(
+        default=None, description="the latest tracked frame in words (source, shift, defocus, or that the "
+        "specimen was lost); None when no frame carries tracking")
+    tracking_lost: bool = pydantic.Field(
+        default=False, description="the latest tracked frame's correlation peak was below the tracker's "
+        "threshold: tracking lost the specimen")
 
 
 class ReprojectionHeader(ArrayHeader):
@@ -101,6 +108,9 @@ class OrthosliceHeader(ArrayHeader):
         return self
 
 
+TRACKING_FIELDS = ("shift_x_px", "shift_y_px", "defocus_m", "tracking_lost")  # HistoryHeader's per-frame tracking
+
+
 class HistoryHeader(pydantic.BaseModel):
     """The session so far (topic ``history``, no buffer); lists are aligned per frame / per loss point."""
 
@@ -118,6 +128,24 @@ class HistoryHeader(pydantic.BaseModel):
                                              description="training step of each held-out evaluation")
     heldout_rmse_percent: list[float] = pydantic.Field(
         default_factory=list, description="held-out frames' reprojection error at that step, percent")
+    shift_x_px: list[float | None] = pydantic.Field(
+        default_factory=list, description="per frame: tracking's measured specimen shift x (perpendicular to "
+        "the tilt axis) relative to the first tracked frame, px; None when untracked or lost (empty: no tracking)")
+    shift_y_px: list[float | None] = pydantic.Field(
+        default_factory=list, description="per frame: the same along y (the tilt axis), px")
+    defocus_m: list[float | None] = pydantic.Field(
+        default_factory=list, description="per frame: probe defocus applied during the frame, m (None: focus off)")
+    tracking_lost: list[bool] = pydantic.Field(
+        default_factory=list, description="per frame: tracking lost the specimen (peak below the threshold)")
+
+    @pydantic.model_validator(mode="after")
+    def _tracking_per_frame(self) -> HistoryHeader:
+        for name in TRACKING_FIELDS:
+            values = getattr(self, name)
+            if values and len(values) != len(self.frame_index):
+                raise ValueError(f"{name} has {len(values)} values for {len(self.frame_index)} frames "
+                                 "(give one per frame, or none)")
+        return self
 
 
 class VolumeRequest(pydantic.BaseModel):

@@ -5,7 +5,9 @@ central xy/xz/yz orthoslices at a chosen time (a slider over the acquired time r
 latest" is off, the viewer asks the live process for the volume at the slider's time on its ROUTER
 endpoint; otherwise it shows the orthoslices the live process broadcasts at the latest time); the loss
 curve with the held-out reprojection error on its right axis (when frames are held out); tilt angle vs
-time (GRS coverage); cumulative dose; temperature vs time when known.
+time (GRS coverage); cumulative dose; temperature vs time when known; and with tracking on, the measured
+specimen shift (x and y, px; frames where tracking lost the specimen marked) and the applied probe
+defocus (nm) per frame. The status line says when tracking lost the specimen.
 
 The window never blocks: a self-pacing single-shot QTimer drains the ZMQ sockets without waiting,
 keeps only the newest message of each kind, redraws, and re-arms itself (STYLE.md 11). Images are set
@@ -33,7 +35,8 @@ from live.status import (HistoryHeader, Orthoslices, Reprojection, StatusHeader,
 
 log = logging.getLogger(__name__)
 
-PANELS = ("measured", "reprojection", "residual", "xy", "xz", "yz", "loss", "angle", "dose", "temperature")
+PANELS = ("measured", "reprojection", "residual", "xy", "xz", "yz", "loss", "angle", "dose", "temperature",
+          "shift", "defocus")
 SLIDER_STEPS = 1000
 
 
@@ -124,6 +127,11 @@ def _levels(image: np.ndarray, symmetric: bool = False) -> tuple[float, float]:
     return (low, high) if high > low else (low, low + 1.0)
 
 
+def _per_frame(values: list[float | None], order: np.ndarray) -> np.ndarray:
+    """A per-frame history list as float64 in ``order``, None as NaN (a gap in the curve)."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)[order]
+
+
 class ViewerWindow:
     """The viewer's widgets, drawn from a :class:`ViewerState` (create a QApplication first)."""
 
@@ -175,9 +183,11 @@ class ViewerWindow:
         curves = self.graphics.addLayout(row=2, col=0, colspan=3)
         specs = {"loss": ("loss", "step", "loss"), "angle": ("GRS coverage", "time (s)", "tilt (deg)"),
                  "dose": ("cumulative dose", "time (s)", "dose (e/A^2)"),
-                 "temperature": ("temperature", "time (s)", "T (C)")}
-        for col, (name, (title, xlabel, ylabel)) in enumerate(specs.items()):
-            plot = curves.addPlot(row=0, col=col, title=title)
+                 "temperature": ("temperature", "time (s)", "T (C)"),
+                 "shift": ("tracking: measured shift", "time (s)", "shift (px)"),
+                 "defocus": ("tracking: applied defocus", "time (s)", "defocus (nm)")}
+        for number, (name, (title, xlabel, ylabel)) in enumerate(specs.items()):
+            plot = curves.addPlot(row=number // 3, col=number % 3, title=title)
             plot.setLabel("bottom", xlabel)
             plot.setLabel("left", ylabel)
             self.plots[name] = plot
@@ -190,7 +200,17 @@ class ViewerWindow:
             "angle": self.plots["angle"].plot(pen=None, symbol="o", symbolSize=4, symbolBrush="b"),
             "dose": self.plots["dose"].plot(pen=pg.mkPen("r", width=2)),
             "temperature": self.plots["temperature"].plot(pen=pg.mkPen("m", width=2)),
+            "defocus": self.plots["defocus"].plot(pen=pg.mkPen("k", width=1), symbol="o", symbolSize=4,
+                                                  symbolBrush="k", connect="finite"),
         }
+        self.plots["shift"].addLegend(offset=(5, 5))
+        self.curves.update(
+            shift_x=self.plots["shift"].plot(pen=pg.mkPen("b", width=1), symbol="o", symbolSize=4, symbolBrush="b",
+                                             connect="finite", name="x"),
+            shift_y=self.plots["shift"].plot(pen=pg.mkPen("g", width=1), symbol="o", symbolSize=4, symbolBrush="g",
+                                             connect="finite", name="y"),
+            lost=self.plots["shift"].plot(pen=None, symbol="x", symbolSize=10, symbolPen=pg.mkPen("r", width=2),
+                                          name="lost"))
         self._time_range = (0.0, 0.0)
 
     @staticmethod
@@ -231,10 +251,12 @@ class ViewerWindow:
             s = state.status
             expected = f"/{s.frames_expected}" if s.frames_expected else ""
             loss = f"{s.loss:.4g}" if s.loss is not None else "-"
+            tracking = "" if s.tracking is None else f"; {s.tracking}"
             self.status_label.setText(
                 f"{s.session}: {s.state}, frames {s.frames_in_model}{expected} (seen {s.frames_seen}), "
                 f"step {s.step}, loss {loss}, {s.steps_per_s:.1f} steps/s, lag {s.lag_frames} frames "
-                f"({s.lag_s:.1f} s)")
+                f"({s.lag_s:.1f} s){tracking}")
+            self.status_label.setStyleSheet("color: red; font-weight: bold" if s.tracking_lost else "")
             if s.time_min_s is not None and s.time_max_s is not None:
                 self._time_range = (s.time_min_s, s.time_max_s)
                 self.time_label.setText(f"t = {self.slider_time_s():.1f} s")
@@ -279,6 +301,28 @@ class ViewerWindow:
                 self.drawn.add("temperature")
             else:
                 self.plots["temperature"].setTitle("temperature (not recorded)")
+            self._draw_tracking(h, times, order)
+
+    def _draw_tracking(self, h: HistoryHeader, times: np.ndarray, order: np.ndarray) -> None:
+        """Measured shift (x, y; lost frames marked at 0) and applied defocus per frame, against time."""
+        if not h.shift_x_px:
+            self.plots["shift"].setTitle("tracking: measured shift (not tracked)")
+            self.plots["defocus"].setTitle("tracking: applied defocus (not tracked)")
+            return
+        self.curves["shift_x"].setData(times, _per_frame(h.shift_x_px, order))
+        self.curves["shift_y"].setData(times, _per_frame(h.shift_y_px, order))
+        lost = np.asarray(h.tracking_lost, dtype=bool)[order]
+        self.curves["lost"].setData(times[lost], np.zeros(int(lost.sum())))
+        self.plots["shift"].setTitle(f"tracking: measured shift ({int(lost.sum())} lost)" if lost.any()
+                                     else "tracking: measured shift")
+        self.drawn.add("shift")
+        defocus_nm = _per_frame(h.defocus_m, order) * 1e9
+        if np.isfinite(defocus_nm).any():
+            self.curves["defocus"].setData(times, defocus_nm)
+            self.plots["defocus"].setTitle("tracking: applied defocus")
+            self.drawn.add("defocus")
+        else:
+            self.plots["defocus"].setTitle("tracking: applied defocus (focus off)")
 
     def close(self) -> None:
         """Destroy the widgets now (PySide6 can crash if Python's finaliser meets them later)."""

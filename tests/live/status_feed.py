@@ -20,7 +20,8 @@ def synthetic_volume(n: int = 16) -> np.ndarray:
 
 
 class StatusFeed:
-    """Publishes status, history, reprojection and orthoslices every ``period_s`` until stopped.
+    """Publishes status, history (with tracking: frame 5 lost), reprojection and orthoslices every ``period_s``
+    until stopped.
 
     After ``finish_after_s`` the status state becomes ``finished``. ``extra`` messages (raw parts) are
     sent once per cycle before the good ones, to test that consumers skip them.
@@ -58,14 +59,19 @@ class StatusFeed:
             frames = 12
             status = StatusHeader(session="feed", frames_seen=frames, frames_in_model=frames, frames_expected=frames,
                                   step=step, loss=1.0 / step, steps_per_s=50.0, lag_frames=0, lag_s=0.0,
-                                  time_min_s=0.0, time_max_s=55.0, state="finished" if finished else "training")
+                                  time_min_s=0.0, time_max_s=55.0, state="finished" if finished else "training",
+                                  tracking="tracking (previous): frame 11 shift (+0.2, -0.1) px, defocus -20 nm")
             history = HistoryHeader(session="feed", frame_index=list(range(frames)),
                                     time_s=[5.0 * i for i in range(frames)],
                                     angle_deg=[((i * 1.618034 * 140) % 140) - 70 for i in range(frames)],
                                     dose_e_per_A2=[40.0] * frames,
                                     temperature_C=[20.0 + 10 * i for i in range(frames)],
                                     loss_step=list(range(10, step + 1, 10)),
-                                    loss=[1.0 / s for s in range(10, step + 1, 10)])
+                                    loss=[1.0 / s for s in range(10, step + 1, 10)],
+                                    shift_x_px=[None if i == 5 else 0.5 * (-1) ** i for i in range(frames)],
+                                    shift_y_px=[None if i == 5 else 0.1 * i for i in range(frames)],
+                                    defocus_m=[-2e-9 * i for i in range(frames)],
+                                    tracking_lost=[i == 5 for i in range(frames)])
             for parts in self.extra:
                 self.socket.send_multipart(parts)
             self.socket.send_multipart(encode_status(status))

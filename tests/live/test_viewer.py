@@ -17,7 +17,7 @@ from tests.live.status_feed import StatusFeed
 
 @pytest.mark.timeout(60)
 def test_viewer_renders_every_panel_offscreen(tmp_path):
-    """A ``tiltstream view --headless`` subprocess receives a loopback status stream, draws all ten
+    """A ``tiltstream view --headless`` subprocess receives a loopback status stream, draws all twelve
     panels (panels.json lists what was drawn) and writes a PNG that is not blank (many distinct grey
     levels, not one flat colour)."""
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
