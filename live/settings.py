@@ -49,6 +49,10 @@ class LiveSettings(pydantic.BaseModel):
         default=10.0, gt=0, description="seconds between train_log.csv rows (and held-out evaluations), "
         "wall clock")
     seed: int = pydantic.Field(default=0, description="seed of the network and the sampler")
+    align_tracked: bool = pydantic.Field(
+        default=True, description="shift each frame by minus the specimen shift its tracking measured before "
+        "it enters the reconstruction (recon train --preprocess align_from = recorded), so the model is aligned "
+        "to the first frame, as acquire --track model expects; frames tracking lost stay unshifted")
     time_scale_s: float | None = pydantic.Field(
         default=None, gt=0, description="seconds per unit of the network's time coordinate; default: "
         "expected frames x frame interval (first two frames' spacing), fixed at the first frame")
