@@ -41,9 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(live, LiveSettings)
     live.set_defaults(run=_run_live)
     view = subparsers.add_parser(
-        "view", help="show a live reconstruction: frames, reprojections, residuals, orthoslices, curves",
-        description="A pyqtgraph window over the status stream of `tiltstream live`; with --headless it "
-        "renders offscreen and writes PNG snapshots to --snapshots DIR.")
+        "view", help="show a live reconstruction (frames, reprojections, residuals, orthoslices, curves, "
+        "tracking), or a run directory offline",
+        description="A pyqtgraph window over the status stream of `tiltstream live`, or with --run RUN_DIR "
+        "over a finished or stopped run directory (loss and held-out curves, orthoslices at any time); with "
+        "--headless it renders offscreen and writes PNG snapshots to --snapshots DIR.")
     view.add_argument("--config", type=str, default=None, help="TOML settings file (see config/view.toml)")
-    add_model_arguments(view, ViewSettings)
+    add_model_arguments(view, ViewSettings, rename={"run_dir": "--run"})
     view.set_defaults(run=_run_view)

@@ -35,7 +35,7 @@ from live.intake import FrameIntake, Pending
 from live.run_state import RunState, new_reconstructor
 from live.scheduler import Scheduler
 from live.settings import LiveSettings
-from live.status import HistoryHeader, StatusHeader, make_orthoslices, make_reprojection
+from live.status import HistoryHeader, StatusHeader, make_orthoslices, make_reprojection, tracking_history
 from live.status_server import StatusServer
 from recon.device import resolve_device
 from recon.reconstructor import Reconstructor
@@ -152,19 +152,9 @@ class LiveReconstruction:
             dose_e_per_A2=[rec.get("dose_e_per_A2", 0.0) for rec in records],
             temperature_C=[rec.get("temperature_C") for rec in records], loss_step=loss_step, loss=loss,
             heldout_step=self.run_state.heldout_step, heldout_rmse_percent=self.run_state.heldout_rmse_percent,
-            **self._tracking_history([rec["index"] for rec in records])))
+            **tracking_history([rec["index"] for rec in records], self.intake.tracking)))
         self.last_history = time.monotonic()
 
-    def _tracking_history(self, indices: list[int]) -> dict[str, list]:
-        """The history's per-frame tracking lists for frames ``indices`` (none when no frame is tracked)."""
-        known = self.intake.tracking
-        if not any(i in known for i in indices):
-            return {}
-        records = [known.get(i) for i in indices]
-        return {"shift_x_px": [None if t is None or t.shift_px is None else t.shift_px[0] for t in records],
-                "shift_y_px": [None if t is None or t.shift_px is None else t.shift_px[1] for t in records],
-                "defocus_m": [None if t is None else t.defocus_m for t in records],
-                "tracking_lost": [t is not None and t.lost for t in records]}
 
     def publish_reprojection(self, item: Pending) -> None:
         h = item.header

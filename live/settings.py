@@ -78,10 +78,17 @@ class LiveSettings(pydantic.BaseModel):
 
 
 class ViewSettings(pydantic.BaseModel):
-    """``tiltstream view``: the viewer window over a live process's status stream (config/view.toml)."""
+    """``tiltstream view``: the viewer window over a live process's status stream, or a run directory
+    offline (config/view.toml)."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
     connect: str = pydantic.Field(default="tcp://127.0.0.1:5556", description="status stream endpoint")
+    run_dir: Path | None = pydantic.Field(
+        default=None, description="draw this run directory offline (tiltstream live or recon train --out: "
+        "loss and held-out curves, orthoslices) instead of connecting to a live process")
+    time_s: float | None = pydantic.Field(
+        default=None, description="with --run: time of the orthoslices shown first, seconds (default: the "
+        "latest frame)")
     headless: bool = pydantic.Field(default=False,
                                     description="no window: render offscreen and write --snapshots")
     snapshots: Path | None = pydantic.Field(default=None, description="directory for PNG snapshots")

@@ -30,11 +30,13 @@ typed message itself, never a decoded copy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import pydantic
 
+from acquire.session import TrackingRecord
 from acquire.stream import (TOPIC_REPROJECTION, TOPIC_STATUS, WIRE_VERSION, ArrayHeader, WireError,
                             decode_array, decode_header, encode)
 
@@ -146,6 +148,18 @@ class HistoryHeader(pydantic.BaseModel):
                 raise ValueError(f"{name} has {len(values)} values for {len(self.frame_index)} frames "
                                  "(give one per frame, or none)")
         return self
+
+
+def tracking_history(indices: Sequence[int], known: Mapping[int, TrackingRecord]) -> dict[str, list]:
+    """:class:`HistoryHeader`'s per-frame tracking lists for frames ``indices`` from their tracking records
+    (``known``: frame index -> record); empty when none of the frames is tracked."""
+    if not any(i in known for i in indices):
+        return {}
+    records = [known.get(i) for i in indices]
+    return {"shift_x_px": [None if t is None or t.shift_px is None else t.shift_px[0] for t in records],
+            "shift_y_px": [None if t is None or t.shift_px is None else t.shift_px[1] for t in records],
+            "defocus_m": [None if t is None else t.defocus_m for t in records],
+            "tracking_lost": [t is not None and t.lost for t in records]}
 
 
 class VolumeRequest(pydantic.BaseModel):

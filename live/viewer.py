@@ -9,6 +9,10 @@ time (GRS coverage); cumulative dose; temperature vs time when known; and with t
 specimen shift (x and y, px; frames where tracking lost the specimen marked) and the applied probe
 defocus (nm) per frame. The status line says when tracking lost the specimen.
 
+``tiltstream view --run RUN`` draws a run directory offline (:mod:`live.run_view`): the loss and
+held-out curves from its training log, the frames' curves and the orthoslices at any time from its
+saved reconstruction.
+
 The window never blocks: a self-pacing single-shot QTimer drains the ZMQ sockets without waiting,
 keeps only the newest message of each kind, redraws, and re-arms itself (STYLE.md 11). Images are set
 with ``autoLevels=False`` and levels computed here. The same window renders offscreen for PNG
@@ -221,6 +225,7 @@ class ViewerWindow:
         view = pg.ViewBox()
         plot.showAxis("right")
         plot.setLabel("right", label)
+        plot.getAxis("right").setLogMode(False, False)  # linear, whatever the plot's own (log) y axis is
         plot.scene().addItem(view)
         plot.getAxis("right").linkToView(view)
         view.setXLink(plot)
@@ -471,16 +476,8 @@ def write_snapshot(window: ViewerWindow, directory: Path, name: str) -> Path:
     return path
 
 
-def run_view(settings) -> int:
-    """Run the viewer until the window closes, SIGINT/SIGTERM, the live process finishes or the timeout.
-
-    Parameters
-    ----------
-    settings
-        :class:`live.settings.ViewSettings`.
-    """
-    import signal
-
+def _headless(settings) -> bool:
+    """Whether the viewer runs offscreen (asked, or no display); a headless viewer needs --snapshots."""
     from acquire.errors import UserError
 
     headless = settings.headless
@@ -489,6 +486,85 @@ def run_view(settings) -> int:
         headless = True
     if headless and settings.snapshots is None:
         raise UserError("a headless viewer needs --snapshots DIR to write its panels to")
+    return headless
+
+
+def open_run_window(run_dir: Path, time_s: float | None, headless: bool):
+    """A window drawing the run directory ``run_dir`` offline (:class:`live.run_view.RunSource`).
+
+    Parameters
+    ----------
+    run_dir
+        A run directory of ``tiltstream live`` or ``recon train``.
+    time_s
+        Time of the orthoslices shown first, seconds (None: the latest frame time).
+    headless
+        Render offscreen.
+
+    Returns
+    -------
+    app, window
+        The QApplication and the drawn :class:`ViewerWindow`; its time slider (with "follow latest" off)
+        computes the orthoslices at the slider's time from the run's reconstruction.
+    """
+    from live.run_view import RunSource
+
+    source = RunSource(run_dir)
+    app = qt_app(headless)
+    state = ViewerState()
+    window = ViewerWindow(state)
+    window.widget.setWindowTitle(f"tiltstream run {run_dir}")
+    for message in source.messages(time_s):
+        state.apply(message)
+    requests = [0]
+
+    def request_volume(at_s: float) -> None:
+        requests[0] += 1
+        slices = source.orthoslices(at_s, request_id=requests[0])
+        if slices is not None:
+            state.apply(slices)
+            window.render()
+
+    window.request_volume = request_volume
+    window.render()
+    return app, window
+
+
+def run_offline_view(settings) -> int:
+    """``tiltstream view --run RUN``: draw a run directory; headless, write one snapshot and exit, else
+    until the window closes (or the timeout)."""
+    from pyqtgraph.Qt import QtCore
+
+    headless = _headless(settings)
+    app, window = open_run_window(settings.run_dir, settings.time_s, headless)
+    try:
+        if headless:
+            write_snapshot(window, settings.snapshots, "run.png")
+            return 0
+        window.widget.show()
+        if settings.timeout_s:
+            QtCore.QTimer.singleShot(int(settings.timeout_s * 1000), app.quit)
+        app.exec()
+    finally:
+        window.close()
+        app.shutdown()
+    return 0
+
+
+def run_view(settings) -> int:
+    """Run the viewer until the window closes, SIGINT/SIGTERM, the live process finishes or the timeout
+    (with ``settings.run_dir``: draw that run directory offline, :func:`run_offline_view`).
+
+    Parameters
+    ----------
+    settings
+        :class:`live.settings.ViewSettings`.
+    """
+    import signal
+
+    if settings.run_dir is not None:
+        return run_offline_view(settings)
+    headless = _headless(settings)
     app = qt_app(headless)
     state = ViewerState()
     window = ViewerWindow(state)

@@ -1,0 +1,40 @@
+"""Test helper run as a subprocess: the offline viewer of a run directory reports what it drew.
+
+Usage: ``python -m tests.live.viewer_run_probe RUN_DIR TIME_S``. Opens ``tiltstream view --run``'s window
+offscreen at TIME_S, then turns "follow latest" off and moves the time slider to the start (the volume
+there is computed from the run's reconstruction). Prints one JSON line: the loss and held-out curves'
+data, the first orthoslices (time, xy) and the slider's (time, xy), and the panels drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from live.viewer import open_run_window
+
+
+def main(run_dir: str, time_s: float) -> int:
+    app, window = open_run_window(Path(run_dir), time_s, headless=True)
+    try:
+        state = window.state
+        first = state.latest_slices
+        loss_x, loss_y = window.curves["loss"].getData()
+        held_x, held_y = window.heldout_curve.getData()
+        window.follow.setChecked(False)
+        window.slider.setValue(0)
+        moved = state.requested_slices
+        print(json.dumps({
+            "loss": [loss_x.tolist(), loss_y.tolist()], "heldout": [held_x.tolist(), held_y.tolist()],
+            "first": {"time_s": first.header.time_s, "xy": first.xy.tolist()},
+            "slider": {"time_s": moved.header.time_s, "xy": moved.xy.tolist(), "shown_s": window.slider_time_s()},
+            "time_label": window.time_label.text(), "drawn": sorted(window.drawn)}))
+        return 0
+    finally:
+        window.close()
+        app.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], float(sys.argv[2])))
