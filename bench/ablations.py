@@ -57,6 +57,12 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "tbands4": ({"t_bands": 4}, {}),
     "yt_bands": ({"y_bands": 4, "t_bands": 2}, {}),
     "base8": ({"base_size": 8}, {}),
+    "rows4_decay": ({"rows_per_frame": 4, "lr_gamma": 0.9, "lr_step_steps": 200}, {}),
+    "rows4_decay_l1": ({"rows_per_frame": 4, "lr_gamma": 0.9, "lr_step_steps": 200}, {"loss": "l1"}),
+    "ybands6": ({"y_bands": 6}, {}),
+    "ybands8": ({"y_bands": 8}, {}),
+    "ybands4_rows4": ({"y_bands": 4, "rows_per_frame": 4}, {}),
+    "ybands4_rows4_decay": ({"y_bands": 4, "rows_per_frame": 4, "lr_gamma": 0.9, "lr_step_steps": 200}, {}),
     # for --base paper: the fast preset's fixes one at a time
     "centred": ({"centre_coords": True}, {}),
     "no_angle": ({"use_angle": False}, {}),
