@@ -1,0 +1,37 @@
+"""DipsterNet's coordinate encoding: centring and the Fourier bands of the row and time coordinates."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from recon.model import DipsterNet
+from recon.presets import DipsterConfig
+
+SMALL = DipsterConfig(mapnet_widths=(16,), cnn_channels=8, channel_halving=True, cnn_min_channels=4,
+                      norm_groups=2, centre_coords=True)
+
+
+def test_fourier_bands_are_sin_cos_of_octaves_of_the_centred_coordinates() -> None:
+    net = DipsterNet(SMALL.model_copy(update={"y_bands": 3, "t_bands": 2}), (8, 8))
+    coords = torch.tensor([[0.75, 0.25, 0.3]])
+    y, t = 2 * 0.75 - 1, 2 * 0.25 - 1  # centred: 0.5 and -0.5
+    expected = [y, t, 0.3,
+                *(math.sin(math.pi * 2**k * y) for k in range(3)), *(math.sin(math.pi * 2**k * t) for k in range(2)),
+                *(math.cos(math.pi * 2**k * y) for k in range(3)), *(math.cos(math.pi * 2**k * t) for k in range(2))]
+    torch.testing.assert_close(net.encode(coords)[0], torch.tensor(expected), atol=1e-6, rtol=0)
+    assert net.mapnet[0].in_features == 3 + 2 * (3 + 2)
+    assert net(coords.repeat(2, 1)).shape == (2, 8, 8)
+
+
+def test_no_bands_is_the_plain_network() -> None:
+    """y_bands = t_bands = 0 (the paper preset) leaves the input, the weights and the output unchanged."""
+    torch.manual_seed(0)
+    plain = DipsterNet(SMALL, (8, 8))
+    torch.manual_seed(0)
+    zero = DipsterNet(SMALL.model_copy(update={"y_bands": 0, "t_bands": 0}), (8, 8))
+    coords = torch.rand(5, 3)
+    centred = torch.stack([2 * coords[:, 0] - 1, 2 * coords[:, 1] - 1, coords[:, 2]], dim=1)
+    torch.testing.assert_close(plain.encode(coords), centred)
+    torch.testing.assert_close(plain(coords), zero(coords))
