@@ -16,7 +16,6 @@ atomically.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 from acquire.atomic_files import write_atomic, write_json_atomic
 from acquire.errors import UserError
+from recon.frame_checks import checked_frame
 
 STATE_FILE = "sirt_state.npz"
 RUN_FILE = "run.json"
@@ -104,17 +104,8 @@ class SirtReconstructor:
         UserError
             Duplicate index, wrong shape, non-finite values, angle or time.
         """
-        frame = np.asarray(frame, dtype=np.float32)
+        frame = checked_frame(index, frame, angle_deg, time_s, self.frame_shape, self._frames)
         index = int(index)
-        if index in self._frames:
-            raise UserError(f"frame index {index} was already added; each index once")
-        if frame.shape != self.frame_shape:
-            raise UserError(f"frame {index} has shape {frame.shape}; this reconstruction expects "
-                            f"{self.frame_shape} (ny, nx)")
-        if not np.isfinite(frame).all():
-            raise UserError(f"frame {index} contains NaN or infinite values; clean or drop it")
-        if not (math.isfinite(angle_deg) and math.isfinite(time_s)):
-            raise UserError(f"frame {index}: angle_deg = {angle_deg} and time_s = {time_s} must be finite")
         self._frames[index] = frame.copy()
         self._records.append({"index": index, "angle_deg": float(angle_deg), "time_s": float(time_s),
                               "held_out": bool(held_out), **dict(metadata or {})})

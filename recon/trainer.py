@@ -38,6 +38,7 @@ from kornia.losses import geman_mcclure_loss
 
 from acquire.atomic_files import write_atomic
 from acquire.errors import UserError
+from recon.frame_checks import checked_frame
 from recon.model import DipsterNet
 from recon.presets import DipsterConfig
 from recon.projector import project
@@ -166,16 +167,7 @@ class Trainer:
         UserError
             Duplicate index, wrong shape, non-finite values or angle/time, or a first frame that is all zero.
         """
-        frame = np.asarray(frame, dtype=np.float32)
-        if int(index) in self._slot_of:
-            raise UserError(f"frame index {index} was already added; each index once")
-        if frame.shape != self.frame_shape:
-            raise UserError(f"frame {index} has shape {frame.shape}; this reconstruction expects "
-                            f"{self.frame_shape} (ny, nx)")
-        if not np.isfinite(frame).all():
-            raise UserError(f"frame {index} contains NaN or infinite values; clean or drop it")
-        if not (math.isfinite(angle_deg) and math.isfinite(time_s)):
-            raise UserError(f"frame {index}: angle_deg = {angle_deg} and time_s = {time_s} must be finite")
+        frame = checked_frame(index, frame, angle_deg, time_s, self.frame_shape, self._slot_of)
         if self.data_scale is None:
             scale = _robust_max(frame)
             if scale <= 0:
