@@ -4,7 +4,8 @@
 reconstructor's state (:meth:`recon.reconstructor.Reconstructor.save`: ``checkpoint.pt`` for DIP-STER,
 ``sirt_state.npz`` for SIRT; per-frame metadata such as dose and temperature inside it),
 ``train_log.csv`` (one row per log interval, with the held-out reprojection error when frames are held
-out), ``endpoints.json`` (the bound status and request endpoints, for clients that start later) and at
+out), ``best/`` (DIP-STER with held-out frames: the state of the lowest held-out error since the frames
+last changed, :func:`recon.run_dir.keep_if_best`), ``endpoints.json`` (the bound status and request endpoints, for clients that start later) and at
 the end ``volumes.tif`` + ``volumes_times.csv``. ``recon volumes``, ``recon metrics`` and a resumed
 ``recon train`` read it like any run directory.
 """
@@ -24,7 +25,8 @@ from acquire.atomic_files import write_json_atomic
 from acquire.errors import UserError
 from live.settings import LiveSettings
 from recon.reconstructor import Reconstructor
-from recon.run_dir import CHECKPOINT_FILE, LOG_COLUMNS, RUN_FILE, RunDir, open_reconstructor
+from recon.run_dir import (CHECKPOINT_FILE, LOG_COLUMNS, RUN_FILE, RunDir, forget_stale_best, keep_if_best,
+                           open_reconstructor)
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,8 @@ class RunState:
 
     def log_row(self, reconstructor: Reconstructor, loss: float | None, train_s: float) -> None:
         """Append one train_log.csv row at the reconstructor's step, with the held-out reprojection error
-        (also kept in :attr:`heldout_step` / :attr:`heldout_rmse_percent`) when frames are held out.
+        (also kept in :attr:`heldout_step` / :attr:`heldout_rmse_percent`) when frames are held out; a
+        DIP-STER state that lowers it is saved as the run's best.
 
         Parameters
         ----------
@@ -143,6 +146,8 @@ class RunState:
         if heldout is not None:
             self.heldout_step.append(reconstructor.steps_done)
             self.heldout_rmse_percent.append(heldout["heldout_rmse_percent"])
+            if reconstructor.method == "dipster":  # SIRT recomputes its windows from the frames: last is best
+                keep_if_best(self.run, self.description, reconstructor, heldout["heldout_rmse_percent"])
         row: dict[str, Any] = {"step": reconstructor.steps_done, "elapsed_s": round(self.elapsed0_s + train_s, 3),
                                "loss": loss, "lr": getattr(reconstructor, "learning_rate", None), **(heldout or {})}
         self.run.append_log(row)
@@ -150,11 +155,13 @@ class RunState:
         self.logged_step = reconstructor.steps_done
 
     def checkpoint(self, reconstructor: Reconstructor) -> None:
-        """Save the reconstructor's state (atomically) and keep run.json's held-out list in step."""
+        """Save the reconstructor's state (atomically) and keep run.json's held-out list in step; a best
+        state of fewer frames is dropped first."""
         held = sorted(r["index"] for r in reconstructor.frame_records if r["held_out"])
         if self.description and held != self.description.get("heldout_indices"):
             self.description["heldout_indices"] = held
             self.run.write_description(self.description)
+        forget_stale_best(self.run, self.description, reconstructor.n_frames)
         reconstructor.save(self.path)
         self.last_checkpoint = time.monotonic()
 

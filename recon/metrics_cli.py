@@ -3,7 +3,8 @@
 Per time: RMSE (percent of the reference range) and SSIM inside the Otsu masks, surface/volume of
 both, volume redistribution of both (nm^3), alloying degree of both (:mod:`recon.metrics`). The table
 goes to ``--out`` as CSV (or to stdout), and a summary (mean/min/max) to stderr. ``--volumes`` may be a
-run directory (live or offline, any method): it is queried at the reference's times.
+run directory (live or offline, any method): its ``--checkpoint`` state (as ``recon volumes``) is
+queried at the reference's times.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import io
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import pydantic
 
@@ -37,6 +38,9 @@ class ReconMetricsSettings(pydantic.BaseModel):
     voxel_size_nm: float | None = pydantic.Field(
         default=None, gt=0, description="voxel edge length, nm, for the redistributed volume (default: the "
         "reference session's pixel size, else 1 = voxel units)")
+    checkpoint: Literal["auto", "best", "last"] = pydantic.Field(
+        default="auto", description="with --volumes RUN: which state of the run (as recon volumes): best "
+        "by held-out error, last, or auto (best when the run keeps one, else last)")
 
 
 def _reference_path(path: Path) -> tuple[Path, float | None]:
@@ -52,8 +56,9 @@ def _reference_path(path: Path) -> tuple[Path, float | None]:
     return path, None
 
 
-def _run_volumes(run_dir: Path, times_s: np.ndarray) -> np.ndarray:
-    """The volumes of run directory ``run_dir`` at ``times_s`` seconds, (T, Z, Y, X) float32."""
+def _run_volumes(run_dir: Path, times_s: np.ndarray, checkpoint: str) -> np.ndarray:
+    """The volumes of run directory ``run_dir``'s ``checkpoint`` state (:data:`recon.run_dir.CHECKPOINTS`)
+    at ``times_s`` seconds, (T, Z, Y, X) float32."""
     import numpy as np
 
     from recon.run_dir import open_reconstructor
@@ -61,7 +66,7 @@ def _run_volumes(run_dir: Path, times_s: np.ndarray) -> np.ndarray:
     if not np.isfinite(times_s).all():
         raise UserError("the reference has volumes without a time; a run directory can only be compared "
                         "against a reference with times (its _times.csv)")
-    reconstructor = open_reconstructor(run_dir)
+    reconstructor = open_reconstructor(run_dir, checkpoint=checkpoint)
     return np.stack([reconstructor.volume(float(t)) for t in times_s]).astype(np.float32)
 
 
@@ -91,7 +96,7 @@ def run_metrics(args: argparse.Namespace) -> int:
     ref_path, session_voxel_nm = _reference_path(Path(args.reference))
     ref, ref_times = read_volumes(ref_path)
     if Path(args.volumes).is_dir():
-        rec, rec_times = _run_volumes(Path(args.volumes), ref_times), ref_times
+        rec, rec_times = _run_volumes(Path(args.volumes), ref_times, settings.checkpoint), ref_times
     else:
         rec, rec_times = read_volumes(args.volumes)
     if rec.shape != ref.shape:

@@ -9,10 +9,23 @@ Layout (one format for ``tiltstream live`` and ``recon train``)::
                         sampler, frames and their metadata); SIRT keeps ``sirt_state.npz`` instead
       train_log.csv     step, elapsed_s, loss, lr, heldout_rmse_percent, heldout_ssim (one row per log
                         interval; the held-out columns are empty when no frame is held out)
+      best/             with held-out frames: the state of the lowest held-out reprojection error so far
+                        among states holding the same frames as the last one (itself a run directory:
+                        ``run.json`` naming the method, the method's state file); run.json's ``best``
+                        records its ``step``, ``heldout_rmse_percent`` and ``n_frames``
 
-Any run is opened with :func:`open_reconstructor`. A run directory that exists is resumed: the state is
-loaded, steps and elapsed time continue and log rows are appended. A run without ``run.json`` but with
-a ``checkpoint.pt`` (a live run of before this format) is read as ``dipster``.
+Any run is opened with :func:`open_reconstructor`, at its last state or its best (:data:`CHECKPOINTS`).
+A run directory that exists is resumed from its last state: steps and elapsed time continue and log rows
+are appended. A run without ``run.json`` but with a ``checkpoint.pt`` (a live run of before this
+format) is read as ``dipster``.
+
+The best state (:func:`keep_if_best`) is written after the last state's evaluation when its held-out
+error is below the recorded best's over the same frames (any improvement, unlike
+:class:`PlateauStopper`'s 0.5 %); when the frames change (a live run's next frame, a resumed run whose
+session grew) the old best no longer describes the same data and :func:`forget_stale_best` drops it
+before the last state with the new frames is saved. So a recorded best always holds every frame the
+last state holds. run.json's record is written after ``best/`` and removed before it, so a recorded
+best always exists on disk.
 
 The time scale of a new run (seconds per unit of the network's time coordinate) is
 :func:`derive_time_scale_s` of the session's expected frames (:func:`session_expected_frames`) and its
@@ -25,6 +38,7 @@ import csv
 import json
 import math
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +51,11 @@ CHECKPOINT_FILE = "checkpoint.pt"
 DEFAULT_METHOD = "dipster"  # the method of a run directory whose run.json does not name one
 LOG_FILE = "train_log.csv"
 LOG_COLUMNS = ("step", "elapsed_s", "loss", "lr", "heldout_rmse_percent", "heldout_ssim")
+BEST_DIR = "best"
+BEST_KEY = "best"  # run.json's record of the best state
+CHECKPOINTS = ("auto", "best", "last")
+"""Which state of a run to open: ``last`` (the latest checkpoint), ``best`` (the lowest held-out error;
+an error when the run keeps none), ``auto`` (best when the run keeps one, else last)."""
 
 
 def derive_time_scale_s(expected_frames: int | None, time0_s: float, time1_s: float | None) -> float:
@@ -144,6 +163,19 @@ class RunDir:
     def log(self) -> Path:
         return self.path / LOG_FILE
 
+    @property
+    def best(self) -> Path:
+        """The best state's directory."""
+        return self.path / BEST_DIR
+
+    def best_record(self) -> dict[str, Any] | None:
+        """run.json's record of the best state (``step``, ``heldout_rmse_percent``, ``n_frames``), or None
+        when the run keeps none."""
+        if not (self.path / RUN_FILE).is_file():
+            return None
+        record = self.read_description().get(BEST_KEY)
+        return record if record and self.best.is_dir() else None
+
     def exists(self) -> bool:
         """True when a run was started here: its run.json exists, or a DIP-STER checkpoint alone (a live
         run of before run.json)."""
@@ -186,6 +218,17 @@ class RunDir:
         """Write run.json atomically."""
         write_json_atomic(self.path / RUN_FILE, description)
 
+    def merge_description(self, changes: dict[str, Any]) -> None:
+        """Set ``changes`` in run.json (a key set to None is removed), keeping its other keys; atomic."""
+        path = self.path / RUN_FILE
+        description = self.read_description() if path.is_file() else {}
+        for key, value in changes.items():
+            if value is None:
+                description.pop(key, None)
+            else:
+                description[key] = value
+        self.write_description(description)
+
     def append_log(self, row: dict[str, Any]) -> None:
         """Append one row (missing columns empty) and flush it to disk."""
         with open(self.log, "a", newline="") as handle:
@@ -218,8 +261,66 @@ class RunDir:
         return float(rows[-1]["elapsed_s"]) if rows else 0.0
 
 
-def open_reconstructor(run_dir: str | Path, device: str = "cpu") -> Any:
+def keep_if_best(run: RunDir, description: dict[str, Any], reconstructor: Any, heldout_rmse_percent: float) -> bool:
+    """Save ``reconstructor`` as the run's best state when its held-out error is the lowest so far.
+
+    It is the best when no best is recorded, when the recorded one holds another number of frames, or
+    when ``heldout_rmse_percent`` is below the recorded error. The state goes to ``best/`` (atomically,
+    by the reconstructor's own :meth:`save`), then ``description[BEST_KEY]`` is set and merged into
+    run.json (keys written there by others, e.g. a method's settings, are kept).
+
+    Parameters
+    ----------
+    run
+        The run directory.
+    description
+        run.json's content, kept by the caller (updated in place).
+    reconstructor
+        A :class:`recon.reconstructor.Reconstructor` just evaluated.
+    heldout_rmse_percent
+        Its held-out reprojection error, percent.
+
+    Returns
+    -------
+    bool
+        True when it was saved as the best.
+    """
+    record = description.get(BEST_KEY)
+    if (record and record.get("n_frames") == reconstructor.n_frames and run.best.is_dir()
+            and not heldout_rmse_percent < float(record["heldout_rmse_percent"])):
+        return False
+    reconstructor.save(run.best)
+    description[BEST_KEY] = {"step": int(reconstructor.steps_done),
+                             "heldout_rmse_percent": float(heldout_rmse_percent),
+                             "n_frames": int(reconstructor.n_frames)}
+    run.merge_description({BEST_KEY: description[BEST_KEY]})
+    return True
+
+
+def forget_stale_best(run: RunDir, description: dict[str, Any], n_frames: int) -> None:
+    """Drop the best state when it holds another number of frames than ``n_frames`` (the state about to
+    be saved as the last): run.json's record first, then ``best/``."""
+    record = description.get(BEST_KEY)
+    if record is not None and record.get("n_frames") == n_frames:
+        return
+    if record is not None:
+        del description[BEST_KEY]
+        run.merge_description({BEST_KEY: None})
+    if run.best.is_dir():
+        shutil.rmtree(run.best)
+
+
+def open_reconstructor(run_dir: str | Path, device: str = "cpu", checkpoint: str = "last") -> Any:
     """The reconstruction in ``run_dir`` (live or offline), loaded by the class of its recorded method.
+
+    Parameters
+    ----------
+    run_dir
+        A run directory.
+    device
+        Where the loaded state computes.
+    checkpoint
+        One of :data:`CHECKPOINTS`: ``last`` (what training resumes from), ``best`` or ``auto``.
 
     Returns
     -------
@@ -228,11 +329,21 @@ def open_reconstructor(run_dir: str | Path, device: str = "cpu") -> Any:
     Raises
     ------
     UserError
-        No run there, an unknown method, or unreadable state.
+        No run there, an unknown method or checkpoint, ``best`` of a run that keeps none, or
+        unreadable state.
     """
     from recon.reconstructor import reconstructor_class
 
+    if checkpoint not in CHECKPOINTS:
+        raise UserError(f"checkpoint {checkpoint!r} is not one of {', '.join(CHECKPOINTS)}")
     run = RunDir(run_dir)
     if not run.exists():
         raise UserError(f"{str(run_dir)!r} is not a trained run (no run.json and checkpoint.pt there)")
-    return reconstructor_class(run.method()).load(run.path, device=device)
+    state = run.path
+    if checkpoint != "last":
+        if run.best_record() is not None:
+            state = run.best
+        elif checkpoint == "best":
+            raise UserError(f"run {str(run_dir)!r} keeps no best state (it has no held-out frames, or no "
+                            "evaluation since its frames last changed); use --checkpoint last")
+    return reconstructor_class(run.method()).load(state, device=device)

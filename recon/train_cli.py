@@ -93,6 +93,20 @@ class ReconVolumesSettings(pydantic.BaseModel):
         default=None, description="file format (default: from the file name, tif unless .mrc)")
     device: Literal["auto", "cpu", "cuda"] = pydantic.Field(
         default="auto", description="where to evaluate the network: auto picks CUDA when available")
+    checkpoint: Literal["auto", "best", "last"] = pydantic.Field(
+        default="auto", description="which state of the run: best (lowest held-out reprojection error, "
+        "kept when frames are held out), last (the latest checkpoint), auto (best when the run keeps "
+        "one, else last)")
+
+
+def describe_state(run_dir: Path, checkpoint: str) -> str:
+    """Which state ``open_reconstructor(run_dir, checkpoint=checkpoint)`` opens, in words."""
+    from recon.run_dir import RunDir
+
+    record = RunDir(run_dir).best_record() if checkpoint != "last" else None
+    if record is None:
+        return "last state"
+    return f"best state (step {record['step']}, held-out error {record['heldout_rmse_percent']:.2f} %)"
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -137,8 +151,10 @@ def run_train(args: argparse.Namespace) -> int:
         return 1
     distributed.stop(world)
     if world.is_main:
+        best = describe_state(Path(args.out), "best")
         print(f"recon train: {outcome.stop_reason}; {outcome.steps_run} steps this run, {outcome.steps_total} "
-              f"in total; checkpoint {Path(args.out) / 'checkpoint.pt'}", file=sys.stderr)
+              f"in total; checkpoint {Path(args.out) / 'checkpoint.pt'}"
+              + (f"; {best} in {Path(args.out) / 'best'}" if best.startswith("best") else ""), file=sys.stderr)
     return 0
 
 
@@ -169,7 +185,7 @@ def run_volumes(args: argparse.Namespace) -> int:
                              overrides=overrides_from_args(args, ReconVolumesSettings))
     times = parse_times(settings.times)
     world = distributed.start(distributed.world_from_env(), resolve_device(settings.device))
-    reconstructor = open_reconstructor(args.run_dir, device=str(world.device))
+    reconstructor = open_reconstructor(args.run_dir, device=str(world.device), checkpoint=settings.checkpoint)
     if isinstance(times, str):
         times_s = sorted(r["time_s"] for r in reconstructor.frame_records)
     else:
@@ -193,7 +209,8 @@ def run_volumes(args: argparse.Namespace) -> int:
         return 0
     volumes = np.stack([computed[k] for k in range(len(times_s))]).astype(np.float32)
     path = write_volumes(args.out, volumes, np.asarray(times_s, dtype=np.float64), format=settings.format)
-    print(f"recon volumes: wrote {len(times_s)} volumes {volumes.shape[1:]} (Z, Y, X) to {path}"
+    print(f"recon volumes: wrote {len(times_s)} volumes {volumes.shape[1:]} (Z, Y, X) of the "
+          f"{describe_state(Path(args.run_dir), settings.checkpoint)} to {path}"
           + (f" ({world.size} ranks)" if world.distributed else ""), file=sys.stderr)
     return 0
 
@@ -214,7 +231,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     volumes = subparsers.add_parser(
         "volumes", help="write the volume-time series of a trained run (live or offline)",
         description="Query a trained run for volumes (T, Z, Y, X) float32 in data units (their "
-        "projections equal the frames) and write them with a times CSV (<stem>_times.csv).")
+        "projections equal the frames) and write them with a times CSV (<stem>_times.csv). A run with "
+        "held-out frames is read at its best state by held-out error unless --checkpoint last.")
     volumes.add_argument("--run", "--run-dir", dest="run_dir", required=True, metavar="RUN",
                          help="run directory of recon train or tiltstream live (under torchrun write "
                          "--run-dir: torchrun reads --run as its own --run-path)")

@@ -4,9 +4,10 @@
 held-out choice, the live time-scale rule :func:`recon.run_dir.session_time_scale_s`) or resumes any
 DIP-STER run directory, live or offline (:func:`recon.run_dir.open_reconstructor`), adds the frames the
 session gained since, and trains for a budget of steps or seconds in chunks of ``eval_every`` steps.
-After each chunk rank 0 evaluates the held-out frames, writes the checkpoint, run.json and a log row,
-updates the progress line and decides whether to stop (budget spent, held-out plateau); the other ranks
-follow that decision (:meth:`recon.distributed.World.rank0_decides`).
+After each chunk rank 0 evaluates the held-out frames, writes the checkpoint (and the best state by
+held-out error, :func:`recon.run_dir.keep_if_best`), run.json and a log row, updates the progress line
+and decides whether to stop (budget spent, held-out plateau); the other ranks follow that decision
+(:meth:`recon.distributed.World.rank0_decides`).
 
 Under ``torchrun`` rank 0 prepares the run and saves it; every other rank loads that same state from the
 run directory, so all ranks start from identical weights, frames and time scale.
@@ -24,7 +25,8 @@ from typing import Any
 from acquire.errors import UserError
 from acquire.progress import ProgressLine
 from recon.distributed import World, peer_failures
-from recon.run_dir import PlateauStopper, RunDir, heldout_positions, open_reconstructor, session_time_scale_s
+from recon.run_dir import (PlateauStopper, RunDir, forget_stale_best, heldout_positions, keep_if_best,
+                           open_reconstructor, session_time_scale_s)
 from recon.trainer import Trainer
 
 CONTINUE, BUDGET_SPENT, PLATEAU = 0, 1, 2  # rank 0's decision after a chunk
@@ -158,6 +160,7 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
             added += 1
     description["heldout_indices"] = sorted(held)
     description["ranks"] = int(ranks)
+    forget_stale_best(run, description, trainer.n_frames)  # the session grew: the best saw fewer frames
     trainer.save(run.path)  # the state every rank starts from (and a new run is resumable at once)
     run.write_description(description)
     ny, nx = trainer.frame_shape
@@ -199,15 +202,16 @@ def train_loop(trainer: Trainer, run: RunDir, description: dict[str, Any], budge
             row = {"step": trainer.steps_done, "elapsed_s": round(elapsed0 + elapsed, 3), "loss": loss,
                    "lr": trainer.learning_rate}
             extra = ""
-            if trainer.steps_done % budget.eval_every == 0:
-                metrics = trainer.heldout_metrics()
-                if metrics is not None:
-                    row.update(metrics)
-                    extra = (f"  held-out {metrics['heldout_rmse_percent']:.2f} % "
-                             f"SSIM {metrics['heldout_ssim']:.4f}")
-                    if stopper.update(metrics["heldout_rmse_percent"]):
-                        decision = PLATEAU
+            metrics = trainer.heldout_metrics() if trainer.steps_done % budget.eval_every == 0 else None
+            if metrics is not None:
+                row.update(metrics)
+                extra = (f"  held-out {metrics['heldout_rmse_percent']:.2f} % "
+                         f"SSIM {metrics['heldout_ssim']:.4f}")
+                if stopper.update(metrics["heldout_rmse_percent"]):
+                    decision = PLATEAU
             trainer.save(run.path)
+            if metrics is not None:
+                keep_if_best(run, description, trainer, metrics["heldout_rmse_percent"])
             description["stopper"] = stopper.state_dict()
             run.write_description(description)
             run.append_log(row)
