@@ -199,3 +199,28 @@ def test_a_live_format_run_is_read_by_volumes_and_resumed_by_train(tmp_path: Pat
     assert result.returncode == 0, result.stderr
     description = json.loads((tmp_path / "new" / "run.json").read_text())
     assert description["method"] == "dipster" and description["time_scale_s"] == 60.0
+
+
+@pytest.mark.timeout(200)
+def test_by_default_a_tenth_of_the_frames_is_held_out_and_holdout_0_trains_on_all(tmp_path: Path) -> None:
+    """Defaults (config/recon.toml): holdout 0.1 (frames 9 and 19 of 20, logged, best/ kept) and patience 4;
+    ``--holdout 0`` trains on all 20 frames without best/ (the default patience then has no effect), and an
+    explicit ``--patience`` without held-out frames is one line."""
+    session = _session(tmp_path / "s", count=20)
+    default = _cli("recon", "train", "--session", str(session), "--out", str(tmp_path / "default"), "--steps",
+                   "20", "--eval-every", "10", "--threads", "1")
+    assert default.returncode == 0, default.stderr
+    assert "18 training + 2 held-out frames" in default.stderr
+    description = json.loads((tmp_path / "default" / "run.json").read_text())
+    assert description["heldout_indices"] == [9, 19] and description["best"]["n_frames"] == 20
+    assert "steps done; 20 steps this run" in default.stderr  # 2 evaluations: patience 4 cannot stop it
+    assert (tmp_path / "default" / "best" / "checkpoint.pt").is_file()
+
+    everything = _cli("recon", "train", "--session", str(session), "--out", str(tmp_path / "all"), "--steps",
+                      "20", "--eval-every", "10", "--threads", "1", "--holdout", "0")
+    assert everything.returncode == 0, everything.stderr
+    assert "20 training + 0 held-out frames" in everything.stderr
+    assert json.loads((tmp_path / "all" / "run.json").read_text())["heldout_indices"] == []
+    assert not (tmp_path / "all" / "best").exists()
+    _one_line_error(_cli("recon", "train", "--session", str(session), "--out", str(tmp_path / "p"), "--holdout",
+                         "0", "--patience", "3"), "--patience needs held-out frames")
