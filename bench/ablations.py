@@ -168,7 +168,7 @@ def load_results(path: Path) -> list[dict]:
 def table(results: list[dict], phantoms: list[str], variants: list[str], key: dict) -> list[str]:
     """Markdown rows: one per variant, the phantoms' metrics side by side."""
     head = "| variant | " + " | ".join(
-        f"{p} SSIM | {p} RMSE % | {p} {'alloy err (pts)' if p in ('nanorod', 'nanocube') else 'S/V err %' if p == 'nanoshell' else 'redis. corr'} | {p} > SIRT"
+        f"{p} SSIM (at 1st eval) | {p} RMSE % | {p} {'alloy err (pts)' if p in ('nanorod', 'nanocube') else 'S/V err %' if p == 'nanoshell' else 'redis. corr'} | {p} > SIRT"
         for p in phantoms) + " |"
     lines = [head, "|---|" + "---|" * (4 * len(phantoms))]
     for name in ["SIRT >= 0", *variants]:
@@ -181,7 +181,8 @@ def table(results: list[dict], phantoms: list[str], variants: list[str], key: di
                 continue
             r = hit[-1]
             prop = r.get("alloy_err_after4", r.get("sv_err_mean", r.get("redis_corr", float("nan"))))
-            cells += [f"{r['ssim_mean']:.3f}", f"{r['rmse_mean']:.1f}", f"{prop:+.1f}" if p == "nanoshell"
+            first = f" ({r['curve'][0][1]:.2f})" if r.get("curve") else ""
+            cells += [f"{r['ssim_mean']:.3f}{first}", f"{r['rmse_mean']:.1f}", f"{prop:+.1f}" if p == "nanoshell"
                       else f"{prop:.2f}" if p == "nanostar" else f"{prop:.1f}", f"{r['above_sirt']:.0%}"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
