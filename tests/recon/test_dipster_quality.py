@@ -15,24 +15,18 @@ from recon.sirt import moving_window_sirt
 from recon.volume_io import read_volumes
 from simulator.tiltseries import write_synthetic_session
 
-STEPS = 2000
+NANOROD_STEPS = 2000
+NANOSHELL_STEPS = 6000
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_dipster_beats_windowed_sirt_on_nanorod(tmp_path: Path) -> None:
-    """32^3 x 60 nanorod (seed 0, Poisson noise at 40 e/A^2), ``recon train`` for 2000 steps, then
-    ``recon volumes``: SSIM above non-negative SIRT's (window 30, 30 iterations, clamped to >= 0: the
-    strong baseline) at >= 90 % of the time steps.
-
-    The budget is in steps (deterministic) rather than minutes: 2000 steps are under 1 CPU-minute on
-    an idle 2-core machine (``fast`` preset, one thread). Measured when written (seed 0): DIP-STER
-    beats SIRT at the fraction and margin printed by this test (see the final report of H5).
-    """
-    session = write_synthetic_session(tmp_path / "s", "nanorod", 32, 60, seed=0)
+def _ssim_dipster_and_sirt(tmp_path: Path, phantom: str, steps: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Per-step SSIM vs ground truth of ``recon train`` + ``recon volumes`` (fast preset) and of
+    non-negative moving-window SIRT (window 30, 30 iterations) on a 32^3 x 60 session (seed 0, Poisson
+    noise at 40 e/A^2); plus the trainer's last progress line."""
+    session = write_synthetic_session(tmp_path / "s", phantom, 32, 60, seed=0)
     run = tmp_path / "run"
     train = subprocess.run([sys.executable, "-m", "live.cli", "recon", "train", "--session", str(session),
-                            "--out", str(run), "--steps", str(STEPS), "--eval-every", "500",
+                            "--out", str(run), "--steps", str(steps), "--eval-every", "500",
                             "--threads", "1", "--seed", "0"], capture_output=True, text=True, timeout=500)
     assert train.returncode == 0, train.stderr
     out = tmp_path / "vol.tif"
@@ -47,9 +41,37 @@ def test_dipster_beats_windowed_sirt_on_nanorod(tmp_path: Path) -> None:
                               nonnegative=True)
     ssim_dip = np.array([metrics.ssim(dip[i], truth[i]) for i in range(len(truth))])
     ssim_sirt = np.array([metrics.ssim(sirt[i], truth[i]) for i in range(len(truth))])
-    wins = float(np.mean(ssim_dip > ssim_sirt))
     margin = ssim_dip - ssim_sirt
-    print(f"DIP-STER SSIM mean {ssim_dip.mean():.4f} min {ssim_dip.min():.4f}; SIRT mean "
-          f"{ssim_sirt.mean():.4f}; wins {wins:.0%}; margin min {margin.min():.4f} median "
-          f"{np.median(margin):.4f}; {train.stderr.strip().splitlines()[-2][-80:]}")
-    assert wins >= 0.9
+    print(f"{phantom}: DIP-STER SSIM mean {ssim_dip.mean():.4f} min {ssim_dip.min():.4f}; SIRT mean "
+          f"{ssim_sirt.mean():.4f}; wins {np.mean(margin > 0):.0%}; margin min {margin.min():.4f} median "
+          f"{np.median(margin):.4f}")
+    return ssim_dip, ssim_sirt, train.stderr.strip().splitlines()[-2][-80:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_dipster_beats_windowed_sirt_on_nanorod(tmp_path: Path) -> None:
+    """32^3 x 60 nanorod, ``recon train`` for 2000 steps: SSIM above non-negative SIRT's (window 30,
+    30 iterations, clamped to >= 0: the strong baseline) at >= 90 % of the time steps.
+
+    The budget is in steps (deterministic) rather than minutes: 2000 steps are under 1 CPU-minute on
+    an idle 2-core machine (``fast`` preset, one thread). Measured (seed 0, fast preset with y_bands=6):
+    DIP-STER mean SSIM 0.924, SIRT 0.797, above it at 100 % of the steps, smallest margin 0.095.
+    """
+    ssim_dip, ssim_sirt, _ = _ssim_dipster_and_sirt(tmp_path, "nanorod", NANOROD_STEPS)
+    assert np.mean(ssim_dip > ssim_sirt) >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_dipster_beats_windowed_sirt_on_nanoshell(tmp_path: Path) -> None:
+    """32^3 x 60 nanoshell (a 2-voxel wall losing material), ``recon train`` for 6000 steps: SSIM
+    above non-negative SIRT's at >= 90 % of the time steps and higher on average.
+
+    Measured (seed 0, fast preset with y_bands=6): DIP-STER mean SSIM 0.804, SIRT 0.731, above it at
+    98 % of the steps (median margin 0.074). Before the Fourier bands of y this specimen was below
+    SIRT at most time steps at 3000 steps (docs/benchmarks.md, "Quality ablations").
+    """
+    ssim_dip, ssim_sirt, _ = _ssim_dipster_and_sirt(tmp_path, "nanoshell", NANOSHELL_STEPS)
+    assert np.mean(ssim_dip > ssim_sirt) >= 0.9
+    assert ssim_dip.mean() > ssim_sirt.mean() + 0.03
