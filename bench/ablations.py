@@ -71,6 +71,16 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
 }
 
 
+def base_config(base: str):
+    """The preset ``base`` (``fast``, ``paper``), or ``fast_y0``: ``fast`` without Fourier bands (the
+    ``fast`` preset before issue 9's ablations, the base of the table in docs/benchmarks.md)."""
+    from recon.presets import preset
+
+    if base == "fast_y0":
+        return preset("fast").model_copy(update={"y_bands": 0})
+    return preset(base)
+
+
 def session_for(work: Path, phantom: str, size: int, count: int, seed: int) -> Path:
     """A cached synthetic session of ``phantom`` (same layout as ``bench/recon_quality.py``)."""
     from simulator.tiltseries import write_synthetic_session
@@ -122,10 +132,8 @@ def summarise(phantom: str, rows: list[dict], sirt_rows: list[dict]) -> dict[str
 def run_variant(name: str, base: str, phantom: str, session_path: Path, steps: int, eval_every: int,
                 seed: int, sirt_rows: list[dict]) -> dict[str, Any]:
     """Train one variant on one session; returns its summary, the SSIM curve and the rate."""
-    from recon.presets import preset
-
     overrides, options = VARIANTS[name]
-    config = preset(base).model_copy(update=overrides)
+    config = base_config(base).model_copy(update=overrides)
     session = read_session(session_path)
     frames = session.load_frames()
     truth, times_s = read_ground_truth(session_path)
@@ -196,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3000, help="training steps per variant")
     parser.add_argument("--eval-every", type=int, default=1000, help="steps between SSIM evaluations")
     parser.add_argument("--variants", default="base", help=f"comma-separated, from: {', '.join(VARIANTS)}")
-    parser.add_argument("--base", default="fast", help="preset the variants modify")
+    parser.add_argument("--base", default="fast", help="preset the variants modify: fast, paper or fast_y0 "
+                        "(fast without Fourier bands)")
     parser.add_argument("--seed", type=int, default=0, help="seed of phantoms, noise and training")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tiltstream_bench"), help="session cache dir")
