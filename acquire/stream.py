@@ -28,6 +28,13 @@ class WireError(ValueError):
     """A message that does not follow the wire format; the text says which part and why."""
 
 
+def _known_version(value: int) -> int:
+    """The validator of every header's ``v``: only this wire version is understood."""
+    if value != WIRE_VERSION:
+        raise ValueError(f"wire version must be {WIRE_VERSION}")
+    return value
+
+
 class ArrayHeader(pydantic.BaseModel):
     """Header fields every message with an array buffer carries."""
 
@@ -44,12 +51,7 @@ class ArrayHeader(pydantic.BaseModel):
             raise ValueError(f"dtype must be one of {', '.join(ALLOWED_DTYPES)}")
         return value
 
-    @pydantic.field_validator("v")
-    @classmethod
-    def _known_version(cls, value: int) -> int:
-        if value != WIRE_VERSION:
-            raise ValueError(f"wire version must be {WIRE_VERSION}")
-        return value
+    _check_version = pydantic.field_validator("v")(_known_version)
 
 
 class FrameHeader(ArrayHeader):
@@ -145,12 +147,7 @@ class ControlHeader(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
     v: int = WIRE_VERSION
 
-    @pydantic.field_validator("v")
-    @classmethod
-    def _known_version(cls, value: int) -> int:
-        if value != WIRE_VERSION:
-            raise ValueError(f"wire version must be {WIRE_VERSION}")
-        return value
+    _check_version = pydantic.field_validator("v")(_known_version)
 
 
 class EndOfRun(ControlHeader):

@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,6 +166,45 @@ def gather_on_rank0(world: World, results: dict[int, Any]) -> dict[int, Any]:
     for part in gathered or []:
         merged.update(part)
     return merged
+
+
+def split_across_ranks(world: World, count: int, compute: Callable[[int], Any],
+                       report: Callable[[int, int], None] | None = None) -> list[Any] | None:
+    """``compute(k)`` for this rank's share of ``k = 0..count-1``, every result collected on rank 0.
+
+    Parameters
+    ----------
+    world
+        This process's place in the world (a single process computes everything).
+    count
+        How many positions there are.
+    compute
+        The work for one position (e.g. one time point's volume, one SIRT window).
+    report
+        ``report(done, total)`` after each of this rank's positions (progress), or None.
+
+    Returns
+    -------
+    list or None
+        On rank 0 the ``count`` results in position order; None on the other ranks, which have left the
+        process group.
+
+    Raises
+    ------
+    PeerLost
+        Another rank stopped or stopped answering before the results were collected.
+    """
+    mine = my_share(world, count)
+    computed: dict[int, Any] = {}
+    for k in mine:
+        computed[k] = compute(k)
+        if report is not None:
+            report(len(computed), len(mine))
+    computed = gather_on_rank0(world, computed)
+    stop(world)
+    if not world.is_main:
+        return None
+    return [computed[k] for k in range(int(count))]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -81,23 +81,19 @@ def run_sirt(args: argparse.Namespace) -> int:
                                      iterations=settings.iterations, warm_start=settings.warm_start,
                                      nonnegative=settings.nonnegative, device=world.device, progress=report)
     else:
-        mine = distributed.my_share(world, len(frames))
-        computed: dict[int, np.ndarray] = {}
-        for i in mine:
+        def window_volume(i: int) -> np.ndarray:
             start, stop = window_bounds(i, len(frames), settings.window)
-            computed[i] = sirt(frames[start:stop], angles_deg[start:stop], shape, iterations=settings.iterations,
-                               nonnegative=settings.nonnegative, device=world.device)
-            if report is not None:
-                report(len(computed), len(mine))
+            return sirt(frames[start:stop], angles_deg[start:stop], shape, iterations=settings.iterations,
+                        nonnegative=settings.nonnegative, device=world.device)
+
         try:
-            computed = distributed.gather_on_rank0(world, computed)
+            results = distributed.split_across_ranks(world, len(frames), window_volume, report)
         except distributed.PeerLost as exc:
             print(f"tiltstream recon sirt: {exc}; no file written", file=sys.stderr)
             return 1
-        distributed.stop(world)
-        if not world.is_main:
+        if results is None:
             return 0
-        volumes = np.stack([computed[i] for i in range(len(frames))]).astype(np.float32)
+        volumes = np.stack(results).astype(np.float32)
     path = write_volumes(args.out, volumes, times_s, format=settings.format,
                          voxel_size_nm=session.settings.pixel_size_nm)
     print(f"recon sirt: wrote {len(volumes)} volumes to {path} (times in {path.stem}_times.csv)",

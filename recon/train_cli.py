@@ -194,22 +194,16 @@ def run_volumes(args: argparse.Namespace) -> int:
         times_s = times
     if not times_s:
         raise UserError(f"run {str(args.run_dir)!r} holds no frames: no volume to write")
-    mine = distributed.my_share(world, len(times_s))
     report = stderr_progress("recon volumes: volume", "volumes") if world.is_main else None
-    computed: dict[int, np.ndarray] = {}
-    for k in mine:
-        computed[k] = reconstructor.volume(times_s[k])
-        if report is not None:
-            report(len(computed), len(mine))
     try:
-        computed = distributed.gather_on_rank0(world, computed)
+        results = distributed.split_across_ranks(world, len(times_s), lambda k: reconstructor.volume(times_s[k]),
+                                                 report)
     except distributed.PeerLost as exc:
         print(f"tiltstream recon volumes: {exc}; no file written", file=sys.stderr)
         return 1
-    distributed.stop(world)
-    if not world.is_main:
+    if results is None:
         return 0
-    volumes = np.stack([computed[k] for k in range(len(times_s))]).astype(np.float32)
+    volumes = np.stack(results).astype(np.float32)
     path = write_volumes(args.out, volumes, np.asarray(times_s, dtype=np.float64), format=settings.format)
     print(f"recon volumes: wrote {len(times_s)} volumes {volumes.shape[1:]} (Z, Y, X) of the "
           f"{describe_state(Path(args.run_dir), settings.checkpoint)} to {path}"
