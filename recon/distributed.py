@@ -129,8 +129,17 @@ def start(world: World, device: torch.device, timeout_s: float = DEFAULT_TIMEOUT
 
 
 def stop(world: World) -> None:
-    """Leave the process group (after the last collective)."""
+    """Leave the process group together: wait for every rank (rank 0 may still be writing), then destroy it.
+
+    A rank that tears gloo down while a peer still holds the connection can abort in gloo's threads
+    ("terminate called without an active exception", seen once in a fresh CI run), hence the barrier.
+    A peer already gone at this point changes nothing: the work is done, so its loss is ignored here.
+    """
     if world.distributed and dist.is_initialized():
+        try:
+            world.barrier()
+        except PeerLost:
+            pass
         dist.destroy_process_group()
 
 

@@ -91,6 +91,7 @@ def _rank_main(rank: int, world_size: int, port: int, out: str) -> None:
         results[f"{name}_losses"] = np.asarray(trainer.loss_history)
     if rank == 0:
         np.savez(out, **results)
+    dist.barrier()  # leave together: a rank tearing gloo down under its peer can abort
     dist.destroy_process_group()
 
 
@@ -182,6 +183,7 @@ def _quality_rank_main(rank: int, world_size: int, port: int, seed: int, steps: 
     trainer.train(steps=steps)
     if rank == 0:
         Path(out).write_text(json.dumps({"truth_ssim": truth_ssim(trainer)}))
+    dist.barrier()  # leave together: a rank tearing gloo down under its peer can abort
     dist.destroy_process_group()
 
 
