@@ -24,19 +24,10 @@ import pytest
 from acquire.bridge import BridgeMicroscope, RetryPolicy
 from acquire.session import read_session
 from tests.acquire.conftest import _stop, _wait_listening, free_port
-from tests.live.conftest import Processes, wait_for
+from tests.live.conftest import wait_for
 
 Z_NM, PIXEL_NM, FRAMES = 8.0, 1.0, 12
 TOLERANCE_PX, FROM_FRAME = 1.5, 4
-
-
-@pytest.fixture
-def processes():
-    procs = Processes()
-    try:
-        yield procs
-    finally:
-        procs.kill_all()
 
 
 def _true_positions_px(records) -> np.ndarray:

@@ -56,13 +56,6 @@ class Processes:
             proc.wait(10)
 
 
-@pytest.fixture
-def processes():
-    procs = Processes()
-    try:
-        yield procs
-    finally:
-        procs.kill_all()
 
 
 def live_args(session: Path, run: Path, connect: str = "tcp://127.0.0.1:1", *extra: str) -> list[str]:

@@ -21,8 +21,9 @@ def _phantom(n: int = N) -> np.ndarray:
     return vol.astype(np.float32)
 
 
-def _astra_sirt(astra, frames: np.ndarray, proj_geom: dict, projector: int, n: int, iterations: int) -> np.ndarray:
-    """ASTRA CPU 2-D SIRT, slice by slice (rows = z, columns = x)."""
+def _astra_sirt(astra, frames: np.ndarray, proj_geom: dict, projector: int, n: int, iterations: int,
+                options: dict | None = None) -> np.ndarray:
+    """ASTRA CPU 2-D SIRT, slice by slice (rows = z, columns = x); ``options`` e.g. ``{"MinConstraint": 0.0}``."""
     vol_geom = astra.create_vol_geom(n, n)
     out = np.empty((n, frames.shape[1], n), dtype=np.float32)
     for k in range(frames.shape[1]):
@@ -32,6 +33,8 @@ def _astra_sirt(astra, frames: np.ndarray, proj_geom: dict, projector: int, n: i
         cfg["ProjectorId"] = projector
         cfg["ProjectionDataId"] = sino_id
         cfg["ReconstructionDataId"] = rec_id
+        if options:
+            cfg["option"] = dict(options)
         alg = astra.algorithm.create(cfg)
         astra.algorithm.run(alg, iterations)
         out[:, k, :] = astra.data2d.get(rec_id)

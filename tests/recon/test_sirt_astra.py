@@ -20,6 +20,7 @@ from recon import metrics
 from recon.sirt import window_bounds
 from recon.volume_io import read_volumes
 from simulator.tiltseries import write_synthetic_session
+from tests.recon.test_sirt import _astra_sirt
 
 SIZE, COUNT, WINDOW, ITERATIONS = 32, 60, 30, 30
 
@@ -27,24 +28,11 @@ SIZE, COUNT, WINDOW, ITERATIONS = 32, 60, 30, 30
 def _astra_window_sirt(frames: np.ndarray, angles_deg: np.ndarray, n: int) -> np.ndarray:
     """One volume (n, ny, n): ASTRA CPU SIRT with MinConstraint 0, orthoslice by orthoslice."""
     proj_geom = astra.create_proj_geom("parallel", 1.0, frames.shape[2], np.deg2rad(-angles_deg))
-    vol_geom = astra.create_vol_geom(n, n)
-    projector = astra.create_projector("linear", proj_geom, vol_geom)
-    out = np.empty((n, frames.shape[1], n), dtype=np.float32)
-    for k in range(frames.shape[1]):
-        sino_id = astra.data2d.create("-sino", proj_geom, frames[:, k, :])
-        rec_id = astra.data2d.create("-vol", vol_geom, 0)
-        cfg = astra.astra_dict("SIRT")
-        cfg["ProjectorId"] = projector
-        cfg["ProjectionDataId"] = sino_id
-        cfg["ReconstructionDataId"] = rec_id
-        cfg["option"] = {"MinConstraint": 0.0}
-        alg = astra.algorithm.create(cfg)
-        astra.algorithm.run(alg, ITERATIONS)
-        out[:, k, :] = astra.data2d.get(rec_id)
-        astra.algorithm.delete(alg)
-        astra.data2d.delete([sino_id, rec_id])
-    astra.projector.delete(projector)
-    return out
+    projector = astra.create_projector("linear", proj_geom, astra.create_vol_geom(n, n))
+    try:
+        return _astra_sirt(astra, frames, proj_geom, projector, n, ITERATIONS, {"MinConstraint": 0.0})
+    finally:
+        astra.projector.delete(projector)
 
 
 @pytest.mark.slow
