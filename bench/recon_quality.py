@@ -35,14 +35,23 @@ from recon import metrics  # noqa: E402
 
 
 
-def session_for(work: Path, phantom: str, size: int, count: int, seed: int) -> Path:
-    """A cached synthetic session of ``phantom``."""
+def session_for(work: Path, phantom: str, size: int, count: int, seed: int, device: str = "cpu") -> Path:
+    """A cached synthetic session of ``phantom`` (generated on ``device``)."""
     from simulator.tiltseries import write_synthetic_session
 
     path = work / f"{phantom}_{size}_{count}_s{seed}"
     if not (path / "ground_truth.tif").is_file():
-        write_synthetic_session(path, phantom, size, count, seed=seed)
+        write_synthetic_session(path, phantom, size, count, seed=seed, device=device)
     return path
+
+
+def device_words(device) -> str:
+    """The device a table was measured on, in words: the GPU's name, or the CPU and its torch threads."""
+    import torch
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"CPU (torch threads {torch.get_num_threads()})"
 
 
 def mean_ssim(volumes: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -51,26 +60,65 @@ def mean_ssim(volumes: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
 
 def run_dipster(name: str, frames: np.ndarray, session, truth: np.ndarray, minutes: float,
-                eval_every: int, seed: int) -> tuple[np.ndarray, list[dict], int]:
-    """Train one preset for ``minutes``; returns final volumes, the SSIM curve and steps done."""
+                eval_every: int, seed: int, speed: dict, eval_times: int = 0
+                ) -> tuple[np.ndarray, list[dict], int]:
+    """Train one preset for ``minutes``; returns final volumes, the SSIM curve and steps done.
+
+    ``speed`` holds the Trainer's ``device``, ``precision`` and ``compile_model``. The curve's SSIM is
+    over all time steps, or over ``eval_times`` evenly spread ones when > 0 (large volumes); the
+    returned volumes are always all of them. On CUDA the clock is synchronised before it is read.
+    """
+    import torch
+
     from recon.presets import preset
     from recon.trainer import Trainer
 
     times = session.times_s
-    trainer = Trainer(preset(name), frames.shape[1:], float(times[-1]) or 1.0, seed=seed)
+    trainer = Trainer(preset(name), frames.shape[1:], float(times[-1]) or 1.0, seed=seed, **speed)
     for record, frame in zip(session.records, frames):
         trainer.add_frame(record.index, frame, record.angle_deg, record.time_s)
+    probe = (np.linspace(0, len(times) - 1, eval_times).round().astype(int) if eval_times
+             else np.arange(len(times)))
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     curve, train_s = [], 0.0
     while train_s < minutes * 60.0:
+        sync()
         start = time.perf_counter()
         trainer.train_steps(eval_every)
+        sync()
         train_s += time.perf_counter() - start
-        volumes = np.stack([trainer.volume(t) for t in times])
-        mean, worst = mean_ssim(volumes, truth)
+        volumes = np.stack([trainer.volume(times[i]) for i in probe])
+        mean, worst = mean_ssim(volumes, truth[probe])
         curve.append({"steps": trainer.steps_done, "train_s": train_s, "ssim_mean": mean, "ssim_min": worst})
         print(f"  {name}: {trainer.steps_done} steps, {train_s:.0f} s, SSIM mean {mean:.4f} min {worst:.4f}",
               file=sys.stderr, flush=True)
+    if eval_times:
+        volumes = np.stack([trainer.volume(t) for t in times])
     return volumes, curve, trainer.steps_done
+
+
+def _rows_of_chunk(args: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[dict]:
+    return metrics.metrics_table(*args)
+
+
+def metrics_rows(rec: np.ndarray, truth: np.ndarray, times_s: np.ndarray, workers: int) -> list[dict]:
+    """``metrics.metrics_table`` of the series, its per-volume metrics computed by ``workers`` processes
+    (the series-wide ones, index, alloying and redistribution, in this process)."""
+    if workers <= 1:
+        return metrics.metrics_table(rec, truth, times_s)
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = np.array_split(np.arange(len(truth)), workers)
+    with ProcessPoolExecutor(workers) as pool:
+        parts = pool.map(_rows_of_chunk, [(rec[c], truth[c], times_s[c]) for c in chunks])
+        rows = [row for part in parts for row in part]
+    alloy_ref, alloy_rec = metrics.alloying_against_reference(rec, truth)
+    redis_rec, redis_ref = metrics.volume_redistribution(rec), metrics.volume_redistribution(truth)
+    for i, row in enumerate(rows):
+        row.update(index=i, alloying_degree=float(alloy_rec[i]), alloying_degree_ref=float(alloy_ref[i]),
+                   redistribution_nm3=None if i == 0 else float(redis_rec[i - 1]),
+                   redistribution_ref_nm3=None if i == 0 else float(redis_ref[i - 1]))
+    return rows
 
 
 def first_time(curve: list[dict], threshold: float) -> float | None:
@@ -120,7 +168,7 @@ def plot(phantom: str, tables: dict[str, list[dict]], curves: dict[str, list[dic
     axes[1].set(xlabel="time (s)", ylabel="SSIM", title="SSIM")
     axes[2].set(xlabel="time (s)", ylabel="surface/volume" if phantom == "nanoshell" else "alloying degree",
                 title="surface/volume" if phantom == "nanoshell" else "alloying")
-    axes[3].set(xlabel="training time (s, CPU)", ylabel="mean SSIM", title="time to quality")
+    axes[3].set(xlabel="training time (s)", ylabel="mean SSIM", title="time to quality")
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -146,18 +194,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="volume edge, voxels")
     parser.add_argument("--count", type=int, default=100, help="frames (= time steps)")
     parser.add_argument("--minutes", type=float, default=5.0, help="wall-clock training budget per preset, min")
-    parser.add_argument("--eval-every", type=int, default=500, help="steps between quality evaluations")
+    parser.add_argument("--eval-every", default="500",
+                        help="steps between quality evaluations: one number, or one per preset (comma-separated)")
     parser.add_argument("--presets", default="fast,paper", help="DIP-STER presets to run")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="seed of phantoms, noise and training")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tiltstream_bench"), help="session cache dir")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where the PNGs and benchmarks.md go")
+    parser.add_argument("--device", default="cpu", help="auto, cpu or cuda: DIP-STER, SIRT and the phantoms")
+    parser.add_argument("--precision", default="fp32", help="DIP-STER network precision: fp32, tf32 or bf16")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the DIP-STER training forward")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes computing the final metrics tables (large volumes)")
+    parser.add_argument("--eval-times", type=int, default=0,
+                        help="time steps in each SSIM evaluation of the curve (0 = all; the final tables "
+                             "always use all)")
     args = parser.parse_args(argv)
 
     import torch
 
+    from recon.device import resolve_device
     from recon.sirt import moving_window_sirt
 
+    device = resolve_device(args.device)
+    presets = args.presets.split(",")
+    eval_every = [int(v) for v in args.eval_every.split(",")]
+    if len(eval_every) == 1:
+        eval_every *= len(presets)
+    if len(eval_every) != len(presets):
+        parser.error(f"--eval-every has {len(eval_every)} values for {len(presets)} presets")
+    speed = {"device": device, "precision": args.precision, "compile_model": args.compile}
     if args.threads:
         torch.set_num_threads(args.threads)
     args.docs.mkdir(parents=True, exist_ok=True)
@@ -166,28 +232,31 @@ def main(argv: list[str] | None = None) -> int:
              "(`bench/recon_quality.py`)", "",
              f"Command: `python bench/recon_quality.py --phantoms {args.phantoms} --size {args.size} "
              f"--count {args.count} --minutes {args.minutes} --eval-every {args.eval_every} --presets "
-             f"{args.presets}" + (f" --threads {args.threads}" if args.threads else "") + "`; "
-             f"seed {args.seed}, Poisson noise at 40 e/A^2, CPU (torch threads "
-             f"{torch.get_num_threads()}), {time.strftime('%Y-%m-%d')}. Metrics inside Otsu masks "
+             f"{args.presets}" + (f" --threads {args.threads}" if args.threads else "")
+             + (f" --device {args.device} --precision {args.precision}" if device.type == "cuda" else "")
+             + (" --compile" if args.compile else "")
+             + (f" --eval-times {args.eval_times}" if args.eval_times else "") + "`; "
+             f"seed {args.seed}, Poisson noise at 40 e/A^2, {device_words(device)}, "
+             f"{time.strftime('%Y-%m-%d')}. Metrics inside Otsu masks "
              "(`recon.metrics`); means over the time steps. DIP-STER time = training wall clock with "
              "evaluations paused; SIRT (window 30, 30 iterations, clamped to >= 0) time = its whole run.", ""]
     for phantom in args.phantoms.split(","):
-        session_path = session_for(args.work, phantom, args.size, args.count, args.seed)
+        session_path = session_for(args.work, phantom, args.size, args.count, args.seed, str(device))
         session = read_session(session_path)
         frames = session.load_frames()
         truth, times_s = read_ground_truth(session_path)
         print(f"{phantom}: {truth.shape}", file=sys.stderr)
         start = time.perf_counter()
         sirt = moving_window_sirt(frames, session.angles_deg, truth.shape[1:], window=30, iterations=30,
-                                  nonnegative=True)
+                                  nonnegative=True, device=device)
         sirt_s = time.perf_counter() - start
-        tables = {"SIRT w30 >= 0": metrics.metrics_table(sirt, truth, times_s)}
+        tables = {"SIRT w30 >= 0": metrics_rows(sirt, truth, times_s, args.workers)}
         curves: dict[str, list[dict]] = {}
         steps: dict[str, int] = {}
-        for name in args.presets.split(","):
+        for name, every in zip(presets, eval_every):
             volumes, curve, steps[name] = run_dipster(name, frames, session, truth, args.minutes,
-                                                      args.eval_every, args.seed)
-            tables[f"DIP-STER {name}"] = metrics.metrics_table(volumes, truth, times_s)
+                                                      every, args.seed, speed, args.eval_times)
+            tables[f"DIP-STER {name}"] = metrics_rows(volumes, truth, times_s, args.workers)
             curves[f"DIP-STER {name}"] = curve
         png = args.docs / f"recon_quality_{phantom}_{args.size}x{args.count}.png"
         plot(phantom, tables, curves, png)

@@ -35,6 +35,13 @@ class ReconTrainSettings(pydantic.BaseModel):
         default=None, gt=0, description="wall-clock training budget of this invocation, minutes")
     device: Literal["auto", "cpu", "cuda"] = pydantic.Field(
         default="auto", description="where to train: auto picks CUDA when available")
+    precision: Literal["fp32", "tf32", "bf16"] = pydantic.Field(
+        default="fp32", description="arithmetic of the network: fp32; tf32 (CUDA matrix products and "
+        "convolutions in TensorFloat-32); bf16 (the network under bfloat16 autocast, weights and loss "
+        "in float32). See docs/benchmarks.md 'DIP-STER on a GPU'")
+    compile: bool = pydantic.Field(
+        default=False, description="run the training forward pass through torch.compile (a warm-up "
+        "of tens of seconds, then faster steps on a GPU)")
     seed: int = pydantic.Field(default=0, ge=0, description="seed of the initial weights and the sampler")
     holdout: float = pydantic.Field(
         default=0.1, ge=0.0, le=0.5, description="fraction of frames held out of training (0 to 0.5, "
@@ -130,7 +137,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from recon import distributed
     from recon.device import resolve_device
-    from recon.training import Budget, NewRunSettings, train_session
+    from recon.training import Budget, NewRunSettings, Speed, train_session
 
     world = distributed.world_from_env()
     if settings.threads:
@@ -146,7 +153,8 @@ def run_train(args: argparse.Namespace) -> int:
     progress = ProgressLine() if world.is_main else None
     try:
         outcome = train_session(Path(args.session), Path(args.out), new, budget, str(world.device), world,
-                                progress, say=lambda line: print(line, file=sys.stderr))
+                                progress, say=lambda line: print(line, file=sys.stderr),
+                                speed=Speed(settings.precision, settings.compile))
     except distributed.PeerLost as exc:
         print(f"tiltstream recon train: {exc}; stopping (the run directory keeps its last checkpoint)",
               file=sys.stderr)

@@ -40,6 +40,7 @@ from acquire.atomic_files import write_atomic
 from acquire.errors import UserError
 from recon.frame_checks import checked_frame
 from recon.model import DipsterNet
+from recon.precision import Precision, autocast_for, checked_precision, enable_tf32
 from recon.presets import DipsterConfig
 from recon.projector import project
 from recon.run_dir import CHECKPOINT_FILE, RunDir
@@ -80,12 +81,18 @@ class Trainer:
         ``"cpu"``, ``"cuda"`` or a torch device.
     seed
         Seeds the network's initial weights and the sampler.
+    precision
+        ``"fp32"`` (default), ``"tf32"`` (CUDA only) or ``"bf16"`` (:mod:`recon.precision`); a speed
+        setting of this process, not saved in checkpoints.
+    compile_model
+        Run the training forward pass through ``torch.compile``.
     """
 
     method: ClassVar[str] = "dipster"
 
     def __init__(self, config: DipsterConfig, frame_shape: tuple[int, int], time_scale_s: float,
-                 device: str | torch.device = "cpu", seed: int = 0) -> None:
+                 device: str | torch.device = "cpu", seed: int = 0, precision: Precision | str = "fp32",
+                 compile_model: bool = False) -> None:
         if len(frame_shape) != 2 or min(frame_shape) < 2:
             raise UserError(f"frame_shape must be (ny, nx) with sizes >= 2; got {tuple(frame_shape)}")
         if not (math.isfinite(time_scale_s) and time_scale_s > 0):
@@ -96,6 +103,11 @@ class Trainer:
         self.time_scale_s = float(time_scale_s)
         self.device = torch.device(device)
         self.seed = int(seed)
+        self.precision = checked_precision(str(precision), self.device)
+        if self.precision == "tf32":
+            enable_tf32()
+        self._autocast = autocast_for(self.precision, self.device)
+        self.compile_model = bool(compile_model)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.model = DipsterNet(config, self.slice_shape)
@@ -116,7 +128,7 @@ class Trainer:
         self._times = torch.zeros(0, dtype=torch.float32, device=self.device)
         self.steps_done = 0
         self.loss_history: list[float] = []
-        self._train_model: torch.nn.Module = self.model  # the model, or its DDP wrapper
+        self._train_forward = self._compiled(self.model)  # the model or its DDP wrapper, maybe compiled
         self._ranks = 1
 
     # ------------------------------------------------------------------ frames
@@ -216,10 +228,18 @@ class Trainer:
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        self._train_model = DistributedDataParallel(self.model, device_ids=device_ids)
+        self._train_forward = self._compiled(DistributedDataParallel(self.model, device_ids=device_ids))
         self._ranks = int(world_size)
         if rank > 0:
             self.sampler.generator.manual_seed(self.seed + int(rank) + RESUME_SEED_STRIDE * self.steps_done)
+
+    def _compiled(self, module: torch.nn.Module) -> torch.nn.Module:
+        return torch.compile(module) if self.compile_model else module
+
+    def _forward(self, module: torch.nn.Module, coords: torch.Tensor) -> torch.Tensor:
+        """Slices from ``module`` in this trainer's precision, returned as float32."""
+        with self._autocast():
+            return module(coords).float()
 
     def train_steps(self, n: int) -> float:
         """Run ``n`` optimisation steps; returns their mean loss (NaN when ``n`` is 0).
@@ -241,7 +261,8 @@ class Trainer:
             target = self._frames[slots[:, None], rows]  # (B, S, nx)
             angles = self._angles_rad[slots]
             coords = self._coords(rows, self._times[slots][:, None], angles[:, None])
-            slices = self._train_model(coords).reshape(cfg.batch_frames, cfg.rows_per_frame, *self.slice_shape)
+            slices = self._forward(self._train_forward, coords)
+            slices = slices.reshape(cfg.batch_frames, cfg.rows_per_frame, *self.slice_shape)
             pred = project(slices, angles, nx)
             loss = self._loss(pred, target)
             self.optimizer.zero_grad(set_to_none=True)
@@ -299,7 +320,7 @@ class Trainer:
         times = torch.full((ny,), self.time_coordinate(time_s), dtype=torch.float32, device=self.device)
         angles = torch.full((ny,), float(angle_rad), dtype=torch.float32, device=self.device)
         coords = self._coords(rows, times, angles)
-        out = torch.cat([self.model(chunk) for chunk in coords.split(QUERY_CHUNK)])
+        out = torch.cat([self._forward(self.model, chunk) for chunk in coords.split(QUERY_CHUNK)])
         self.model.train()
         return out
 
@@ -380,8 +401,10 @@ class Trainer:
             RunDir(path).record_method(self.method)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Trainer:
-        """Restore onto ``device`` what :meth:`save` wrote into run directory (or ``.pt`` file) ``path``.
+    def load(cls, path: str | Path, device: str | torch.device = "cpu", precision: Precision | str = "fp32",
+             compile_model: bool = False) -> Trainer:
+        """Restore onto ``device`` what :meth:`save` wrote into run directory (or ``.pt`` file) ``path``
+        (``precision`` and ``compile_model`` as in the constructor).
 
         Raises
         ------
@@ -399,7 +422,8 @@ class Trainer:
             raise UserError(f"checkpoint {str(path)!r} is not a tiltstream DIP-STER checkpoint "
                             f"(version {CHECKPOINT_VERSION})")
         trainer = cls(DipsterConfig.model_validate(state["config"]), tuple(state["frame_shape"]),
-                      state["time_scale_s"], device=device, seed=state["seed"])
+                      state["time_scale_s"], device=device, seed=state["seed"], precision=precision,
+                      compile_model=compile_model)
         trainer.data_scale = state["data_scale"]
         trainer.indices = [int(i) for i in state["indices"]]
         trainer.angles_deg = [float(a) for a in state["angles_deg"]]

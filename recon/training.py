@@ -2,7 +2,7 @@
 
 :func:`train_session` is what ``tiltstream recon train`` runs: it starts a new run (preprocessing,
 held-out choice, the live time-scale rule :func:`recon.run_dir.session_time_scale_s`) or resumes any
-DIP-STER run directory, live or offline (:func:`recon.run_dir.open_reconstructor`), adds the frames the
+DIP-STER run directory, live or offline (one format, :mod:`recon.run_dir`), adds the frames the
 session gained since, and trains for a budget of steps or seconds in chunks of ``eval_every`` steps.
 After each chunk rank 0 evaluates the held-out frames, writes the checkpoint (and the best state by
 held-out error, :func:`recon.run_dir.keep_if_best`), run.json and a log row, updates the progress line
@@ -26,7 +26,7 @@ from acquire.errors import UserError
 from acquire.progress import ProgressLine
 from recon.distributed import World, peer_failures
 from recon.run_dir import (PlateauStopper, RunDir, forget_stale_best, heldout_positions, keep_if_best,
-                           open_reconstructor, session_time_scale_s)
+                           session_time_scale_s)
 from recon.trainer import Trainer
 
 CONTINUE, BUDGET_SPENT, PLATEAU = 0, 1, 2  # rank 0's decision after a chunk
@@ -52,6 +52,17 @@ class NewRunSettings:
     seed: int = 0
     holdout: float = 0.0
     preprocess: Any = None
+
+
+@dataclass(frozen=True)
+class Speed:
+    """How this process computes (not a property of the run): the trainer's precision and compilation."""
+
+    precision: str = "fp32"
+    compile_model: bool = False
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        return {"precision": self.precision, "compile_model": self.compile_model}
 
 
 @dataclass(frozen=True)
@@ -90,9 +101,10 @@ def _frame_metadata(record: Any) -> dict[str, Any]:
     return {"dose_e_per_A2": record.dose_e_per_A2, "temperature_C": record.temperature_C}
 
 
-def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: str, ranks: int = 1
-                ) -> tuple[Trainer, dict[str, Any], str]:
-    """Create or resume the run in ``run`` and add every session frame it lacks.
+def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: str, ranks: int = 1,
+                speed: Speed | None = None) -> tuple[Trainer, dict[str, Any], str]:
+    """Create or resume the run in ``run`` and add every session frame it lacks (``speed``: the
+    trainer's precision and compilation, default fp32 eager).
 
     Returns
     -------
@@ -113,7 +125,7 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
         method = run.method()
         if method != "dipster":
             raise UserError(f"run {str(run.path)!r} is a {method} run; recon train continues DIP-STER runs")
-        trainer = open_reconstructor(run.path, device=device)
+        trainer = Trainer.load(run.path, device=device, **(speed or Speed()).trainer_kwargs())
         session_shape = description.get("session_frame_shape", list(trainer.frame_shape))
         if list(session_shape) != list(frames.shape[1:]):
             raise UserError(f"run {str(run.path)!r} was trained on frames {list(session_shape)}; "
@@ -139,7 +151,8 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
         config = preset(new.preset)
         by_index = sorted(records, key=lambda r: r.index)
         time_scale_s = session_time_scale_s(session.settings.scheme, [r.time_s for r in by_index])
-        trainer = Trainer(config, frames.shape[1:], time_scale_s, device=device, seed=new.seed)
+        trainer = Trainer(config, frames.shape[1:], time_scale_s, device=device, seed=new.seed,
+                          **(speed or Speed()).trainer_kwargs())
         held = {records[p].index for p in heldout_positions(len(records), new.holdout)}
         description = {
             "method": trainer.method, "session": str(Path(session_path).resolve()),
@@ -232,7 +245,7 @@ def train_loop(trainer: Trainer, run: RunDir, description: dict[str, Any], budge
 
 def train_session(session_path: Path, run_dir: Path, new: NewRunSettings, budget: Budget, device: str,
                   world: World, progress: ProgressLine | None = None,
-                  say: Callable[[str], None] = print) -> TrainOutcome:
+                  say: Callable[[str], None] = print, speed: Speed | None = None) -> TrainOutcome:
     """Train (or resume) run directory ``run_dir`` on the session at ``session_path``.
 
     Parameters
@@ -251,15 +264,18 @@ def train_session(session_path: Path, run_dir: Path, new: NewRunSettings, budget
         Rank 0's progress line (None: no progress).
     say
         Called with one-line messages on rank 0 (the start summary).
+    speed
+        The trainer's precision and compilation (default fp32, eager).
     """
     run = RunDir(run_dir)
+    speed = speed or Speed()
     if world.is_main:
-        trainer, description, message = prepare_run(Path(session_path), run, new, device, world.size)
+        trainer, description, message = prepare_run(Path(session_path), run, new, device, world.size, speed)
         say(f"recon train: {message}")
     world.barrier()
     with peer_failures(world):
         if not world.is_main:
-            trainer = Trainer.load(run.path, device=device)
+            trainer = Trainer.load(run.path, device=device, **speed.trainer_kwargs())
             description = run.read_description()
         if world.distributed:
             trainer.data_parallel(world.rank, world.size)

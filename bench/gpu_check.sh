@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The CUDA checks of a lent GPU machine, in priority order, each under its own time limit:
+#   1. the CUDA tests (projector, trainer precision/compile/checkpoints);
+#   2. bench/train_speed.py at 128^3: steps/s of fast and paper in fp32, tf32, bf16 (+ compiled bf16);
+#   3. bench/recon_quality.py at 128^3 x 100 (nanorod), fast and paper, each in its fastest setting;
+#   4. one-GPU data-parallel training (torchrun, NCCL) of a 32^3 session through `recon train`;
+#   5. bench/recon_quality.py at 64^3 x 100, fast, nanoshell and nanorod: what many GPU steps give.
+# Results go to $OUT (default /tmp/gpu_check). Packages the machine lacks are installed from .whl/ when
+# present (see /work/.library/device/README.md). Usage: bash bench/gpu_check.sh [MINUTES_128] [MINUTES_64]
+set -u -o pipefail
+out=${OUT:-/tmp/gpu_check}
+mkdir -p "$out"
+m128=${1:-1.0}
+m64=${2:-0.6}
+export PYTHONUNBUFFERED=1
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+work=/tmp/tiltstream_gpu
+mkdir -p "$work"
+log() { echo "== $(date +%T) $*" | tee -a "$out/steps.log"; }
+
+log "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())" \
+  | tee -a "$out/gpu.txt"
+
+log "1 CUDA tests"
+timeout 80 python3 -m pytest -q -p no:cacheprovider tests/recon/test_projector.py \
+  tests/recon/test_trainer_precision.py 2>&1 | tail -15 | tee "$out/pytest_cuda.log"
+
+log "2 training speed at 128^3"
+timeout 130 python3 bench/train_speed.py --device cuda --size 128 --presets fast,paper \
+  --precisions fp32,tf32,bf16 --compiled bf16 --warmup 20 --steps 100 --repeats 3 2>&1 | tee "$out/train_speed.md"
+
+# fastest (precision, compiled) per preset from the table; fp32 eager when the table is missing
+best() {
+  python3 - "$1" "$out/train_speed.md" <<'PY'
+import sys
+preset, path = sys.argv[1], sys.argv[2]
+rows = []
+try:
+    for line in open(path):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0] == preset:
+            rows.append((float(cells[3]), cells[1], cells[2] == "yes"))
+except OSError:
+    pass
+rate, precision, compiled = max(rows) if rows else (0.0, "fp32", False)
+print(f"--precision {precision}" + (" --compile" if compiled else ""))
+PY
+}
+
+for preset in fast paper; do
+  every=$([ "$preset" = fast ] && echo 3000 || echo 1000)
+  opts=$(best "$preset")
+  log "3 quality 128^3 x 100 nanorod, $preset $opts"
+  timeout 120 python3 bench/recon_quality.py --device cuda $opts --phantoms nanorod --size 128 --count 100 \
+    --minutes "$m128" --eval-every "$every" --presets "$preset" --eval-times 10 --workers 12 \
+    --docs "$out/q128_$preset" --work "$work" 2>&1 | tee "$out/q128_$preset.log" | grep -v "^ *$" | tail -25
+done
+
+log "4 one-GPU torchrun recon train (NCCL)"
+timeout 60 python3 -m tiltstream sim tiltseries --out "$work/rod32" --phantom nanorod --size 32 --count 60 \
+  --device cuda > /dev/null 2>&1
+timeout 60 python3 -m torch.distributed.run --standalone --nproc_per_node=1 -m tiltstream recon train \
+  --session "$work/rod32" --out "$work/run32" --device cuda --steps 1000 --eval-every 250 $(best fast) 2>&1 \
+  | tail -8 | tee "$out/torchrun.log"
+
+log "5 quality 64^3 x 100, fast, many steps"
+timeout 100 python3 bench/recon_quality.py --device cuda $(best fast) --phantoms nanoshell,nanorod --size 64 \
+  --count 100 --minutes "$m64" --eval-every 4000 --presets fast --eval-times 20 --workers 12 \
+  --docs "$out/q64" --work "$work" 2>&1 | tee "$out/q64.log" | grep -v "^ *$" | tail -25
+log "done"

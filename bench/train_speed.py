@@ -1,0 +1,105 @@
+"""DIP-STER training speed: steps/s of each preset x precision (x torch.compile), one process, one device.
+
+For each combination a trainer with the preset is filled with random frames of the given size (the
+rate does not depend on the data), warmed up (``--warmup`` steps: cuDNN autotuning, compilation), then
+timed over ``--repeats`` blocks of ``--steps`` steps; the table gives the median rate and its ratio to
+the same preset's first precision, eager, measured in this process. On CUDA the clock is read
+after ``torch.cuda.synchronize``.
+
+Usage::
+
+    python bench/train_speed.py --device cuda --size 128 --presets fast,paper --precisions fp32,tf32,bf16 --compiled bf16
+    python bench/train_speed.py --device cpu --size 64 --presets fast --precisions fp32,bf16 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def rate_of(preset_name: str, size: int, frames: int, device, precision: str, compile_model: bool,
+            warmup: int, steps: int, repeats: int) -> tuple[float, float]:
+    """Median steps/s over ``repeats`` blocks, and the warm-up's wall time in seconds."""
+    import numpy as np
+    import torch
+
+    from recon.presets import preset
+    from recon.trainer import Trainer
+
+    trainer = Trainer(preset(preset_name), (size, size), float(frames), device=device, precision=precision,
+                      compile_model=compile_model)
+    rng = np.random.default_rng(0)
+    for i in range(frames):
+        trainer.add_frame(i, rng.random((size, size), dtype=np.float32) + 0.5, -70.0 + 140.0 * i / frames,
+                          float(i))
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    start = time.perf_counter()
+    trainer.train_steps(warmup)
+    sync()
+    warmup_s = time.perf_counter() - start
+    rates = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        trainer.train_steps(steps)
+        sync()
+        rates.append(steps / (time.perf_counter() - start))
+    return statistics.median(rates), warmup_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--size", type=int, default=128, help="frame edge = volume edge, pixels")
+    parser.add_argument("--frames", type=int, default=100, help="frames in the trainer")
+    parser.add_argument("--presets", default="fast,paper", help="comma-separated presets")
+    parser.add_argument("--precisions", default="fp32,tf32,bf16", help="comma-separated: fp32, tf32, bf16")
+    parser.add_argument("--compiled", default="", help="comma-separated precisions also timed with torch.compile")
+    parser.add_argument("--warmup", type=int, default=30, help="untimed steps first")
+    parser.add_argument("--steps", type=int, default=100, help="steps per timed block")
+    parser.add_argument("--repeats", type=int, default=3, help="timed blocks (median reported)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from acquire.errors import UserError
+    from recon.device import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"CPU, {torch.get_num_threads()} torch threads")
+    print(f"{where}, torch {torch.__version__}, {args.size}^2 frames x {args.frames}, median of {args.repeats} x "
+          f"{args.steps} steps after {args.warmup} warm-up steps\n")
+    print("| preset | precision | compiled | steps/s | vs fp32 eager | warm-up (s) |")
+    print("|---|---|---|---|---|---|")
+    for name in args.presets.split(","):
+        base = None
+        runs = [(p, False) for p in args.precisions.split(",")]
+        runs += [(p, True) for p in args.compiled.split(",") if p]
+        for precision, compiled in runs:
+            if precision == "tf32" and device.type != "cuda":
+                continue
+            rate, warm_s = rate_of(name, args.size, args.frames, device, precision, compiled,
+                                   args.warmup, args.steps, args.repeats)
+            base = base or rate
+            print(f"| {name} | {precision} | {'yes' if compiled else 'no'} | {rate:.1f} | "
+                  f"{rate / base:.2f} | {warm_s:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
