@@ -6,12 +6,17 @@
 #   4. one-GPU data-parallel training (torchrun, NCCL) of a 32^3 session through `recon train`;
 #   5. bench/recon_quality.py at 64^3 x 100, fast, nanoshell and nanorod: what many GPU steps give.
 # Results go to $OUT (default /tmp/gpu_check). Packages the machine lacks are installed from .whl/ when
-# present (see /work/.library/device/README.md). Usage: bash bench/gpu_check.sh [MINUTES_128] [MINUTES_64]
+# present (see /work/.library/device/README.md).
+# Usage: bash bench/gpu_check.sh [all|quick] [MINUTES_128] [MINUTES_64]   (quick: steps 1 and 2 only, ~3 min)
 set -u -o pipefail
 out=${OUT:-/tmp/gpu_check}
 mkdir -p "$out"
-m128=${1:-1.0}
-m64=${2:-0.6}
+phase=${1:-all}
+m128=${2:-1.0}
+m64=${3:-0.6}
+# time limits of the quality steps: the training budget plus session generation, SIRT and evaluations
+limit128=$(python3 -c "print(int(60 * $m128 * 1.5 + 150))")
+limit64=$(python3 -c "print(int(60 * $m64 * 1.5 + 90))")
 export PYTHONUNBUFFERED=1
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -28,12 +33,14 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
   | tee -a "$out/gpu.txt"
 
 log "1 CUDA tests"
-timeout 80 python3 -m pytest -q -p no:cacheprovider tests/recon/test_projector.py \
-  tests/recon/test_trainer_precision.py 2>&1 | tail -15 | tee "$out/pytest_cuda.log"
+timeout 80 python3 -m pytest -q -p no:cacheprovider -rfEs tests/recon/test_projector.py \
+  tests/recon/test_trainer_precision.py 2>&1 | tee "$out/pytest_cuda.log" | tail -15
 
 log "2 training speed at 128^3"
 timeout 130 python3 bench/train_speed.py --device cuda --size 128 --presets fast,paper \
-  --precisions fp32,tf32,bf16 --compiled bf16 --warmup 20 --steps 100 --repeats 3 2>&1 | tee "$out/train_speed.md"
+  --precisions fp32,tf32,bf16 --compiled fp32 --rows 8,16 --warmup 20 --steps 80 --repeats 3 2>&1 \
+  | tee "$out/train_speed.md"
+[ "$phase" = quick ] && { log "done (quick)"; exit 0; }
 
 # fastest (precision, compiled) per preset from the table; fp32 eager when the table is missing
 best() {
@@ -44,8 +51,8 @@ rows = []
 try:
     for line in open(path):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 6 and cells[0] == preset:
-            rows.append((float(cells[3]), cells[1], cells[2] == "yes"))
+        if len(cells) == 7 and cells[0] == preset and cells[1] != "rows/frame":
+            rows.append((float(cells[4]), cells[2], cells[3] == "yes"))
 except OSError:
     pass
 rate, precision, compiled = max(rows) if rows else (0.0, "fp32", False)
@@ -57,7 +64,7 @@ for preset in fast paper; do
   every=$([ "$preset" = fast ] && echo 3000 || echo 1000)
   opts=$(best "$preset")
   log "3 quality 128^3 x 100 nanorod, $preset $opts"
-  timeout 120 python3 bench/recon_quality.py --device cuda $opts --phantoms nanorod --size 128 --count 100 \
+  timeout "$limit128" python3 bench/recon_quality.py --device cuda $opts --phantoms nanorod --size 128 --count 100 \
     --minutes "$m128" --eval-every "$every" --presets "$preset" --eval-times 10 --workers 12 \
     --docs "$out/q128_$preset" --work "$work" 2>&1 | tee "$out/q128_$preset.log" | grep -v "^ *$" | tail -25
 done
@@ -70,7 +77,7 @@ timeout 60 python3 -m torch.distributed.run --standalone --nproc_per_node=1 -m t
   | tail -8 | tee "$out/torchrun.log"
 
 log "5 quality 64^3 x 100, fast, many steps"
-timeout 100 python3 bench/recon_quality.py --device cuda $(best fast) --phantoms nanoshell,nanorod --size 64 \
+timeout "$limit64" python3 bench/recon_quality.py --device cuda $(best fast) --phantoms nanoshell,nanorod --size 64 \
   --count 100 --minutes "$m64" --eval-every 4000 --presets fast --eval-times 20 --workers 12 \
   --docs "$out/q64" --work "$work" 2>&1 | tee "$out/q64.log" | grep -v "^ *$" | tail -25
 log "done"

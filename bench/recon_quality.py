@@ -60,13 +60,14 @@ def mean_ssim(volumes: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
 
 def run_dipster(name: str, frames: np.ndarray, session, truth: np.ndarray, minutes: float,
-                eval_every: int, seed: int, speed: dict, eval_times: int = 0
+                eval_every: int, seed: int, speed: dict, eval_times: int = 0, overrides: dict | None = None
                 ) -> tuple[np.ndarray, list[dict], int]:
     """Train one preset for ``minutes``; returns final volumes, the SSIM curve and steps done.
 
     ``speed`` holds the Trainer's ``device``, ``precision`` and ``compile_model``. The curve's SSIM is
     over all time steps, or over ``eval_times`` evenly spread ones when > 0 (large volumes); the
     returned volumes are always all of them. On CUDA the clock is synchronised before it is read.
+    ``overrides`` replaces fields of the preset (e.g. ``rows_per_frame``).
     """
     import torch
 
@@ -74,7 +75,8 @@ def run_dipster(name: str, frames: np.ndarray, session, truth: np.ndarray, minut
     from recon.trainer import Trainer
 
     times = session.times_s
-    trainer = Trainer(preset(name), frames.shape[1:], float(times[-1]) or 1.0, seed=seed, **speed)
+    config = preset(name).model_copy(update=overrides or {})
+    trainer = Trainer(config, frames.shape[1:], float(times[-1]) or 1.0, seed=seed, **speed)
     for record, frame in zip(session.records, frames):
         trainer.add_frame(record.index, frame, record.angle_deg, record.time_s)
     probe = (np.linspace(0, len(times) - 1, eval_times).round().astype(int) if eval_times
@@ -204,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda: DIP-STER, SIRT and the phantoms")
     parser.add_argument("--precision", default="fp32", help="DIP-STER network precision: fp32, tf32 or bf16")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DIP-STER training forward")
+    parser.add_argument("--rows-per-frame", type=int, default=None,
+                        help="override the presets' rows per drawn frame and step")
+    parser.add_argument("--no-sirt", action="store_true", help="DIP-STER only (no SIRT baseline, no "
+                        "comparison line): for speed runs")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes computing the final metrics tables (large volumes)")
     parser.add_argument("--eval-times", type=int, default=0,
@@ -217,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     from recon.sirt import moving_window_sirt
 
     device = resolve_device(args.device)
+    overrides = {} if args.rows_per_frame is None else {"rows_per_frame": args.rows_per_frame}
     presets = args.presets.split(",")
     eval_every = [int(v) for v in args.eval_every.split(",")]
     if len(eval_every) == 1:
@@ -235,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.presets}" + (f" --threads {args.threads}" if args.threads else "")
              + (f" --device {args.device} --precision {args.precision}" if device.type == "cuda" else "")
              + (" --compile" if args.compile else "")
-             + (f" --eval-times {args.eval_times}" if args.eval_times else "") + "`; "
+             + (f" --eval-times {args.eval_times}" if args.eval_times else "")
+             + (f" --rows-per-frame {args.rows_per_frame}" if args.rows_per_frame else "")
+             + (" --no-sirt" if args.no_sirt else "") + "`; "
              f"seed {args.seed}, Poisson noise at 40 e/A^2, {device_words(device)}, "
              f"{time.strftime('%Y-%m-%d')}. Metrics inside Otsu masks "
              "(`recon.metrics`); means over the time steps. DIP-STER time = training wall clock with "
@@ -246,16 +255,18 @@ def main(argv: list[str] | None = None) -> int:
         frames = session.load_frames()
         truth, times_s = read_ground_truth(session_path)
         print(f"{phantom}: {truth.shape}", file=sys.stderr)
-        start = time.perf_counter()
-        sirt = moving_window_sirt(frames, session.angles_deg, truth.shape[1:], window=30, iterations=30,
-                                  nonnegative=True, device=device)
-        sirt_s = time.perf_counter() - start
-        tables = {"SIRT w30 >= 0": metrics_rows(sirt, truth, times_s, args.workers)}
+        tables: dict[str, list[dict]] = {}
+        if not args.no_sirt:
+            start = time.perf_counter()
+            sirt = moving_window_sirt(frames, session.angles_deg, truth.shape[1:], window=30, iterations=30,
+                                      nonnegative=True, device=device)
+            sirt_s = time.perf_counter() - start
+            tables["SIRT w30 >= 0"] = metrics_rows(sirt, truth, times_s, args.workers)
         curves: dict[str, list[dict]] = {}
         steps: dict[str, int] = {}
         for name, every in zip(presets, eval_every):
             volumes, curve, steps[name] = run_dipster(name, frames, session, truth, args.minutes,
-                                                      every, args.seed, speed, args.eval_times)
+                                                      every, args.seed, speed, args.eval_times, overrides)
             tables[f"DIP-STER {name}"] = metrics_rows(volumes, truth, times_s, args.workers)
             curves[f"DIP-STER {name}"] = curve
         png = args.docs / f"recon_quality_{phantom}_{args.size}x{args.count}.png"
@@ -279,11 +290,13 @@ def main(argv: list[str] | None = None) -> int:
                 t95 = "not within budget" if t95 is None else f"{t95:.0f}"
             lines.append(f"| {method} | {n_steps} | {rate} | {s['rmse_mean']:.2f} | {s['rmse_max']:.2f} | "
                          f"{s['ssim_mean']:.4f} | {s['ssim_min']:.4f} | {t90} | {t95} | {s['property']} |")
-        wins = {m: float(np.mean([a["ssim"] > b["ssim"] for a, b in zip(rows, tables["SIRT w30 >= 0"])]))
-                for m, rows in tables.items() if not m.startswith("SIRT")}
-        lines += ["", "DIP-STER SSIM above SIRT's at: " + ", ".join(f"{m} {w:.0%} of time steps"
-                                                                    for m, w in wins.items()),
-                  f"(SIRT took {sirt_s:.0f} s).", "", f"![{phantom}]({png.name})", ""]
+        if not args.no_sirt:
+            wins = {m: float(np.mean([a["ssim"] > b["ssim"] for a, b in zip(rows, tables["SIRT w30 >= 0"])]))
+                    for m, rows in tables.items() if not m.startswith("SIRT")}
+            lines += ["", "DIP-STER SSIM above SIRT's at: " + ", ".join(f"{m} {w:.0%} of time steps"
+                                                                        for m, w in wins.items()),
+                      f"(SIRT took {sirt_s:.0f} s)."]
+        lines += ["", f"![{phantom}]({png.name})", ""]
     write_section(args.docs / "benchmarks.md", "\n".join(lines), f"{args.size}x{args.count}")
     print("\n".join(lines))
     return 0

@@ -3,7 +3,7 @@
 For each combination a trainer with the preset is filled with random frames of the given size (the
 rate does not depend on the data), warmed up (``--warmup`` steps: cuDNN autotuning, compilation), then
 timed over ``--repeats`` blocks of ``--steps`` steps; the table gives the median rate and its ratio to
-the same preset's first precision, eager, measured in this process. On CUDA the clock is read
+the same preset's first row, measured in this process. On CUDA the clock is read
 after ``torch.cuda.synchronize``.
 
 Usage::
@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def rate_of(preset_name: str, size: int, frames: int, device, precision: str, compile_model: bool,
-            warmup: int, steps: int, repeats: int) -> tuple[float, float]:
+def rate_of(preset_name: str, rows_per_frame: int | None, size: int, frames: int, device, precision: str,
+            compile_model: bool, warmup: int, steps: int, repeats: int) -> tuple[float, float]:
     """Median steps/s over ``repeats`` blocks, and the warm-up's wall time in seconds."""
     import numpy as np
     import torch
@@ -33,7 +33,10 @@ def rate_of(preset_name: str, size: int, frames: int, device, precision: str, co
     from recon.presets import preset
     from recon.trainer import Trainer
 
-    trainer = Trainer(preset(preset_name), (size, size), float(frames), device=device, precision=precision,
+    config = preset(preset_name)
+    if rows_per_frame:
+        config = config.model_copy(update={"rows_per_frame": rows_per_frame})
+    trainer = Trainer(config, (size, size), float(frames), device=device, precision=precision,
                       compile_model=compile_model)
     rng = np.random.default_rng(0)
     for i in range(frames):
@@ -62,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", default="fast,paper", help="comma-separated presets")
     parser.add_argument("--precisions", default="fp32,tf32,bf16", help="comma-separated: fp32, tf32, bf16")
     parser.add_argument("--compiled", default="", help="comma-separated precisions also timed with torch.compile")
+    parser.add_argument("--rows", default="", help="comma-separated rows_per_frame values also timed "
+                        "(fp32 eager) besides the presets' own")
     parser.add_argument("--warmup", type=int, default=30, help="untimed steps first")
     parser.add_argument("--steps", type=int, default=100, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=3, help="timed blocks (median reported)")
@@ -72,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from acquire.errors import UserError
     from recon.device import resolve_device
+    from recon.presets import preset
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,19 +90,21 @@ def main(argv: list[str] | None = None) -> int:
              else f"CPU, {torch.get_num_threads()} torch threads")
     print(f"{where}, torch {torch.__version__}, {args.size}^2 frames x {args.frames}, median of {args.repeats} x "
           f"{args.steps} steps after {args.warmup} warm-up steps\n")
-    print("| preset | precision | compiled | steps/s | vs fp32 eager | warm-up (s) |")
-    print("|---|---|---|---|---|---|")
+    print("| preset | rows/frame | precision | compiled | steps/s | vs first row | warm-up (s) |")
+    print("|---|---|---|---|---|---|---|")
     for name in args.presets.split(","):
         base = None
-        runs = [(p, False) for p in args.precisions.split(",")]
-        runs += [(p, True) for p in args.compiled.split(",") if p]
-        for precision, compiled in runs:
+        own_rows = preset(name).rows_per_frame
+        runs = [(own_rows, p, False) for p in args.precisions.split(",")]
+        runs += [(own_rows, p, True) for p in args.compiled.split(",") if p]
+        runs += [(int(r), "fp32", False) for r in args.rows.split(",") if r]
+        for rows, precision, compiled in runs:
             if precision == "tf32" and device.type != "cuda":
                 continue
-            rate, warm_s = rate_of(name, args.size, args.frames, device, precision, compiled,
+            rate, warm_s = rate_of(name, rows, args.size, args.frames, device, precision, compiled,
                                    args.warmup, args.steps, args.repeats)
             base = base or rate
-            print(f"| {name} | {precision} | {'yes' if compiled else 'no'} | {rate:.1f} | "
+            print(f"| {name} | {rows} | {precision} | {'yes' if compiled else 'no'} | {rate:.1f} | "
                   f"{rate / base:.2f} | {warm_s:.1f} |", flush=True)
     return 0
 

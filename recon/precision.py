@@ -3,21 +3,25 @@
 The network's forward pass is the whole cost of a training step on a GPU (the projector and the loss
 are a few small kernels), so these are the speed knobs that matter there:
 
-- ``fp32``: plain float32 everywhere (the default; bit-for-bit reproducible on the CPU).
+- ``fp32``: plain float32 everywhere (the default; bit-for-bit reproducible on the CPU). On CUDA the
+  step runs with TensorFloat-32 switched off, also for cuDNN convolutions (which PyTorch otherwise
+  allows by default), so fp32 means fp32 on every device.
 - ``tf32``: float32 tensors, but CUDA matrix products and convolutions use TensorFloat-32 (10-bit
-  mantissa inputs, float32 accumulation). Set process-wide (``torch.backends``), CUDA only.
-- ``bf16``: the network runs under ``torch.autocast`` in bfloat16; its output, the projection, the
-  loss, the weights and the optimiser state stay float32.
+  mantissa inputs, float32 accumulation). CUDA only.
+- ``bf16``: the network's forward pass runs under ``torch.autocast`` in bfloat16; its output, the
+  projection, the loss, the weights and the optimiser state stay float32.
 
-``compile`` wraps the training forward pass in ``torch.compile`` (queries stay eager: their batch
-sizes vary). Measured in ``bench/recon_quality.py --device cuda --precision ... --compile``
-(docs/benchmarks.md "DIP-STER on a GPU").
+The TF32 switches are set for the duration of a step or query and restored afterwards, so trainers of
+different precisions can share a process. ``compile`` wraps the training forward pass in
+``torch.compile`` (queries stay eager: their batch sizes vary); on CUDA with ``mode="reduce-overhead"``
+(CUDA graphs), because a step there is bound by kernel launches, not arithmetic. Measured in
+``bench/train_speed.py`` (docs/benchmarks.md "DIP-STER on a GPU").
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal, get_args
 
 import torch
@@ -38,10 +42,27 @@ def checked_precision(precision: str, device: torch.device) -> Precision:
     return precision  # type: ignore[return-value]
 
 
-def enable_tf32() -> None:
-    """Let CUDA matrix products and cuDNN convolutions use TensorFloat-32 (process-wide)."""
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+@contextlib.contextmanager
+def _tf32_allowed(allowed: bool) -> Iterator[None]:
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def math_mode_for(precision: Precision, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of the context a whole step (forward and backward) or query runs in: on CUDA, TF32
+    allowed for ``tf32`` and forbidden otherwise; nothing on the CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext
+    return lambda: _tf32_allowed(precision == "tf32")
+
+
+def compiled(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` through ``torch.compile``: CUDA graphs on CUDA (launch-bound steps), default on the CPU."""
+    return torch.compile(module, mode="reduce-overhead" if device.type == "cuda" else "default")
 
 
 def autocast_for(precision: Precision, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:

@@ -40,7 +40,7 @@ from acquire.atomic_files import write_atomic
 from acquire.errors import UserError
 from recon.frame_checks import checked_frame
 from recon.model import DipsterNet
-from recon.precision import Precision, autocast_for, checked_precision, enable_tf32
+from recon.precision import Precision, autocast_for, checked_precision, compiled, math_mode_for
 from recon.presets import DipsterConfig
 from recon.projector import project
 from recon.run_dir import CHECKPOINT_FILE, RunDir
@@ -104,9 +104,8 @@ class Trainer:
         self.device = torch.device(device)
         self.seed = int(seed)
         self.precision = checked_precision(str(precision), self.device)
-        if self.precision == "tf32":
-            enable_tf32()
-        self._autocast = autocast_for(self.precision, self.device)
+        self._autocast = autocast_for(self.precision, self.device)  # around forward passes
+        self._math_mode = math_mode_for(self.precision, self.device)  # around whole steps and queries
         self.compile_model = bool(compile_model)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
@@ -234,7 +233,7 @@ class Trainer:
             self.sampler.generator.manual_seed(self.seed + int(rank) + RESUME_SEED_STRIDE * self.steps_done)
 
     def _compiled(self, module: torch.nn.Module) -> torch.nn.Module:
-        return torch.compile(module) if self.compile_model else module
+        return compiled(module, self.device) if self.compile_model else module
 
     def _forward(self, module: torch.nn.Module, coords: torch.Tensor) -> torch.Tensor:
         """Slices from ``module`` in this trainer's precision, returned as float32."""
@@ -255,21 +254,22 @@ class Trainer:
         ny, nx = self.frame_shape
         self.model.train()
         losses = torch.zeros(int(n), dtype=torch.float32, device=self.device)
-        for step in range(int(n)):
-            slots_cpu, rows_cpu = self.sampler.draw(cfg.batch_frames, cfg.rows_per_frame, ny)
-            slots, rows = slots_cpu.to(self.device), rows_cpu.to(self.device)
-            target = self._frames[slots[:, None], rows]  # (B, S, nx)
-            angles = self._angles_rad[slots]
-            coords = self._coords(rows, self._times[slots][:, None], angles[:, None])
-            slices = self._forward(self._train_forward, coords)
-            slices = slices.reshape(cfg.batch_frames, cfg.rows_per_frame, *self.slice_shape)
-            pred = project(slices, angles, nx)
-            loss = self._loss(pred, target)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            losses[step] = loss.detach()
+        with self._math_mode():
+            for step in range(int(n)):
+                slots_cpu, rows_cpu = self.sampler.draw(cfg.batch_frames, cfg.rows_per_frame, ny)
+                slots, rows = slots_cpu.to(self.device), rows_cpu.to(self.device)
+                target = self._frames[slots[:, None], rows]  # (B, S, nx)
+                angles = self._angles_rad[slots]
+                coords = self._coords(rows, self._times[slots][:, None], angles[:, None])
+                slices = self._forward(self._train_forward, coords)
+                slices = slices.reshape(cfg.batch_frames, cfg.rows_per_frame, *self.slice_shape)
+                pred = project(slices, angles, nx)
+                loss = self._loss(pred, target)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.scheduler.step()
+                losses[step] = loss.detach()
         if self._ranks > 1:  # the loss of the N*b batch: the mean over ranks
             torch.distributed.all_reduce(losses)
             losses /= self._ranks
@@ -320,7 +320,8 @@ class Trainer:
         times = torch.full((ny,), self.time_coordinate(time_s), dtype=torch.float32, device=self.device)
         angles = torch.full((ny,), float(angle_rad), dtype=torch.float32, device=self.device)
         coords = self._coords(rows, times, angles)
-        out = torch.cat([self._forward(self.model, chunk) for chunk in coords.split(QUERY_CHUNK)])
+        with self._math_mode():
+            out = torch.cat([self._forward(self.model, chunk) for chunk in coords.split(QUERY_CHUNK)])
         self.model.train()
         return out
 

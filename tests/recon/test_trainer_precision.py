@@ -63,19 +63,33 @@ def test_cuda_training_matches_the_cpu_reference(precision: str) -> None:
 
 @CUDA
 def test_compiled_training_matches_eager_on_cuda() -> None:
-    """torch.compile changes the speed, not the result: 20 steps' losses equal eager's to 1e-3."""
+    """torch.compile (CUDA graphs) changes the speed, not the result: the first loss (same weights,
+    same samples) equals eager's to 1e-4, the next 19 follow it to 2 % (fused kernels round differently,
+    and training amplifies that)."""
     eager = _first_losses(_trainer("cuda"), 20)
     compiled = _first_losses(_trainer("cuda", compile_model=True), 20)
-    np.testing.assert_allclose(compiled, eager, rtol=1e-3)
+    np.testing.assert_allclose(compiled[0], eager[0], rtol=1e-4)
+    np.testing.assert_allclose(compiled, eager, rtol=2e-2)
+
+
+@CUDA
+def test_tf32_is_switched_on_only_inside_a_tf32_trainer() -> None:
+    """The TF32 switches are per step: a tf32 trainer leaves them as they were, and fp32 after it is
+    still the CPU's fp32 to 1e-4."""
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    _first_losses(_trainer("cuda", "tf32"))
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    np.testing.assert_allclose(_first_losses(_trainer("cuda")), _first_losses(_trainer("cpu")), rtol=1e-4)
 
 
 @CUDA
 def test_a_cuda_checkpoint_continues_on_the_cpu(tmp_path) -> None:
-    """Saved on CUDA, loaded on the CPU: the same volume (1e-4) and training goes on."""
+    """Saved on CUDA, loaded on the CPU: the same volume (1e-4 of its maximum) and training goes on."""
     trainer = _trainer("cuda")
     trainer.train_steps(30)
     trainer.save(tmp_path / "run")
     restored = Trainer.load(tmp_path / "run", device="cpu")
-    np.testing.assert_allclose(restored.volume(10.0), trainer.volume(10.0), rtol=1e-4, atol=1e-6)
+    on_cuda, on_cpu = trainer.volume(10.0), restored.volume(10.0)
+    assert np.abs(on_cpu - on_cuda).max() < 1e-4 * np.abs(on_cuda).max()
     restored.train_steps(5)
     assert restored.steps_done == 35
