@@ -25,9 +25,9 @@ from acquire.errors import UserError
 if TYPE_CHECKING:
     import numpy as np
 
-COLUMNS = ("index", "time_s", "rmse_percent", "ssim", "surface_to_volume", "surface_to_volume_ref",
+COLUMNS = ("index", "time_s", "rmse_percent", "ssim", "ssim_paper", "surface_to_volume", "surface_to_volume_ref",
            "redistribution_nm3", "redistribution_ref_nm3", "alloying_degree", "alloying_degree_ref")
-SUMMARISED = ("rmse_percent", "ssim", "surface_to_volume_error_percent", "alloying_degree_error")
+SUMMARISED = ("rmse_percent", "ssim", "ssim_paper", "surface_to_volume_error_percent", "alloying_degree_error")
 TIME_TOLERANCE_S = 1e-3
 
 
@@ -71,11 +71,13 @@ def _run_volumes(run_dir: Path, times_s: np.ndarray, checkpoint: str) -> np.ndar
 
 
 def summarise(rows: list[dict]) -> dict[str, tuple[float, float, float]]:
-    """Mean, min and max of RMSE, SSIM, surface/volume error (percent) and alloying error over time."""
+    """Mean, min and max of RMSE, SSIM (in-mask and the paper's), surface/volume error (percent) and
+    alloying error over time."""
     series: dict[str, list[float]] = {name: [] for name in SUMMARISED}
     for row in rows:
         series["rmse_percent"].append(row["rmse_percent"])
         series["ssim"].append(row["ssim"])
+        series["ssim_paper"].append(row["ssim_paper"])
         ref = row["surface_to_volume_ref"]
         if ref and math.isfinite(ref) and math.isfinite(row["surface_to_volume"]):
             series["surface_to_volume_error_percent"].append(100.0 * (row["surface_to_volume"] - ref) / ref)
@@ -130,7 +132,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``metrics`` to the ``recon`` group."""
     parser = subparsers.add_parser(
         "metrics", help="the paper's quality metrics of a volume series against a reference series",
-        description="RMSE (percent of the reference range) and SSIM inside Otsu masks, surface/volume, "
+        description="RMSE (percent of the reference range) and SSIM inside Otsu masks, the paper's SSIM "
+        "(reconstruction masked by its Otsu mask, whole volume), surface/volume, "
         "volume redistribution (nm^3) and alloying degree, per time, with a mean/min/max summary.")
     parser.add_argument("--volumes", required=True, metavar="FILE|RUN",
                         help="volume series to assess (.tif or .mrc), or a run directory (live or offline) "
