@@ -21,6 +21,7 @@ Example (the default is 64^3 x 100 frames, 5 minutes per DIP-STER preset)::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -222,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda: DIP-STER, SIRT and the phantoms")
     parser.add_argument("--precision", default="fp32", help="DIP-STER network precision: fp32, tf32 or bf16")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DIP-STER training forward")
-    parser.add_argument("--rows-per-frame", type=int, default=None,
-                        help="override the presets' rows per drawn frame and step")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a field of the presets (recon.presets.DipsterConfig), e.g. "
+                             "rows_per_frame=8 or ema_decay=0.99; repeatable")
     parser.add_argument("--no-sirt", action="store_true", help="DIP-STER only (no SIRT baseline, no "
                         "comparison line): for speed runs")
     parser.add_argument("--workers", type=int, default=1,
@@ -239,7 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     from recon.sirt import moving_window_sirt
 
     device = resolve_device(args.device)
-    overrides = {} if args.rows_per_frame is None else {"rows_per_frame": args.rows_per_frame}
+    overrides = {}
+    for item in args.set:
+        field, _, value = item.partition("=")
+        overrides[field] = json.loads(value)
     presets = args.presets.split(",")
     eval_every = [int(v) for v in args.eval_every.split(",")]
     if len(eval_every) == 1:
@@ -259,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
              + (f" --device {args.device} --precision {args.precision}" if device.type == "cuda" else "")
              + (" --compile" if args.compile else "")
              + (f" --eval-times {args.eval_times}" if args.eval_times else "")
-             + (f" --rows-per-frame {args.rows_per_frame}" if args.rows_per_frame else "")
+             + "".join(f" --set {item}" for item in args.set)
              + (" --no-sirt" if args.no_sirt else "") + "`; "
              f"seed {args.seed}, Poisson noise at 40 e/A^2, {device_words(device)}, "
              f"{time.strftime('%Y-%m-%d')}. Metrics inside Otsu masks "

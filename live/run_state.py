@@ -46,7 +46,13 @@ def new_reconstructor(settings: LiveSettings, frame_shape: tuple[int, int], time
     from recon.presets import preset
     from recon.trainer import Trainer
 
-    return Trainer(preset(settings.preset), frame_shape, time_scale_s, device=device, seed=settings.seed)
+    return Trainer(preset(settings.preset), frame_shape, time_scale_s, device=device, seed=settings.seed,
+                   **dipster_speed(settings))
+
+
+def dipster_speed(settings: LiveSettings) -> dict[str, object]:
+    """The DIP-STER trainer's precision and compilation from the live settings (not saved in the run)."""
+    return {"precision": settings.precision, "compile_model": settings.compile}
 
 
 class RunState:
@@ -97,7 +103,12 @@ class RunState:
                             f"--method {method} or choose another --out")
         if not (self.path / STATE_FILES[method]).is_file():
             return None  # run.json written, no state yet: a run stopped before its first checkpoint
-        reconstructor = open_reconstructor(self.path, device=self.device)
+        if method == "dipster":
+            from recon.trainer import Trainer
+
+            reconstructor = Trainer.load(self.path, device=self.device, **dipster_speed(self.settings))
+        else:
+            reconstructor = open_reconstructor(self.path, device=self.device)
         self.run.truncate_log(reconstructor.steps_done)
         self.elapsed0_s = self.run.last_elapsed_s()
         self.logged_step = reconstructor.steps_done

@@ -39,6 +39,10 @@ class LiveSettings(pydantic.BaseModel):
         default="dipster", description="reconstruction method: dipster (the network) or sirt (moving-window "
         "SIRT, non-negative, the paper's baseline)")
     preset: Literal["paper", "fast"] = pydantic.Field(default="fast", description="DIP-STER preset")
+    precision: Literal["fp32", "tf32", "bf16"] = pydantic.Field(
+        default="fp32", description="DIP-STER arithmetic, as recon train --precision (tf32: CUDA only)")
+    compile: bool = pydantic.Field(
+        default=False, description="torch.compile DIP-STER's training forward pass, as recon train --compile")
     sirt_window: int = pydantic.Field(default=30, ge=1, description="SIRT window width, frames (method sirt)")
     sirt_iterations: int = pydantic.Field(default=30, ge=0,
                                           description="SIRT iterations per window (method sirt)")

@@ -69,6 +69,10 @@ class DipsterConfig(pydantic.BaseModel):
     output: Literal["softplus"] = pydantic.Field(
         default="softplus", description="output non-linearity: smooth and non-negative (a ReLU output "
         "can die and leave an all-zero reconstruction)")
+    ema_decay: float = pydantic.Field(
+        default=0.0, ge=0.0, lt=1.0, description="decay of an exponential moving average of the weights, "
+        "updated after every step, that volumes, reprojections and held-out errors are computed with "
+        "(0 = off: the trained weights themselves, as in the paper)")
     fresh_per_step: int = pydantic.Field(
         default=1, ge=1, description="batch slots per step reserved for frames not yet drawn, so a "
         "new frame is trained on within (pending frames / fresh_per_step) steps")

@@ -26,6 +26,7 @@ Conventions
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Mapping
@@ -111,6 +112,8 @@ class Trainer:
             torch.manual_seed(self.seed)
             self.model = DipsterNet(config, self.slice_shape)
         self.model.to(self.device)
+        # the weights queries use: an exponential moving average of the trained ones, or those themselves
+        self.average = copy.deepcopy(self.model).requires_grad_(False) if config.ema_decay > 0 else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.lr_step_steps,
                                                          gamma=config.lr_gamma)
@@ -232,6 +235,16 @@ class Trainer:
         if rank > 0:
             self.sampler.generator.manual_seed(self.seed + int(rank) + RESUME_SEED_STRIDE * self.steps_done)
 
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        if self.average is not None:
+            torch._foreach_lerp_(list(self.average.parameters()), list(self.model.parameters()),
+                                 1.0 - self.config.ema_decay)
+
+    @property
+    def _query_model(self) -> torch.nn.Module:
+        return self.average if self.average is not None else self.model
+
     def _compiled(self, module: torch.nn.Module) -> torch.nn.Module:
         return compiled(module, self.device) if self.compile_model else module
 
@@ -269,6 +282,7 @@ class Trainer:
                 loss.backward()
                 self.optimizer.step()
                 self.scheduler.step()
+                self._update_average()
                 losses[step] = loss.detach()
         if self._ranks > 1:  # the loss of the N*b batch: the mean over ranks
             torch.distributed.all_reduce(losses)
@@ -314,15 +328,15 @@ class Trainer:
     @torch.no_grad()
     def _slices(self, time_s: float, angle_rad: float) -> torch.Tensor:
         """All ny orthoslices at one time, normalised units, shape (ny, nz, nx)."""
-        self.model.eval()
+        self._query_model.eval()
         ny = self.frame_shape[0]
         rows = torch.arange(ny, device=self.device)
         times = torch.full((ny,), self.time_coordinate(time_s), dtype=torch.float32, device=self.device)
         angles = torch.full((ny,), float(angle_rad), dtype=torch.float32, device=self.device)
         coords = self._coords(rows, times, angles)
         with self._math_mode():
-            out = torch.cat([self._forward(self.model, chunk) for chunk in coords.split(QUERY_CHUNK)])
-        self.model.train()
+            out = torch.cat([self._forward(self._query_model, chunk) for chunk in coords.split(QUERY_CHUNK)])
+        self._query_model.train()
         return out
 
     def volume(self, time_s: float) -> np.ndarray:
@@ -383,6 +397,8 @@ class Trainer:
             "metadata": [dict(m) for m in self.metadata],
             "frames": self._frames.cpu(),
             "model": {k: v.cpu() for k, v in self.model.state_dict().items()},
+            "average": (None if self.average is None
+                        else {k: v.cpu() for k, v in self.average.state_dict().items()}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
@@ -438,6 +454,8 @@ class Trainer:
         trainer._times = torch.tensor([trainer.time_coordinate(t) for t in trainer.times_s],
                                       dtype=torch.float32, device=trainer.device)
         trainer.model.load_state_dict(state["model"])
+        if trainer.average is not None:
+            trainer.average.load_state_dict(state.get("average") or state["model"])
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.scheduler.load_state_dict(state["scheduler"])
         trainer.sampler.load_state_dict(state["sampler"])
