@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from acquire.session import read_ground_truth, read_session  # noqa: E402
 from recon import metrics  # noqa: E402
 
-# name -> (DipsterConfig overrides, trainer options); trainer options: loss ("l2", "l1"), data_scale
+# name -> (DipsterConfig overrides, trainer options); trainer options: data_scale
 # ("mean": the first frame's mean instead of its robust maximum)
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "base": ({}, {}),
@@ -43,8 +43,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "min64": ({"cnn_min_channels": 64}, {}),
     "flat64": ({"channel_halving": False}, {}),
     "mapnet512": ({"mapnet_widths": (512, 512)}, {}),
-    "l2": ({}, {"loss": "l2"}),
-    "l1": ({}, {"loss": "l1"}),
+    "l2": ({"loss": "l2"}, {}),
+    "l1": ({"loss": "l1"}, {}),
     "scale_mean": ({}, {"data_scale": "mean"}),
     "lr3e-4": ({"lr": 3e-4}, {}),
     "lr3e-3": ({"lr": 3e-3}, {}),
@@ -62,7 +62,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "yt_bands": ({"y_bands": 4, "t_bands": 2}, {}),
     "base8": ({"base_size": 8}, {}),
     "rows4_decay": ({"rows_per_frame": 4, "lr_gamma": 0.9, "lr_step_steps": 200}, {}),
-    "rows4_decay_l1": ({"rows_per_frame": 4, "lr_gamma": 0.9, "lr_step_steps": 200}, {"loss": "l1"}),
+    "rows4_l1": ({"rows_per_frame": 4, "loss": "l1"}, {}),
+    "rows4_decay_l1": ({"rows_per_frame": 4, "lr_gamma": 0.9, "lr_step_steps": 200, "loss": "l1"}, {}),
     "ybands6": ({"y_bands": 6}, {}),
     "ybands8": ({"y_bands": 8}, {}),
     "ybands4_rows4": ({"y_bands": 4, "rows_per_frame": 4}, {}),
@@ -95,24 +96,6 @@ def session_for(work: Path, phantom: str, size: int, count: int, seed: int) -> P
     return path
 
 
-def make_trainer(config, frame_shape: tuple[int, int], time_scale_s: float, seed: int, options: dict[str, str]):
-    """A :class:`recon.trainer.Trainer`, with the loss swapped when ``options["loss"]`` asks for it."""
-    import torch
-
-    from recon.trainer import Trainer
-
-    loss = options.get("loss")
-    if loss is None:
-        return Trainer(config, frame_shape, time_scale_s, seed=seed)
-
-    class LossTrainer(Trainer):
-        def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            diff = pred - target
-            return (diff * diff).mean() if loss == "l2" else diff.abs().mean()
-
-    return LossTrainer(config, frame_shape, time_scale_s, seed=seed)
-
-
 def summarise(phantom: str, rows: list[dict], sirt_rows: list[dict]) -> dict[str, float]:
     """SSIM/RMSE means, the physical-property error and the fraction of steps above SIRT."""
     ssim = np.array([r["ssim"] for r in rows])
@@ -136,12 +119,14 @@ def summarise(phantom: str, rows: list[dict], sirt_rows: list[dict]) -> dict[str
 def run_variant(name: str, base: str, phantom: str, session_path: Path, steps: int, eval_every: int,
                 seed: int, sirt_rows: list[dict]) -> dict[str, Any]:
     """Train one variant on one session; returns its summary, the SSIM curve and the rate."""
+    from recon.trainer import Trainer
+
     overrides, options = VARIANTS[name]
     config = base_config(base).model_copy(update=overrides)
     session = read_session(session_path)
     frames = session.load_frames()
     truth, times_s = read_ground_truth(session_path)
-    trainer = make_trainer(config, frames.shape[1:], float(times_s[-1]) or 1.0, seed, options)
+    trainer = Trainer(config, frames.shape[1:], float(times_s[-1]) or 1.0, seed=seed)
     if options.get("data_scale") == "mean":
         trainer.data_scale = float(np.mean(frames[0]))
     for record, frame in zip(session.records, frames):

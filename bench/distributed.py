@@ -39,6 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.doc_sections import replace_section  # noqa: E402
+
 START, END = "<!-- distributed:start -->", "<!-- distributed:end -->"
 
 
@@ -223,17 +225,6 @@ def render(results: dict, args: argparse.Namespace, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(doc: Path, section: str) -> None:
-    """Replace the section between the markers (or append it), keeping the rest of ``doc``."""
-    text = doc.read_text() if doc.is_file() else "# Benchmarks\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.write_text(text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phantom", default="nanorod")
@@ -283,7 +274,7 @@ def main() -> int:
     if args.no_doc:
         print(section)
     else:
-        write_section(args.doc, section)
+        replace_section(args.doc, START, END, section)
         print(f"wrote the distributed section of {args.doc}", file=sys.stderr)
     return 0
 

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from acquire.session import read_ground_truth, read_session  # noqa: E402
+from bench.doc_sections import replace_section  # noqa: E402
 from recon import metrics  # noqa: E402
 
 
@@ -198,13 +199,7 @@ def plot(phantom: str, tables: dict[str, list[dict]], curves: dict[str, list[dic
 def write_section(doc: Path, text: str, tag: str) -> None:
     """Replace this benchmark's section ``tag`` of ``doc`` (between markers), keeping the rest."""
     start, end = f"<!-- recon_quality:{tag}:start -->", f"<!-- recon_quality:{tag}:end -->"
-    old = doc.read_text() if doc.is_file() else "# Benchmarks\n"
-    block = f"{start}\n{text}\n{end}"
-    if start in old and end in old:
-        new = old[:old.index(start)] + block + old[old.index(end) + len(end):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    doc.write_text(new)
+    replace_section(doc, start, end, f"{start}\n{text}\n{end}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,8 @@ Conventions
   maximum of the first frame) so rows are O(1). :meth:`volume` and :meth:`reproject` return data
   units: a volume whose projections equal the frames.
 - Loss (paper Eq. 6): Geman-McClure ``2 r^2 / (r^2 + 4)`` of normalised rows (kornia), mean over
-  pixels, plus ``tv_weight`` times the 1-D total variation of the predicted rows.
+  pixels (or the L1 / L2 residual, ``config.loss``), plus ``tv_weight`` times the 1-D total variation
+  of the predicted rows.
 - Volumes are queried at ``theta = 0`` (as the reference code does).
 - Deterministic on CPU: the same seed and the same sequence of ``add_frame`` / ``train_steps`` calls
   give the same weights; :meth:`save` / :meth:`load` then continuing equals uninterrupted training.
@@ -213,7 +214,12 @@ class Trainer:
         return coords.reshape(-1, 3)
 
     def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = geman_mcclure_loss(pred, target, reduction="mean")
+        kind = self.config.loss
+        if kind == "geman_mcclure":
+            loss = geman_mcclure_loss(pred, target, reduction="mean")
+        else:
+            diff = pred - target
+            loss = diff.abs().mean() if kind == "l1" else (diff * diff).mean()
         if self.config.tv_weight > 0:
             tv = (pred[..., 1:] - pred[..., :-1]).abs().sum(dim=-1).mean()
             loss = loss + self.config.tv_weight * tv

@@ -223,7 +223,9 @@ def test_presets_are_the_documented_configurations() -> None:
     assert paper.mapnet_widths == (512, 512) and paper.cnn_channels == 128 and not paper.channel_halving
     assert paper.batch_frames == 4 and paper.lr == 1e-4 and paper.lr_gamma == 0.985
     fast = preset("fast")
-    assert fast.mapnet_widths == (256, 256) and fast.channel_halving
+    assert fast.mapnet_widths == (256, 256) and fast.channel_halving and fast.ema_decay == 0.99
+    assert fast.loss == "l1" and paper.loss == "geman_mcclure"
+    assert paper.ema_decay == 0.0  # the paper's queries use the trained weights
     with pytest.raises(ValueError, match="allowed: paper, fast"):
         preset("slow")
 
