@@ -256,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
              f"Command: `python bench/recon_quality.py --phantoms {args.phantoms} --size {args.size} "
              f"--count {args.count} --minutes {args.minutes} --eval-every {args.eval_every} --presets "
              f"{args.presets}" + (f" --threads {args.threads}" if args.threads else "")
-             + (f" --device {args.device} --precision {args.precision}" if device.type == "cuda" else "")
+             + (f" --device {args.device}" if device.type == "cuda" else "")
+             + (f" --precision {args.precision}" if args.precision != "fp32" else "")
              + (" --compile" if args.compile else "")
              + (f" --eval-times {args.eval_times}" if args.eval_times else "")
              + "".join(f" --set {item}" for item in args.set)

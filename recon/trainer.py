@@ -14,7 +14,10 @@ Conventions
 - Loss (paper Eq. 6): Geman-McClure ``2 r^2 / (r^2 + 4)`` of normalised rows (kornia), mean over
   pixels (or the L1 / L2 residual, ``config.loss``), plus ``tv_weight`` times the 1-D total variation
   of the predicted rows.
-- Volumes are queried at ``theta = 0`` (as the reference code does).
+- Volumes are queried at ``theta = 0`` (as the reference code does), with the exponential moving
+  average of the weights when ``config.ema_decay > 0`` (updated after every step, saved in checkpoints).
+- ``precision`` (fp32, tf32, bf16) and ``compile_model`` are how this process computes
+  (:mod:`recon.precision`), not part of the run: a checkpoint continues in any of them.
 - Deterministic on CPU: the same seed and the same sequence of ``add_frame`` / ``train_steps`` calls
   give the same weights; :meth:`save` / :meth:`load` then continuing equals uninterrupted training.
 - Data-parallel (:meth:`data_parallel`, under ``torchrun``): each rank draws its own samples (rank
