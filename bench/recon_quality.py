@@ -108,30 +108,6 @@ def run_dipster(name: str, frames: np.ndarray, session, truth: np.ndarray, minut
     return volumes, curve, trainer.steps_done
 
 
-def _rows_of_chunk(args: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[dict]:
-    return metrics.metrics_table(*args)
-
-
-def metrics_rows(rec: np.ndarray, truth: np.ndarray, times_s: np.ndarray, workers: int) -> list[dict]:
-    """``metrics.metrics_table`` of the series, its per-volume metrics computed by ``workers`` processes
-    (the series-wide ones, index, alloying and redistribution, in this process)."""
-    if workers <= 1:
-        return metrics.metrics_table(rec, truth, times_s)
-    from concurrent.futures import ProcessPoolExecutor
-
-    chunks = np.array_split(np.arange(len(truth)), workers)
-    with ProcessPoolExecutor(workers) as pool:
-        parts = pool.map(_rows_of_chunk, [(rec[c], truth[c], times_s[c]) for c in chunks])
-        rows = [row for part in parts for row in part]
-    alloy_ref, alloy_rec = metrics.alloying_against_reference(rec, truth)
-    redis_rec, redis_ref = metrics.volume_redistribution(rec), metrics.volume_redistribution(truth)
-    for i, row in enumerate(rows):
-        row.update(index=i, alloying_degree=float(alloy_rec[i]), alloying_degree_ref=float(alloy_ref[i]),
-                   redistribution_nm3=None if i == 0 else float(redis_rec[i - 1]),
-                   redistribution_ref_nm3=None if i == 0 else float(redis_ref[i - 1]))
-    return rows
-
-
 def first_time(curve: list[dict], threshold: float) -> float | None:
     """Training seconds of the first evaluation whose mean SSIM reaches ``threshold``."""
     for point in curve:
@@ -282,13 +258,13 @@ def main(argv: list[str] | None = None) -> int:
             sirt = moving_window_sirt(frames, session.angles_deg, truth.shape[1:], window=30, iterations=30,
                                       nonnegative=True, device=device)
             sirt_s = time.perf_counter() - start
-            tables["SIRT w30 >= 0"] = metrics_rows(sirt, truth, times_s, args.workers)
+            tables["SIRT w30 >= 0"] = metrics.metrics_table(sirt, truth, times_s, workers=args.workers)
         curves: dict[str, list[dict]] = {}
         steps: dict[str, int] = {}
         for name, every in zip(presets, eval_every):
             volumes, curve, steps[name] = run_dipster(name, frames, session, truth, args.minutes,
                                                       every, args.seed, speed, args.eval_times, overrides)
-            tables[f"DIP-STER {name}"] = metrics_rows(volumes, truth, times_s, args.workers)
+            tables[f"DIP-STER {name}"] = metrics.metrics_table(volumes, truth, times_s, workers=args.workers)
             curves[f"DIP-STER {name}"] = curve
         png = args.docs / f"recon_quality_{phantom}_{args.size}x{args.count}.png"
         plot(phantom, tables, curves, png)

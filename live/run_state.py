@@ -24,6 +24,7 @@ import numpy as np
 from acquire.atomic_files import write_json_atomic
 from acquire.errors import UserError
 from live.settings import LiveSettings
+from recon.precision import Speed
 from recon.reconstructor import Reconstructor
 from recon.run_dir import (CHECKPOINT_FILE, LOG_COLUMNS, RUN_FILE, RunDir, forget_stale_best, keep_if_best,
                            open_reconstructor)
@@ -47,12 +48,12 @@ def new_reconstructor(settings: LiveSettings, frame_shape: tuple[int, int], time
     from recon.trainer import Trainer
 
     return Trainer(preset(settings.preset), frame_shape, time_scale_s, device=device, seed=settings.seed,
-                   **dipster_speed(settings))
+                   **speed_of(settings).trainer_kwargs())
 
 
-def dipster_speed(settings: LiveSettings) -> dict[str, object]:
-    """The DIP-STER trainer's precision and compilation from the live settings (not saved in the run)."""
-    return {"precision": settings.precision, "compile_model": settings.compile}
+def speed_of(settings: LiveSettings) -> Speed:
+    """How the live process computes DIP-STER (``--precision``, ``--compile``; not saved in the run)."""
+    return Speed(settings.precision, settings.compile)
 
 
 class RunState:
@@ -103,12 +104,7 @@ class RunState:
                             f"--method {method} or choose another --out")
         if not (self.path / STATE_FILES[method]).is_file():
             return None  # run.json written, no state yet: a run stopped before its first checkpoint
-        if method == "dipster":
-            from recon.trainer import Trainer
-
-            reconstructor = Trainer.load(self.path, device=self.device, **dipster_speed(self.settings))
-        else:
-            reconstructor = open_reconstructor(self.path, device=self.device)
+        reconstructor = open_reconstructor(self.path, device=self.device, speed=speed_of(self.settings))
         self.run.truncate_log(reconstructor.steps_done)
         self.elapsed0_s = self.run.last_elapsed_s()
         self.logged_step = reconstructor.steps_done

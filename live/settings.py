@@ -7,6 +7,8 @@ from typing import Literal
 
 import pydantic
 
+from recon.precision import Precision
+
 
 class LiveSettings(pydantic.BaseModel):
     """``tiltstream live``: reconstruct a session while it is acquired (config/live.toml)."""
@@ -39,7 +41,7 @@ class LiveSettings(pydantic.BaseModel):
         default="dipster", description="reconstruction method: dipster (the network) or sirt (moving-window "
         "SIRT, non-negative, the paper's baseline)")
     preset: Literal["paper", "fast"] = pydantic.Field(default="fast", description="DIP-STER preset")
-    precision: Literal["fp32", "tf32", "bf16"] = pydantic.Field(
+    precision: Precision = pydantic.Field(
         default="fp32", description="DIP-STER arithmetic, as recon train --precision (tf32: CUDA only)")
     compile: bool = pydantic.Field(
         default=False, description="torch.compile DIP-STER's training forward pass, as recon train --compile")

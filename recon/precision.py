@@ -22,14 +22,28 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Literal, get_args
-
-import torch
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from acquire.errors import UserError
 
-Precision = Literal["fp32", "tf32", "bf16"]
+if TYPE_CHECKING:
+    import torch
+
+Precision = Literal["fp32", "tf32", "bf16"]  # light to import (torch is imported where it is used)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+
+@dataclass(frozen=True)
+class Speed:
+    """How this process computes DIP-STER (not a property of the run): precision and compilation."""
+
+    precision: Precision = "fp32"
+    compile_model: bool = False
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """The :class:`recon.trainer.Trainer` (and ``Trainer.load``) keyword arguments."""
+        return {"precision": self.precision, "compile_model": self.compile_model}
 
 
 def checked_precision(precision: str, device: torch.device) -> Precision:
@@ -44,6 +58,8 @@ def checked_precision(precision: str, device: torch.device) -> Precision:
 
 @contextlib.contextmanager
 def _tf32_allowed(allowed: bool) -> Iterator[None]:
+    import torch
+
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
     try:
@@ -62,11 +78,15 @@ def math_mode_for(precision: Precision, device: torch.device) -> Callable[[], co
 
 def compiled(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """``module`` through ``torch.compile``: CUDA graphs on CUDA (launch-bound steps), default on the CPU."""
+    import torch
+
     return torch.compile(module, mode="reduce-overhead" if device.type == "cuda" else "default")
 
 
 def autocast_for(precision: Precision, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
     """A factory of the context the network's forward pass runs in: bf16 autocast, or nothing."""
     if precision == "bf16":
+        import torch
+
         return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext

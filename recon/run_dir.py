@@ -45,6 +45,7 @@ from typing import Any
 
 from acquire.atomic_files import write_atomic, write_json_atomic
 from acquire.errors import UserError
+from recon.precision import Speed
 
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -310,7 +311,8 @@ def forget_stale_best(run: RunDir, description: dict[str, Any], n_frames: int) -
         shutil.rmtree(run.best)
 
 
-def open_reconstructor(run_dir: str | Path, device: str = "cpu", checkpoint: str = "last") -> Any:
+def open_reconstructor(run_dir: str | Path, device: str = "cpu", checkpoint: str = "last",
+                       speed: Speed = Speed()) -> Any:
     """The reconstruction in ``run_dir`` (live or offline), loaded by the class of its recorded method.
 
     Parameters
@@ -321,6 +323,9 @@ def open_reconstructor(run_dir: str | Path, device: str = "cpu", checkpoint: str
         Where the loaded state computes.
     checkpoint
         One of :data:`CHECKPOINTS`: ``last`` (what training resumes from), ``best`` or ``auto``.
+    speed
+        How a DIP-STER run computes from here on (precision, compilation); SIRT has no network to
+        speed up and ignores it.
 
     Returns
     -------
@@ -346,4 +351,6 @@ def open_reconstructor(run_dir: str | Path, device: str = "cpu", checkpoint: str
         elif checkpoint == "best":
             raise UserError(f"run {str(run_dir)!r} keeps no best state (it has no held-out frames, or no "
                             "evaluation since its frames last changed); use --checkpoint last")
-    return reconstructor_class(run.method()).load(state, device=device)
+    method = run.method()
+    options = speed.trainer_kwargs() if method == "dipster" else {}
+    return reconstructor_class(method).load(state, device=device, **options)

@@ -19,6 +19,7 @@ import pydantic
 from acquire.config import add_model_arguments, describe_validation_error, load_settings, overrides_from_args, read_toml
 from acquire.errors import UserError
 from acquire.progress import ProgressLine, stderr_progress
+from recon.precision import Precision
 
 
 class ReconTrainSettings(pydantic.BaseModel):
@@ -35,7 +36,7 @@ class ReconTrainSettings(pydantic.BaseModel):
         default=None, gt=0, description="wall-clock training budget of this invocation, minutes")
     device: Literal["auto", "cpu", "cuda"] = pydantic.Field(
         default="auto", description="where to train: auto picks CUDA when available")
-    precision: Literal["fp32", "tf32", "bf16"] = pydantic.Field(
+    precision: Precision = pydantic.Field(
         default="fp32", description="arithmetic of the network: fp32; tf32 (CUDA matrix products and "
         "convolutions in TensorFloat-32); bf16 (the network under bfloat16 autocast, weights and loss "
         "in float32). See docs/benchmarks.md 'DIP-STER on a GPU'")
@@ -137,7 +138,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     from recon import distributed
     from recon.device import resolve_device
-    from recon.training import Budget, NewRunSettings, Speed, train_session
+    from recon.precision import Speed
+    from recon.training import Budget, NewRunSettings, train_session
 
     world = distributed.world_from_env()
     if settings.threads:

@@ -25,8 +25,9 @@ from typing import Any
 from acquire.errors import UserError
 from acquire.progress import ProgressLine
 from recon.distributed import World, peer_failures
+from recon.precision import Speed
 from recon.run_dir import (PlateauStopper, RunDir, forget_stale_best, heldout_positions, keep_if_best,
-                           session_time_scale_s)
+                           open_reconstructor, session_time_scale_s)
 from recon.trainer import Trainer
 
 CONTINUE, BUDGET_SPENT, PLATEAU = 0, 1, 2  # rank 0's decision after a chunk
@@ -52,17 +53,6 @@ class NewRunSettings:
     seed: int = 0
     holdout: float = 0.0
     preprocess: Any = None
-
-
-@dataclass(frozen=True)
-class Speed:
-    """How this process computes (not a property of the run): the trainer's precision and compilation."""
-
-    precision: str = "fp32"
-    compile_model: bool = False
-
-    def trainer_kwargs(self) -> dict[str, Any]:
-        return {"precision": self.precision, "compile_model": self.compile_model}
 
 
 @dataclass(frozen=True)
@@ -102,7 +92,7 @@ def _frame_metadata(record: Any) -> dict[str, Any]:
 
 
 def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: str, ranks: int = 1,
-                speed: Speed | None = None) -> tuple[Trainer, dict[str, Any], str]:
+                speed: Speed = Speed()) -> tuple[Trainer, dict[str, Any], str]:
     """Create or resume the run in ``run`` and add every session frame it lacks (``speed``: the
     trainer's precision and compilation, default fp32 eager).
 
@@ -125,7 +115,7 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
         method = run.method()
         if method != "dipster":
             raise UserError(f"run {str(run.path)!r} is a {method} run; recon train continues DIP-STER runs")
-        trainer = Trainer.load(run.path, device=device, **(speed or Speed()).trainer_kwargs())
+        trainer = open_reconstructor(run.path, device=device, speed=speed)
         session_shape = description.get("session_frame_shape", list(trainer.frame_shape))
         if list(session_shape) != list(frames.shape[1:]):
             raise UserError(f"run {str(run.path)!r} was trained on frames {list(session_shape)}; "
@@ -152,7 +142,7 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
         by_index = sorted(records, key=lambda r: r.index)
         time_scale_s = session_time_scale_s(session.settings.scheme, [r.time_s for r in by_index])
         trainer = Trainer(config, frames.shape[1:], time_scale_s, device=device, seed=new.seed,
-                          **(speed or Speed()).trainer_kwargs())
+                          **speed.trainer_kwargs())
         held = {records[p].index for p in heldout_positions(len(records), new.holdout)}
         description = {
             "method": trainer.method, "session": str(Path(session_path).resolve()),
@@ -245,7 +235,7 @@ def train_loop(trainer: Trainer, run: RunDir, description: dict[str, Any], budge
 
 def train_session(session_path: Path, run_dir: Path, new: NewRunSettings, budget: Budget, device: str,
                   world: World, progress: ProgressLine | None = None,
-                  say: Callable[[str], None] = print, speed: Speed | None = None) -> TrainOutcome:
+                  say: Callable[[str], None] = print, speed: Speed = Speed()) -> TrainOutcome:
     """Train (or resume) run directory ``run_dir`` on the session at ``session_path``.
 
     Parameters
@@ -268,7 +258,6 @@ def train_session(session_path: Path, run_dir: Path, new: NewRunSettings, budget
         The trainer's precision and compilation (default fp32, eager).
     """
     run = RunDir(run_dir)
-    speed = speed or Speed()
     if world.is_main:
         trainer, description, message = prepare_run(Path(session_path), run, new, device, world.size, speed)
         say(f"recon train: {message}")
