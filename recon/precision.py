@@ -1,7 +1,8 @@
 """Arithmetic precision and compilation of DIP-STER's network: ``fp32``, ``tf32`` or ``bf16``, compiled or not.
 
-The network's forward pass is the whole cost of a training step on a GPU (the projector and the loss
-are a few small kernels), so these are the speed knobs that matter there:
+The network is where a training step spends its arithmetic (the projector and the loss are a few small
+kernels); on a GPU at the presets' batch sizes the step is bound by kernel launches instead, which is
+what compilation addresses. The settings:
 
 - ``fp32``: plain float32 everywhere (the default; bit-for-bit reproducible on the CPU). On CUDA the
   step runs with TensorFloat-32 switched off, also for cuDNN convolutions (which PyTorch otherwise
