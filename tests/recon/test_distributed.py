@@ -5,6 +5,7 @@ volumes and SIRT split across ranks give the same file, a dead rank ends the run
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import os
 import signal
@@ -72,6 +73,17 @@ class _ShareOfDraws:
         return slots[share], rows[share]
 
 
+def _leave() -> None:
+    """Leave the process group cleanly, after the caller dropped its trainers: their DDP wrappers (and
+    the reducers' gloo work) are freed while the group still exists, then the ranks wait for each other
+    and destroy it. A DDP object freed after ``destroy_process_group`` (the last trainer of a rank
+    function, at its return) aborted a rank with "terminate called without an active exception" in a
+    fresh CI run."""
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def _rank_main(rank: int, world_size: int, port: int, out: str) -> None:
     """One gloo rank (batch 2): 300 steps on a shared draw, then 300 on its own samples; rank 0 saves
     both loss histories and volumes."""
@@ -91,8 +103,8 @@ def _rank_main(rank: int, world_size: int, port: int, out: str) -> None:
         results[f"{name}_losses"] = np.asarray(trainer.loss_history)
     if rank == 0:
         np.savez(out, **results)
-    dist.barrier()  # leave together: a rank tearing gloo down under its peer can abort
-    dist.destroy_process_group()
+    del trainer
+    _leave()
 
 
 def _ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -183,8 +195,8 @@ def _quality_rank_main(rank: int, world_size: int, port: int, seed: int, steps: 
     trainer.train(steps=steps)
     if rank == 0:
         Path(out).write_text(json.dumps({"truth_ssim": truth_ssim(trainer)}))
-    dist.barrier()  # leave together: a rank tearing gloo down under its peer can abort
-    dist.destroy_process_group()
+    del trainer
+    _leave()
 
 
 def two_rank_truth_ssim(seed: int, steps: int, out: Path, limit_s: float = 600.0) -> float:
