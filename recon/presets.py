@@ -150,14 +150,18 @@ def fast_preset() -> DipsterConfig:
       rod alloying error 54.7 -> 50.8 points (docs/benchmarks.md "Quality ablations"). The cost is one
       in-place lerp of the ~0.4 M weights per step; a live reconstruction follows a new frame ~100 steps
       (a few seconds) later than the raw weights would.
-    - L1 data term (``loss="l1"``) instead of the paper's Geman-McClure: on the preset with the
-      average above, 32^3 x 60 at 3000 steps, nanorod mean SSIM 0.940 -> 0.949 (0.94 already at 1000
-      steps, was 0.90), alloying error 50.8 -> 48.6 points, nanoshell 0.780 -> 0.781; L2 gave 0.939 /
-      0.781. The robust loss down-weights the largest residuals, which at a specimen's edges are the
-      signal, not outliers; with Poisson noise at 40 e/A^2 there are no outliers to reject.
+    - The paper's Geman-McClure data term, not L1. L1 (``loss="l1"``) reached the 32^3 nanorod's
+      SSIM 0.94 sooner (1000 steps instead of 2000, docs/benchmarks.md "Quality ablations"), but its
+      gradient keeps its size at the optimum, so Adam keeps taking full steps, and a live run now and
+      then loses whole rows of the volume: on the demo's 24^3 x 40 session trained frame by frame as
+      the live process does (110 steps per frame, then 600), the edge rows of the rod fell to zero
+      and stayed there (mean SSIM from 0.96-0.97 down to 0.90 at the end) for 2 of 4 seeds with L1
+      (1 of 3 at lr 5e-4, down to 0.81), for none of 4 with Geman-McClure (0.96-0.97), and a demo
+      run lost to moving-window SIRT (0.813 vs 0.836). At 64^3 x 100 the two end equal (5000 steps: rod 0.915
+      vs 0.911, shell 0.780 vs 0.782, star 0.863 vs 0.856).
     """
     return DipsterConfig(mapnet_widths=(256, 256), use_angle=False, centre_coords=True, y_bands=6,
-                         ema_decay=0.99, loss="l1",
+                         ema_decay=0.99,
                          cnn_channels=64, channel_halving=True,
                          cnn_min_channels=16, lr=1e-3, lr_gamma=0.985, lr_step_steps=200,
                          batch_frames=4, rows_per_frame=2)
