@@ -59,6 +59,10 @@ class DipsterConfig(pydantic.BaseModel):
         default=1, ge=1, description="rows (orthoslices) per drawn frame and step; they share the "
         "frame's angle, so one projector footprint serves all of them")
     lr: float = pydantic.Field(default=1e-4, gt=0, description="Adam learning rate, 1/step")
+    adam_beta2: float = pydantic.Field(
+        default=0.999, gt=0, lt=1, description="Adam's decay of its squared-gradient average (PyTorch's "
+        "and the paper's 0.999; smaller adapts the step size to the gradients of the last 1 / (1 - "
+        "beta2) steps)")
     lr_gamma: float = pydantic.Field(
         default=0.985, gt=0, le=1, description="StepLR decay factor applied every lr_step_steps steps")
     lr_step_steps: int = pydantic.Field(
@@ -150,18 +154,23 @@ def fast_preset() -> DipsterConfig:
       rod alloying error 54.7 -> 50.8 points (docs/benchmarks.md "Quality ablations"). The cost is one
       in-place lerp of the ~0.4 M weights per step; a live reconstruction follows a new frame ~100 steps
       (a few seconds) later than the raw weights would.
-    - The paper's Geman-McClure data term, not L1. L1 (``loss="l1"``) reached the 32^3 nanorod's
-      SSIM 0.94 sooner (1000 steps instead of 2000, docs/benchmarks.md "Quality ablations"), but its
-      gradient keeps its size at the optimum, so Adam keeps taking full steps, and a live run now and
-      then loses whole rows of the volume: on the demo's 24^3 x 40 session trained frame by frame as
-      the live process does (110 steps per frame, then 600), the edge rows of the rod fell to zero
-      and stayed there (mean SSIM from 0.96-0.97 down to 0.90 at the end) for 2 of 4 seeds with L1
-      (1 of 3 at lr 5e-4, down to 0.81), for none of 4 with Geman-McClure (0.96-0.97), and a demo
-      run lost to moving-window SIRT (0.813 vs 0.836). At 64^3 x 100 the two end equal (5000 steps: rod 0.915
-      vs 0.911, shell 0.780 vs 0.782, star 0.863 vs 0.856).
+    - Adam's second beta 0.99 instead of PyTorch's 0.999 (``adam_beta2``). Late in a run the
+      gradients of the GroupNorm biases are ~1e-6 and Adam's normalised steps on them are driven by
+      noise; with a 1000-step memory of the squared gradients, a burst of larger gradients gave steps
+      20x the usual size, and a live demo run (24^3 x 40 nanorod) collapsed at step 4342: loss 3e-4 ->
+      4e-3, the rod's edge rows at zero for good, SSIM 0.813 against SIRT's 0.833. Replayed bit for bit
+      (one thread, the run's own frame schedule) it collapses the same way; with beta2 0.99 it does not
+      (SSIM 0.992). An L1 run of that demo that had collapsed (0.813) replays to 0.992 with 0.99, and
+      frame-by-frame training of that session with L1 that collapsed for 2 of 4 seeds (0.90 at the end)
+      ends at 0.993 / 0.990 with it. On the 32^3 x 60 ablation (3000 steps, docs/benchmarks.md "Quality
+      ablations") it also gains: nanorod 0.940 -> 0.955, nanoshell 0.780 -> 0.787.
+    - The paper's Geman-McClure data term. L1 (``loss="l1"``, the preset's loss for a while) reached
+      the 32^3 nanorod's SSIM 0.94 sooner, but with beta2 0.99 it is no better than Geman-McClure
+      (nanorod 0.946 vs 0.955, nanoshell 0.786 vs 0.787 at 3000 steps), and its gradient keeps its size
+      at the optimum, so Adam keeps taking full steps there.
     """
     return DipsterConfig(mapnet_widths=(256, 256), use_angle=False, centre_coords=True, y_bands=6,
-                         ema_decay=0.99,
+                         ema_decay=0.99, adam_beta2=0.99,
                          cnn_channels=64, channel_halving=True,
                          cnn_min_channels=16, lr=1e-3, lr_gamma=0.985, lr_step_steps=200,
                          batch_frames=4, rows_per_frame=2)

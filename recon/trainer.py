@@ -118,7 +118,7 @@ class Trainer:
         self.model.to(self.device)
         # the weights queries use: an exponential moving average of the trained ones, or those themselves
         self.average = copy.deepcopy(self.model).requires_grad_(False) if config.ema_decay > 0 else None
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, config.adam_beta2))
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.lr_step_steps,
                                                          gamma=config.lr_gamma)
         self.sampler = FrameSampler(self.seed, config.fresh_per_step)

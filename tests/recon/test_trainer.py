@@ -224,10 +224,28 @@ def test_presets_are_the_documented_configurations() -> None:
     assert paper.batch_frames == 4 and paper.lr == 1e-4 and paper.lr_gamma == 0.985
     fast = preset("fast")
     assert fast.mapnet_widths == (256, 256) and fast.channel_halving and fast.ema_decay == 0.99
-    assert fast.loss == "l1" and paper.loss == "geman_mcclure"
+    assert fast.loss == "geman_mcclure" and paper.loss == "geman_mcclure"
+    assert fast.adam_beta2 == 0.99 and paper.adam_beta2 == 0.999
     assert paper.ema_decay == 0.0  # the paper's queries use the trained weights
     with pytest.raises(ValueError, match="allowed: paper, fast"):
         preset("slow")
+
+
+def test_adam_beta2_reaches_the_optimiser_and_checkpoints_of_before_it_keep_0999(tmp_path) -> None:
+    """``adam_beta2`` is Adam's second beta; it survives save/load, and a checkpoint written before the
+    field existed (no ``adam_beta2`` in its config) continues with PyTorch's 0.999, as it was trained."""
+    trainer = _trainer(config=SMALL.model_copy(update={"adam_beta2": 0.95}))
+    trainer.train_steps(3)
+    assert trainer.optimizer.param_groups[0]["betas"] == (0.9, 0.95)
+    trainer.save(tmp_path / "new.pt")
+    assert Trainer.load(tmp_path / "new.pt").optimizer.param_groups[0]["betas"] == (0.9, 0.95)
+    old = _trainer()
+    state = old.state_dict()
+    del state["config"]["adam_beta2"]
+    torch.save(state, tmp_path / "old.pt")
+    loaded = Trainer.load(tmp_path / "old.pt")
+    assert loaded.config.adam_beta2 == 0.999
+    assert loaded.optimizer.param_groups[0]["betas"] == (0.9, 0.999)
 
 
 def test_trainer_is_a_reconstructor_whose_run_directory_keeps_frame_metadata(tmp_path) -> None:
