@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pydantic
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from acquire.session import read_ground_truth, read_session  # noqa: E402
 from bench.doc_sections import replace_section  # noqa: E402
 from recon import metrics  # noqa: E402
+from recon.presets import DipsterConfig  # noqa: E402
 
 
 
@@ -215,7 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {}
     for item in args.set:
         field, _, value = item.partition("=")
-        overrides[field] = json.loads(value)
+        if field not in DipsterConfig.model_fields or not value:
+            parser.error(f"--set {item!r}: give FIELD=VALUE with FIELD one of {', '.join(DipsterConfig.model_fields)}")
+        try:
+            overrides[field] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[field] = value  # a bare word: a string setting such as loss=l1
+    try:
+        DipsterConfig(**overrides)
+    except pydantic.ValidationError as err:
+        parser.error(f"--set: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}")
     presets = args.presets.split(",")
     eval_every = [int(v) for v in args.eval_every.split(",")]
     if len(eval_every) == 1:
