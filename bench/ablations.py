@@ -47,6 +47,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "l1": ({"loss": "l1"}, {}),
     "scale_mean": ({}, {"data_scale": "mean"}),
     "lr3e-4": ({"lr": 3e-4}, {}),
+    "lr2e-3": ({"lr": 2e-3}, {}),
     "lr3e-3": ({"lr": 3e-3}, {}),
     "lr_decay_fast": ({"lr_gamma": 0.9, "lr_step_steps": 200}, {}),
     "batch8": ({"batch_frames": 8}, {}),
