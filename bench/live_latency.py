@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from acquire.session import read_ground_truth, read_session  # noqa: E402
+from bench.doc_sections import replace_section  # noqa: E402
 from live.status import Reprojection, decode_status_message  # noqa: E402
 from recon.metrics import rmse_percent, ssim  # noqa: E402
 from recon.presets import preset  # noqa: E402
@@ -46,6 +47,7 @@ from simulator.replay_stream import replay_session  # noqa: E402
 from simulator.tiltseries import write_synthetic_session  # noqa: E402
 
 SECTION = "## Live latency"
+START, END = "<!-- live_latency:start -->", "<!-- live_latency:end -->"
 
 
 def measure(args: argparse.Namespace, work: Path) -> dict:
@@ -139,7 +141,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
 
 
 def write_section(result: dict, path: Path) -> None:
-    """Replace (or append) the ``## Live latency`` section of docs/benchmarks.md."""
+    """Replace (or append) the ``## Live latency`` section of docs/benchmarks.md (between its markers)."""
     lv, off = result["live"], result["offline"]
     body = "\n".join([
         SECTION, "",
@@ -163,15 +165,8 @@ def write_section(result: dict, path: Path) -> None:
         "Offline: the same session, preset, seed and number of steps, all frames added before training.",
         "",
     ])
-    text = path.read_text() if path.is_file() else "# Benchmarks\n\n"
-    if SECTION in text:
-        start = text.index(SECTION)
-        following = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + ("\n" + text[following + 1:] if following != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + body
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    replace_section(path, START, END, f"{START}\n{body}{END}")
 
 
 def main() -> None:
