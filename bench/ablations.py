@@ -66,7 +66,6 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "rows4_l1": ({"rows_per_frame": 4, "loss": "l1"}, {}),
     "rows4_decay_l1": ({"rows_per_frame": 4, "lr_gamma": 0.9, "lr_step_steps": 200, "loss": "l1"}, {}),
     "beta2_0.999": ({"adam_beta2": 0.999}, {}),
-    "beta2_0.99": ({"adam_beta2": 0.99}, {}),
     "l1_beta2_0.99": ({"loss": "l1", "adam_beta2": 0.99}, {}),
     "l1_beta2_0.999": ({"loss": "l1", "adam_beta2": 0.999}, {}),
     "ybands6": ({"y_bands": 6}, {}),

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from acquire.session import read_ground_truth, read_session  # noqa: E402
 from bench.doc_sections import replace_section  # noqa: E402
 from recon import metrics  # noqa: E402
-from recon.presets import DipsterConfig  # noqa: E402
+from recon.presets import DipsterConfig, preset  # noqa: E402
 
 
 
@@ -71,22 +71,21 @@ def mean_ssim(volumes: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
 
 def run_dipster(name: str, frames: np.ndarray, session, truth: np.ndarray, minutes: float,
-                eval_every: int, seed: int, speed: dict, eval_times: int = 0, overrides: dict | None = None
-                ) -> tuple[np.ndarray, list[dict], int]:
+                eval_every: int, seed: int, speed: dict, eval_times: int = 0,
+                config: DipsterConfig | None = None) -> tuple[np.ndarray, list[dict], int]:
     """Train one preset for ``minutes``; returns final volumes, the SSIM curve and steps done.
 
     ``speed`` holds the Trainer's ``device``, ``precision`` and ``compile_model``. The curve's SSIM is
     over all time steps, or over ``eval_times`` evenly spread ones when > 0 (large volumes); the
     returned volumes are always all of them. On CUDA the clock is synchronised before it is read.
-    ``overrides`` replaces fields of the preset (e.g. ``rows_per_frame``).
+    ``config`` is the preset ``name`` with ``--set`` overrides applied (default: the preset as it is).
     """
     import torch
 
-    from recon.presets import preset
     from recon.trainer import Trainer
 
     times = session.times_s
-    config = preset(name).model_copy(update=overrides or {})
+    config = config or preset(name)
     trainer = Trainer(config, frames.shape[1:], float(times[-1]) or 1.0, seed=seed, **speed)
     for record, frame in zip(session.records, frames):
         trainer.add_frame(record.index, frame, record.angle_deg, record.time_s)
@@ -223,11 +222,17 @@ def main(argv: list[str] | None = None) -> int:
             overrides[field] = json.loads(value)
         except json.JSONDecodeError:
             overrides[field] = value  # a bare word: a string setting such as loss=l1
-    try:
-        DipsterConfig(**overrides)
-    except pydantic.ValidationError as err:
-        parser.error(f"--set: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}")
     presets = args.presets.split(",")
+    configs = {}
+    for name in presets:  # validated here: model_copy(update=...) would not check the overrides
+        try:
+            configs[name] = DipsterConfig.model_validate({**preset(name).model_dump(), **overrides})
+        except pydantic.ValidationError as err:
+            first = err.errors()[0]
+            parser.error(f"--set on preset {name}: {'.'.join(map(str, first['loc'])) or 'settings'}: "
+                         f"{first['msg']}")
+        except ValueError as err:
+            parser.error(f"--presets: {err}")
     eval_every = [int(v) for v in args.eval_every.split(",")]
     if len(eval_every) == 1:
         eval_every *= len(presets)
@@ -274,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         steps: dict[str, int] = {}
         for name, every in zip(presets, eval_every):
             volumes, curve, steps[name] = run_dipster(name, frames, session, truth, args.minutes,
-                                                      every, args.seed, speed, args.eval_times, overrides)
+                                                      every, args.seed, speed, args.eval_times, configs[name])
             tables[f"DIP-STER {name}"] = metrics.metrics_table(volumes, truth, times_s, workers=args.workers)
             curves[f"DIP-STER {name}"] = curve
         png = args.docs / f"recon_quality_{phantom}_{args.size}x{args.count}.png"

@@ -71,8 +71,9 @@ def test_dipster_beats_windowed_sirt_on_nanoshell(tmp_path: Path) -> None:
 
     Measured (seed 0, fast preset with y_bands=6, the weight average, Geman-McClure, Adam beta2 0.99
     and 4 rows per frame): DIP-STER mean SSIM 0.813, SIRT 0.731, above it at 100 % of the steps (median
-    margin 0.083). With 2 rows per frame it took 5000 steps for 0.814 and 100 % (95 % with beta2 0.999). Before the Fourier bands of y this specimen was below
-    SIRT at most time steps at 3000 steps (docs/benchmarks.md, "Quality ablations").
+    margin 0.083). With 2 rows per frame it took 5000 steps for 0.814 and 100 % (95 % with beta2
+    0.999). Before the Fourier bands of y this specimen was below SIRT at most time steps at 3000 steps
+    (docs/benchmarks.md, "Quality ablations").
     """
     ssim_dip, ssim_sirt, _ = _ssim_dipster_and_sirt(tmp_path, "nanoshell", NANOSHELL_STEPS)
     assert np.mean(ssim_dip > ssim_sirt) >= 0.9
