@@ -72,6 +72,18 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "ybands8": ({"y_bands": 8}, {}),
     "ybands4_rows4": ({"y_bands": 4, "rows_per_frame": 4}, {}),
     "ybands4_rows4_decay": ({"y_bands": 4, "rows_per_frame": 4, "lr_gamma": 0.9, "lr_step_steps": 200}, {}),
+    # for --base kplanes: the factorised field's settings one at a time
+    "features32": ({"plane_features": 32}, {}),
+    "scales124": ({"plane_scales": (1, 2, 4)}, {}),
+    "scales1": ({"plane_scales": (1,)}, {}),
+    "smooth1e-4": ({"plane_smooth_weight": 1e-4}, {}),
+    "smooth1e-2": ({"plane_smooth_weight": 1e-2}, {}),
+    "tcells12": ({"plane_time_cells": 12}, {}),
+    "tcells50": ({"plane_time_cells": 50}, {}),
+    "tsmooth1e-3": ({"plane_time_smooth_weight": 1e-3}, {}),
+    "tsmooth1e-1": ({"plane_time_smooth_weight": 1e-1}, {}),
+    "lr3e-2": ({"lr": 3e-2}, {}),
+    "rows8": ({"rows_per_frame": 8}, {}),
     # for --base paper: the fast preset's fixes one at a time
     "centred": ({"centre_coords": True}, {}),
     "no_angle": ({"use_angle": False}, {}),
@@ -197,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3000, help="training steps per variant")
     parser.add_argument("--eval-every", type=int, default=1000, help="steps between SSIM evaluations")
     parser.add_argument("--variants", default="base", help=f"comma-separated, from: {', '.join(VARIANTS)}")
-    parser.add_argument("--base", default="fast", help="preset the variants modify: fast, paper or fast_y0 "
-                        "(fast without Fourier bands)")
+    parser.add_argument("--base", default="fast", help="preset the variants modify: fast, paper, kplanes or "
+                        "fast_y0 (fast without Fourier bands)")
     parser.add_argument("--seed", type=int, default=0, help="seed of phantoms, noise and training")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tiltstream_bench"), help="session cache dir")

@@ -39,6 +39,7 @@ import pydantic
 from acquire.config import add_model_arguments, load_settings, overrides_from_args
 from acquire.errors import UserError
 from acquire.log_setup import configure_logging
+from recon.presets import PresetName
 from simulator.heating_log import HeatingLog
 
 log = logging.getLogger("live.demo")
@@ -65,7 +66,7 @@ class DemoSettings(pydantic.BaseModel):
         default=2.0, gt=0, description="simulated clock speed over wall time (2: twice as fast)")
     noise: Literal["none", "poisson"] = pydantic.Field(default="poisson", description="detector shot noise")
     seed: int = pydantic.Field(default=0, description="seed of the specimen, the noise and the network")
-    preset: Literal["paper", "fast"] = pydantic.Field(default="fast", description="DIP-STER preset")
+    preset: PresetName = pydantic.Field(default="fast", description="DIP-STER preset: paper, fast or kplanes")
     device: Literal["auto", "cpu", "cuda"] = pydantic.Field(default="auto", description="torch device")
     threads: int | None = pydantic.Field(
         default=1, ge=1, description="torch CPU threads of the live process (1: it shares the CPU with "

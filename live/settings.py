@@ -8,6 +8,7 @@ from typing import Literal
 import pydantic
 
 from recon.precision import Precision
+from recon.presets import PresetName
 
 
 class LiveSettings(pydantic.BaseModel):
@@ -40,7 +41,8 @@ class LiveSettings(pydantic.BaseModel):
     method: Literal["dipster", "sirt"] = pydantic.Field(
         default="dipster", description="reconstruction method: dipster (the network) or sirt (moving-window "
         "SIRT, non-negative, the paper's baseline)")
-    preset: Literal["paper", "fast"] = pydantic.Field(default="fast", description="DIP-STER preset")
+    preset: PresetName = pydantic.Field(
+        default="fast", description="DIP-STER preset (network and training settings): paper, fast or kplanes")
     precision: Precision = pydantic.Field(
         default="fp32", description="DIP-STER arithmetic, as recon train --precision (tf32: CUDA only)")
     compile: bool = pydantic.Field(

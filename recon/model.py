@@ -116,6 +116,11 @@ class DipsterNet(nn.Module):
         phases = [c[:, :1] * self.y_freqs, c[:, 1:2] * self.t_freqs]
         return torch.cat([c, *(torch.sin(p) for p in phases), *(torch.cos(p) for p in phases)], dim=1)
 
+    def prior_loss(self) -> torch.Tensor:
+        """Zero: the deep image prior is the network itself, not a penalty (the trainer adds a network's
+        prior loss to the data term; :class:`recon.kplanes.KPlanesField` has one)."""
+        return self.head.bias.new_zeros(())
+
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         """Orthoslices for coordinates ``(N, 3)`` = ``(y / N_y, t, theta_rad)``; returns ``(N, nz, nx)``."""
         h0, w0 = self.sizes[0]

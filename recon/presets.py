@@ -6,11 +6,12 @@ The trainer (:mod:`recon.trainer`) re-exports :class:`DipsterConfig`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import pydantic
 
-PRESET_NAMES = ("paper", "fast")
+PresetName = Literal["paper", "fast", "kplanes"]
+PRESET_NAMES: tuple[str, ...] = get_args(PresetName)
 
 
 class DipsterConfig(pydantic.BaseModel):
@@ -19,11 +20,17 @@ class DipsterConfig(pydantic.BaseModel):
     The network maps a coordinate ``c = (y_k / N_y, t_i, theta_i)`` (paper Eq. 3; ``t = time_s /
     time_scale_s``, ``theta`` in radians) through a fully connected MAPNET to a latent vector, reshapes
     it to a small ``(C, h0, w0)`` map, and a generative CNN upsamples it (two 3x3 convolutions per
-    stage) to the orthoslice ``(nz, nx)``.
+    stage) to the orthoslice ``(nz, nx)``. With ``network="kplanes"`` a factorised space-time field
+    (:mod:`recon.kplanes`) takes the MAPNET's and the CNN's place; the training settings (batch, Adam,
+    StepLR, loss, weight average) are shared by both networks.
     """
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
+    network: Literal["dipster", "kplanes"] = pydantic.Field(
+        default="dipster", description="the field that maps a coordinate to an orthoslice: the paper's "
+        "MAPNET and generative CNN (dipster; the architecture fields below), or six feature planes over "
+        "space and time (kplanes, recon.kplanes; the plane_* fields)")
     mapnet_widths: tuple[int, ...] = pydantic.Field(
         default=(512, 512), min_length=1,
         description="widths of the MAPNET's fully connected hidden layers, neurons")
@@ -83,6 +90,26 @@ class DipsterConfig(pydantic.BaseModel):
     fresh_per_step: int = pydantic.Field(
         default=1, ge=1, description="batch slots per step reserved for frames not yet drawn, so a "
         "new frame is trained on within (pending frames / fresh_per_step) steps")
+
+    plane_features: int = pydantic.Field(
+        default=16, ge=1, description="kplanes: features per plane and scale")
+    plane_scales: tuple[int, ...] = pydantic.Field(
+        default=(1, 2), min_length=1, description="kplanes: voxels per plane cell of each scale (1 = one "
+        "cell per voxel)")
+    plane_time_cells: int = pydantic.Field(
+        default=25, ge=1, description="kplanes: cells of the time planes over t in [0, 1]")
+    plane_smooth_weight: float = pydantic.Field(
+        default=1e-3, ge=0, description="kplanes: weight of the mean squared difference of neighbouring "
+        "cells of every plane along its space axes")
+    plane_time_smooth_weight: float = pydantic.Field(
+        default=1e-2, ge=0, description="kplanes: weight of the mean squared second difference of the "
+        "time planes along time")
+
+    @pydantic.model_validator(mode="after")
+    def _scales_positive(self) -> DipsterConfig:
+        if min(self.plane_scales) < 1:
+            raise ValueError(f"plane_scales must be >= 1 voxel per cell; got {list(self.plane_scales)}")
+        return self
 
     @pydantic.model_validator(mode="after")
     def _fresh_fits(self) -> DipsterConfig:
@@ -180,8 +207,16 @@ def fast_preset() -> DipsterConfig:
                          batch_frames=4, rows_per_frame=4)
 
 
+def kplanes_preset() -> DipsterConfig:
+    """KPLANES_DOC"""
+    return DipsterConfig(network="kplanes", plane_features=16, plane_scales=(1, 2), plane_time_cells=25,
+                         plane_smooth_weight=1e-3, plane_time_smooth_weight=1e-2,
+                         lr=1e-2, adam_beta2=0.99, lr_gamma=0.985, lr_step_steps=200,
+                         batch_frames=4, rows_per_frame=4)
+
+
 def preset(name: str) -> DipsterConfig:
-    """The named preset, ``paper`` or ``fast``.
+    """The named preset, ``paper``, ``fast`` or ``kplanes``.
 
     Raises
     ------
@@ -192,4 +227,6 @@ def preset(name: str) -> DipsterConfig:
         return paper_preset()
     if name == "fast":
         return fast_preset()
+    if name == "kplanes":
+        return kplanes_preset()
     raise ValueError(f"unknown DIP-STER preset {name!r}; allowed: {', '.join(PRESET_NAMES)}")

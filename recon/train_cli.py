@@ -20,15 +20,17 @@ from acquire.config import add_model_arguments, describe_validation_error, load_
 from acquire.errors import UserError
 from acquire.progress import ProgressLine, stderr_progress
 from recon.precision import Precision
+from recon.presets import PresetName
 
 
 class ReconTrainSettings(pydantic.BaseModel):
     """Settings of ``tiltstream recon train`` (defaults also in ``config/recon.toml``)."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
-    preset: Literal["paper", "fast"] = pydantic.Field(
-        default="fast", description="DIP-STER hyperparameters: paper (the paper's network) or fast "
-        "(tuned for time-to-quality on a CPU); ignored when resuming (the run keeps its own)")
+    preset: PresetName = pydantic.Field(
+        default="fast", description="DIP-STER hyperparameters: paper (the paper's network), fast "
+        "(tuned for time-to-quality on a CPU) or kplanes (a factorised space-time field in the network's "
+        "place); ignored when resuming (the run keeps its own)")
     steps: int | None = pydantic.Field(
         default=None, ge=0, description="training steps to run in this invocation, steps "
         "(default 2000 when --minutes is not given either)")

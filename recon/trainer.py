@@ -44,6 +44,7 @@ from kornia.losses import geman_mcclure_loss
 from acquire.atomic_files import write_atomic
 from acquire.errors import UserError
 from recon.frame_checks import checked_frame
+from recon.kplanes import KPlanesField
 from recon.model import DipsterNet
 from recon.precision import Precision, autocast_for, checked_precision, compiled, math_mode_for
 from recon.presets import DipsterConfig
@@ -62,6 +63,14 @@ def _robust_max(frame: np.ndarray) -> float:
     """The 99.9th percentile of ``|frame|`` (the maximum for tiny frames), never below tiny positive."""
     value = float(np.percentile(np.abs(frame), 99.9))
     return value if value > 0 else float(np.abs(frame).max())
+
+
+def build_network(config: DipsterConfig, frame_shape: tuple[int, int]) -> torch.nn.Module:
+    """The network ``config.network`` names, for frames of ``frame_shape`` ``(ny, nx)`` (slices ``(nx, nx)``)."""
+    slice_shape = (frame_shape[1], frame_shape[1])
+    if config.network == "kplanes":
+        return KPlanesField(config, slice_shape, frame_shape[0])
+    return DipsterNet(config, slice_shape)
 
 
 def checkpoint_path(path: str | Path) -> Path:
@@ -114,7 +123,7 @@ class Trainer:
         self.compile_model = bool(compile_model)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.model = DipsterNet(config, self.slice_shape)
+            self.model = build_network(config, self.frame_shape)
         self.model.to(self.device)
         # the weights queries use: an exponential moving average of the trained ones, or those themselves
         self.average = copy.deepcopy(self.model).requires_grad_(False) if config.ema_decay > 0 else None
@@ -226,7 +235,7 @@ class Trainer:
         if self.config.tv_weight > 0:
             tv = (pred[..., 1:] - pred[..., :-1]).abs().sum(dim=-1).mean()
             loss = loss + self.config.tv_weight * tv
-        return loss
+        return loss + self.model.prior_loss()
 
     def data_parallel(self, rank: int, world_size: int) -> None:
         """Train as rank ``rank`` of ``world_size`` of the initialised default process group.
