@@ -17,17 +17,19 @@ from simulator.tiltseries import write_synthetic_session
 
 NANOROD_STEPS = 2000
 NANOSHELL_STEPS = 3000
+KPLANES_STEPS = 2000
 
 
-def _ssim_dipster_and_sirt(tmp_path: Path, phantom: str, steps: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """Per-step SSIM vs ground truth of ``recon train`` + ``recon volumes`` (fast preset) and of
+def _ssim_dipster_and_sirt(tmp_path: Path, phantom: str, steps: int, preset: str = "fast"
+                           ) -> tuple[np.ndarray, np.ndarray, Path]:
+    """Per-step SSIM vs ground truth of ``recon train`` + ``recon volumes`` (preset ``preset``) and of
     non-negative moving-window SIRT (window 30, 30 iterations) on a 32^3 x 60 session (seed 0, Poisson
-    noise at 40 e/A^2); plus the trainer's last progress line."""
+    noise at 40 e/A^2); plus the path of the reconstructed volumes."""
     session = write_synthetic_session(tmp_path / "s", phantom, 32, 60, seed=0)
     run = tmp_path / "run"
     train = subprocess.run([sys.executable, "-m", "live.cli", "recon", "train", "--session", str(session),
                             "--out", str(run), "--steps", str(steps), "--eval-every", "500",
-                            "--threads", "1", "--seed", "0"], capture_output=True, text=True, timeout=500)
+                            "--threads", "1", "--seed", "0", "--preset", preset], capture_output=True, text=True, timeout=500)
     assert train.returncode == 0, train.stderr
     out = tmp_path / "vol.tif"
     volumes = subprocess.run([sys.executable, "-m", "live.cli", "recon", "volumes", "--run", str(run),
@@ -45,7 +47,7 @@ def _ssim_dipster_and_sirt(tmp_path: Path, phantom: str, steps: int) -> tuple[np
     print(f"{phantom}: DIP-STER SSIM mean {ssim_dip.mean():.4f} min {ssim_dip.min():.4f}; SIRT mean "
           f"{ssim_sirt.mean():.4f}; wins {np.mean(margin > 0):.0%}; margin min {margin.min():.4f} median "
           f"{np.median(margin):.4f}")
-    return ssim_dip, ssim_sirt, train.stderr.strip().splitlines()[-2][-80:]
+    return ssim_dip, ssim_sirt, out
 
 
 @pytest.mark.slow
@@ -78,3 +80,24 @@ def test_dipster_beats_windowed_sirt_on_nanoshell(tmp_path: Path) -> None:
     ssim_dip, ssim_sirt, _ = _ssim_dipster_and_sirt(tmp_path, "nanoshell", NANOSHELL_STEPS)
     assert np.mean(ssim_dip > ssim_sirt) >= 0.9
     assert ssim_dip.mean() > ssim_sirt.mean() + 0.03
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_kplanes_preset_reconstructs_the_nanoshell_wall_and_its_surface(tmp_path: Path) -> None:
+    """32^3 x 60 nanoshell, ``recon train --preset kplanes`` for 2000 steps: SSIM above non-negative
+    SIRT's at every time step, mean SSIM >= 0.85 and the surface/volume ratio within 10 % of the
+    truth's on average (SIRT: -27 %).
+
+    Measured (seed 0, the kplanes preset): mean SSIM 0.908 against SIRT 0.731, above it at 100 % of
+    the steps (smallest margin 0.12), S/V error +2.2 %. The fast preset needs 3000 steps for 0.813.
+    """
+    ssim_kp, ssim_sirt, volumes_path = _ssim_dipster_and_sirt(tmp_path, "nanoshell", KPLANES_STEPS, "kplanes")
+    volumes, times_s = read_volumes(volumes_path)
+    truth, _ = read_ground_truth(tmp_path / "s")
+    rows = metrics.metrics_table(volumes, truth, times_s)
+    sv_error = np.mean([r["surface_to_volume"] / r["surface_to_volume_ref"] - 1.0 for r in rows])
+    print(f"kplanes nanoshell: S/V error {100 * sv_error:+.1f} %")
+    assert np.all(ssim_kp > ssim_sirt)
+    assert ssim_kp.mean() >= 0.85
+    assert abs(sv_error) < 0.10
