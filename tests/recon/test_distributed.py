@@ -35,6 +35,10 @@ STEPS = 300
 EARLY_STEPS = 50
 CONFIG = DipsterConfig(mapnet_widths=(32, 32), cnn_channels=16, channel_halving=True, cnn_min_channels=8,
                        lr=2e-3, lr_step_steps=100, batch_frames=4, rows_per_frame=2)
+# the K-planes field: its prior loss is computed on the unwrapped field, outside DDP's forward
+KPLANES = DipsterConfig(network="kplanes", plane_features=4, plane_scales=(1, 2), plane_time_cells=6,
+                        lr=1e-2, lr_step_steps=100, batch_frames=4, rows_per_frame=2)
+CONFIGS = {"dipster": CONFIG, "kplanes": KPLANES}
 
 
 def _free_port() -> int:
@@ -51,8 +55,9 @@ def _truth(i: int) -> np.ndarray:
     return vol
 
 
-def _trainer(batch_frames: int) -> Trainer:
-    trainer = Trainer(CONFIG.model_copy(update={"batch_frames": batch_frames}), (N, N), time_scale_s=120.0, seed=4)
+def _trainer(batch_frames: int, network: str = "dipster") -> Trainer:
+    trainer = Trainer(CONFIGS[network].model_copy(update={"batch_frames": batch_frames}), (N, N),
+                      time_scale_s=120.0, seed=4)
     for i in range(FRAMES):
         angle = -70.0 + (i * 0.618034 % 1.0) * 140.0
         trainer.add_frame(i, project_volume(_truth(i), angle), angle, 10.0 * i)
@@ -84,7 +89,7 @@ def _leave() -> None:
     dist.destroy_process_group()
 
 
-def _rank_main(rank: int, world_size: int, port: int, out: str) -> None:
+def _rank_main(rank: int, world_size: int, port: int, out: str, network: str) -> None:
     """One gloo rank (batch 2): 300 steps on a shared draw, then 300 on its own samples; rank 0 saves
     both loss histories and volumes."""
     torch.set_num_threads(1)
@@ -92,7 +97,7 @@ def _rank_main(rank: int, world_size: int, port: int, out: str) -> None:
                             timeout=dt.timedelta(seconds=60))
     results = {}
     for name in ("shared", "own"):
-        trainer = _trainer(2)
+        trainer = _trainer(2, network)
         trainer.data_parallel(rank, world_size)
         if name == "shared":  # data_parallel reseeded rank r > 0: the shared draw needs the common seed
             trainer.sampler.generator.manual_seed(trainer.seed)
@@ -113,8 +118,10 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_two_ranks_of_batch_b_train_like_one_process_of_batch_2b(tmp_path: Path) -> None:
-    """2 gloo ranks x 2 frames per step against 1 process x 4 frames per step, 300 steps, 16^3 x 12 frames.
+@pytest.mark.parametrize("network", ["dipster", "kplanes"])
+def test_two_ranks_of_batch_b_train_like_one_process_of_batch_2b(tmp_path: Path, network: str) -> None:
+    """2 gloo ranks x 2 frames per step against 1 process x 4 frames per step, 300 steps, 16^3 x 12 frames,
+    for both networks (the K-planes field adds its prior loss to the data term on every rank).
 
     - Same samples (each rank takes its half of the 1-process draw): DDP's averaged gradient is the
       gradient of the 4-frame batch. The loss curves agree to 1e-3 relative per step over the first 50
@@ -129,14 +136,14 @@ def test_two_ranks_of_batch_b_train_like_one_process_of_batch_2b(tmp_path: Path)
       truth after 300 steps at this size (0.276 vs 0.182).
     """
     out = tmp_path / "ranks.npz"
-    context = mp.start_processes(_rank_main, args=(2, _free_port(), str(out)), nprocs=2, join=False,
+    context = mp.start_processes(_rank_main, args=(2, _free_port(), str(out), network), nprocs=2, join=False,
                                  start_method="spawn")
     deadline = time.monotonic() + 100
     while not context.join(timeout=1):
         assert time.monotonic() < deadline, "the two ranks did not finish in 100 s"
     ranks = np.load(out)
     torch.set_num_threads(1)
-    single = _trainer(4)
+    single = _trainer(4, network)
     single.train(steps=EARLY_STEPS)
     single_early = [single.volume(10.0 * i) for i in range(FRAMES)]
     single.train(steps=STEPS - EARLY_STEPS)
