@@ -102,12 +102,15 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
 
 
 def base_config(base: str):
-    """The preset ``base`` (``fast``, ``paper``), or ``fast_y0``: ``fast`` without Fourier bands (the
-    ``fast`` preset before issue 9's ablations, the base of the table in docs/benchmarks.md)."""
+    """The preset ``base`` (``fast``, ``paper``, ``kplanes``), or ``fast_y0``: ``fast`` without Fourier
+    bands (the ``fast`` preset before issue 9's ablations, the base of the table in docs/benchmarks.md),
+    or ``kplanes_v0``: ``kplanes`` as first measured (4 rows per frame, plane smoothness 1e-3)."""
     from recon.presets import preset
 
     if base == "fast_y0":
         return preset("fast").model_copy(update={"y_bands": 0})
+    if base == "kplanes_v0":
+        return preset("kplanes").model_copy(update={"rows_per_frame": 4, "plane_smooth_weight": 1e-3})
     return preset(base)
 
 
@@ -218,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3000, help="training steps per variant")
     parser.add_argument("--eval-every", type=int, default=1000, help="steps between SSIM evaluations")
     parser.add_argument("--variants", default="base", help=f"comma-separated, from: {', '.join(VARIANTS)}")
-    parser.add_argument("--base", default="fast", help="preset the variants modify: fast, paper, kplanes or "
-                        "fast_y0 (fast without Fourier bands)")
+    parser.add_argument("--base", default="fast", help="preset the variants modify: fast, paper, kplanes, "
+                        "fast_y0 (fast without Fourier bands) or kplanes_v0 (kplanes as first measured)")
     parser.add_argument("--seed", type=int, default=0, help="seed of phantoms, noise and training")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tiltstream_bench"), help="session cache dir")
