@@ -214,28 +214,28 @@ def kplanes_preset() -> DipsterConfig:
     bias (the Fourier bands of ``fast``), and a field that stores the slices on a voxel grid has none.
     Six planes of 16 features at one cell per voxel and at one per two voxels, 25 time cells, the
     paper's Geman-McClure loss, Adam lr 1e-2 (grids take the larger step K-planes trains with), beta2
-    0.99 and the ``fast`` preset's StepLR, 4 frames x 8 rows per step. Measured on 32^3 x 60 (seed 0,
-    2000 steps, ``bench/ablations.py --base kplanes_v0``: the preset as first written, with 4 rows
-    per frame and plane smoothness 1e-3; docs/benchmarks.md "A factorised field"):
+    0.99 and the ``fast`` preset's StepLR, 4 frames x 8 rows per step, plane smoothness 3e-4. Measured
+    (seed 0, ``bench/ablations.py``; docs/benchmarks.md "A factorised field"):
 
-    - plane smoothness 1e-4 instead of 1e-3: nanoshell 0.893 -> 0.909, nanorod 0.939 -> 0.943;
-      1e-2 over-smooths (0.827 / 0.918);
-    - 8 rows per frame instead of 4: the nanorod's alloying error after step 4 falls from 50-70 to
-      8-11 points (SIRT 46); a step's rows are what the zy and xy planes are trained on;
-    - both (this preset): nanorod 0.939 with alloying error 7.9 points, nanoshell 0.916 with
-      surface/volume error +3.1 %, above non-negative SIRT at every time step;
-    - one scale instead of two is 2.5x the steps/s at 32^3 with a similar result there (nanorod 0.941,
-      nanoshell 0.886); two are kept for larger volumes, where the coarse scale carries the larger
-      structures (not measured separately at 64^3);
-    - 12 or 50 time cells, time smoothness 1e-3 or 1e-1, lr 3e-3 or 3e-2, 32 features, the L1 loss
-      and the weight average each moved the mean SSIM by < 0.02.
+    - 32^3 x 60, 2000 steps, against the preset as first written (``--base kplanes_v0``: 4 rows per
+      frame, smoothness 1e-3): 8 rows per frame bring the nanorod's alloying error after step 4 from
+      50-70 points to 8-11 (SIRT 46), since a step's rows are what the zy and xy planes learn from;
+      smoothness 1e-4 lifts the nanoshell 0.893 -> 0.909, 1e-2 over-smooths (0.827). One scale
+      instead of two is 2.5x the steps/s for a similar result at 32^3; 12 or 50 time cells, time
+      smoothness 1e-3 or 1e-1, lr 3e-3 or 3e-2, 32 features, the L1 loss and the weight average each
+      moved the mean SSIM by < 0.02.
+    - 64^3 x 100, 2500 steps, smoothness 1e-4 / 3e-4 / 1e-3: the nanocube overfits the noise at 1e-4
+      (SSIM 0.903 at 1500 steps, 0.887 at 2500, 0.867 at 3500) and not at 3e-4 (0.916, still rising)
+      or 1e-3 (0.923); the nanoshell prefers less (0.877 / 0.873 / 0.851, surface/volume error -3.9 %
+      at 3e-4, -8.9 % at 1e-3); nanorod 0.921 / 0.920 / 0.912, nanostar 0.830 / 0.831 / 0.825.
+      3e-4 is the compromise.
 
-    Against ``fast`` on the same data (32^3 x 60, seed 0, 3000 steps for ``fast``): nanoshell SSIM
-    0.916 against 0.814, surface/volume error +3 % against -23 %; nanorod alloying error 7.9 against
-    42.7 points. At 64^3 x 100 see docs/benchmarks.md.
+    Against ``fast`` on the same data: at 32^3 x 60 the nanoshell's SSIM is 0.91 against 0.81 and
+    its surface/volume error about +3 % against -23 %; at 64^3 x 100 see docs/benchmarks.md (ahead
+    on the nanoshell and on alloying, behind on the nanostar's and the nanocube's SSIM).
     """
     return DipsterConfig(network="kplanes", use_angle=False, plane_features=16, plane_scales=(1, 2),
-                         plane_time_cells=25, plane_smooth_weight=1e-4, plane_time_smooth_weight=1e-2,
+                         plane_time_cells=25, plane_smooth_weight=3e-4, plane_time_smooth_weight=1e-2,
                          lr=1e-2, adam_beta2=0.99, lr_gamma=0.985, lr_step_steps=200,
                          batch_frames=4, rows_per_frame=8)
 
