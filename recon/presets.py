@@ -222,8 +222,8 @@ def kplanes_preset() -> DipsterConfig:
       50-70 points to 8-11 (SIRT 46), since a step's rows are what the zy and xy planes learn from;
       smoothness 1e-4 lifts the nanoshell 0.893 -> 0.909, 1e-2 over-smooths (0.827). One scale
       instead of two is 2.5x the steps/s for a similar result at 32^3; 12 or 50 time cells, time
-      smoothness 1e-3 or 1e-1, lr 3e-3 or 3e-2, 32 features, the L1 loss and the weight average each
-      moved the mean SSIM by < 0.02.
+      smoothness 1e-3 or 1e-1, 32 features, the L1 loss and the weight average each moved the mean
+      SSIM by < 0.02, lr 3e-3 or 3e-2 cost the shell 0.02-0.03.
     - 64^3 x 100, 2500 steps, smoothness 1e-4 / 3e-4 / 1e-3: the nanocube overfits the noise at 1e-4
       (SSIM 0.903 at 1500 steps, 0.887 at 2500, 0.867 at 3500) and not at 3e-4 (0.916, still rising)
       or 1e-3 (0.923); the nanoshell prefers less (0.877 / 0.873 / 0.851, surface/volume error -3.9 %
