@@ -29,3 +29,23 @@ def test_heldout_error_is_logged_and_drawn(small_session, tmp_path, processes):
     errors = [float(r["heldout_rmse_percent"]) for r in RunDir(run).read_log() if r["heldout_rmse_percent"]]
     assert len(errors) >= 2 and all(math.isfinite(e) and 0 < e < 1000 for e in errors)
     assert "heldout" in json.loads((snapshots / "panels.json").read_text())
+
+
+def test_kplanes_without_holdout_is_warned_about(caplog, tmp_path):
+    """The K-planes field can overfit a small low-dose session (docs/benchmarks.md): a live run of it
+    with nothing held out gets one warning naming --holdout; with held-out frames, or with the fast
+    preset, none."""
+    from live.run_state import new_reconstructor
+    from live.settings import LiveSettings
+
+    def warnings_for(**fields) -> list[str]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="live.run_state"):
+            trainer = new_reconstructor(LiveSettings(out=tmp_path / "run", **fields), (8, 8), 10.0, "cpu")
+        assert isinstance(trainer, Trainer)
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    (message,) = warnings_for(preset="kplanes", holdout=0.0)
+    assert "--holdout 0" in message and str(tmp_path / "run" / "best") in message
+    assert warnings_for(preset="kplanes", holdout=0.1) == []
+    assert warnings_for(preset="fast", holdout=0.0) == []
