@@ -47,11 +47,13 @@ def new_reconstructor(settings: LiveSettings, frame_shape: tuple[int, int], time
     from recon.presets import preset
     from recon.trainer import Trainer
 
-    if settings.preset == "kplanes" and settings.holdout == 0:
-        log.warning("preset kplanes with --holdout 0: the K-planes field can fit the shot noise of a small "
+    config = preset(settings.preset)
+    if config.network == "kplanes" and settings.holdout == 0:
+        log.warning("preset %s with --holdout 0: the K-planes field can fit the shot noise of a small "
                     "low-dose session and get worse with time (docs/benchmarks.md, 'A factorised field'); "
-                    "--holdout 0.1 keeps the state of least held-out error in %s/best", settings.out)
-    return Trainer(preset(settings.preset), frame_shape, time_scale_s, device=device, seed=settings.seed,
+                    "--holdout 0.1 keeps the state of least held-out error in %s/best", settings.preset,
+                    settings.out)
+    return Trainer(config, frame_shape, time_scale_s, device=device, seed=settings.seed,
                    **speed_of(settings).trainer_kwargs())
 
 

@@ -21,10 +21,10 @@ KPLANES_STEPS = 2000
 
 
 def _ssim_dipster_and_sirt(tmp_path: Path, phantom: str, steps: int, preset: str = "fast"
-                           ) -> tuple[np.ndarray, np.ndarray, Path]:
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-step SSIM vs ground truth of ``recon train`` + ``recon volumes`` (preset ``preset``) and of
     non-negative moving-window SIRT (window 30, 30 iterations) on a 32^3 x 60 session (seed 0, Poisson
-    noise at 40 e/A^2); plus the path of the reconstructed volumes."""
+    noise at 40 e/A^2); plus the reconstructed volumes and the ground truth, (T, Z, Y, X) each."""
     session = write_synthetic_session(tmp_path / "s", phantom, 32, 60, seed=0)
     run = tmp_path / "run"
     train = subprocess.run([sys.executable, "-m", "live.cli", "recon", "train", "--session", str(session),
@@ -47,7 +47,7 @@ def _ssim_dipster_and_sirt(tmp_path: Path, phantom: str, steps: int, preset: str
     print(f"{phantom}: DIP-STER SSIM mean {ssim_dip.mean():.4f} min {ssim_dip.min():.4f}; SIRT mean "
           f"{ssim_sirt.mean():.4f}; wins {np.mean(margin > 0):.0%}; margin min {margin.min():.4f} median "
           f"{np.median(margin):.4f}")
-    return ssim_dip, ssim_sirt, out
+    return ssim_dip, ssim_sirt, dip, truth
 
 
 @pytest.mark.slow
@@ -61,7 +61,7 @@ def test_dipster_beats_windowed_sirt_on_nanorod(tmp_path: Path) -> None:
     the weight average, Geman-McClure, Adam beta2 0.99 and 4 rows per frame): DIP-STER mean SSIM 0.951,
     SIRT 0.797, above it at 100 % of the steps, smallest margin 0.131 (0.935 and 0.110 with 2 rows).
     """
-    ssim_dip, ssim_sirt, _ = _ssim_dipster_and_sirt(tmp_path, "nanorod", NANOROD_STEPS)
+    ssim_dip, ssim_sirt, _, _ = _ssim_dipster_and_sirt(tmp_path, "nanorod", NANOROD_STEPS)
     assert np.mean(ssim_dip > ssim_sirt) >= 0.9
 
 
@@ -77,7 +77,7 @@ def test_dipster_beats_windowed_sirt_on_nanoshell(tmp_path: Path) -> None:
     0.999). Before the Fourier bands of y this specimen was below SIRT at most time steps at 3000 steps
     (docs/benchmarks.md, "Quality ablations").
     """
-    ssim_dip, ssim_sirt, _ = _ssim_dipster_and_sirt(tmp_path, "nanoshell", NANOSHELL_STEPS)
+    ssim_dip, ssim_sirt, _, _ = _ssim_dipster_and_sirt(tmp_path, "nanoshell", NANOSHELL_STEPS)
     assert np.mean(ssim_dip > ssim_sirt) >= 0.9
     assert ssim_dip.mean() > ssim_sirt.mean() + 0.03
 
@@ -93,11 +93,9 @@ def test_kplanes_preset_reconstructs_the_nanoshell_wall_and_its_surface(tmp_path
     default): mean SSIM 0.905 against SIRT 0.731, above it at 100 % of the steps (smallest margin
     0.124), S/V error +0.8 %. The fast preset needs 3000 steps for 0.813.
     """
-    ssim_kp, ssim_sirt, volumes_path = _ssim_dipster_and_sirt(tmp_path, "nanoshell", KPLANES_STEPS, "kplanes")
-    volumes, times_s = read_volumes(volumes_path)
-    truth, _ = read_ground_truth(tmp_path / "s")
-    rows = metrics.metrics_table(volumes, truth, times_s)
-    sv_error = np.mean([r["surface_to_volume"] / r["surface_to_volume_ref"] - 1.0 for r in rows])
+    ssim_kp, ssim_sirt, volumes, truth = _ssim_dipster_and_sirt(tmp_path, "nanoshell", KPLANES_STEPS, "kplanes")
+    sv_error = np.mean([metrics.surface_to_volume(v) / metrics.surface_to_volume(t) - 1.0
+                        for v, t in zip(volumes, truth)])
     print(f"kplanes nanoshell: S/V error {100 * sv_error:+.1f} %")
     assert np.all(ssim_kp > ssim_sirt)
     assert ssim_kp.mean() >= 0.85
