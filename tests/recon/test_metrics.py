@@ -7,7 +7,7 @@ import pytest
 
 from acquire.errors import UserError
 from recon.metrics import (alloying_against_reference, alloying_degree, homogenised, metrics_table, otsu_mask,
-                           rmse_percent, ssim, ssim_paper, surface_to_volume, volume_redistribution)
+                           rmse_paper, rmse_percent, ssim, ssim_paper, surface_to_volume, volume_redistribution)
 
 
 def _sphere(n: int, r: float, centre: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
@@ -45,6 +45,20 @@ def test_known_perturbation_gives_known_rmse():
     noisy = ref + np.random.default_rng(0).normal(0, 0.1, ref.shape).astype(np.float32)
     assert rmse_percent(noisy, ref, mask) == pytest.approx(10.0, rel=0.02)
     assert 0.5 < ssim(noisy, ref) < 0.99
+
+
+def test_paper_rmse_is_the_mean_absolute_difference_over_the_whole_box():
+    """Eq. 8: a sphere 5 % too bright on a faint haze (removed by its own Otsu mask) gives 5 % times the
+    sphere's fraction of the box (to 1e-6, relative); a larger box around the same sphere gives less,
+    while the in-mask RMSE stays at 5 %."""
+    for n in (20, 32):
+        ref = _sphere(n, 6)
+        rec = np.where(ref > 0, 1.05 * ref, 0.03).astype(np.float32)
+        fraction = float(ref.mean())
+        assert rmse_paper(rec, ref) == pytest.approx(5.0 * fraction, rel=1e-6)
+        assert rmse_percent(rec, ref, ref > 0) == pytest.approx(5.0, rel=1e-6)
+    assert rmse_paper(ref, ref) == 0.0
+    assert metrics_table(ref[None], ref[None])[0]["rmse_paper"] == 0.0
 
 
 def test_sphere_surface_to_volume_against_analytic():

@@ -81,7 +81,7 @@ def test_sirt_then_metrics(imported, capsys):
     assert main(["recon", "metrics", "--volumes", str(tmp_path / "truth.tif"), "--reference",
                  str(tmp_path / "truth.tif")]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].startswith("index,time_s,rmse_percent,ssim") and len(table) == COUNT + 1
+    assert table[0].startswith("index,time_s,rmse_percent,rmse_paper,ssim") and len(table) == COUNT + 1
     assert float(table[1].split(",")[2]) == 0.0
 
 
