@@ -65,6 +65,9 @@ PROPERTY = {"nanoshell": ("surface_to_volume", "surface_to_volume_ref"),
 # the physical property each specimen's table and plot follow
 
 
+BUDGET_CHUNK_STEPS = 50  # steps between reads of the training clock: a run overshoots its budget by < one chunk
+
+
 def mean_ssim(volumes: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     values = [metrics.ssim(volumes[i], truth[i]) for i in range(len(truth))]
     return float(np.mean(values)), float(np.min(values))
@@ -74,6 +77,9 @@ def run_dipster(name: str, frames: np.ndarray, session, truth: np.ndarray, minut
                 eval_every: int, seed: int, speed: dict, eval_times: int = 0,
                 config: DipsterConfig | None = None) -> tuple[np.ndarray, list[dict], int]:
     """Train one preset for ``minutes``; returns final volumes, the SSIM curve and steps done.
+
+    Evaluations come every ``eval_every`` steps and once more where the budget ends (the clock is read
+    every :data:`BUDGET_CHUNK_STEPS` steps, so the last state is within a chunk of the budget).
 
     ``speed`` holds the Trainer's ``device``, ``precision`` and ``compile_model``. The curve's SSIM is
     over all time steps, or over ``eval_times`` evenly spread ones when > 0 (large volumes); the
@@ -92,13 +98,15 @@ def run_dipster(name: str, frames: np.ndarray, session, truth: np.ndarray, minut
     probe = (np.linspace(0, len(times) - 1, eval_times).round().astype(int) if eval_times
              else np.arange(len(times)))
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
-    curve, train_s = [], 0.0
-    while train_s < minutes * 60.0:
-        sync()
-        start = time.perf_counter()
-        trainer.train_steps(eval_every)
-        sync()
-        train_s += time.perf_counter() - start
+    curve, train_s, budget_s = [], 0.0, minutes * 60.0
+    while train_s < budget_s:
+        boundary = trainer.steps_done + eval_every
+        while trainer.steps_done < boundary and train_s < budget_s:  # the budget ends mid-chunk if it must
+            sync()
+            start = time.perf_counter()
+            trainer.train_steps(min(BUDGET_CHUNK_STEPS, boundary - trainer.steps_done))
+            sync()
+            train_s += time.perf_counter() - start
         volumes = np.stack([trainer.volume(times[i]) for i in probe])
         mean, worst = mean_ssim(volumes, truth[probe])
         curve.append({"steps": trainer.steps_done, "train_s": train_s, "ssim_mean": mean, "ssim_min": worst})
