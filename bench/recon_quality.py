@@ -253,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     args.docs.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
-    lines = [f"## Reconstruction quality at {args.size}^3 x {args.count}: DIP-STER vs moving-window SIRT "
-             "(`bench/recon_quality.py`)", "",
+    tag = f"{args.size}x{args.count}_{args.minutes:g}min"  # one section and set of plots per budget
+    lines = [f"## Reconstruction quality at {args.size}^3 x {args.count}, {args.minutes:g} minutes of training: "
+             "DIP-STER vs moving-window SIRT (`bench/recon_quality.py`)", "",
              f"Command: `python bench/recon_quality.py --phantoms {args.phantoms} --size {args.size} "
              f"--count {args.count} --minutes {args.minutes} --eval-every {args.eval_every} --presets "
              f"{args.presets}" + (f" --threads {args.threads}" if args.threads else "")
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                                                       every, args.seed, speed, args.eval_times, configs[name])
             tables[f"DIP-STER {name}"] = metrics.metrics_table(volumes, truth, times_s, workers=args.workers)
             curves[f"DIP-STER {name}"] = curve
-        png = args.docs / f"recon_quality_{phantom}_{args.size}x{args.count}.png"
+        png = args.docs / f"recon_quality_{phantom}_{tag}.png"
         plot(phantom, tables, curves, png)
         lines += [f"### {phantom} {args.size}^3 x {args.count} frames", "",
                   "| method | steps | steps/s | RMSE mean (%) | RMSE max (%) | paper RMSE mean (max) (%) | SSIM mean | SSIM min | "
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                for m, w in wins.items())]
             lines += ["", f"(SIRT took {sirt_s:.0f} s)."]
         lines += ["", f"![{phantom}]({png.name})", ""]
-    write_section(args.docs / "benchmarks.md", "\n".join(lines), f"{args.size}x{args.count}")
+    write_section(args.docs / "benchmarks.md", "\n".join(lines), tag)
     print("\n".join(lines))
     return 0
 
