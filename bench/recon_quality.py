@@ -299,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         png = args.docs / f"recon_quality_{phantom}_{tag}.png"
         plot(phantom, tables, curves, png)
         lines += [f"### {phantom} {args.size}^3 x {args.count} frames", "",
-                  "| method | steps | steps/s | RMSE mean (%) | RMSE max (%) | paper RMSE mean (max) (%) | SSIM mean | SSIM min | "
+                  "| method | steps | steps/s | RMSE mean (%) | RMSE max (%) | paper RMSE mean (max) (%) | "
+                  "SSIM mean | SSIM min | "
                   "paper SSIM mean (min) | time to SSIM 0.9 (s) | time to SSIM 0.95 (s) | physical property |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for method, rows in tables.items():

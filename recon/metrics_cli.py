@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 COLUMNS = ("index", "time_s", "rmse_percent", "rmse_paper", "ssim", "ssim_paper", "surface_to_volume",
-           "surface_to_volume_ref", "redistribution_nm3", "redistribution_ref_nm3", "alloying_degree", "alloying_degree_ref")
+           "surface_to_volume_ref", "redistribution_nm3", "redistribution_ref_nm3", "alloying_degree",
+           "alloying_degree_ref")
 SUMMARISED = ("rmse_percent", "rmse_paper", "ssim", "ssim_paper", "surface_to_volume_error_percent",
               "alloying_degree_error")
 TIME_TOLERANCE_S = 1e-3
