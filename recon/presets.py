@@ -235,9 +235,10 @@ def kplanes_preset() -> DipsterConfig:
     on the nanoshell and on alloying, behind on the nanostar's and the nanocube's SSIM).
 
     It overfits small low-dose sessions: on the demo's 24^3 x 40 session (24 e/A^2 per frame) the SSIM
-    is 0.92 after 1000 steps and 0.79 after 4000 (the full-resolution planes fit the shot noise), so
-    use it with held-out stopping (``recon train``'s default keeps the best state: 0.93 there), not in
-    a live run without ``--holdout``.
+    is 0.92 after 1000 steps and 0.79 after 4000 (the full-resolution planes fit the shot noise). 3e-4
+    only delays it on the 64^3 nanocube: 0.915 at 2000 steps, 0.873 after 10 minutes (8100 steps). So
+    use it with held-out stopping (``recon train``'s default keeps the best state: 0.93 on the demo's
+    session), not in a live run without ``--holdout``.
     """
     return DipsterConfig(network="kplanes", use_angle=False, plane_features=16, plane_scales=(1, 2),
                          plane_time_cells=25, plane_smooth_weight=3e-4, plane_time_smooth_weight=1e-2,
