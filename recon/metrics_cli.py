@@ -78,10 +78,8 @@ def summarise(rows: list[dict]) -> dict[str, tuple[float, float, float]]:
     alloying error over time."""
     series: dict[str, list[float]] = {name: [] for name in SUMMARISED}
     for row in rows:
-        series["rmse_percent"].append(row["rmse_percent"])
-        series["rmse_paper"].append(row["rmse_paper"])
-        series["ssim"].append(row["ssim"])
-        series["ssim_paper"].append(row["ssim_paper"])
+        for name in ("rmse_percent", "rmse_paper", "ssim", "ssim_paper"):
+            series[name].append(row[name])
         ref = row["surface_to_volume_ref"]
         if ref and math.isfinite(ref) and math.isfinite(row["surface_to_volume"]):
             series["surface_to_volume_error_percent"].append(100.0 * (row["surface_to_volume"] - ref) / ref)
