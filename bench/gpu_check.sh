@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
-# The CUDA checks of a lent GPU machine, in priority order, each under its own time limit:
+# The CUDA checks of a lent GPU machine, each under its own time limit:
 #   1. the CUDA tests (projector, trainer precision/compile/checkpoints);
-#   2. bench/train_speed.py at 128^3: steps/s of fast and paper in fp32, tf32, bf16 (+ compiled bf16);
+#   2. bench/train_speed.py at 128^3: steps/s of fast and paper in fp32, tf32, bf16 (+ compiled fp32);
 #   3. bench/recon_quality.py at 128^3 x 100 (nanorod), fast and paper, each in its fastest setting;
 #   4. one-GPU data-parallel training (torchrun, NCCL) of a 32^3 session through `recon train`;
 #   5. bench/recon_quality.py at 64^3 x 100, fast, nanoshell and nanorod: what many GPU steps give.
+# Phases: all (1-5, in that order), quick (1 and 2, ~3 min), quality (3, then 1, then 2: time to SSIM 0.95
+# at 128^3 first, for a 15-minute lease where the speed table of an earlier lease picks the setting).
+# Without a speed table from this run, step 3 uses fp32 with torch.compile, the fastest setting of both
+# presets on the H200 (docs/benchmarks.md "DIP-STER on a GPU").
 # Results go to $OUT (default /tmp/gpu_check). Packages the machine lacks are installed from .whl/ when
 # present (see /work/.library/device/README.md).
-# Usage: bash bench/gpu_check.sh [all|quick] [MINUTES_128] [MINUTES_64]   (quick: steps 1 and 2 only, ~3 min)
+# Usage: bash bench/gpu_check.sh [all|quick|quality] [MINUTES_128_FAST] [MINUTES_64] [MINUTES_128_PAPER]
 set -u -o pipefail
 out=${OUT:-/tmp/gpu_check}
 mkdir -p "$out"
 phase=${1:-all}
 m128=${2:-1.0}
 m64=${3:-0.6}
+m128_paper=${4:-$m128}
 # time limits of the quality steps: the training budget plus session generation, SIRT and evaluations
-limit128=$(python3 -c "print(int(60 * $m128 * 1.5 + 150))")
-limit64=$(python3 -c "print(int(60 * $m64 * 1.5 + 90))")
+limit() { python3 -c "print(int(60 * $1 + $2))"; }
 export PYTHONUNBUFFERED=1
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -32,17 +36,20 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())" \
   | tee -a "$out/gpu.txt"
 
-log "1 CUDA tests"
-timeout 80 python3 -m pytest -q -p no:cacheprovider -rfEs tests/recon/test_projector.py \
-  tests/recon/test_trainer_precision.py 2>&1 | tee "$out/pytest_cuda.log" | tail -15
+tests() {
+  log "1 CUDA tests"
+  timeout 80 python3 -m pytest -q -p no:cacheprovider -rfEs tests/recon/test_projector.py \
+    tests/recon/test_trainer_precision.py 2>&1 | tee "$out/pytest_cuda.log" | tail -15
+}
 
-log "2 training speed at 128^3"
-timeout 130 python3 bench/train_speed.py --device cuda --size 128 --presets fast,paper \
-  --precisions fp32,tf32,bf16 --compiled fp32 --rows 8,16 --warmup 20 --steps 80 --repeats 3 2>&1 \
-  | tee "$out/train_speed.md"
-[ "$phase" = quick ] && { log "done (quick)"; exit 0; }
+speed() {  # $1: extra rows_per_frame values to time (comma-separated, may be empty)
+  log "2 training speed at 128^3"
+  timeout 130 python3 bench/train_speed.py --device cuda --size 128 --presets fast,paper \
+    --precisions fp32,tf32,bf16 --compiled fp32 --rows "$1" --warmup 20 --steps 80 --repeats 3 2>&1 \
+    | tee "$out/train_speed.md"
+}
 
-# fastest (precision, compiled) per preset from the table; fp32 eager when the table is missing
+# fastest (precision, compiled) per preset from this run's table; fp32 compiled when it is missing
 best() {
   python3 - "$1" "$out/train_speed.md" <<'PY'
 import sys
@@ -52,32 +59,48 @@ try:
     for line in open(path):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 7 and cells[0] == preset and cells[1] != "rows/frame":
-            rows.append((float(cells[4]), cells[2], cells[3] == "yes"))
+            rows.append((float(cells[4]), cells[2], cells[3] != "no"))
 except OSError:
     pass
-rate, precision, compiled = max(rows) if rows else (0.0, "fp32", False)
+rate, precision, compiled = max(rows) if rows else (0.0, "fp32", True)
 print(f"--precision {precision}" + (" --compile" if compiled else ""))
 PY
 }
 
-for preset in fast paper; do
-  every=$([ "$preset" = fast ] && echo 3000 || echo 1000)
-  opts=$(best "$preset")
-  log "3 quality 128^3 x 100 nanorod, $preset $opts"
-  timeout "$limit128" python3 bench/recon_quality.py --device cuda $opts --phantoms nanorod --size 128 --count 100 \
-    --minutes "$m128" --eval-every "$every" --presets "$preset" --eval-times 10 --workers 12 \
-    --docs "$out/q128_$preset" --work "$work" 2>&1 | tee "$out/q128_$preset.log" | grep -v "^ *$" | tail -25
-done
+quality128() {
+  for preset in fast paper; do
+    minutes=$([ "$preset" = fast ] && echo "$m128" || echo "$m128_paper")
+    every=$([ "$preset" = fast ] && echo 2000 || echo 1000)
+    opts=$(best "$preset")
+    log "3 quality 128^3 x 100 nanorod, $preset $opts, $minutes min"
+    timeout "$(limit "$minutes" 150)" python3 bench/recon_quality.py --device cuda $opts --phantoms nanorod \
+      --size 128 --count 100 --minutes "$minutes" --eval-every "$every" --presets "$preset" --eval-times 10 \
+      --workers 12 --docs "$out/q128_$preset" --work "$work" 2>&1 | tee "$out/q128_$preset.log" \
+      | grep -v "^ *$" | tail -25
+  done
+}
 
-log "4 one-GPU torchrun recon train (NCCL)"
-timeout 60 python3 -m tiltstream sim tiltseries --out "$work/rod32" --phantom nanorod --size 32 --count 60 \
-  --device cuda > /dev/null 2>&1
-timeout 60 python3 -m torch.distributed.run --standalone --nproc_per_node=1 -m tiltstream recon train \
-  --session "$work/rod32" --out "$work/run32" --device cuda --steps 1000 --eval-every 250 $(best fast) 2>&1 \
-  | tail -8 | tee "$out/torchrun.log"
+torchrun() {
+  log "4 one-GPU torchrun recon train (NCCL)"
+  timeout 60 python3 -m tiltstream sim tiltseries --out "$work/rod32" --phantom nanorod --size 32 --count 60 \
+    --device cuda > /dev/null 2>&1
+  timeout 60 python3 -m torch.distributed.run --standalone --nproc_per_node=1 -m tiltstream recon train \
+    --session "$work/rod32" --out "$work/run32" --device cuda --steps 1000 --eval-every 250 $(best fast) 2>&1 \
+    | tail -8 | tee "$out/torchrun.log"
+}
 
-log "5 quality 64^3 x 100, fast, many steps"
-timeout "$limit64" python3 bench/recon_quality.py --device cuda $(best fast) --phantoms nanoshell,nanorod --size 64 \
-  --count 100 --minutes "$m64" --eval-every 4000 --presets fast --eval-times 20 --workers 12 \
-  --docs "$out/q64" --work "$work" 2>&1 | tee "$out/q64.log" | grep -v "^ *$" | tail -25
+quality64() {
+  log "5 quality 64^3 x 100, fast, many steps"
+  timeout "$(limit "$m64" 120)" python3 bench/recon_quality.py --device cuda $(best fast) \
+    --phantoms nanoshell,nanorod --size 64 --count 100 --minutes "$m64" --eval-every 4000 --presets fast \
+    --eval-times 20 --workers 12 --docs "$out/q64" --work "$work" 2>&1 | tee "$out/q64.log" \
+    | grep -v "^ *$" | tail -25
+}
+
+case "$phase" in
+  quick) tests; speed 8,16 ;;
+  quality) quality128; tests; speed "" ;;
+  all) tests; speed 8,16; quality128; torchrun; quality64 ;;
+  *) echo "gpu_check.sh: phase '$phase' is not one of all, quick, quality" >&2; exit 2 ;;
+esac
 log "done"
