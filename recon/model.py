@@ -2,7 +2,8 @@
 
 Paper Supplementary Fig. 2: a coordinate ``c = (y_k / N_y, t_i, theta_i)`` goes through a fully
 connected mapping network to a latent vector, which is reshaped to a small ``(C, h0, w0)`` map; each
-CNN stage upsamples by two (bilinear) and applies two 3x3 convolutions; a 1x1 convolution gives one
+CNN stage upsamples by two (bilinear, or nearest-neighbour with ``upsample``) and applies two 3x3
+convolutions; a 1x1 convolution gives one
 channel at ``(nz, nx)``. Optionally (``centre_coords``) a fixed affine map centres ``y / N_y`` and
 ``t`` on 0 before the MAPNET, and (``y_bands``, ``t_bands``) fixed Fourier features
 ``sin(2^k pi c), cos(2^k pi c)`` of the row and time coordinates are appended to its input (a
@@ -102,6 +103,7 @@ class DipsterNet(nn.Module):
             ConvStage(channels[max(k - 1, 0)], channels[k], config.norm_groups)
             for k in range(len(self.sizes)))
         self.head = nn.Conv2d(channels[-1], 1, 1)
+        self.upsample = config.upsample
         self.output_gain = 1.0 / self.slice_shape[0]
         # fixed input map: (y, t, theta) -> (2y - 1, 2t - 1, theta) when centring, identity otherwise
         centre = config.centre_coords
@@ -128,6 +130,7 @@ class DipsterNet(nn.Module):
         x = latent.reshape(coords.shape[0], self.channels[0], h0, w0)
         for k, stage in enumerate(self.stages):
             if k > 0:
-                x = F.interpolate(x, size=self.sizes[k], mode="bilinear", align_corners=False)
+                x = F.interpolate(x, size=self.sizes[k], mode=self.upsample,
+                                  align_corners=False if self.upsample == "bilinear" else None)
             x = stage(x)
         return F.softplus(self.head(x)[:, 0]) * self.output_gain

@@ -57,6 +57,10 @@ class DipsterConfig(pydantic.BaseModel):
         "cnn_min_channels) instead of keeping cnn_channels at every stage")
     cnn_min_channels: int = pydantic.Field(
         default=16, ge=4, description="smallest number of channels of a stage when halving")
+    upsample: Literal["bilinear", "nearest"] = pydantic.Field(
+        default="bilinear", description="how the CNN doubles its map between stages: bilinear "
+        "interpolation (a low-pass that smooths what the convolutions draw) or nearest-neighbour copies "
+        "(the convolutions alone decide what is smooth)")
     norm_groups: int = pydantic.Field(
         default=8, ge=1, description="GroupNorm groups per convolution (per-sample statistics, so a "
         "slice does not depend on the batch it is computed in)")
@@ -201,7 +205,7 @@ def fast_preset() -> DipsterConfig:
       at the optimum, so Adam keeps taking full steps there.
     """
     return DipsterConfig(mapnet_widths=(256, 256), use_angle=False, centre_coords=True, y_bands=6,
-                         ema_decay=0.99, adam_beta2=0.99,
+                         ema_decay=0.99, adam_beta2=0.99, upsample="nearest",
                          cnn_channels=64, channel_halving=True,
                          cnn_min_channels=16, lr=1e-3, lr_gamma=0.985, lr_step_steps=200,
                          batch_frames=4, rows_per_frame=4)
