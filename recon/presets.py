@@ -199,6 +199,13 @@ def fast_preset() -> DipsterConfig:
       frame-by-frame training of that session with L1 that collapsed for 2 of 4 seeds (0.90 at the end)
       ends at 0.993 / 0.990 with it. On the 32^3 x 60 ablation (3000 steps, docs/benchmarks.md "Quality
       ablations") it also gains: nanorod 0.940 -> 0.955, nanoshell 0.780 -> 0.787.
+    - Nearest-neighbour upsampling between the CNN's stages (``upsample="nearest"``; the paper does not
+      say which it uses, and ``paper`` keeps bilinear). Bilinear interpolation low-passes the map under
+      every stage, so fine structure has to be drawn by the convolutions against it; its backward pass
+      was also 11 % of a 64^3 CPU step. Measured on the 64^3 x 100 sessions (seed 0, bf16, one thread,
+      6000 steps, two runs side by side; docs/benchmarks.md "Where the nanorod's alloying error comes
+      from"): nanorod SSIM 0.937 -> 0.955, alloying 25.2 -> 23.4 points; nanoshell 0.797 -> 0.816, S/V
+      error -28.4 -> -26.4 %; 1.17x the steps per second.
     - The paper's Geman-McClure data term. L1 (``loss="l1"``, the preset's loss for a while) reached
       the 32^3 nanorod's SSIM 0.94 sooner, but with beta2 0.99 it is no better than Geman-McClure
       (nanorod 0.946 vs 0.955, nanoshell 0.786 vs 0.787 at 3000 steps), and its gradient keeps its size

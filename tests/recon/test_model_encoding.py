@@ -35,3 +35,36 @@ def test_no_bands_is_the_plain_network() -> None:
     centred = torch.stack([2 * coords[:, 0] - 1, 2 * coords[:, 1] - 1, coords[:, 2]], dim=1)
     torch.testing.assert_close(plain.encode(coords), centred)
     torch.testing.assert_close(plain(coords), zero(coords))
+
+
+def _second_stage_input(net: DipsterNet, coords: torch.Tensor) -> torch.Tensor:
+    seen = []
+    handle = net.stages[1].register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    net(coords)
+    handle.remove()
+    return seen[0]
+
+
+def test_nearest_upsampling_copies_each_value_into_a_2x2_block() -> None:
+    """upsample='nearest' (the fast preset) doubles the map by copies; 'bilinear' (paper) interpolates."""
+    torch.manual_seed(0)
+    nearest = DipsterNet(SMALL.model_copy(update={"upsample": "nearest"}), (16, 16))
+    bilinear = DipsterNet(SMALL, (16, 16))
+    bilinear.load_state_dict(nearest.state_dict())  # same weights: only the upsampling differs
+    coords = torch.rand(3, 3)
+    up = _second_stage_input(nearest, coords)
+    assert up.shape[-2:] == (8, 8)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            torch.testing.assert_close(up[..., dy::2, dx::2], up[..., ::2, ::2], atol=0, rtol=0)
+    smooth = _second_stage_input(bilinear, coords)
+    assert (smooth[..., 1::2, ::2] - smooth[..., ::2, ::2]).abs().max() > 1e-3
+    assert nearest(coords).shape == bilinear(coords).shape == (3, 16, 16)
+    assert not torch.allclose(nearest(coords), bilinear(coords))
+
+
+def test_presets_upsampling() -> None:
+    from recon.presets import preset
+
+    assert preset("fast").upsample == "nearest"
+    assert preset("paper").upsample == "bilinear"
