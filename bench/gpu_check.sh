@@ -6,9 +6,9 @@
 #   4. one-GPU data-parallel training (torchrun, NCCL) of a 32^3 session through `recon train`;
 #   5. bench/recon_quality.py at 64^3 x 100, fast, nanoshell and nanorod: what many GPU steps give.
 # Phases: all (1-5, in that order), quick (1 and 2, ~3 min), quality (3, then 1, then 2: time to SSIM 0.95
-# at 128^3 first, for a 15-minute lease where the speed table of an earlier lease picks the setting).
-# Without a speed table from this run, step 3 uses fp32 with torch.compile, the fastest setting of both
-# presets on the H200 (docs/benchmarks.md "DIP-STER on a GPU").
+# at 128^3 first, for a 15-minute lease).
+# Without a speed table from this run, steps 3-5 use each preset's fastest setting on the H200 of
+# 2026-11-28 (docs/benchmarks.md "DIP-STER on a GPU"): fast fp32 compiled, paper tf32 compiled.
 # Results go to $OUT (default /tmp/gpu_check). Packages the machine lacks are installed from .whl/ when
 # present (see /work/.library/device/README.md).
 # Usage: bash bench/gpu_check.sh [all|quick|quality] [MINUTES_128_FAST] [MINUTES_64] [MINUTES_128_PAPER]
@@ -49,7 +49,7 @@ speed() {  # $1: extra rows_per_frame values to time (comma-separated, may be em
     | tee "$out/train_speed.md"
 }
 
-# fastest (precision, compiled) per preset from this run's table; fp32 compiled when it is missing
+# fastest (precision, compiled) per preset from this run's table; the H200's when it is missing
 best() {
   python3 - "$1" "$out/train_speed.md" <<'PY'
 import sys
@@ -62,7 +62,7 @@ try:
             rows.append((float(cells[4]), cells[2], cells[3] != "no"))
 except OSError:
     pass
-rate, precision, compiled = max(rows) if rows else (0.0, "fp32", True)
+rate, precision, compiled = max(rows) if rows else (0.0, "tf32" if preset == "paper" else "fp32", True)
 print(f"--precision {precision}" + (" --compile" if compiled else ""))
 PY
 }
