@@ -101,6 +101,9 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "no_angle": ({"use_angle": False}, {}),
     "lr1e-3": ({"lr": 1e-3}, {}),
     "centred_lr1e-3": ({"centre_coords": True, "lr": 1e-3}, {}),
+    # the CNN's upsampling between stages (fast: nearest; paper: bilinear)
+    "nearest": ({"upsample": "nearest"}, {}),
+    "bilinear": ({"upsample": "bilinear"}, {}),
 }
 
 
