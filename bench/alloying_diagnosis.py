@@ -86,16 +86,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alloying_diagnosis: --volumes has shape {rec.shape}; the session's ground truth is {truth.shape}",
               file=sys.stderr)
         return 2
-    print(f"2. the reconstruction {args.volumes.name}: {error_points(rec, truth):.1f} points")
-    kept = spreads(rec, mask, steps) / truth_spread
-    print(f"  spread kept {np.round(kept, 3).tolist()}")
+    ref, got = metrics.alloying_against_reference(rec, truth)
+    print(f"2. the reconstruction {args.volumes.name}: {100.0 * float(np.nanmean(np.abs(got - ref)[4:])):.1f} points")
+    every = list(range(count))
+    rec_spread, all_truth_spread = spreads(rec, mask, every), spreads(truth, mask, every)
+    kept = rec_spread / all_truth_spread
+    print(f"  spread kept {np.round(kept[steps], 3).tolist()}")
     print(f"  SSIM        {[round(metrics.ssim(rec[i], truth[i]), 3) for i in steps]}")
-    all_kept = spreads(rec, mask, list(range(count))) / spreads(truth, mask, list(range(count)))
-    mid = float(np.median(all_kept[count // 10:]))
-    ref, _ = metrics.alloying_against_reference(rec, truth)
-    span = metrics.intensity_spread(metrics.homogenised(truth[0]), mask) - metrics.intensity_spread(truth[0], mask)
-    rec_spread = spreads(rec, mask, list(range(count)))
-    as_if = (rec_spread - mid * metrics.intensity_spread(truth[0], mask)) / span
+    # Eq. 10 for the reconstruction with its own first spread replaced by the mid-series fraction of the truth's
+    mid = float(np.median(kept[count // 10:]))
+    span = metrics.intensity_spread(metrics.homogenised(truth[0]), mask) - all_truth_spread[0]
+    as_if = (rec_spread - mid * all_truth_spread[0]) / span
     print(f"  with the first volume at the mid-series fraction ({mid:.3f}): "
           f"{100.0 * float(np.nanmean(np.abs(as_if - ref)[4:])):.1f} points")
     session = read_session(args.session)

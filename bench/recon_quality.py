@@ -70,14 +70,8 @@ BUDGET_CHUNK_STEPS = 50  # steps between reads of the training clock: a run over
 
 def mean_ssim(volumes: np.ndarray, truth: np.ndarray, workers: int = 1) -> tuple[float, float]:
     """Mean and minimum SSIM over the time steps, in ``workers`` processes when > 1 (large volumes)."""
-    if workers > 1 and len(truth) > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(min(workers, len(truth))) as pool:
-            values = list(pool.map(metrics.ssim, volumes, truth))
-    else:
-        values = [metrics.ssim(volumes[i], truth[i]) for i in range(len(truth))]
-    return float(np.mean(values)), float(np.min(values))
+    values = metrics.ssim_series(volumes, truth, workers)
+    return float(values.mean()), float(values.min())
 
 
 def run_dipster(name: str, frames: np.ndarray, session, truth: np.ndarray, minutes: float,

@@ -42,6 +42,9 @@ properties"; where the paper is loose, the choice made here is stated):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from scipy import ndimage
 
@@ -273,6 +276,30 @@ def _volume_metrics(pair: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
             "surface_to_volume": surface_to_volume(rec), "surface_to_volume_ref": surface_to_volume(ref)}
 
 
+def _ssim_pair(pair: tuple[np.ndarray, np.ndarray]) -> float:
+    return ssim(*pair)
+
+
+def _per_volume(measure: Callable[[tuple[np.ndarray, np.ndarray]], Any], rec_series: np.ndarray,
+                ref_series: np.ndarray, workers: int) -> list:
+    """``measure((rec, ref))`` of every time, in ``workers`` processes when > 1 (large volumes)."""
+    pairs = [(rec_series[i], ref_series[i]) for i in range(len(rec_series))]
+    if workers > 1 and len(pairs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, len(pairs))) as pool:
+            return list(pool.map(measure, pairs, chunksize=max(1, len(pairs) // workers)))
+    return [measure(pair) for pair in pairs]
+
+
+def ssim_series(rec_series: np.ndarray, ref_series: np.ndarray, workers: int = 1) -> np.ndarray:
+    """:func:`ssim` of each time of two series (T, Z, Y, X), shape (T,), in ``workers`` processes when > 1."""
+    if np.shape(rec_series) != np.shape(ref_series):
+        raise UserError(f"reconstruction series {np.shape(rec_series)} and reference series "
+                        f"{np.shape(ref_series)} differ in shape or time count (T, Z, Y, X)")
+    return np.array(_per_volume(_ssim_pair, rec_series, ref_series, workers), dtype=np.float64)
+
+
 def metrics_table(rec_series: np.ndarray, ref_series: np.ndarray, times_s: np.ndarray | None = None,
                   voxel_size_nm: float = 1.0, workers: int = 1) -> list[dict]:
     """Every metric at every time: one dict per volume, ready for a CSV.
@@ -310,14 +337,7 @@ def metrics_table(rec_series: np.ndarray, ref_series: np.ndarray, times_s: np.nd
     alloy_ref, alloy_rec = alloying_against_reference(rec_series, ref_series)
     redis_rec = volume_redistribution(rec_series, voxel_size_nm)
     redis_ref = volume_redistribution(ref_series, voxel_size_nm)
-    pairs = [(rec_series[i], ref_series[i]) for i in range(count)]
-    if workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers) as pool:
-            per_volume = list(pool.map(_volume_metrics, pairs, chunksize=max(1, count // workers)))
-    else:
-        per_volume = [_volume_metrics(pair) for pair in pairs]
+    per_volume = _per_volume(_volume_metrics, rec_series, ref_series, workers)
     rows = []
     for i in range(count):
         rows.append({

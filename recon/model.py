@@ -103,7 +103,9 @@ class DipsterNet(nn.Module):
             ConvStage(channels[max(k - 1, 0)], channels[k], config.norm_groups)
             for k in range(len(self.sizes)))
         self.head = nn.Conv2d(channels[-1], 1, 1)
-        self.upsample = config.upsample
+        # F.interpolate's arguments between stages (align_corners applies to bilinear only)
+        self.upsample = ({"mode": "bilinear", "align_corners": False} if config.upsample == "bilinear"
+                         else {"mode": "nearest"})
         self.output_gain = 1.0 / self.slice_shape[0]
         # fixed input map: (y, t, theta) -> (2y - 1, 2t - 1, theta) when centring, identity otherwise
         centre = config.centre_coords
@@ -130,7 +132,6 @@ class DipsterNet(nn.Module):
         x = latent.reshape(coords.shape[0], self.channels[0], h0, w0)
         for k, stage in enumerate(self.stages):
             if k > 0:
-                x = F.interpolate(x, size=self.sizes[k], mode=self.upsample,
-                                  align_corners=False if self.upsample == "bilinear" else None)
+                x = F.interpolate(x, size=self.sizes[k], **self.upsample)
             x = stage(x)
         return F.softplus(self.head(x)[:, 0]) * self.output_gain

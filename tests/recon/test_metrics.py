@@ -7,7 +7,8 @@ import pytest
 
 from acquire.errors import UserError
 from recon.metrics import (alloying_against_reference, alloying_degree, homogenised, metrics_table, otsu_mask,
-                           rmse_paper, rmse_percent, ssim, ssim_paper, surface_to_volume, volume_redistribution)
+                           rmse_paper, rmse_percent, ssim, ssim_paper, ssim_series, surface_to_volume,
+                           volume_redistribution)
 
 
 def _sphere(n: int, r: float, centre: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
@@ -154,6 +155,17 @@ def test_metrics_table_identical_and_mismatched():
         metrics_table(series[:3], series)
     with pytest.raises(UserError, match="NaN"):
         rmse_percent(np.full((8, 8, 8), np.nan), np.ones((8, 8, 8)))
+
+
+def test_ssim_series_in_worker_processes_equals_each_volume_ssim():
+    series, _, _ = _core_shell_series(4)
+    blurred = series * 0.9 + 0.05 * series.mean()
+    expected = [ssim(blurred[i], series[i]) for i in range(4)]
+    np.testing.assert_allclose(ssim_series(blurred, series, workers=2), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ssim_series(blurred, series), expected, rtol=0, atol=1e-12)
+    assert min(expected) < 0.999  # the series differ, so equality is not trivial
+    with pytest.raises(UserError, match="differ in shape or time count"):
+        ssim_series(series[:3], series)
 
 
 def test_otsu_mask_of_constant_volume_is_empty():
