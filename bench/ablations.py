@@ -104,17 +104,23 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     # the CNN's upsampling between stages (fast: nearest; paper: bilinear)
     "nearest": ({"upsample": "nearest"}, {}),
     "bilinear": ({"upsample": "bilinear"}, {}),
+    # for --base fast_1128: the data term on ramp-filtered rows, an 8x8 latent map, both (today's fast)
+    "ramp": ({"residual_filter": "ramp"}, {}),
+    "ramp_base8": ({"residual_filter": "ramp", "base_size": 8}, {}),
 }
 
 
 def base_config(base: str):
     """The preset ``base`` (``fast``, ``paper``, ``kplanes``), or ``fast_y0``: ``fast`` without Fourier
     bands (the ``fast`` preset before issue 9's ablations, the base of the table in docs/benchmarks.md),
-    or ``kplanes_v0``: ``kplanes`` as first measured (4 rows per frame, plane smoothness 1e-3)."""
+    or ``fast_1128``: ``fast`` as of 2026-11-28 (no ramp filter, a 4x4 latent map), or ``kplanes_v0``:
+    ``kplanes`` as first measured (4 rows per frame, plane smoothness 1e-3)."""
     from recon.presets import preset
 
     if base == "fast_y0":
-        return preset("fast").model_copy(update={"y_bands": 0})
+        return preset("fast").model_copy(update={"y_bands": 0, "residual_filter": "none", "base_size": 4})
+    if base == "fast_1128":
+        return preset("fast").model_copy(update={"residual_filter": "none", "base_size": 4})
     if base == "kplanes_v0":
         return preset("kplanes").model_copy(update={"rows_per_frame": 4, "plane_smooth_weight": 1e-3})
     return preset(base)
@@ -151,7 +157,7 @@ def summarise(phantom: str, rows: list[dict], sirt_rows: list[dict]) -> dict[str
 
 
 def run_variant(name: str, base: str, phantom: str, session_path: Path, steps: int, eval_every: int,
-                seed: int, sirt_rows: list[dict]) -> dict[str, Any]:
+                seed: int, sirt_rows: list[dict], precision: str = "fp32") -> dict[str, Any]:
     """Train one variant on one session; returns its summary, the SSIM curve and the rate."""
     from recon.trainer import Trainer
 
@@ -160,7 +166,7 @@ def run_variant(name: str, base: str, phantom: str, session_path: Path, steps: i
     session = read_session(session_path)
     frames = session.load_frames()
     truth, times_s = read_ground_truth(session_path)
-    trainer = Trainer(config, frames.shape[1:], float(times_s[-1]) or 1.0, seed=seed)
+    trainer = Trainer(config, frames.shape[1:], float(times_s[-1]) or 1.0, seed=seed, precision=precision)
     if options.get("data_scale") == "mean":
         trainer.data_scale = float(np.mean(frames[0]))
     for record, frame in zip(session.records, frames):
@@ -206,7 +212,7 @@ def table(results: list[dict], phantoms: list[str], variants: list[str], key: di
         cells = []
         for p in phantoms:
             hit = [r for r in results if r["variant"] == name and r["phantom"] == p
-                   and all(r[k] == v for k, v in key.items())]
+                   and all(r.get(k, "fp32" if k == "precision" else None) == v for k, v in key.items())]
             if not hit:
                 cells += ["-"] * 4
                 continue
@@ -228,9 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=1000, help="steps between SSIM evaluations")
     parser.add_argument("--variants", default="base", help=f"comma-separated, from: {', '.join(VARIANTS)}")
     parser.add_argument("--base", default="fast", help="preset the variants modify: fast, paper, kplanes, "
-                        "fast_y0 (fast without Fourier bands) or kplanes_v0 (kplanes as first measured)")
+                        "fast_y0 (fast without Fourier bands), fast_1128 (fast of 2026-11-28: no ramp filter, 4x4 latent "
+                        "map) or kplanes_v0 (kplanes as first measured)")
     parser.add_argument("--seed", type=int, default=0, help="seed of phantoms, noise and training")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--precision", default="fp32", help="network precision: fp32, tf32 or bf16")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tiltstream_bench"), help="session cache dir")
     parser.add_argument("--results", type=Path, default=Path("/tmp/tiltstream_bench/ablations.jsonl"),
                         help="JSON-lines cache of results")
@@ -245,12 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown variants {unknown}; allowed: {', '.join(VARIANTS)}")
     args.work.mkdir(parents=True, exist_ok=True)
-    key = {"size": args.size, "count": args.count, "steps": args.steps, "seed": args.seed, "base": args.base}
+    key = {"size": args.size, "count": args.count, "steps": args.steps, "seed": args.seed, "base": args.base,
+           "precision": args.precision}
     results = load_results(args.results)
     for phantom in [] if args.table_only else phantoms:
         session_path = session_for(args.work, phantom, args.size, args.count, args.seed)
         sirt_rows = sirt_table(session_path)
-        done = {r["variant"] for r in results if r["phantom"] == phantom and all(r[k] == v for k, v in key.items())}
+        done = {r["variant"] for r in results if r["phantom"] == phantom and all(r.get(k, "fp32" if k == "precision" else None) == v for k, v in key.items())}
         if "SIRT >= 0" not in done:
             results.append({"variant": "SIRT >= 0", "phantom": phantom, **key,
                             **summarise(phantom, sirt_rows, sirt_rows)})
@@ -260,11 +269,12 @@ def main(argv: list[str] | None = None) -> int:
             if name in done:
                 continue
             summary = run_variant(name, args.base, phantom, session_path, args.steps, args.eval_every,
-                                  args.seed, sirt_rows)
+                                  args.seed, sirt_rows, args.precision)
             results.append({"variant": name, "phantom": phantom, **key, **summary})
             with args.results.open("a") as handle:
                 handle.write(json.dumps(results[-1]) + "\n")
-    print(f"{args.size}^3 x {args.count}, {args.steps} steps, base preset {args.base}, seed {args.seed}")
+    print(f"{args.size}^3 x {args.count}, {args.steps} steps, base preset {args.base}, seed {args.seed}, "
+          f"{args.precision}")
     print("\n".join(table(results, phantoms, variants, key)))
     return 0
 

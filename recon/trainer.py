@@ -12,8 +12,9 @@ Conventions
   maximum of the first frame) so rows are O(1). :meth:`volume` and :meth:`reproject` return data
   units: a volume whose projections equal the frames.
 - Loss (paper Eq. 6): Geman-McClure ``2 r^2 / (r^2 + 4)`` of normalised rows (kornia), mean over
-  pixels (or the L1 / L2 residual, ``config.loss``), plus ``tv_weight`` times the 1-D total variation
-  of the predicted rows, plus the network's ``prior_loss()`` (zero for DIP-STER; plane smoothness for
+  pixels (or the L1 / L2 residual, ``config.loss``), of the rows as they are or ramp-filtered along
+  the detector (``config.residual_filter``, :mod:`recon.row_filter`), plus ``tv_weight`` times the
+  1-D total variation of the predicted rows, plus the network's ``prior_loss()`` (zero for DIP-STER; plane smoothness for
   the K-planes field that :func:`build_network` builds when ``config.network == "kplanes"``).
 - Volumes are queried at ``theta = 0`` (as the reference code does), with the exponential moving
   average of the weights when ``config.ema_decay > 0`` (updated after every step, saved in checkpoints).
@@ -50,6 +51,7 @@ from recon.model import DipsterNet
 from recon.precision import Precision, autocast_for, checked_precision, compiled, math_mode_for
 from recon.presets import DipsterConfig
 from recon.projector import project
+from recon.row_filter import ramp_filtered, ramp_gains
 from recon.run_dir import CHECKPOINT_FILE, RunDir
 from recon.sampler import FrameSampler
 
@@ -132,6 +134,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.lr_step_steps,
                                                          gamma=config.lr_gamma)
         self.sampler = FrameSampler(self.seed, config.fresh_per_step)
+        # the data term's filter along the detector (recon.row_filter), or None
+        self._row_gains = (ramp_gains(self.frame_shape[1], self.device) if config.residual_filter == "ramp"
+                           else None)
         self.data_scale: float | None = None
         self.indices: list[int] = []
         self.angles_deg: list[float] = []
@@ -228,10 +233,12 @@ class Trainer:
 
     def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         kind = self.config.loss
+        compared = ((pred, target) if self._row_gains is None
+                    else (ramp_filtered(pred, self._row_gains), ramp_filtered(target, self._row_gains)))
         if kind == "geman_mcclure":
-            loss = geman_mcclure_loss(pred, target, reduction="mean")
+            loss = geman_mcclure_loss(*compared, reduction="mean")
         else:
-            diff = pred - target
+            diff = compared[0] - compared[1]
             loss = diff.abs().mean() if kind == "l1" else (diff * diff).mean()
         if self.config.tv_weight > 0:
             tv = (pred[..., 1:] - pred[..., :-1]).abs().sum(dim=-1).mean()

@@ -226,6 +226,8 @@ def test_presets_are_the_documented_configurations() -> None:
     assert fast.mapnet_widths == (256, 256) and fast.channel_halving and fast.ema_decay == 0.99
     assert fast.loss == "geman_mcclure" and paper.loss == "geman_mcclure"
     assert fast.adam_beta2 == 0.99 and paper.adam_beta2 == 0.999
+    assert fast.residual_filter == "ramp" and paper.residual_filter == "none"  # the paper's plain rows
+    assert fast.base_size == 8 and paper.base_size == 4
     assert paper.ema_decay == 0.0  # the paper's queries use the trained weights
     with pytest.raises(ValueError, match="allowed: paper, fast"):
         preset("slow")
