@@ -104,7 +104,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     # the CNN's upsampling between stages (fast: nearest; paper: bilinear)
     "nearest": ({"upsample": "nearest"}, {}),
     "bilinear": ({"upsample": "bilinear"}, {}),
-    # for --base fast_1128: the data term on ramp-filtered rows, an 8x8 latent map, both (today's fast)
+    # for --base fast_1128: the data term on (Hann-windowed) ramp-filtered rows, an 8x8 latent map, both (today's fast)
     "ramp": ({"residual_filter": "ramp"}, {}),
     "ramp_base8": ({"residual_filter": "ramp", "base_size": 8}, {}),
 }

@@ -83,9 +83,9 @@ class DipsterConfig(pydantic.BaseModel):
         "2 r^2 / (r^2 + 4) (robust), the mean absolute or the mean squared residual")
     residual_filter: Literal["none", "ramp"] = pydantic.Field(
         default="none", description="filter along the detector applied to predicted and measured rows "
-        "before the data term: none (the paper), or ramp (each spatial frequency k of a row weighted by "
-        "sqrt(|k| + 1/2), so the loss's gradient is a filtered backprojection and fine detail is fitted "
-        "as fast as coarse)")
+        "before the data term: none (the paper), or ramp (a Hann-windowed ramp: frequency k of a row "
+        "weighted by sqrt((|k| + 1/2) hann(k)), so the loss's gradient is a filtered backprojection and "
+        "fine detail is fitted about as fast as coarse; recon.row_filter)")
     tv_weight: float = pydantic.Field(
         default=0.0, ge=0, description="lambda of the 1-D total variation of the reprojection "
         "(paper Eq. 6; 5e-6 to 1e-5 for experimental data, 0 for simulations), per normalised row")
@@ -215,17 +215,20 @@ def fast_preset() -> DipsterConfig:
       gradient of a plain projection loss is a backprojection of the residual, which weights a spatial
       frequency k by ~1/|k|, so fine detail is fitted last (SIRT has the same slow high frequencies:
       on the 64^3 nanoshell's last, roughest volume, static, with all 100 frames, non-negative SIRT
-      reaches SSIM 0.62 / 0.82 / 0.92 after 30 / 100 / 300 iterations). Weighting each frequency of
-      both rows by sqrt(|k| + 1/2) makes the gradient a filtered backprojection. Measured on the 64^3
-      x 100 sessions (seed 0, bf16, one thread, 3000 steps; docs/benchmarks.md "Sharper fits"): on that
-      static roughest nanoshell, SSIM 0.727 -> 0.815; on the nanorod (with the 8x8 map below) 0.949 ->
-      0.962, 0.95 reached in 2000 steps instead of ~4000, alloying error 32.1 -> 23.5 points. The same
-      number of steps per second.
+      reaches SSIM 0.62 / 0.82 / 0.92 after 30 / 100 / 300 iterations). Filtering both rows so the
+      squared gain is a ramp makes the gradient a filtered backprojection; a Hann window, as FBP users
+      put on noisy data, takes the gain to zero at the Nyquist frequency. Without the window the
+      demo's low-dose stream (24^3, 24 e/A^2 per frame, frames added one by one) was fitted to its
+      shot noise (SSIM 0.82; 0.97 with plain rows or with the window). Measured on the 64^3 x 100
+      sessions (seed 0, bf16, one thread, 3000 steps; docs/benchmarks.md "Sharper fits"), with the 8x8
+      map below: nanorod SSIM 0.949 -> 0.955 (0.962 without the window), alloying error 32.1 -> 23.1
+      points; nanoshell 0.805 -> 0.820 (0.832), S/V error -27.3 -> -25.4 %. The same number of steps
+      per second.
     - An 8x8 latent map (``base_size=8``; the paper's is 4x4): the CNN is translation-equivariant, so
       where fine structure sits within a slice is told only by the latent map; with 4x4 cells of 16 x
       16 voxels at 64^3 the MAPNET has 1024 numbers to place a rough wall with. Measured as above:
-      nanoshell 0.788 -> 0.805 (S/V error -29.9 -> -27.3 %), with the ramp filter 0.832 (-24.0 %);
-      nanorod 0.939 -> 0.949; the static roughest nanoshell 0.727 -> 0.775. The MAPNET's last layer
+      nanoshell 0.787 -> 0.805 (S/V error -29.6 -> -27.3 %); nanorod 0.939 -> 0.949; the static
+      roughest nanoshell 0.727 -> 0.775. The MAPNET's last layer
       grows to 256 x 4096 weights (the network from 0.45 M to 1.24 M parameters at 64^3); a step costs
       about the same (one fewer stage, at 4x4).
     - The paper's Geman-McClure data term. L1 (``loss="l1"``, the preset's loss for a while) reached
