@@ -104,7 +104,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     # the CNN's upsampling between stages (fast: nearest; paper: bilinear)
     "nearest": ({"upsample": "nearest"}, {}),
     "bilinear": ({"upsample": "bilinear"}, {}),
-    # for --base fast_1128: the data term on (Hann-windowed) ramp-filtered rows, an 8x8 latent map, both (today's fast)
+    # for --base fast_1128: the data term on (Hann-windowed) ramp-filtered rows, an 8x8 latent map,
+    # both (today's fast)
     "ramp": ({"residual_filter": "ramp"}, {}),
     "ramp_base8": ({"residual_filter": "ramp", "base_size": 8}, {}),
 }
@@ -196,6 +197,12 @@ def sirt_table(session_path: Path) -> list[dict]:
     return metrics.metrics_table(sirt, truth, times_s)
 
 
+def _matches(result: dict, key: dict) -> bool:
+    """Whether a cached result was run with ``key``'s settings (results cached before ``--precision``
+    existed ran in fp32)."""
+    return all(result.get(k, "fp32" if k == "precision" else None) == v for k, v in key.items())
+
+
 def load_results(path: Path) -> list[dict]:
     if not path.is_file():
         return []
@@ -212,7 +219,7 @@ def table(results: list[dict], phantoms: list[str], variants: list[str], key: di
         cells = []
         for p in phantoms:
             hit = [r for r in results if r["variant"] == name and r["phantom"] == p
-                   and all(r.get(k, "fp32" if k == "precision" else None) == v for k, v in key.items())]
+                   and _matches(r, key)]
             if not hit:
                 cells += ["-"] * 4
                 continue
@@ -234,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=1000, help="steps between SSIM evaluations")
     parser.add_argument("--variants", default="base", help=f"comma-separated, from: {', '.join(VARIANTS)}")
     parser.add_argument("--base", default="fast", help="preset the variants modify: fast, paper, kplanes, "
-                        "fast_y0 (fast without Fourier bands), fast_1128 (fast of 2026-11-28: no ramp filter, 4x4 latent "
-                        "map) or kplanes_v0 (kplanes as first measured)")
+                        "fast_y0 (fast without Fourier bands), fast_1128 (fast of 2026-11-28: no ramp filter, "
+                        "4x4 latent map) or kplanes_v0 (kplanes as first measured)")
     parser.add_argument("--seed", type=int, default=0, help="seed of phantoms, noise and training")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--precision", default="fp32", help="network precision: fp32, tf32 or bf16")
@@ -259,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     for phantom in [] if args.table_only else phantoms:
         session_path = session_for(args.work, phantom, args.size, args.count, args.seed)
         sirt_rows = sirt_table(session_path)
-        done = {r["variant"] for r in results if r["phantom"] == phantom and all(r.get(k, "fp32" if k == "precision" else None) == v for k, v in key.items())}
+        done = {r["variant"] for r in results if r["phantom"] == phantom and _matches(r, key)}
         if "SIRT >= 0" not in done:
             results.append({"variant": "SIRT >= 0", "phantom": phantom, **key,
                             **summarise(phantom, sirt_rows, sirt_rows)})

@@ -14,8 +14,9 @@ Conventions
 - Loss (paper Eq. 6): Geman-McClure ``2 r^2 / (r^2 + 4)`` of normalised rows (kornia), mean over
   pixels (or the L1 / L2 residual, ``config.loss``), of the rows as they are or ramp-filtered along
   the detector (``config.residual_filter``, :mod:`recon.row_filter`), plus ``tv_weight`` times the
-  1-D total variation of the predicted rows, plus the network's ``prior_loss()`` (zero for DIP-STER; plane smoothness for
-  the K-planes field that :func:`build_network` builds when ``config.network == "kplanes"``).
+  1-D total variation of the predicted rows, plus the network's ``prior_loss()`` (zero for DIP-STER;
+  plane smoothness for the K-planes field that :func:`build_network` builds when
+  ``config.network == "kplanes"``).
 - Volumes are queried at ``theta = 0`` (as the reference code does), with the exponential moving
   average of the weights when ``config.ema_decay > 0`` (updated after every step, saved in checkpoints).
 - ``precision`` (fp32, tf32, bf16) and ``compile_model`` are how this process computes
