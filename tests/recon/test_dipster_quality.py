@@ -54,32 +54,35 @@ def _ssim_dipster_and_sirt(tmp_path: Path, phantom: str, steps: int, preset: str
 @pytest.mark.timeout(600)
 def test_dipster_beats_windowed_sirt_on_nanorod(tmp_path: Path) -> None:
     """32^3 x 60 nanorod, ``recon train`` for 2000 steps: SSIM above non-negative SIRT's (window 30,
-    30 iterations, clamped to >= 0: the strong baseline) at >= 90 % of the time steps.
+    30 iterations, clamped to >= 0: the strong baseline) at >= 90 % of the time steps, mean SSIM >= 0.93.
 
     The budget is in steps (deterministic) rather than minutes: 2000 steps are under 1 CPU-minute on
-    an idle 2-core machine (``fast`` preset, one thread). Measured (seed 0, fast preset with y_bands=6,
-    the weight average, Geman-McClure, Adam beta2 0.99 and 4 rows per frame): DIP-STER mean SSIM 0.951,
-    SIRT 0.797, above it at 100 % of the steps, smallest margin 0.131 (0.935 and 0.110 with 2 rows).
+    an idle 2-core machine (``fast`` preset, one thread). Measured (seed 0): with the Hann-windowed ramp
+    filter and the 8x8 latent map (2026-12-04) DIP-STER mean SSIM 0.972, SIRT 0.797, above it at 100 %
+    of the steps, smallest margin 0.141; before them (y_bands=6, the weight average, Geman-McClure,
+    Adam beta2 0.99, 4 rows per frame) 0.951 and 0.131.
     """
     ssim_dip, ssim_sirt, _, _ = _ssim_dipster_and_sirt(tmp_path, "nanorod", NANOROD_STEPS)
     assert np.mean(ssim_dip > ssim_sirt) >= 0.9
+    assert ssim_dip.mean() >= 0.93
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_dipster_beats_windowed_sirt_on_nanoshell(tmp_path: Path) -> None:
     """32^3 x 60 nanoshell (a 2-voxel wall losing material), ``recon train`` for 3000 steps: SSIM
-    above non-negative SIRT's at >= 90 % of the time steps and higher on average.
+    above non-negative SIRT's at >= 90 % of the time steps, mean SSIM >= 0.85.
 
-    Measured (seed 0, fast preset with y_bands=6, the weight average, Geman-McClure, Adam beta2 0.99
-    and 4 rows per frame): DIP-STER mean SSIM 0.813, SIRT 0.731, above it at 100 % of the steps (median
+    Measured (seed 0): with the Hann-windowed ramp filter and the 8x8 latent map (2026-12-04) DIP-STER
+    mean SSIM 0.899, SIRT 0.731, above it at 100 % of the steps (median margin 0.168); before them
+    (y_bands=6, the weight average, Geman-McClure, Adam beta2 0.99, 4 rows per frame) 0.813 (median
     margin 0.083). With 2 rows per frame it took 5000 steps for 0.814 and 100 % (95 % with beta2
     0.999). Before the Fourier bands of y this specimen was below SIRT at most time steps at 3000 steps
     (docs/benchmarks.md, "Quality ablations").
     """
     ssim_dip, ssim_sirt, _, _ = _ssim_dipster_and_sirt(tmp_path, "nanoshell", NANOSHELL_STEPS)
     assert np.mean(ssim_dip > ssim_sirt) >= 0.9
-    assert ssim_dip.mean() > ssim_sirt.mean() + 0.03
+    assert ssim_dip.mean() >= 0.85
 
 
 @pytest.mark.slow
@@ -91,7 +94,7 @@ def test_kplanes_preset_reconstructs_the_nanoshell_wall_and_its_surface(tmp_path
 
     Measured (seed 0, the kplanes preset, 10 % of the frames held out as recon train does by
     default): mean SSIM 0.905 against SIRT 0.731, above it at 100 % of the steps (smallest margin
-    0.124), S/V error +0.8 %. The fast preset needs 3000 steps for 0.813.
+    0.124), S/V error +0.8 %. The fast preset reaches 0.899 in 3000 steps (0.813 before 2026-12-04).
     """
     ssim_kp, ssim_sirt, volumes, truth = _ssim_dipster_and_sirt(tmp_path, "nanoshell", KPLANES_STEPS, "kplanes")
     sv_error = np.mean([metrics.surface_to_volume(v) / metrics.surface_to_volume(t) - 1.0
