@@ -118,10 +118,9 @@ def base_config(base: str):
     ``kplanes`` as first measured (4 rows per frame, plane smoothness 1e-3)."""
     from recon.presets import preset
 
-    if base == "fast_y0":
-        return preset("fast").model_copy(update={"y_bands": 0, "residual_filter": "none", "base_size": 4})
-    if base == "fast_1128":
-        return preset("fast").model_copy(update={"residual_filter": "none", "base_size": 4})
+    if base in ("fast_1128", "fast_y0"):
+        fast_1128 = preset("fast").model_copy(update={"residual_filter": "none", "base_size": 4})
+        return fast_1128 if base == "fast_1128" else fast_1128.model_copy(update={"y_bands": 0})
     if base == "kplanes_v0":
         return preset("kplanes").model_copy(update={"rows_per_frame": 4, "plane_smooth_weight": 1e-3})
     return preset(base)

@@ -222,15 +222,15 @@ def fast_preset() -> DipsterConfig:
       shot noise (SSIM 0.82; 0.97 with plain rows or with the window). Measured on the 64^3 x 100
       sessions (seed 0, bf16, one thread, 3000 steps; docs/benchmarks.md "Sharper fits"), with the 8x8
       map below: nanorod SSIM 0.949 -> 0.955 (0.962 without the window), alloying error 32.1 -> 23.1
-      points; nanoshell 0.805 -> 0.820 (0.832), S/V error -27.3 -> -25.4 %. The same number of steps
-      per second.
+      points; nanoshell 0.805 -> 0.820 (0.832), S/V error -27.3 -> -25.4 %. Steps per second stay
+      within the run-to-run spread.
     - An 8x8 latent map (``base_size=8``; the paper's is 4x4): the CNN is translation-equivariant, so
       where fine structure sits within a slice is told only by the latent map; with 4x4 cells of 16 x
       16 voxels at 64^3 the MAPNET has 1024 numbers to place a rough wall with. Measured as above:
       nanoshell 0.787 -> 0.805 (S/V error -29.6 -> -27.3 %); nanorod 0.939 -> 0.949; the static
-      roughest nanoshell 0.727 -> 0.775. The MAPNET's last layer
-      grows to 256 x 4096 weights (the network from 0.45 M to 1.24 M parameters at 64^3); a step costs
-      about the same (one fewer stage, at 4x4).
+      roughest nanoshell 0.727 -> 0.775. The MAPNET's last layer grows to 256 x 4096 weights (the
+      network from 0.45 M to 1.24 M parameters at 64^3); steps per second stay within the run-to-run
+      spread (one fewer stage, at 4x4).
     - The paper's Geman-McClure data term. L1 (``loss="l1"``, the preset's loss for a while) reached
       the 32^3 nanorod's SSIM 0.94 sooner, but with beta2 0.99 it is no better than Geman-McClure
       (nanorod 0.946 vs 0.955, nanoshell 0.786 vs 0.787 at 3000 steps), and its gradient keeps its size
