@@ -1,4 +1,4 @@
-"""DIP-STER training speed: steps/s of each preset x precision (x torch.compile), one process, one device.
+"""DIP-STER training speed: steps/s of each preset x precision (x torch.compile, x unfused Adam), one process, one device.
 
 For each combination a trainer with the preset is filled with random frames of the given size (the
 rate does not depend on the data), warmed up (``--warmup`` steps: cuDNN autotuning, compilation), then
@@ -10,6 +10,7 @@ Usage::
 
     python bench/train_speed.py --device cuda --size 128 --presets fast,paper --precisions fp32,tf32,bf16 --compiled bf16
     python bench/train_speed.py --device cpu --size 64 --presets fast --precisions fp32,bf16 --threads 1
+    python bench/train_speed.py --device cpu --size 64 --frames 60 --presets fast --precisions bf16 --unfused bf16 --threads 1
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def rate_of(preset_name: str, rows_per_frame: int | None, size: int, frames: int, device, precision: str,
-            compile_model: bool, warmup: int, steps: int, repeats: int) -> tuple[float, float]:
+            compile_model: bool, warmup: int, steps: int, repeats: int,
+            fused_adam: bool = True) -> tuple[float, float]:
     """Median steps/s over ``repeats`` blocks, and the warm-up's wall time in seconds."""
     import numpy as np
     import torch
@@ -38,6 +40,8 @@ def rate_of(preset_name: str, rows_per_frame: int | None, size: int, frames: int
         config = config.model_copy(update={"rows_per_frame": rows_per_frame})
     trainer = Trainer(config, (size, size), float(frames), device=device, precision=precision,
                       compile_model=compile_model)
+    if not fused_adam:  # PyTorch's default loop over the parameters, the trainer's optimizer before 2026-12-04
+        trainer.optimizer.param_groups[0]["fused"] = False
     rng = np.random.default_rng(0)
     for i in range(frames):
         trainer.add_frame(i, rng.random((size, size), dtype=np.float32) + 0.5, -70.0 + 140.0 * i / frames,
@@ -65,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", default="fast,paper", help="comma-separated presets")
     parser.add_argument("--precisions", default="fp32,tf32,bf16", help="comma-separated: fp32, tf32, bf16")
     parser.add_argument("--compiled", default="", help="comma-separated precisions also timed with torch.compile")
+    parser.add_argument("--unfused", default="", help="comma-separated precisions also timed with "
+                        "PyTorch's unfused Adam (the trainer's is fused)")
     parser.add_argument("--rows", default="", help="comma-separated rows_per_frame values also timed "
                         "(fp32 eager) besides the presets' own")
     parser.add_argument("--warmup", type=int, default=30, help="untimed steps first")
@@ -90,21 +96,23 @@ def main(argv: list[str] | None = None) -> int:
              else f"CPU, {torch.get_num_threads()} torch threads")
     print(f"{where}, torch {torch.__version__}, {args.size}^2 frames x {args.frames}, median of {args.repeats} x "
           f"{args.steps} steps after {args.warmup} warm-up steps\n")
-    print("| preset | rows/frame | precision | compiled | steps/s | vs first row | warm-up (s) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| preset | rows/frame | precision | compiled | Adam | steps/s | vs first row | warm-up (s) |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.presets.split(","):
         base = None
         own_rows = preset(name).rows_per_frame
-        runs = [(own_rows, p, False) for p in args.precisions.split(",")]
-        runs += [(own_rows, p, True) for p in args.compiled.split(",") if p]
-        runs += [(int(r), "fp32", False) for r in args.rows.split(",") if r]
-        for rows, precision, compiled in runs:
+        runs = [(own_rows, p, False, True) for p in args.precisions.split(",")]
+        runs += [(own_rows, p, True, True) for p in args.compiled.split(",") if p]
+        runs += [(own_rows, p, False, False) for p in args.unfused.split(",") if p]
+        runs += [(int(r), "fp32", False, True) for r in args.rows.split(",") if r]
+        for rows, precision, compiled, fused in runs:
             if precision == "tf32" and device.type != "cuda":
                 continue
             rate, warm_s = rate_of(name, rows, args.size, args.frames, device, precision, compiled,
-                                   args.warmup, args.steps, args.repeats)
+                                   args.warmup, args.steps, args.repeats, fused)
             base = base or rate
-            print(f"| {name} | {rows} | {precision} | {'yes' if compiled else 'no'} | {rate:.1f} | "
+            print(f"| {name} | {rows} | {precision} | {'yes' if compiled else 'no'} | "
+                  f"{'fused' if fused else 'unfused'} | {rate:.1f} | "
                   f"{rate / base:.2f} | {warm_s:.1f} |", flush=True)
     return 0
 
