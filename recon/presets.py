@@ -86,6 +86,11 @@ class DipsterConfig(pydantic.BaseModel):
         "before the data term: none (the paper), or ramp (a Hann-windowed ramp: frequency k of a row "
         "weighted by sqrt((|k| + 1/2) hann(k)), so the loss's gradient is a filtered backprojection and "
         "fine detail is fitted about as fast as coarse; recon.row_filter)")
+    ramp_window: Literal["hann", "data"] = pydantic.Field(
+        default="hann", description="window of the ramp filter: hann (zero at the Nyquist frequency), or "
+        "data (the larger of the Hann window and a Wiener gain 1 - 2 N / P(k) from the training frames' "
+        "row spectrum P and their noise N, estimated from the frame totals; it keeps the frequencies "
+        "where the frames hold signal above the noise; recon.row_filter.data_window)")
     tv_weight: float = pydantic.Field(
         default=0.0, ge=0, description="lambda of the 1-D total variation of the reprojection "
         "(paper Eq. 6; 5e-6 to 1e-5 for experimental data, 0 for simulations), per normalised row")
@@ -224,6 +229,15 @@ def fast_preset() -> DipsterConfig:
       map below: nanorod SSIM 0.949 -> 0.955 (0.962 without the window), alloying error 32.1 -> 23.1
       points; nanoshell 0.805 -> 0.820 (0.832), S/V error -27.3 -> -25.4 %. Steps per second stay
       within the run-to-run spread.
+    - The ramp filter's window from the data (``ramp_window="data"``, :func:`recon.row_filter.data_window`):
+      the larger of the Hann window and a Wiener gain ``1 - 2 N / P(k)``, with the noise N estimated
+      from the frame totals. The Hann window throws away what the nanoshell's frames resolve up to the
+      Nyquist frequency (signal to noise 1.1 there); on the nanorods, the nanocube and the demo's
+      low-dose stream the Wiener gain is below the Hann window and nothing changes. 64^3 x 100 nanoshell,
+      10 minutes (docs/benchmarks.md "The ramp filter's window from the data"): SSIM 0.871 -> 0.900, S/V
+      error -17.1 -> -10.5 % (the bare ramp: 0.911, -8.3 %, but it fits a low-dose stream's noise; the
+      window with the true noise spectrum: 0.907, -9.3 %). The demo-like stream: 0.968 / 0.967 with the
+      Hann window, 0.972 / 0.966 with this one.
     - An 8x8 latent map (``base_size=8``; the paper's is 4x4): the CNN is translation-equivariant, so
       where fine structure sits within a slice is told only by the latent map; with 4x4 cells of 16 x
       16 voxels at 64^3 the MAPNET has 1024 numbers to place a rough wall with. Measured as above:
@@ -238,7 +252,7 @@ def fast_preset() -> DipsterConfig:
     """
     return DipsterConfig(mapnet_widths=(256, 256), use_angle=False, centre_coords=True, y_bands=6,
                          ema_decay=0.99, adam_beta2=0.99, upsample="nearest", residual_filter="ramp",
-                         base_size=8,
+                         ramp_window="data", base_size=8,
                          cnn_channels=64, channel_halving=True,
                          cnn_min_channels=16, lr=1e-3, lr_gamma=0.985, lr_step_steps=200,
                          batch_frames=4, rows_per_frame=4)

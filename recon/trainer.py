@@ -13,7 +13,8 @@ Conventions
   units: a volume whose projections equal the frames.
 - Loss (paper Eq. 6): Geman-McClure ``2 r^2 / (r^2 + 4)`` of normalised rows (kornia), mean over
   pixels (or the L1 / L2 residual, ``config.loss``), of the rows as they are or ramp-filtered along
-  the detector (``config.residual_filter``, :mod:`recon.row_filter`), plus ``tv_weight`` times the
+  the detector (``config.residual_filter``, :mod:`recon.row_filter`; with ``config.ramp_window ==
+  "data"`` the filter's window is recomputed from the training frames whenever frames were added), plus ``tv_weight`` times the
   1-D total variation of the predicted rows, plus the network's ``prior_loss()`` (zero for DIP-STER;
   plane smoothness for the K-planes field that :func:`build_network` builds when
   ``config.network == "kplanes"``).
@@ -52,7 +53,7 @@ from recon.model import DipsterNet
 from recon.precision import Precision, autocast_for, checked_precision, compiled, math_mode_for
 from recon.presets import DipsterConfig
 from recon.projector import project
-from recon.row_filter import ramp_filtered, ramp_gains
+from recon.row_filter import data_window, ramp_filtered, ramp_gains
 from recon.run_dir import CHECKPOINT_FILE, RunDir
 from recon.sampler import FrameSampler
 
@@ -139,9 +140,11 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.lr_step_steps,
                                                          gamma=config.lr_gamma)
         self.sampler = FrameSampler(self.seed, config.fresh_per_step)
-        # the data term's filter along the detector (recon.row_filter), or None
+        # the data term's filter along the detector (recon.row_filter), or None; with the data window,
+        # recomputed by train_steps from the training frames whenever frames were added
         self._row_gains = (ramp_gains(self.frame_shape[1], self.device) if config.residual_filter == "ramp"
                            else None)
+        self._window_frames = 0  # training frames the data window was last computed from
         self.data_scale: float | None = None
         self.indices: list[int] = []
         self.angles_deg: list[float] = []
@@ -236,6 +239,26 @@ class Trainer:
         coords = torch.stack([rows / self.frame_shape[0], times, theta], dim=-1)
         return coords.reshape(-1, 3)
 
+    @property
+    def row_window(self) -> np.ndarray | None:
+        """The window ``(nx + 1,)`` of the data term's ramp filter (:mod:`recon.row_filter`) as of the last
+        :meth:`train_steps`, or None without the ramp filter."""
+        if self._row_gains is None:
+            return None
+        k = np.arange(self.frame_shape[1] + 1, dtype=np.float64)
+        return self._row_gains.double().square().cpu().numpy() / ((k + 0.5) / (self.frame_shape[1] / 2.0))
+
+    def _refresh_row_gains(self) -> None:
+        """With ``config.ramp_window == "data"``, recompute the ramp filter's window from the training
+        frames (in time order) when frames were added since it was last computed."""
+        if (self._row_gains is None or self.config.ramp_window != "data"
+                or self._window_frames == self.n_train_frames):
+            return
+        slots = sorted(self.sampler.train_slots, key=lambda slot: self.times_s[slot])
+        window = data_window(self._frames[torch.tensor(slots, device=self.device)])
+        self._row_gains = ramp_gains(self.frame_shape[1], self.device, window)
+        self._window_frames = self.n_train_frames
+
     def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         kind = self.config.loss
         compared = ((pred, target) if self._row_gains is None
@@ -296,6 +319,7 @@ class Trainer:
             raise UserError("no training frames yet: add at least one frame that is not held out")
         cfg = self.config
         ny, nx = self.frame_shape
+        self._refresh_row_gains()
         self.model.train()
         losses = torch.zeros(int(n), dtype=torch.float32, device=self.device)
         with self._math_mode():

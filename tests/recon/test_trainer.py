@@ -227,6 +227,7 @@ def test_presets_are_the_documented_configurations() -> None:
     assert fast.loss == "geman_mcclure" and paper.loss == "geman_mcclure"
     assert fast.adam_beta2 == 0.99 and paper.adam_beta2 == 0.999
     assert fast.residual_filter == "ramp" and paper.residual_filter == "none"  # the paper's plain rows
+    assert fast.ramp_window == "data"
     assert fast.base_size == 8 and paper.base_size == 4
     assert paper.ema_decay == 0.0  # the paper's queries use the trained weights
     with pytest.raises(ValueError, match="allowed: paper, fast"):
@@ -302,3 +303,38 @@ def test_weight_average_is_the_exponential_moving_average_and_what_queries_use(t
     for t in (trainer, restored):
         t.train_steps(7)
     np.testing.assert_array_equal(restored.volume(12.0), trainer.volume(12.0))
+
+
+def test_data_window_follows_the_training_frames_and_survives_a_checkpoint(tmp_path) -> None:
+    """``ramp_window="data"``: the ramp filter's window is ``data_window`` of the training frames in time
+    order (held-out frames left out), recomputed when frames arrive; a checkpoint continues bit for bit."""
+    from recon.row_filter import MIN_FRAMES_FOR_NOISE, data_window, hann_window
+
+    config = SMALL.model_copy(update={"residual_filter": "ramp", "ramp_window": "data"})
+    count = MIN_FRAMES_FOR_NOISE + 4
+    frames, angles, times = _frames(count + 2)
+    order = np.r_[1, 0, 2:count]  # frame 1 arrives before frame 0
+
+    def trainer_with(slots: np.ndarray) -> Trainer:
+        trainer = Trainer(config, frames.shape[1:], time_scale_s=1000.0, seed=0)
+        for i in slots:
+            trainer.add_frame(int(i), frames[i], angles[i], times[i])
+        trainer.add_frame(count, frames[count], angles[count], times[count], held_out=True)
+        return trainer
+
+    early = trainer_with(order[:MIN_FRAMES_FOR_NOISE - 1])
+    early.train_steps(1)
+    np.testing.assert_allclose(early.row_window, hann_window(16).numpy(), atol=1e-5)
+    a = trainer_with(order)
+    a.train_steps(3)
+    in_time_order = torch.from_numpy(frames[:count] / np.float32(a.data_scale))
+    np.testing.assert_allclose(a.row_window, data_window(in_time_order).numpy(), atol=1e-5)
+    assert np.abs(a.row_window - hann_window(16).numpy()).max() > 0.05  # noise-free frames: it opens
+    a.save(tmp_path / "ck.pt")
+    b = Trainer.load(tmp_path / "ck.pt", device="cpu")
+    for t in (a, b):
+        t.add_frame(count + 1, frames[count + 1], angles[count + 1], times[count + 1])
+        t.train_steps(5)
+    np.testing.assert_array_equal(a.row_window, b.row_window)
+    assert _same_weights(a, b)
+    assert a.loss_history == b.loss_history
