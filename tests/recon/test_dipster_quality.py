@@ -57,10 +57,10 @@ def test_dipster_beats_windowed_sirt_on_nanorod(tmp_path: Path) -> None:
     30 iterations, clamped to >= 0: the strong baseline) at >= 90 % of the time steps, mean SSIM >= 0.93.
 
     The budget is in steps (deterministic) rather than minutes: 2000 steps are under 1 CPU-minute on
-    an idle 2-core machine (``fast`` preset, one thread). Measured (seed 0): with the Hann-windowed ramp
-    filter and the 8x8 latent map (2026-12-04) DIP-STER mean SSIM 0.972, SIRT 0.797, above it at 100 %
-    of the steps, smallest margin 0.141; before them (y_bands=6, the weight average, Geman-McClure,
-    Adam beta2 0.99, 4 rows per frame) 0.951 and 0.131.
+    an idle 2-core machine (``fast`` preset, one thread). Measured (seed 0): with the ramp filter, its
+    window from the data and the 8x8 latent map (2026-12-04) DIP-STER mean SSIM 0.974, SIRT 0.797, above
+    it at 100 % of the steps, smallest margin 0.143 (with the Hann window: 0.973, 0.143); before them
+    (y_bands=6, the weight average, Geman-McClure, Adam beta2 0.99, 4 rows per frame) 0.951 and 0.131.
     """
     ssim_dip, ssim_sirt, _, _ = _ssim_dipster_and_sirt(tmp_path, "nanorod", NANOROD_STEPS)
     assert np.mean(ssim_dip > ssim_sirt) >= 0.9
@@ -71,10 +71,12 @@ def test_dipster_beats_windowed_sirt_on_nanorod(tmp_path: Path) -> None:
 @pytest.mark.timeout(600)
 def test_dipster_beats_windowed_sirt_on_nanoshell(tmp_path: Path) -> None:
     """32^3 x 60 nanoshell (a 2-voxel wall losing material), ``recon train`` for 3000 steps: SSIM
-    above non-negative SIRT's at >= 90 % of the time steps, mean SSIM >= 0.85.
+    above non-negative SIRT's at >= 90 % of the time steps, mean SSIM >= 0.90.
 
-    Measured (seed 0): with the Hann-windowed ramp filter and the 8x8 latent map (2026-12-04) DIP-STER
-    mean SSIM 0.899, SIRT 0.731, above it at 100 % of the steps (median margin 0.168); before them
+    Measured (seed 0): with the ramp filter, its window from the data and the 8x8 latent map
+    (2026-12-04) DIP-STER mean SSIM 0.933, SIRT 0.731, above it at 100 % of the steps (median margin
+    0.204); with the Hann window instead 0.898 (median margin 0.167), so the threshold holds the window's
+    gain; before them
     (y_bands=6, the weight average, Geman-McClure, Adam beta2 0.99, 4 rows per frame) 0.813 (median
     margin 0.083). With 2 rows per frame it took 5000 steps for 0.814 and 100 % (95 % with beta2
     0.999). Before the Fourier bands of y this specimen was below SIRT at most time steps at 3000 steps
@@ -82,7 +84,7 @@ def test_dipster_beats_windowed_sirt_on_nanoshell(tmp_path: Path) -> None:
     """
     ssim_dip, ssim_sirt, _, _ = _ssim_dipster_and_sirt(tmp_path, "nanoshell", NANOSHELL_STEPS)
     assert np.mean(ssim_dip > ssim_sirt) >= 0.9
-    assert ssim_dip.mean() >= 0.85
+    assert ssim_dip.mean() >= 0.90
 
 
 @pytest.mark.slow
