@@ -234,8 +234,8 @@ def fast_preset() -> DipsterConfig:
       from the frame totals. The Hann window throws away what the nanoshell's frames resolve up to the
       Nyquist frequency (signal to noise 1.1 there); on the nanorods, the nanocube and the demo's
       low-dose stream the Wiener gain is below the Hann window and nothing changes. 64^3 x 100 nanoshell,
-      10 minutes (docs/benchmarks.md "The ramp filter's window from the data"): SSIM 0.871 -> 0.900, S/V
-      error -17.1 -> -10.5 % (the bare ramp: 0.911, -8.3 %, but it fits a low-dose stream's noise; the
+      10 minutes (docs/benchmarks.md "The ramp filter's window from the data"): SSIM 0.871 -> 0.901, S/V
+      error -17.1 -> -10.9 % (the bare ramp: 0.911, -8.3 %, but it fits a low-dose stream's noise; the
       window with the true noise spectrum: 0.907, -9.3 %). The demo-like stream: 0.968 / 0.967 with the
       Hann window, 0.972 / 0.966 with this one.
     - An 8x8 latent map (``base_size=8``; the paper's is 4x4): the CNN is translation-equivariant, so
