@@ -83,9 +83,9 @@ class DipsterConfig(pydantic.BaseModel):
         "2 r^2 / (r^2 + 4) (robust), the mean absolute or the mean squared residual")
     residual_filter: Literal["none", "ramp"] = pydantic.Field(
         default="none", description="filter along the detector applied to predicted and measured rows "
-        "before the data term: none (the paper), or ramp (a Hann-windowed ramp: frequency k of a row "
-        "weighted by sqrt((|k| + 1/2) hann(k)), so the loss's gradient is a filtered backprojection and "
-        "fine detail is fitted about as fast as coarse; recon.row_filter)")
+        "before the data term: none (the paper), or ramp (a windowed ramp: frequency k of a row "
+        "weighted by sqrt((|k| + 1/2) w(k)), w the ramp_window, so the loss's gradient is a filtered "
+        "backprojection and fine detail is fitted about as fast as coarse; recon.row_filter)")
     ramp_window: Literal["hann", "data"] = pydantic.Field(
         default="hann", description="window of the ramp filter: hann (zero at the Nyquist frequency), or "
         "data (the larger of the Hann window and a Wiener gain 1 - 2 N / P(k) from the training frames' "

@@ -62,7 +62,8 @@ def ramp_gains(n_det: int, device: torch.device | str = "cpu",
     if window is None:
         window = hann
     elif window.shape != hann.shape:
-        raise ValueError(f"a window for {n_det} detector pixels has {n_det + 1} values; got {tuple(window.shape)}")
+        raise ValueError(f"a window for {n_det} detector pixels has {n_det + 1} values; "
+                         f"got {tuple(window.shape)}")
     k = torch.arange(n_det + 1, dtype=torch.float32, device=device)
     return torch.sqrt((k + 0.5) / (n_det / 2.0) * window.to(device=device, dtype=torch.float32))
 

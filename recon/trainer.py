@@ -14,10 +14,10 @@ Conventions
 - Loss (paper Eq. 6): Geman-McClure ``2 r^2 / (r^2 + 4)`` of normalised rows (kornia), mean over
   pixels (or the L1 / L2 residual, ``config.loss``), of the rows as they are or ramp-filtered along
   the detector (``config.residual_filter``, :mod:`recon.row_filter`; with ``config.ramp_window ==
-  "data"`` the filter's window is recomputed from the training frames whenever frames were added), plus ``tv_weight`` times the
-  1-D total variation of the predicted rows, plus the network's ``prior_loss()`` (zero for DIP-STER;
-  plane smoothness for the K-planes field that :func:`build_network` builds when
-  ``config.network == "kplanes"``).
+  "data"`` the filter's window is recomputed from the training frames whenever frames were added),
+  plus ``tv_weight`` times the 1-D total variation of the predicted rows, plus the network's
+  ``prior_loss()`` (zero for DIP-STER; plane smoothness for the K-planes field that
+  :func:`build_network` builds when ``config.network == "kplanes"``).
 - Volumes are queried at ``theta = 0`` (as the reference code does), with the exponential moving
   average of the weights when ``config.ema_decay > 0`` (updated after every step, saved in checkpoints).
 - ``precision`` (fp32, tf32, bf16) and ``compile_model`` are how this process computes
@@ -53,7 +53,7 @@ from recon.model import DipsterNet
 from recon.precision import Precision, autocast_for, checked_precision, compiled, math_mode_for
 from recon.presets import DipsterConfig
 from recon.projector import project
-from recon.row_filter import data_window, ramp_filtered, ramp_gains
+from recon.row_filter import data_window, hann_window, ramp_filtered, ramp_gains
 from recon.run_dir import CHECKPOINT_FILE, RunDir
 from recon.sampler import FrameSampler
 
@@ -140,10 +140,12 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.lr_step_steps,
                                                          gamma=config.lr_gamma)
         self.sampler = FrameSampler(self.seed, config.fresh_per_step)
-        # the data term's filter along the detector (recon.row_filter), or None; with the data window,
-        # recomputed by train_steps from the training frames whenever frames were added
-        self._row_gains = (ramp_gains(self.frame_shape[1], self.device) if config.residual_filter == "ramp"
-                           else None)
+        # the data term's filter along the detector (recon.row_filter): its window and gains, or None;
+        # with the data window, recomputed by train_steps from the training frames when frames were added
+        self._row_window = (hann_window(self.frame_shape[1], self.device) if config.residual_filter == "ramp"
+                            else None)
+        self._row_gains = (None if self._row_window is None
+                           else ramp_gains(self.frame_shape[1], self.device, self._row_window))
         self._window_frames = 0  # training frames the data window was last computed from
         self.data_scale: float | None = None
         self.indices: list[int] = []
@@ -243,20 +245,17 @@ class Trainer:
     def row_window(self) -> np.ndarray | None:
         """The window ``(nx + 1,)`` of the data term's ramp filter (:mod:`recon.row_filter`) as of the last
         :meth:`train_steps`, or None without the ramp filter."""
-        if self._row_gains is None:
-            return None
-        k = np.arange(self.frame_shape[1] + 1, dtype=np.float64)
-        return self._row_gains.double().square().cpu().numpy() / ((k + 0.5) / (self.frame_shape[1] / 2.0))
+        return None if self._row_window is None else self._row_window.cpu().numpy()
 
     def _refresh_row_gains(self) -> None:
         """With ``config.ramp_window == "data"``, recompute the ramp filter's window from the training
         frames (in time order) when frames were added since it was last computed."""
-        if (self._row_gains is None or self.config.ramp_window != "data"
+        if (self._row_window is None or self.config.ramp_window != "data"
                 or self._window_frames == self.n_train_frames):
             return
         slots = sorted(self.sampler.train_slots, key=lambda slot: self.times_s[slot])
-        window = data_window(self._frames[torch.tensor(slots, device=self.device)])
-        self._row_gains = ramp_gains(self.frame_shape[1], self.device, window)
+        self._row_window = data_window(self._frames[torch.tensor(slots, device=self.device)])
+        self._row_gains = ramp_gains(self.frame_shape[1], self.device, self._row_window)
         self._window_frames = self.n_train_frames
 
     def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

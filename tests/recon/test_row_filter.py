@@ -1,4 +1,5 @@
-"""The ramp filter of the data term (recon.row_filter): its gains, its arithmetic and its effect on the gradient."""
+"""The ramp filter of the data term (recon.row_filter): its gains and window, its arithmetic, its effect on the
+gradient, and the noise estimate its window from the data rests on."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from acquire.scheme import grs_angle_deg
 from recon.projector import project
-from recon.row_filter import (MIN_FRAMES_FOR_NOISE, data_window, frame_noise_variance, hann_window, ramp_filtered,
-                               ramp_gains)
+from recon.row_filter import (MIN_FRAMES_FOR_NOISE, data_window, frame_noise_variance, hann_window,
+                               ramp_filtered, ramp_gains)
+from simulator.detector import DetectorConfig, DetectorModel
+from simulator.tiltseries import project_at
 
 
 def test_gains_are_a_hann_windowed_ramp_with_the_mean_kept() -> None:
@@ -61,13 +65,10 @@ def test_the_filtered_data_term_lifts_fine_detail_in_the_gradient() -> None:
     assert walls_to_coarsest(ramp) > 4.0 * walls_to_coarsest(plain)
 
 
-def _grs_frames(volumes: list[torch.Tensor], dose_e_per_A2: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _grs_frames(volumes: list[torch.Tensor], dose_e_per_A2: float,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Poisson frames of ``volumes`` (one per frame) at golden-ratio angles, and their noise-free
     projections: (frames, clean), each (F, ny, nx), frame units (projected mass)."""
-    from acquire.scheme import grs_angle_deg
-    from simulator.detector import DetectorConfig, DetectorModel
-    from simulator.tiltseries import project_at
-
     model = DetectorModel(DetectorConfig(noise="poisson"), seed=seed)
     clean = np.stack([project_at(v, grs_angle_deg(i, -70.0, 70.0)) for i, v in enumerate(volumes)])
     frames = np.stack([model.render(c, 0.0, dose_e_per_A2) for c in clean])

@@ -10,6 +10,7 @@ from acquire.errors import UserError
 from recon.model import DipsterNet, stage_sizes
 from recon.presets import DipsterConfig, preset
 from recon.projector import project, project_volume
+from recon.row_filter import MIN_FRAMES_FOR_NOISE, data_window, hann_window
 from recon.sampler import FrameSampler
 from recon.trainer import Trainer
 
@@ -308,8 +309,6 @@ def test_weight_average_is_the_exponential_moving_average_and_what_queries_use(t
 def test_data_window_follows_the_training_frames_and_survives_a_checkpoint(tmp_path) -> None:
     """``ramp_window="data"``: the ramp filter's window is ``data_window`` of the training frames in time
     order (held-out frames left out), recomputed when frames arrive; a checkpoint continues bit for bit."""
-    from recon.row_filter import MIN_FRAMES_FOR_NOISE, data_window, hann_window
-
     config = SMALL.model_copy(update={"residual_filter": "ramp", "ramp_window": "data"})
     count = MIN_FRAMES_FOR_NOISE + 4
     frames, angles, times = _frames(count + 2)
