@@ -15,7 +15,9 @@ mass) in the loss. The window takes the gain down where shot noise dominates:
   24 e/A^2 per frame, frames added one at a time) was fitted to its noise: SSIM 0.82 against 0.97 for
   plain rows and 0.97 with the window.
 - :func:`data_window`, the larger of the Hann window and a Wiener gain ``1 - 2 N / P(k)`` measured on
-  the frames (``P`` the rows' power spectrum, ``N`` the white noise's, from :func:`frame_noise_variance`).
+  the frames (``P`` the rows' power spectrum, ``N`` the white noise's, from the frame totals:
+  :func:`frame_noise_variance`). A trainer keeps each frame's statistics (:func:`row_power`, its total)
+  as the frame arrives and recomputes the window with :func:`window_from_statistics`.
   Where the data hold signal up to the Nyquist frequency (the 64^3 nanoshell's rough wall: signal to
   noise 1.1 there) the Hann window throws away detail the frames resolve; where they do not (the
   nanorods, the demo) the Wiener gain is below the Hann window and the filter stays the Hann-windowed
@@ -58,10 +60,9 @@ def ramp_gains(n_det: int, device: torch.device | str = "cpu",
     the Nyquist frequency of the unpadded row) is ``sqrt((k + 1/2) / (n_det / 2) * w(k))``, ``w`` the
     ``window`` ``(n_det + 1,)`` with values in [0, 1] (default :func:`hann_window`).
     """
-    hann = hann_window(n_det, device)
     if window is None:
-        window = hann
-    elif window.shape != hann.shape:
+        window = hann_window(n_det, device)
+    elif tuple(window.shape) != (n_det + 1,):
         raise ValueError(f"a window for {n_det} detector pixels has {n_det + 1} values; "
                          f"got {tuple(window.shape)}")
     k = torch.arange(n_det + 1, dtype=torch.float32, device=device)
@@ -77,7 +78,7 @@ def ramp_filtered(rows: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
 
 def frame_noise_variance(frames: torch.Tensor) -> float:
     """Mean noise variance of one pixel, frame units squared, from the totals of ``frames`` ``(F, ny, nx)``
-    in time order (``F >= 3``).
+    in time order (``F >= 3``): :func:`noise_variance_from_totals` of their sums.
 
     A parallel-beam projection holds the specimen's whole mass at every tilt (the projector conserves
     it to 1e-7), and the mass changes smoothly from frame to frame, so the second difference of the
@@ -88,22 +89,42 @@ def frame_noise_variance(frames: torch.Tensor) -> float:
     """
     if frames.ndim != 3 or frames.shape[0] < 3:
         raise ValueError(f"the noise estimate needs frames (F >= 3, ny, nx); got {tuple(frames.shape)}")
-    totals = frames.double().sum(dim=(1, 2))
+    return noise_variance_from_totals(frames.sum(dim=(1, 2), dtype=torch.float64),
+                                      frames.shape[1] * frames.shape[2])
+
+
+def noise_variance_from_totals(totals: torch.Tensor, pixels: int) -> float:
+    """:func:`frame_noise_variance` from the frame totals ``(F,)`` in time order (``F >= 3``) of frames of
+    ``pixels`` pixels each: the mean square of their second difference over ``6 pixels``."""
+    totals = totals.double()
     second = totals[2:] - 2.0 * totals[1:-1] + totals[:-2]
-    return float(second.square().mean() / (6.0 * frames.shape[1] * frames.shape[2]))
+    return float(second.square().mean() / (6.0 * pixels))
+
+
+def row_power(frames: torch.Tensor) -> torch.Tensor:
+    """Per frame of ``frames`` ``(F, ny, nx)``, the mean power spectrum of its rows zero-padded to ``2 nx``:
+    ``(F, nx + 1)``, float64."""
+    n_det = frames.shape[-1]
+    return torch.fft.rfft(frames.double(), n=2 * n_det).abs().square().mean(dim=-2)
 
 
 def data_window(frames: torch.Tensor) -> torch.Tensor:
-    """The window ``(nx + 1,)`` of :func:`ramp_gains` for ``frames`` ``(F, ny, nx)`` in time order: the
-    larger of :func:`hann_window` and the Wiener gain ``1 - NOISE_MARGIN * N / P(k)`` (clipped to
-    [0, 1]), ``P(k)`` the mean power spectrum of the frames' rows (zero-padded to ``2 nx``) and ``N =
-    nx * frame_noise_variance(frames)`` that of white noise; the Hann window alone while there are fewer
-    than :data:`MIN_FRAMES_FOR_NOISE` frames."""
-    n_det = frames.shape[-1]
-    hann = hann_window(n_det, frames.device)
-    if frames.shape[0] < MIN_FRAMES_FOR_NOISE:
+    """The window ``(nx + 1,)`` of :func:`ramp_gains` for ``frames`` ``(F, ny, nx)`` in time order:
+    :func:`window_from_statistics` of their :func:`row_power` and their totals."""
+    return window_from_statistics(row_power(frames).mean(dim=0), frames.sum(dim=(1, 2), dtype=torch.float64),
+                                  frames.shape[1] * frames.shape[2])
+
+
+def window_from_statistics(power: torch.Tensor, totals: torch.Tensor, pixels: int) -> torch.Tensor:
+    """The larger of :func:`hann_window` and the Wiener gain ``1 - NOISE_MARGIN * N / P(k)`` (clipped to
+    [0, 1]), for frames of ``pixels`` pixels whose rows have the mean power spectrum ``power`` ``(n_det +
+    1,)`` (:func:`row_power`) and whose totals in time order are ``totals`` ``(F,)``: ``N = n_det *``
+    :func:`noise_variance_from_totals` is the power of white noise of the estimated pixel variance. The
+    Hann window alone for fewer than :data:`MIN_FRAMES_FOR_NOISE` frames. Float32, on ``power``'s device."""
+    n_det = power.shape[-1] - 1
+    hann = hann_window(n_det, power.device)
+    if totals.shape[0] < MIN_FRAMES_FOR_NOISE:
         return hann
-    power = torch.fft.rfft(frames.double(), n=2 * n_det).abs().square().mean(dim=(0, 1))
-    noise = n_det * frame_noise_variance(frames)
+    noise = n_det * noise_variance_from_totals(totals, pixels)
     wiener = (1.0 - NOISE_MARGIN * noise / power.clamp_min(1e-300)).clamp(0.0, 1.0)
     return torch.maximum(hann, wiener.float())

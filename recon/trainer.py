@@ -53,7 +53,7 @@ from recon.model import DipsterNet
 from recon.precision import Precision, autocast_for, checked_precision, compiled, math_mode_for
 from recon.presets import DipsterConfig
 from recon.projector import project
-from recon.row_filter import data_window, hann_window, ramp_filtered, ramp_gains
+from recon.row_filter import hann_window, ramp_filtered, ramp_gains, row_power, window_from_statistics
 from recon.run_dir import CHECKPOINT_FILE, RunDir
 from recon.sampler import FrameSampler
 
@@ -147,6 +147,10 @@ class Trainer:
         self._row_gains = (None if self._row_window is None
                            else ramp_gains(self.frame_shape[1], self.device, self._row_window))
         self._window_frames = 0  # training frames the data window was last computed from
+        # per added frame, what the data window needs (float64; derived from the frames in add_frame and
+        # load, not saved): the mean power spectrum of its rows and its total
+        self._frame_power = torch.zeros((0, self.frame_shape[1] + 1), dtype=torch.float64, device=self.device)
+        self._frame_totals = torch.zeros(0, dtype=torch.float64, device=self.device)
         self.data_scale: float | None = None
         self.indices: list[int] = []
         self.angles_deg: list[float] = []
@@ -226,6 +230,7 @@ class Trainer:
                               for k, v in (metadata or {}).items()})
         tensor = torch.from_numpy(frame / np.float32(self.data_scale)).to(self.device)
         self._frames = torch.cat([self._frames, tensor[None]])
+        self._add_window_statistics(tensor[None])
         self._angles_rad = torch.cat([self._angles_rad, torch.tensor(
             [math.radians(angle_deg)], dtype=torch.float32, device=self.device)])
         self._times = torch.cat([self._times, torch.tensor(
@@ -247,14 +252,25 @@ class Trainer:
         :meth:`train_steps`, or None without the ramp filter."""
         return None if self._row_window is None else self._row_window.cpu().numpy()
 
+    def _add_window_statistics(self, frames: torch.Tensor) -> None:
+        """Append the data window's statistics of ``frames`` ``(F, ny, nx)`` (normalised), when it has one:
+        each frame's spectrum is computed once, not again whenever another frame arrives."""
+        if self._row_window is None or self.config.ramp_window != "data":
+            return
+        self._frame_power = torch.cat([self._frame_power, row_power(frames)])
+        self._frame_totals = torch.cat([self._frame_totals, frames.sum(dim=(1, 2), dtype=torch.float64)])
+
     def _refresh_row_gains(self) -> None:
         """With ``config.ramp_window == "data"``, recompute the ramp filter's window from the training
         frames (in time order) when frames were added since it was last computed."""
         if (self._row_window is None or self.config.ramp_window != "data"
                 or self._window_frames == self.n_train_frames):
             return
-        slots = sorted(self.sampler.train_slots, key=lambda slot: self.times_s[slot])
-        self._row_window = data_window(self._frames[torch.tensor(slots, device=self.device)])
+        slots = torch.tensor(sorted(self.sampler.train_slots, key=lambda slot: self.times_s[slot]),
+                             device=self.device)
+        pixels = self.frame_shape[0] * self.frame_shape[1]
+        power = self._frame_power[slots].mean(dim=0)
+        self._row_window = window_from_statistics(power, self._frame_totals[slots], pixels)
         self._row_gains = ramp_gains(self.frame_shape[1], self.device, self._row_window)
         self._window_frames = self.n_train_frames
 
@@ -503,6 +519,7 @@ class Trainer:
         trainer.metadata = [dict(m) for m in state.get("metadata", [{} for _ in trainer.indices])]
         trainer._slot_of = {index: slot for slot, index in enumerate(trainer.indices)}
         trainer._frames = state["frames"].to(trainer.device)
+        trainer._add_window_statistics(trainer._frames)
         trainer._angles_rad = torch.tensor([math.radians(a) for a in trainer.angles_deg],
                                            dtype=torch.float32, device=trainer.device)
         trainer._times = torch.tensor([trainer.time_coordinate(t) for t in trainer.times_s],
