@@ -12,6 +12,7 @@ import torch
 
 from acquire.errors import UserError
 from recon.trainer import Trainer
+from recon.row_filter import MIN_FRAMES_FOR_NOISE, hann_window
 from tests.recon.test_trainer import SMALL, _frames
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
@@ -93,3 +94,22 @@ def test_a_cuda_checkpoint_continues_on_the_cpu(tmp_path) -> None:
     assert np.abs(on_cpu - on_cuda).max() < 1e-4 * np.abs(on_cuda).max()
     restored.train_steps(5)
     assert restored.steps_done == 35
+
+
+@CUDA
+def test_the_data_window_on_cuda_is_the_cpus() -> None:
+    """``ramp_window="data"`` (the fast preset's): the window the trainer derives from its frames on CUDA
+    is the CPU's to 1e-6, and the losses that follow are the CPU's to 1e-4 (fp32)."""
+    config = SMALL.model_copy(update={"residual_filter": "ramp", "ramp_window": "data"})
+    count = MIN_FRAMES_FOR_NOISE + 4
+    frames, angles, times = _frames(count)
+    trainers = {}
+    for device in ("cpu", "cuda"):
+        trainer = Trainer(config, frames.shape[1:], time_scale_s=1000.0, seed=0, device=device)
+        for i in range(count):
+            trainer.add_frame(i, frames[i], angles[i], times[i])
+        trainer.train_steps(10)
+        trainers[device] = trainer
+    np.testing.assert_allclose(trainers["cuda"].row_window, trainers["cpu"].row_window, atol=1e-6)
+    assert np.abs(trainers["cpu"].row_window - hann_window(16).numpy()).max() > 0.05  # it opened
+    np.testing.assert_allclose(trainers["cuda"].loss_history, trainers["cpu"].loss_history, rtol=1e-4)
