@@ -9,6 +9,8 @@
 # at 128^3 first, for a 15-minute lease), paper (1, 4 eager, then 3 with paper first and evaluations every
 # 3000 steps: one command of ~9 minutes, for a lease whose speed table is already known).
 # DEVICE=cpu (default cuda) runs the same commands on the CPU: a dry run of the script at small sizes.
+# SET_PAPER=FIELD=VALUE changes one setting of the paper preset in step 3 (e.g. upsample=nearest, the
+# variant that first beat SIRT at 32^3 on the CPU: the run the next lease should make).
 # Without a speed table from this run, steps 3-5 use each preset's fastest setting on the H200 of
 # 2026-11-28 (docs/benchmarks.md "DIP-STER on a GPU"): fast fp32 compiled, paper tf32 compiled.
 # Results go to $OUT (default /tmp/gpu_check). Packages the machine lacks are installed from .whl/ when
@@ -76,6 +78,7 @@ quality128() {  # $1: presets in order (default "fast paper"); $2: steps between
     minutes=$([ "$preset" = fast ] && echo "$m128" || echo "$m128_paper")
     every=${2:-$([ "$preset" = fast ] && echo 2000 || echo 1000)}
     opts=$(best "$preset")
+    [ "$preset" = paper ] && [ -n "${SET_PAPER:-}" ] && opts="$opts --set $SET_PAPER"
     log "3 quality ${size128}^3 x 100 nanorod, $preset $opts, $minutes min"
     timeout "$(limit "$minutes" 150)" python3 bench/recon_quality.py --device "$device" $opts --phantoms nanorod \
       --size "$size128" --count 100 --minutes "$minutes" --eval-every "$every" --presets "$preset" --eval-times 10 \
