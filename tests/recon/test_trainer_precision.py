@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from acquire.errors import UserError
-from recon.trainer import Trainer
 from recon.row_filter import MIN_FRAMES_FOR_NOISE, hann_window
+from recon.trainer import Trainer
 from tests.recon.test_trainer import SMALL, _frames
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
