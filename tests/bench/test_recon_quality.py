@@ -1,0 +1,32 @@
+"""The quality bench's per-evaluation property (``bench/recon_quality.py``): the cheap rows it reads at every
+evaluation give the same headline error as the full metrics table, and the late median reads only the
+last quarter of a run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from bench.recon_quality import late_median, property_rows, property_summary
+from recon import metrics
+from simulator.phantoms import make_phantom
+
+
+@pytest.mark.parametrize("phantom", ["nanorod", "nanocube", "nanoshell", "nanostar"])
+def test_the_cheap_property_rows_give_the_metrics_tables_headline(phantom: str) -> None:
+    truth = make_phantom(phantom, 24, 8, seed=0)
+    rng = np.random.default_rng(0)
+    blurred = np.stack([ndimage.gaussian_filter(v, 0.7) for v in truth])
+    volumes = (blurred + rng.normal(0.0, 0.02, truth.shape)).astype(np.float32)
+    full = property_summary(phantom, metrics.metrics_table(volumes, truth))
+    cheap = property_summary(phantom, property_rows(phantom, volumes, truth))
+    assert cheap == full
+    assert np.isfinite(full[1]) and abs(full[1]) > 0.1  # a blurred, noisy series has a property error
+
+
+def test_the_late_median_reads_the_last_quarter_of_the_training_time() -> None:
+    curve = [{"train_s": t, "property": e} for t, e in [(100, 50.0), (300, 40.0), (500, 9.0), (700, 3.0),
+                                                        (760, 12.0), (800, 6.0)]]
+    assert late_median(curve) == (6.0, 3)  # 600 s and later: 3.0, 12.0, 6.0
+    assert late_median([{"train_s": 10.0}]) is None  # evaluations without the property (--eval-times)
