@@ -12,7 +12,7 @@ Three measurements, each in fresh processes (real gloo ranks on 127.0.0.1, one t
 3. Single-process speed before/after: ``Trainer.train_steps`` steps/s of ``recon/trainer.py`` as of
    ``--old-commit`` (loaded from git, same model and projector) against the current one, interleaved.
 
-Writes the ``## Distributed training`` section of ``docs/benchmarks.md`` between its markers.
+Writes the ``## Distributed training`` section of ``docs/benchmarks/distributed.md`` between its markers.
 
 Example::
 
@@ -240,7 +240,7 @@ def main() -> int:
     parser.add_argument("--speed-repeats", type=int, default=3)
     parser.add_argument("--old-commit", default="ceb485a", help="trainer before the issue 10/11 changes")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "work")
-    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks" / "distributed.md")
     parser.add_argument("--no-doc", action="store_true", help="print the section instead of writing it")
     args = parser.parse_args()
     command = "python bench/distributed.py " + " ".join(sys.argv[1:])

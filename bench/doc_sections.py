@@ -1,4 +1,4 @@
-"""One rule for the benchmark scripts that keep a section of docs/benchmarks.md up to date."""
+"""One rule for the benchmark scripts that keep a section of a docs/benchmarks/*.md file up to date."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ volumes against the ground truth are recorded. Reported per phantom: the Spearma
 between held-out RMSE and ground-truth SSIM over the evaluations, and, for patience-based stopping
 (``recon.run_dir.PlateauStopper``: no 0.5 % held-out improvement for P evaluations) keeping the
 checkpoint of the best held-out error, the step it stops at and the ground-truth SSIM of the kept
-checkpoint against the best SSIM seen. Writes ``docs/holdout_tracking.png`` and prints a Markdown table.
+checkpoint against the best SSIM seen. Writes ``docs/benchmarks/holdout_tracking.png`` and prints a Markdown table.
 
 Example::
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of phantoms, noise and training")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tiltstream_bench"), help="session cache dir")
-    parser.add_argument("--png", type=Path, default=ROOT / "docs" / "holdout_tracking.png", help="plot path")
+    parser.add_argument("--png", type=Path, default=ROOT / "docs" / "benchmarks" / "holdout_tracking.png", help="plot path")
     parser.add_argument("--json", type=Path, default=None, help="also write the curves here")
     args = parser.parse_args(argv)
 

@@ -10,7 +10,7 @@ Quality: SSIM/RMSE (recon.metrics, Otsu masks) against the ground truth at the l
 averaged over all frame times, for the live result and for an offline reconstruction of the same
 session with the same preset, seed and total number of steps (all frames added first, then trained).
 
-Writes the numbers to ``docs/benchmarks.md`` under ``## Live latency`` (only that section is replaced)
+Writes the numbers to ``docs/benchmarks/live.md`` under ``## Live latency`` (only that section is replaced)
 and prints them. Usage::
 
     python bench/live_latency.py [--size 32] [--frames 40] [--interval-s 2] [--final-steps 500]
@@ -141,7 +141,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
 
 
 def write_section(result: dict, path: Path) -> None:
-    """Replace (or append) the ``## Live latency`` section of docs/benchmarks.md (between its markers)."""
+    """Replace (or append) the ``## Live latency`` section of docs/benchmarks/live.md (between its markers)."""
     lv, off = result["live"], result["offline"]
     body = "\n".join([
         SECTION, "",
@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the live process")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "live.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         result = measure(args, Path(work))

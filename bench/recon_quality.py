@@ -13,8 +13,8 @@ error (nanoshell) and alloying error (nanorod); plus time to reach a mean SSIM o
 every time step is evaluated (no ``--eval-times``), each evaluation also measures the specimen's physical
 property, and the table gives the median of the evaluations in the last quarter of the training time
 beside the final state's (a single evaluation of the nanorod's alloying error moves by 3-5 points).
-Writes PNG plots (like the paper's Fig. 3 c-e, h-j) and a section of ``docs/benchmarks.md`` between
-markers, leaving other sections alone.
+Writes PNG plots (like the paper's Fig. 3 c-e, h-j) and a section of ``quality.md`` between markers,
+leaving other sections alone, both into ``--docs`` (default ``docs/benchmarks/``).
 
 Example (the default is 64^3 x 100 frames, 5 minutes per DIP-STER preset)::
 
@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="seed of phantoms, noise and training")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tiltstream_bench"), help="session cache dir")
-    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where the PNGs and benchmarks.md go")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks",
+                        help="where the PNGs and quality.md go")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda: DIP-STER, SIRT and the phantoms")
     parser.add_argument("--precision", default="fp32", help="DIP-STER network precision: fp32, tf32 or bf16")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DIP-STER training forward")
@@ -378,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                for m, w in wins.items())]
             lines += ["", f"(SIRT took {sirt_s:.0f} s)."]
         lines += ["", f"![{phantom}]({png.name})", ""]
-    write_section(args.docs / "benchmarks.md", "\n".join(lines), tag)
+    write_section(args.docs / "quality.md", "\n".join(lines), tag)
     print("\n".join(lines))
     return 0
 
