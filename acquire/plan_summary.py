@@ -51,7 +51,8 @@ class AcquisitionEstimate(pydantic.BaseModel):
 
 #: Per-frame overhead of automatic tracking and tilt-model focus, seconds: the extra wall time per frame over
 #: tracking off, measured by ``OMP_NUM_THREADS=1 python bench/tracking.py --frames 100`` (loopback bridge,
-#: 64^2 frames; see docs/benchmarks.md "Tracking"). A remote bridge adds its round trips (about 5 calls).
+#: 64^2 frames; see docs/benchmarks/tracking.md "Tracking"). A remote bridge adds its round trips (about 5
+#: calls).
 AUTO_TRACKING_S = 0.03
 
 

@@ -113,9 +113,10 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
 
 def base_config(base: str):
     """The preset ``base`` (``fast``, ``paper``, ``kplanes``), or ``fast_y0``: ``fast`` without Fourier
-    bands (the ``fast`` preset before issue 9's ablations, the base of the table in docs/benchmarks.md),
-    or ``fast_1128``: ``fast`` as of 2026-11-28 (no ramp filter, a 4x4 latent map), or ``kplanes_v0``:
-    ``kplanes`` as first measured (4 rows per frame, plane smoothness 1e-3)."""
+    bands (the ``fast`` preset before issue 9's ablations, the base of the table in
+    docs/benchmarks/ablations.md), or ``fast_1128``: ``fast`` as of 2026-11-28 (no ramp filter, a 4x4
+    latent map), or ``kplanes_v0``: ``kplanes`` as first measured (4 rows per frame, plane smoothness
+    1e-3)."""
     from recon.presets import preset
 
     if base in ("fast_1128", "fast_y0"):

@@ -18,7 +18,7 @@ Usage::
     python bench/alloying_diagnosis.py --session /tmp/tiltstream_bench/nanorod_64_100_s0 \\
         --volumes rod64.tif
 
-Results: docs/benchmarks.md, "Where the nanorod's alloying error comes from".
+Results: docs/benchmarks/quality.md, "Where the nanorod's alloying error comes from".
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@
 # SET_PAPER=FIELD=VALUE changes one setting of the paper preset in step 3 (e.g. upsample=nearest, the
 # variant that first beat SIRT at 32^3 on the CPU: the run the next lease should make).
 # Without a speed table from this run, steps 3-5 use each preset's fastest setting on the H200 of
-# 2026-11-28 (docs/benchmarks.md "DIP-STER on a GPU"): fast fp32 compiled, paper tf32 compiled.
+# 2026-11-28 (docs/benchmarks/gpu.md "DIP-STER on a GPU"): fast fp32 compiled, paper tf32 compiled.
 # Results go to $OUT (default /tmp/gpu_check). Packages the machine lacks are installed from .whl/ when
 # present (see /work/.library/device/README.md).
 # Usage: bash bench/gpu_check.sh [all|quick|quality] [MINUTES_128_FAST] [MINUTES_64] [MINUTES_128_PAPER]

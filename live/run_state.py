@@ -50,9 +50,9 @@ def new_reconstructor(settings: LiveSettings, frame_shape: tuple[int, int], time
     config = preset(settings.preset)
     if config.network == "kplanes" and settings.holdout == 0:
         log.warning("preset %s with --holdout 0: the K-planes field can fit the shot noise of a small "
-                    "low-dose session and get worse with time (docs/benchmarks.md, 'A factorised field'); "
-                    "--holdout 0.1 keeps the state of least held-out error in %s/best", settings.preset,
-                    settings.out)
+                    "low-dose session and get worse with time (docs/benchmarks/kplanes.md, "
+                    "'A factorised field'); --holdout 0.1 keeps the state of least held-out error in "
+                    "%s/best", settings.preset, settings.out)
     return Trainer(config, frame_shape, time_scale_s, device=device, seed=settings.seed,
                    **speed_of(settings).trainer_kwargs())
 

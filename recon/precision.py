@@ -16,7 +16,7 @@ The TF32 switches are set for the duration of a step or query and restored after
 different precisions can share a process. ``compile`` wraps the training forward pass in
 ``torch.compile`` (queries stay eager: their batch sizes vary); on CUDA with ``mode="reduce-overhead"``
 (CUDA graphs), because a step there is bound by kernel launches, not arithmetic. Measured in
-``bench/train_speed.py`` (docs/benchmarks.md "DIP-STER on a GPU").
+``bench/train_speed.py`` (docs/benchmarks/gpu.md "DIP-STER on a GPU").
 """
 
 from __future__ import annotations

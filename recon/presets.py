@@ -182,23 +182,23 @@ def fast_preset() -> DipsterConfig:
     - Batch 4 frames x 4 rows: the paper found > 4 frames per step slows convergence; rows of the
       same frame share its angle and time (one projector footprint), so they add spatial information
       per step at less than their share of the cost. With Adam beta2 0.99 (below), 32^3 x 60 at 3000
-      steps (docs/benchmarks.md "Quality ablations"): 4 rows instead of 2 gave nanorod 0.955 -> 0.964,
-      nanoshell 0.787 -> 0.814 (above SIRT at 80 % -> 100 % of the time steps) for 1.24x the wall
+      steps (docs/benchmarks/ablations.md "Quality ablations"): 4 rows instead of 2 gave nanorod 0.955 ->
+      0.964, nanoshell 0.787 -> 0.814 (above SIRT at 80 % -> 100 % of the time steps) for 1.24x the wall
       clock; per second of training it is ahead too (shell 0.789 after 45 s against 0.787 after 54 s).
     - Six Fourier bands of the row coordinate (``y_bands=6``: sin/cos of 2^k pi y', k < 6, appended
       to the MAPNET input): fully connected layers fit low frequencies of their input first (spectral
       bias), and the MAPNET must turn the row coordinate into slices that change within a voxel or two
       along the tilt axis (the nanoshell's 2-voxel wall at 32^3). Measured (``bench/ablations.py``,
-      32^3 x 60, seed 0, 3000 steps, docs/benchmarks.md "Quality ablations"): nanoshell mean SSIM
-      0.60 -> 0.77 (above non-negative SIRT at 32 % -> 75 % of time steps), nanorod 0.936 -> 0.940;
+      32^3 x 60, seed 0, 3000 steps, docs/benchmarks/ablations.md "Quality ablations"): nanoshell mean
+      SSIM 0.60 -> 0.77 (above non-negative SIRT at 32 % -> 75 % of time steps), nanorod 0.936 -> 0.940;
       capacity at full resolution, the angle input, the L1 loss, more rows, Fourier bands of time and
       learning-rate changes each moved the nanoshell by < 0.11 and none fixed the alloying error.
     - Queries use an exponential moving average of the weights (``ema_decay=0.99``, a ~100-step
       horizon): at lr 1e-3 the trained weights oscillate (32^3 nanorod mean SSIM 0.902 -> 0.875 ->
       0.940 at 1000 / 2000 / 3000 steps); averaged, 0.904 -> 0.929 -> 0.940, nanoshell 0.768 -> 0.780,
-      rod alloying error 54.7 -> 50.8 points (docs/benchmarks.md "Quality ablations"). The cost is one
-      in-place lerp of the weights (~1.2 M since the 8x8 latent map) per step; a live reconstruction
-      follows a new frame ~100 steps (a few seconds) later than the raw weights would.
+      rod alloying error 54.7 -> 50.8 points (docs/benchmarks/ablations.md "Quality ablations"). The cost
+      is one in-place lerp of the weights (~1.2 M since the 8x8 latent map) per step; a live
+      reconstruction follows a new frame ~100 steps (a few seconds) later than the raw weights would.
     - Adam's second beta 0.99 instead of PyTorch's 0.999 (``adam_beta2``). Late in a run the
       gradients of the GroupNorm biases are ~1e-6 and Adam's normalised steps on them are driven by
       noise; with a 1000-step memory of the squared gradients, a burst of larger gradients gave steps
@@ -207,15 +207,15 @@ def fast_preset() -> DipsterConfig:
       (one thread, the run's own frame schedule) it collapses the same way; with beta2 0.99 it does not
       (SSIM 0.992). An L1 run of that demo that had collapsed (0.813) replays to 0.992 with 0.99, and
       frame-by-frame training of that session with L1 that collapsed for 2 of 4 seeds (0.90 at the end)
-      ends at 0.993 / 0.990 with it. On the 32^3 x 60 ablation (3000 steps, docs/benchmarks.md "Quality
-      ablations") it also gains: nanorod 0.940 -> 0.955, nanoshell 0.780 -> 0.787.
+      ends at 0.993 / 0.990 with it. On the 32^3 x 60 ablation (3000 steps, docs/benchmarks/ablations.md
+      "Quality ablations") it also gains: nanorod 0.940 -> 0.955, nanoshell 0.780 -> 0.787.
     - Nearest-neighbour upsampling between the CNN's stages (``upsample="nearest"``; the paper does not
       say which it uses, and ``paper`` keeps bilinear). Bilinear interpolation low-passes the map under
       every stage, so fine structure has to be drawn by the convolutions against it; its backward pass
       was also 11 % of a 64^3 CPU step. Measured on the 64^3 x 100 sessions (seed 0, bf16, one thread,
-      6000 steps, two runs side by side; docs/benchmarks.md "Where the nanorod's alloying error comes
-      from"): nanorod SSIM 0.937 -> 0.955, alloying 25.2 -> 23.4 points; nanoshell 0.797 -> 0.816, S/V
-      error -28.4 -> -26.4 %; 1.17x the steps per second.
+      6000 steps, two runs side by side; docs/benchmarks/quality.md "Where the nanorod's alloying error
+      comes from"): nanorod SSIM 0.937 -> 0.955, alloying 25.2 -> 23.4 points; nanoshell 0.797 -> 0.816,
+      S/V error -28.4 -> -26.4 %; 1.17x the steps per second.
     - The data term on ramp-filtered rows (``residual_filter="ramp"``, :mod:`recon.row_filter`): the
       gradient of a plain projection loss is a backprojection of the residual, which weights a spatial
       frequency k by ~1/|k|, so fine detail is fitted last (SIRT has the same slow high frequencies:
@@ -225,19 +225,19 @@ def fast_preset() -> DipsterConfig:
       put on noisy data, takes the gain to zero at the Nyquist frequency. Without the window the
       demo's low-dose stream (24^3, 24 e/A^2 per frame, frames added one by one) was fitted to its
       shot noise (SSIM 0.82; 0.97 with plain rows or with the window). Measured on the 64^3 x 100
-      sessions (seed 0, bf16, one thread, 3000 steps; docs/benchmarks.md "Sharper fits"), with the 8x8
-      map below: nanorod SSIM 0.949 -> 0.955 (0.962 without the window), alloying error 32.1 -> 23.1
-      points; nanoshell 0.805 -> 0.820 (0.832), S/V error -27.3 -> -25.4 %. Steps per second stay
+      sessions (seed 0, bf16, one thread, 3000 steps; docs/benchmarks/quality.md "Sharper fits"), with
+      the 8x8 map below: nanorod SSIM 0.949 -> 0.955 (0.962 without the window), alloying error 32.1 ->
+      23.1 points; nanoshell 0.805 -> 0.820 (0.832), S/V error -27.3 -> -25.4 %. Steps per second stay
       within the run-to-run spread.
     - The ramp filter's window from the data (``ramp_window="data"``, :func:`recon.row_filter.data_window`):
       the larger of the Hann window and a Wiener gain ``1 - 2 N / P(k)``, with the noise N estimated
       from the frame totals. The Hann window throws away what the nanoshell's frames resolve up to the
       Nyquist frequency (signal to noise 1.1 there); on the nanorods, the nanocube and the demo's
       low-dose stream the Wiener gain is below the Hann window and nothing changes. 64^3 x 100 nanoshell,
-      10 minutes (docs/benchmarks.md "The ramp filter's window from the data"): SSIM 0.871 -> 0.901, S/V
-      error -17.1 -> -10.9 % (the bare ramp: 0.911, -8.3 %, but it fits a low-dose stream's noise; the
-      window with the true noise spectrum: 0.907, -9.3 %). The demo-like stream: 0.968 / 0.967 with the
-      Hann window, 0.972 / 0.966 with this one.
+      10 minutes (docs/benchmarks/quality.md "The ramp filter's window from the data"): SSIM 0.871 ->
+      0.901, S/V error -17.1 -> -10.9 % (the bare ramp: 0.911, -8.3 %, but it fits a low-dose stream's
+      noise; the window with the true noise spectrum: 0.907, -9.3 %). The demo-like stream: 0.968 /
+      0.967 with the Hann window, 0.972 / 0.966 with this one.
     - An 8x8 latent map (``base_size=8``; the paper's is 4x4): the CNN is translation-equivariant, so
       where fine structure sits within a slice is told only by the latent map; with 4x4 cells of 16 x
       16 voxels at 64^3 the MAPNET has 1024 numbers to place a rough wall with. Measured as above:
@@ -266,7 +266,7 @@ def kplanes_preset() -> DipsterConfig:
     Six planes of 16 features at one cell per voxel and at one per two voxels, 25 time cells, the
     paper's Geman-McClure loss, Adam lr 1e-2 (grids take the larger step K-planes trains with), beta2
     0.99 and the ``fast`` preset's StepLR, 4 frames x 8 rows per step, plane smoothness 3e-4. Measured
-    (seed 0, ``bench/ablations.py``; docs/benchmarks.md "A factorised field"):
+    (seed 0, ``bench/ablations.py``; docs/benchmarks/kplanes.md "A factorised field"):
 
     - 32^3 x 60, 2000 steps, against the preset as first written (``--base kplanes_v0``: 4 rows per
       frame, smoothness 1e-3): 8 rows per frame bring the nanorod's alloying error after step 4 from
@@ -282,8 +282,8 @@ def kplanes_preset() -> DipsterConfig:
       3e-4 is the compromise.
 
     Against ``fast`` on the same data: at 32^3 x 60 the nanoshell's SSIM is 0.91 against 0.81 and
-    its surface/volume error about +3 % against -23 %; at 64^3 x 100 see docs/benchmarks.md (ahead
-    on the nanoshell and on alloying, behind on the nanostar's and the nanocube's SSIM).
+    its surface/volume error about +3 % against -23 %; at 64^3 x 100 see docs/benchmarks/kplanes.md
+    (ahead on the nanoshell and on alloying, behind on the nanostar's and the nanocube's SSIM).
 
     It overfits small low-dose sessions: on the demo's 24^3 x 40 session (24 e/A^2 per frame) the SSIM
     is 0.92 after 1000 steps and 0.79 after 4000 (the full-resolution planes fit the shot noise). 3e-4

@@ -41,7 +41,7 @@ class ReconTrainSettings(pydantic.BaseModel):
     precision: Precision = pydantic.Field(
         default="fp32", description="arithmetic of the network: fp32; tf32 (CUDA matrix products and "
         "convolutions in TensorFloat-32); bf16 (the network under bfloat16 autocast, weights and loss "
-        "in float32). See docs/benchmarks.md 'DIP-STER on a GPU'")
+        "in float32). See docs/benchmarks/gpu.md 'DIP-STER on a GPU'")
     compile: bool = pydantic.Field(
         default=False, description="run the training forward pass through torch.compile (a warm-up "
         "of tens of seconds, then faster steps on a GPU)")

@@ -134,7 +134,7 @@ class Trainer:
         self.average = copy.deepcopy(self.model).requires_grad_(False) if config.ema_decay > 0 else None
         # fused: one kernel for all parameters instead of a loop of ~10 ops per parameter tensor (on this
         # CPU 1.09-1.24x the steps/s of the fast preset alone, 1.05x beside another process;
-        # docs/benchmarks.md "Fused Adam")
+        # docs/benchmarks/gpu.md "Fused Adam")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, config.adam_beta2),
                                           fused=True)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.lr_step_steps,

@@ -32,9 +32,9 @@ def test_heldout_error_is_logged_and_drawn(small_session, tmp_path, processes):
 
 
 def test_kplanes_without_holdout_is_warned_about(caplog, tmp_path):
-    """The K-planes field can overfit a small low-dose session (docs/benchmarks.md): a live run of it
-    with nothing held out gets one warning naming --holdout; with held-out frames, or with the fast
-    preset, none."""
+    """The K-planes field can overfit a small low-dose session (docs/benchmarks/kplanes.md): a live
+    run of it with nothing held out gets one warning naming --holdout; with held-out frames, or with the
+    fast preset, none."""
     from live.run_state import new_reconstructor
     from live.settings import LiveSettings
 

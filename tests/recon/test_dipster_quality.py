@@ -80,7 +80,7 @@ def test_dipster_beats_windowed_sirt_on_nanoshell(tmp_path: Path) -> None:
     (y_bands=6, the weight average, Geman-McClure, Adam beta2 0.99, 4 rows per frame) 0.813 (median
     margin 0.083). With 2 rows per frame it took 5000 steps for 0.814 and 100 % (95 % with beta2
     0.999). Before the Fourier bands of y this specimen was below SIRT at most time steps at 3000 steps
-    (docs/benchmarks.md, "Quality ablations").
+    (docs/benchmarks/ablations.md, "Quality ablations").
     """
     ssim_dip, ssim_sirt, _, _ = _ssim_dipster_and_sirt(tmp_path, "nanoshell", NANOSHELL_STEPS)
     assert np.mean(ssim_dip > ssim_sirt) >= 0.9
