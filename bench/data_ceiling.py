@@ -6,7 +6,9 @@ cache, 64^3 x 100 by default):
 - **Blurred ground truth.** The volume under a Gaussian blur of ``sigma`` voxels, compared with itself
   sharp: what a given spatial resolution costs the in-mask SSIM, the in-mask RMSE and the specimen's
   property (the nanoshell's surface/volume error; for the alloying specimens the intensity spread
-  inside the particle mask as a fraction of the truth's, the quantity Eq. 10's alloying degree is made of).
+  inside the particle mask as a fraction of the truth's, the quantity Eq. 10's alloying degree is made of),
+  and the whole series under that blur measured as ``bench/recon_quality.py`` measures a reconstruction
+  (its headline property error: S/V, redistribution, alloying points after step 4).
 - **A static series.** The volume projected at all the session's tilt angles, with Poisson noise at the
   session's own level (estimated from its frames against the projected ground truth), reconstructed
   by non-negative SIRT (ASTRA's ``MinConstraint = 0``) for a range of iterations, and optionally by
@@ -34,10 +36,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from acquire.session import read_ground_truth, read_session  # noqa: E402
-from bench.recon_quality import session_for  # noqa: E402
+from bench.recon_quality import property_rows, property_summary, session_for  # noqa: E402
 from recon import metrics  # noqa: E402
 from recon.projector import ParallelProjector  # noqa: E402
 from recon.sirt import sirt  # noqa: E402
+
+
+HEADLINE = {"nanoshell": "mean S/V error (%)", "nanostar": "total redistribution error (%)",
+            "nanorod": "alloying error after step 4 (points)", "nanocube": "alloying error after step 4 (points)"}
+# what bench/recon_quality.py's property_summary gives as a series' headline error, in words
 
 
 def counts_per_unit(frames: np.ndarray, expected: np.ndarray) -> float:
@@ -117,14 +124,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{n_counts:.1f} counts per unit of projected intensity (from the session's frames); "
           f"torch threads {torch.get_num_threads()}\n")
 
-    print("| ground truth blurred by (voxels) | in-mask SSIM | in-mask RMSE % | property |\n|---|---|---|---|")
+    print(f"| ground truth blurred by (voxels) | in-mask SSIM | in-mask RMSE % | property | the whole series "
+          f"blurred: {HEADLINE[args.phantom]} |\n|---|---|---|---|---|")
     for sigma in args.blur:
-        print(quality_row(f"{sigma:g}", args.phantom, ndimage.gaussian_filter(truth, sigma), truth, particle))
+        blurred = np.stack([ndimage.gaussian_filter(v, sigma) for v in series.astype(np.float64)])
+        headline = property_summary(args.phantom, property_rows(args.phantom, blurred, series))[1]
+        print(quality_row(f"{sigma:g}", args.phantom, blurred[step], truth, particle) + f" {headline:+.1f} |")
 
     clean = np.asarray(ParallelProjector(angles, volume_shape)(series[step]), dtype=np.float64)
     static = (np.random.default_rng(args.seed).poisson(clean.clip(min=0) * n_counts) / n_counts).astype(np.float32)
-    print(f"\n| static series, non-negative SIRT, iterations | in-mask SSIM | in-mask RMSE % | property |\n"
-          f"|---|---|---|---|")
+    if args.iterations:
+        print(f"\n| static series, non-negative SIRT, iterations | in-mask SSIM | in-mask RMSE % | property |\n"
+              f"|---|---|---|---|")
     volume, done = None, 0
     for iterations in sorted(args.iterations):
         volume = sirt(static, angles, volume_shape, iterations=iterations - done, x0=volume, nonnegative=True)
