@@ -31,7 +31,7 @@ from recon.presets import DipsterConfig
 COORD_DIM = 3
 
 
-def stage_sizes(slice_shape: tuple[int, int], base_size: int) -> list[tuple[int, int]]:
+def stage_sizes(slice_shape: tuple[int, int], base_size: float) -> list[tuple[int, int]]:
     """Map sizes of the CNN stages, coarsest first, ending at ``slice_shape``.
 
     The number of x2 upsamplings is chosen so the first map is about ``base_size`` on its longer
@@ -81,7 +81,9 @@ class DipsterNet(nn.Module):
     def __init__(self, config: DipsterConfig, slice_shape: tuple[int, int]) -> None:
         super().__init__()
         self.slice_shape = (int(slice_shape[0]), int(slice_shape[1]))
-        self.sizes = stage_sizes(self.slice_shape, config.base_size)
+        base_size = (max(self.slice_shape) / config.latent_cell_voxels if config.latent_cell_voxels
+                     else config.base_size)
+        self.sizes = stage_sizes(self.slice_shape, base_size)
         channels = []
         for k in range(len(self.sizes)):
             c = config.cnn_channels // (2 ** k) if config.channel_halving else config.cnn_channels

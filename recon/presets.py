@@ -49,7 +49,14 @@ class DipsterConfig(pydantic.BaseModel):
     base_size: int = pydantic.Field(
         default=4, ge=2, le=64,
         description="side of the small map the latent vector is reshaped to, pixels (approximate: the "
-        "number of x2 upsampling stages is chosen so the map grows to the slice size)")
+        "number of x2 upsampling stages is chosen so the map grows to the slice size); not used when "
+        "latent_cell_voxels is set")
+    latent_cell_voxels: int = pydantic.Field(
+        default=0, ge=0, le=64,
+        description="voxels a cell of the small latent map covers along the slice's longer side; when > 0 "
+        "the map's side is that side / latent_cell_voxels (rounded to a power-of-two number of x2 "
+        "upsamplings), so a cell covers the same voxels at every volume size, and base_size is not used "
+        "(0 = base_size)")
     cnn_channels: int = pydantic.Field(
         default=128, ge=4, description="channels of the CNN's first (coarsest) stage")
     channel_halving: bool = pydantic.Field(

@@ -68,3 +68,17 @@ def test_presets_upsampling() -> None:
 
     assert preset("fast").upsample == "nearest"
     assert preset("paper").upsample == "bilinear"
+
+
+def test_a_latent_cell_covers_the_same_voxels_at_every_size() -> None:
+    """``latent_cell_voxels`` sizes the latent map from the slice (cells of 4 voxels: 6x6 at 24^2, 8x8 at
+    32^2, 16x16 at 64^2, 32x32 at 128^2, as base_size=8 gives at 24^2 and 32^2), and overrides base_size."""
+    per_cell = SMALL.model_copy(update={"latent_cell_voxels": 4, "base_size": 2})
+    for n, first in [(24, 6), (32, 8), (64, 16), (128, 32)]:
+        net = DipsterNet(per_cell, (n, n))
+        assert net.sizes[0] == (first, first) and net.sizes[-1] == (n, n)
+        assert net.mapnet[-1].out_features == net.channels[0] * first * first
+    for n in (24, 32):
+        assert DipsterNet(per_cell, (n, n)).sizes == DipsterNet(SMALL.model_copy(update={"base_size": 8}), (n, n)).sizes
+    assert DipsterNet(per_cell, (48, 64)).sizes[0] == (12, 16)  # the longer side sets the scale
+    assert DipsterNet(per_cell, (64, 64))(torch.rand(2, 3)).shape == (2, 64, 64)
