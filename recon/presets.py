@@ -170,7 +170,7 @@ def fast_preset() -> DipsterConfig:
     - MAPNET 3 -> 256 -> 256: half the paper's width; the coordinate manifold is 3-D and 256 neurons
       carry the nanorod's alloying dynamics at 32^3-64^3 (NOTES.md field notes), at a quarter of the
       MAPNET cost.
-    - CNN channels halve with resolution (64 at the 4x4 map down to 16 at full size): the full-width
+    - CNN channels halve with resolution (32 at the latent map down to 16 at full size): the full-width
       paper CNN spends most of its FLOPs at the finest stages, where 16 channels suffice for one
       output channel; this is what brings the CPU rate from a few to tens of steps per second.
     - No angle input (``use_angle=False``): the paper's Eq. 3 feeds theta, but each time has one
@@ -245,13 +245,19 @@ def fast_preset() -> DipsterConfig:
       0.901, S/V error -17.1 -> -10.9 % (the bare ramp: 0.911, -8.3 %, but it fits a low-dose stream's
       noise; the window with the true noise spectrum: 0.907, -9.3 %). The demo-like stream: 0.968 /
       0.967 with the Hann window, 0.972 / 0.966 with this one.
-    - An 8x8 latent map (``base_size=8``; the paper's is 4x4): the CNN is translation-equivariant, so
-      where fine structure sits within a slice is told only by the latent map; with 4x4 cells of 16 x
-      16 voxels at 64^3 the MAPNET has 1024 numbers to place a rough wall with. Measured as above:
-      nanoshell 0.787 -> 0.805 (S/V error -29.6 -> -27.3 %); nanorod 0.939 -> 0.949; the static
-      roughest nanoshell 0.727 -> 0.775. The MAPNET's last layer grows to 256 x 4096 weights (the
-      network from 0.45 M to 1.24 M parameters at 64^3); steps per second stay within the run-to-run
-      spread (one fewer stage, at 4x4).
+    - A latent map of 4-voxel cells (``latent_cell_voxels=4``: 8x8 at 32^3, 16x16 at 64^3; the paper's
+      map is 4x4 at every size): the CNN is translation-equivariant, so where fine structure sits
+      within a slice is told only by the latent map. From 4x4 to 8x8 cells at 64^3 (3000 steps, seed 0,
+      bf16, one thread; docs/benchmarks/quality.md "Sharper fits"): nanoshell 0.787 -> 0.805, nanorod
+      0.939 -> 0.949. From 8x8 to 16x16 (5000 steps, docs/benchmarks/quality.md "Latent cells of 4
+      voxels"): nanoshell 0.867 -> 0.916, S/V error -18.5 -> -8.4 %, its roughest state (step 99)
+      0.726 -> 0.810. The dynamic series is where the map matters: on a static series of that state
+      8x8 already reaches 0.965 at 8000 steps ("What the frames hold"). The MAPNET's last layer is
+      256 x (32 x 16 x 16) weights at 64^3 (the network 2.2 M parameters), and 32 channels at the map
+      instead of 64 (``cnn_channels=32``) keep the step rate: 20.7 steps/s against the 8x8 map's 18.7
+      at 64^3 (10.6 with 64 channels at 16x16), for the same SSIM per step. 64^3 x 100, 10 minutes, one
+      thread beside another run: nanoshell SSIM 0.902 -> 0.935, S/V error -10.7 -> -2.4 %; nanorod
+      0.971 -> 0.961 (it peaks at 0.969 near 6500 steps, then fits the noise), 0.95 after 97 s.
     - The paper's Geman-McClure data term. L1 (``loss="l1"``, the preset's loss for a while) reached
       the 32^3 nanorod's SSIM 0.94 sooner, but with beta2 0.99 it is no better than Geman-McClure
       (nanorod 0.946 vs 0.955, nanoshell 0.786 vs 0.787 at 3000 steps), and its gradient keeps its size
@@ -259,8 +265,8 @@ def fast_preset() -> DipsterConfig:
     """
     return DipsterConfig(mapnet_widths=(256, 256), use_angle=False, centre_coords=True, y_bands=6,
                          ema_decay=0.99, adam_beta2=0.99, upsample="nearest", residual_filter="ramp",
-                         ramp_window="data", base_size=8,
-                         cnn_channels=64, channel_halving=True,
+                         ramp_window="data", latent_cell_voxels=4,
+                         cnn_channels=32, channel_halving=True,
                          cnn_min_channels=16, lr=1e-3, lr_gamma=0.985, lr_step_steps=200,
                          batch_frames=4, rows_per_frame=4)
 

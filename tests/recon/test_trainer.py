@@ -229,7 +229,8 @@ def test_presets_are_the_documented_configurations() -> None:
     assert fast.adam_beta2 == 0.99 and paper.adam_beta2 == 0.999
     assert fast.residual_filter == "ramp" and paper.residual_filter == "none"  # the paper's plain rows
     assert fast.ramp_window == "data"
-    assert fast.base_size == 8 and paper.base_size == 4
+    assert fast.latent_cell_voxels == 4 and fast.cnn_channels == 32  # a 16x16 map at 64^3
+    assert paper.latent_cell_voxels == 0 and paper.base_size == 4  # the paper's 4x4 map
     assert paper.ema_decay == 0.0  # the paper's queries use the trained weights
     with pytest.raises(ValueError, match="allowed: paper, fast"):
         preset("slow")
