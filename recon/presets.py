@@ -204,7 +204,7 @@ def fast_preset() -> DipsterConfig:
       horizon): at lr 1e-3 the trained weights oscillate (32^3 nanorod mean SSIM 0.902 -> 0.875 ->
       0.940 at 1000 / 2000 / 3000 steps); averaged, 0.904 -> 0.929 -> 0.940, nanoshell 0.768 -> 0.780,
       rod alloying error 54.7 -> 50.8 points (docs/benchmarks/ablations.md "Quality ablations"). The cost
-      is one in-place lerp of the weights (~1.2 M since the 8x8 latent map) per step; a live
+      is one in-place lerp of the weights (~2.2 M at 64^3 with the 16x16 latent map) per step; a live
       reconstruction follows a new frame ~100 steps (a few seconds) later than the raw weights would.
     - Adam's second beta 0.99 instead of PyTorch's 0.999 (``adam_beta2``). Late in a run the
       gradients of the GroupNorm biases are ~1e-6 and Adam's normalised steps on them are driven by
