@@ -112,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     frames = session.load_frames().astype(np.float64)
     series, _ = read_ground_truth(path)
     series = np.asarray(series, dtype=np.float32)
+    series64 = series.astype(np.float64)  # the blurs and comparisons work in float64
     step = args.step % len(series)
-    truth = series[step].astype(np.float64)
+    truth = series64[step]
     particle = metrics.particle_mask(series[0])
     angles = np.array([r.angle_deg for r in session.records])
     volume_shape = series.shape[1:]
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| ground truth blurred by (voxels) | in-mask SSIM | in-mask RMSE % | property | the whole series "
           f"blurred: {HEADLINE[args.phantom]} |\n|---|---|---|---|---|")
     for sigma in args.blur:
-        blurred = np.stack([ndimage.gaussian_filter(v, sigma) for v in series.astype(np.float64)])
+        blurred = np.stack([ndimage.gaussian_filter(v, sigma) for v in series64])
         headline = property_summary(args.phantom, property_rows(args.phantom, blurred, series))[1]
         print(quality_row(f"{sigma:g}", args.phantom, blurred[step], truth, particle) + f" {headline:+.1f} |")
 
