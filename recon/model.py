@@ -5,7 +5,8 @@ connected mapping network to a latent vector, which is reshaped to a small ``(C,
 CNN stage upsamples by two (bilinear, or nearest-neighbour with ``upsample``) and applies two 3x3
 convolutions; a 1x1 convolution gives one
 channel at ``(nz, nx)``. Optionally (``centre_coords``) a fixed affine map centres ``y / N_y`` and
-``t`` on 0 before the MAPNET, and (``y_bands``, ``t_bands``) fixed Fourier features
+``t`` on 0 before the MAPNET (``t_gain`` scales the time coordinate), and (``y_bands``, ``t_bands``)
+fixed Fourier features
 ``sin(2^k pi c), cos(2^k pi c)`` of the row and time coordinates are appended to its input (a
 positional encoding against the spectral bias of fully connected layers).
 
@@ -109,11 +110,12 @@ class DipsterNet(nn.Module):
         self.upsample = ({"mode": "bilinear", "align_corners": False} if config.upsample == "bilinear"
                          else {"mode": "nearest"})
         self.output_gain = 1.0 / self.slice_shape[0]
-        # fixed input map: (y, t, theta) -> (2y - 1, 2t - 1, theta) when centring, identity otherwise
-        centre = config.centre_coords
-        self.register_buffer("coord_gain", torch.tensor([2.0, 2.0, 1.0] if centre else [1.0, 1.0, 1.0]),
+        # fixed input map: (y, t, theta) -> (2y - 1, g (2t - 1), theta) when centring, (y, g t, theta)
+        # otherwise, g = t_gain
+        centre, t_gain = config.centre_coords, config.t_gain
+        self.register_buffer("coord_gain", torch.tensor([2.0, 2.0 * t_gain, 1.0] if centre else [1.0, t_gain, 1.0]),
                              persistent=False)
-        self.register_buffer("coord_shift", torch.tensor([-1.0, -1.0, 0.0] if centre else [0.0, 0.0, 0.0]),
+        self.register_buffer("coord_shift", torch.tensor([-1.0, -t_gain, 0.0] if centre else [0.0, 0.0, 0.0]),
                              persistent=False)
 
     def encode(self, coords: torch.Tensor) -> torch.Tensor:

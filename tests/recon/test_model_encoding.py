@@ -82,3 +82,14 @@ def test_a_latent_cell_covers_the_same_voxels_at_every_size() -> None:
         assert DipsterNet(per_cell, (n, n)).sizes == DipsterNet(SMALL.model_copy(update={"base_size": 8}), (n, n)).sizes
     assert DipsterNet(per_cell, (48, 64)).sizes[0] == (12, 16)  # the longer side sets the scale
     assert DipsterNet(per_cell, (64, 64))(torch.rand(2, 3)).shape == (2, 64, 64)
+
+
+def test_t_gain_scales_the_centred_time_coordinate_and_its_bands() -> None:
+    net = DipsterNet(SMALL.model_copy(update={"t_gain": 4.0, "t_bands": 1}), (8, 8))
+    coords = torch.tensor([[0.75, 0.25, 0.3], [0.5, 0.5, 0.0]])
+    t = 4.0 * (2 * 0.25 - 1)  # -2.0
+    expected = torch.tensor([0.5, t, 0.3, math.sin(math.pi * t), math.cos(math.pi * t)])
+    torch.testing.assert_close(net.encode(coords)[0], expected, atol=1e-6, rtol=0)
+    assert net.encode(coords)[1, 1].item() == 0.0  # the series' middle stays at 0
+    raw = DipsterNet(SMALL.model_copy(update={"t_gain": 4.0, "centre_coords": False}), (8, 8))
+    torch.testing.assert_close(raw.encode(coords)[:, :3], torch.tensor([[0.75, 1.0, 0.3], [0.5, 2.0, 0.0]]))
