@@ -49,8 +49,8 @@ class DipsterConfig(pydantic.BaseModel):
     t_gain: float = pydantic.Field(
         default=1.0, gt=0, le=100, description="factor on the (centred or raw) time coordinate before the "
         "MAPNET and its Fourier bands: t' = t_gain (2 t - 1) when centring; larger makes the first layer's "
-        "pre-activations move faster with time, so changes over a short part of the series are fitted "
-        "sooner (1 = the paper's raw coordinate)")
+        "pre-activations move faster with time (1 = the paper's raw coordinate; 4 moved the 64^3 nanorod's "
+        "alloying error within its seed-to-seed spread: docs/benchmarks/quality.md \"A faster time coordinate\")")
     base_size: int = pydantic.Field(
         default=4, ge=2, le=64,
         description="side of the small map the latent vector is reshaped to, pixels (approximate: the "

@@ -230,6 +230,7 @@ def test_presets_are_the_documented_configurations() -> None:
     assert fast.residual_filter == "ramp" and paper.residual_filter == "none"  # the paper's plain rows
     assert fast.ramp_window == "data"
     assert fast.latent_cell_voxels == 4 and fast.cnn_channels == 32  # a 16x16 map at 64^3
+    assert fast.t_gain == 1.0 and paper.t_gain == 1.0  # the paper's raw time coordinate (4 tried)
     assert paper.latent_cell_voxels == 0 and paper.base_size == 4  # the paper's 4x4 map
     assert paper.ema_decay == 0.0  # the paper's queries use the trained weights
     with pytest.raises(ValueError, match="allowed: paper, fast"):
@@ -251,6 +252,23 @@ def test_adam_beta2_reaches_the_optimiser_and_checkpoints_of_before_it_keep_0999
     loaded = Trainer.load(tmp_path / "old.pt")
     assert loaded.config.adam_beta2 == 0.999
     assert loaded.optimizer.param_groups[0]["betas"] == (0.9, 0.999)
+
+
+def test_a_checkpoint_from_before_t_gain_keeps_its_time_coordinate(tmp_path) -> None:
+    """A checkpoint whose config has no ``t_gain`` (written before the field existed) was trained with the
+    raw time coordinate: it loads with ``t_gain = 1`` and gives the volumes it gave before."""
+    trainer = _trainer()
+    trainer.train_steps(3)
+    state = trainer.state_dict()
+    del state["config"]["t_gain"]
+    torch.save(state, tmp_path / "old.pt")
+    loaded = Trainer.load(tmp_path / "old.pt")
+    assert loaded.config.t_gain == 1.0
+    np.testing.assert_array_equal(loaded.volume(20.0), trainer.volume(20.0))
+    gained = _trainer(config=SMALL.model_copy(update={"t_gain": 4.0}))
+    gained.train_steps(3)
+    gained.save(tmp_path / "new.pt")
+    assert Trainer.load(tmp_path / "new.pt").config.t_gain == 4.0
 
 
 def test_trainer_is_a_reconstructor_whose_run_directory_keeps_frame_metadata(tmp_path) -> None:
