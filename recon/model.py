@@ -6,9 +6,8 @@ CNN stage upsamples by two (bilinear, or nearest-neighbour with ``upsample``) an
 convolutions; a 1x1 convolution gives one
 channel at ``(nz, nx)``. Optionally (``centre_coords``) a fixed affine map centres ``y / N_y`` and
 ``t`` on 0 before the MAPNET (``t_gain`` scales the time coordinate), and (``y_bands``, ``t_bands``)
-fixed Fourier features
-``sin(2^k pi c), cos(2^k pi c)`` of the row and time coordinates are appended to its input (a
-positional encoding against the spectral bias of fully connected layers).
+fixed Fourier features ``sin(2^k pi c), cos(2^k pi c)`` of the row and time coordinates are appended
+to its input (a positional encoding against the spectral bias of fully connected layers).
 
 Differences from the public reference code, on purpose:
 
