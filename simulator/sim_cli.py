@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -49,6 +50,18 @@ def _bind_message(host: str, port: int, exc: OSError) -> str:
     return f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host and --port"
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    """Make Ctrl+C (SIGINT) and SIGTERM stop the server cleanly, whatever the parent process left them
+    set to: a job a non-interactive shell starts in the background inherits SIGINT *ignored*, and Python
+    then installs no handler, so ``kill -INT`` would do nothing. Main thread only."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Serve a simulated (or replayed) microscope until interrupted."""
     settings = _settings(args)
@@ -81,6 +94,7 @@ def run_serve(args: argparse.Namespace) -> int:
         server = SimulatorServer((settings.host, settings.port), microscope)
     except OSError as exc:
         raise UserError(_bind_message(settings.host, settings.port, exc)) from None
+    _stop_on_signals()  # before the address is printed: whoever reads it may signal at once
     host, port = server.server_address[:2]
     print(f"tiltstream sim serve: {what}, {settings.mode} stage, on http://{host}:{port} "
           "(temscript v1; Ctrl+C stops)", file=sys.stderr, flush=True)

@@ -92,6 +92,38 @@ def test_port_in_use_one_line(tmp_path):
         "or choose another --port"]
 
 
+def _ignore_stop_signals() -> None:
+    """What a non-interactive shell does to a job it starts in the background (SIGINT, and here SIGTERM too)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_stops_on_a_signal_its_parent_left_ignored(stop):
+    """A server started as a background job (SIGINT inherited as ignored) still stops cleanly (exit 0,
+    "stopped") on SIGINT and on SIGTERM."""
+    process = subprocess.Popen(CLI + ["serve", "--port", "0", "--size", "16", "--steps", "3", "--mode",
+                                      "instant", "--device", "cpu"], preexec_fn=_ignore_stop_signals,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = ""
+        deadline = time.monotonic() + 60
+        while "http://127.0.0.1:" not in line and time.monotonic() < deadline and process.poll() is None:
+            line = process.stderr.readline()
+        assert "http://127.0.0.1:" in line, "server did not print its address"
+    finally:
+        process.send_signal(stop)
+        try:
+            _, err = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, err = process.communicate()
+            pytest.fail(f"sim serve did not stop within 20 s of {stop.name}; its stderr ends: {err[-2000:]!r}")
+    assert process.returncode == 0, err[-2000:]
+    assert err.strip().splitlines() == ["tiltstream sim serve: stopped"]
+
+
 @pytest.mark.timeout(90)
 def test_serve_subprocess_answers_remote_microscope():
     """``sim serve --port 0`` prints its URL; RemoteMicroscope moves and acquires; SIGINT stops it (exit 0)."""
