@@ -64,6 +64,7 @@ def _stop_on_signals() -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serve a simulated (or replayed) microscope until interrupted."""
+    _stop_on_signals()  # also during the slow set-up below (an interrupt there exits 130, nothing to close)
     settings = _settings(args)
     from simulator.faults import FaultInjector, apply_fault_spec
 
@@ -94,11 +95,10 @@ def run_serve(args: argparse.Namespace) -> int:
         server = SimulatorServer((settings.host, settings.port), microscope)
     except OSError as exc:
         raise UserError(_bind_message(settings.host, settings.port, exc)) from None
-    _stop_on_signals()  # before the address is printed: whoever reads it may signal at once
-    host, port = server.server_address[:2]
-    print(f"tiltstream sim serve: {what}, {settings.mode} stage, on http://{host}:{port} "
-          "(temscript v1; Ctrl+C stops)", file=sys.stderr, flush=True)
-    try:
+    try:  # the address is printed inside: whoever reads it may signal at once
+        host, port = server.server_address[:2]
+        print(f"tiltstream sim serve: {what}, {settings.mode} stage, on http://{host}:{port} "
+              "(temscript v1; Ctrl+C stops)", file=sys.stderr, flush=True)
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         print("tiltstream sim serve: stopped", file=sys.stderr)

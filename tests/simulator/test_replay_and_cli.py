@@ -92,6 +92,19 @@ def test_port_in_use_one_line(tmp_path):
         "or choose another --port"]
 
 
+def _stop(process: subprocess.Popen, stop: signal.Signals) -> str:
+    """Send ``stop`` to a ``sim serve`` process and wait up to 20 s for it to exit; returns its remaining
+    stderr. Drains stderr while waiting (communicate, not wait), so a chatty server cannot block on a full
+    pipe; kills it and fails the test when it does not stop."""
+    process.send_signal(stop)
+    try:
+        return process.communicate(timeout=20)[1]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        err = process.communicate()[1]
+        pytest.fail(f"sim serve did not stop within 20 s of {stop.name}; its stderr ends: {err[-2000:]!r}")
+
+
 def _ignore_stop_signals() -> None:
     """What a non-interactive shell does to a job it starts in the background (SIGINT, and here SIGTERM too)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -113,13 +126,7 @@ def test_serve_stops_on_a_signal_its_parent_left_ignored(stop):
             line = process.stderr.readline()
         assert "http://127.0.0.1:" in line, "server did not print its address"
     finally:
-        process.send_signal(stop)
-        try:
-            _, err = process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            _, err = process.communicate()
-            pytest.fail(f"sim serve did not stop within 20 s of {stop.name}; its stderr ends: {err[-2000:]!r}")
+        err = _stop(process, stop)
     assert process.returncode == 0, err[-2000:]
     assert err.strip().splitlines() == ["tiltstream sim serve: stopped"]
 
@@ -143,11 +150,5 @@ def test_serve_subprocess_answers_remote_microscope():
         assert remote.get_stage_status() == "READY"
         assert remote.acquire("HAADF")["HAADF"].shape == (16, 16)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:  # communicate, not wait: it drains stderr, so a chatty server cannot block on a full pipe
-            _, err = process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            _, err = process.communicate()
-            pytest.fail(f"sim serve did not stop within 20 s of SIGINT; its stderr ends: {err[-2000:]!r}")
+        err = _stop(process, signal.SIGINT)
     assert process.returncode == 0, err[-2000:]
