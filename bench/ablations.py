@@ -61,7 +61,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "tbands2": ({"t_bands": 2}, {}),
     "tbands4": ({"t_bands": 4}, {}),
     "yt_bands": ({"y_bands": 4, "t_bands": 2}, {}),
-    "base8": ({"base_size": 8}, {}),
+    "base8": ({"base_size": 8, "latent_cell_voxels": 0}, {}),
     "rows4_decay": ({"rows_per_frame": 4, "lr_gamma": 0.9, "lr_step_steps": 200}, {}),
     "rows4_l1": ({"rows_per_frame": 4, "loss": "l1"}, {}),
     "rows4_decay_l1": ({"rows_per_frame": 4, "lr_gamma": 0.9, "lr_step_steps": 200, "loss": "l1"}, {}),
@@ -106,8 +106,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "bilinear": ({"upsample": "bilinear"}, {}),
     # for --base fast_1128: the data term on (Hann-windowed) ramp-filtered rows, an 8x8 latent map,
     # both (today's fast)
-    "ramp": ({"residual_filter": "ramp"}, {}),
-    "ramp_base8": ({"residual_filter": "ramp", "base_size": 8}, {}),
+    "ramp": ({"residual_filter": "ramp", "ramp_window": "hann"}, {}),
+    "ramp_base8": ({"residual_filter": "ramp", "ramp_window": "hann", "base_size": 8, "latent_cell_voxels": 0}, {}),
 }
 
 
@@ -120,7 +120,10 @@ def base_config(base: str):
     from recon.presets import preset
 
     if base in ("fast_1128", "fast_y0"):
-        fast_1128 = preset("fast").model_copy(update={"residual_filter": "none", "base_size": 4})
+        # fast's later changes undone: the ramp filter (and its data window), the map of 4-voxel cells
+        # (base_size is not used while latent_cell_voxels is set) and its 32 channels
+        fast_1128 = preset("fast").model_copy(update={"residual_filter": "none", "ramp_window": "hann",
+                                                      "latent_cell_voxels": 0, "base_size": 4, "cnn_channels": 64})
         return fast_1128 if base == "fast_1128" else fast_1128.model_copy(update={"y_bands": 0})
     if base == "kplanes_v0":
         return preset("kplanes").model_copy(update={"rows_per_frame": 4, "plane_smooth_weight": 1e-3})
