@@ -50,16 +50,12 @@ def _bind_message(host: str, port: int, exc: OSError) -> str:
     return f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host and --port"
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _stop_on_signals() -> None:
     """Make Ctrl+C (SIGINT) and SIGTERM stop the server cleanly, whatever the parent process left them
     set to: a job a non-interactive shell starts in the background inherits SIGINT *ignored*, and Python
     then installs no handler, so ``kill -INT`` would do nothing. Main thread only."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.default_int_handler)  # raises KeyboardInterrupt, whichever signal
 
 
 def run_serve(args: argparse.Namespace) -> int:
