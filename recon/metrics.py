@@ -30,8 +30,12 @@ properties"; where the paper is loose, the choice made here is stated):
 - **Alloying degree** (Eq. 10): ``a_i = (sigma_i - sigma_0) / (sigma_inf - sigma_0)`` with sigma the
   standard deviation of the intensities inside the particle mask. Against a ground truth
   (:func:`metrics_table`), as the paper's Methods say: the mask is the ground truth's (Otsu, one
-  dilation), the denominator is measured on the ground truth and the numerator on the reconstruction
-  (``sigma_i - sigma_0`` of the reconstruction's own volumes). Where the paper is loose: the mask is
+  dilation), the denominator is measured on the ground truth and the numerator's ``sigma_i`` on the
+  reconstruction. ``sigma_0``, the spread of "the initial core-shell" particle, is the ground truth's
+  in the numerator as in the denominator: the paper's reconstructed degree starts at 9.6 %, not at 0,
+  and deviates most in the earliest four steps, neither of which could happen if the numerator
+  subtracted the reconstruction's own first volume (which makes its degree 0 at step 0 by
+  construction; tiltstream measured that way until 2026-12-05). Where the paper is loose: the mask is
   that of the *first* ground-truth volume for every time (the outer shape is fixed while alloying;
   per-volume Otsu masks flip between the metal and a silica coat on the nanocube), ``sigma_0`` is the
   first ground-truth volume's and ``sigma_inf`` that of the "perfectly homogeneous particle": the
@@ -250,8 +254,10 @@ def alloying_against_reference(rec_series: np.ndarray, ref_series: np.ndarray) -
     (alloy_ref, alloy_rec) : np.ndarray, shape (T,) each
         ``(sigma_i - sigma_0) / (sigma_inf - sigma_0)``. Mask: :func:`particle_mask` of the first
         ground-truth volume, for every time. Denominator: the ground truth's ``sigma_0`` (first volume)
-        and ``sigma_inf`` (its :func:`homogenised` version). Numerator: the ground truth's or the
-        reconstruction's own ``sigma_i - sigma_0``. NaN when the denominator is 0.
+        and ``sigma_inf`` (its :func:`homogenised` version). Numerator: ``sigma_i`` of the ground truth
+        or of the reconstruction, minus the ground truth's ``sigma_0``, so a reconstruction's degree at
+        each step differs from the truth's by ``(sigma_i(rec) - sigma_i(truth)) / span``: the contrast it
+        lost or invented at that step, in units of the full alloying. NaN when the denominator is 0.
     """
     first = np.asarray(ref_series[0], dtype=np.float64)
     mask = particle_mask(first)
@@ -262,7 +268,7 @@ def alloying_against_reference(rec_series: np.ndarray, ref_series: np.ndarray) -
         return nan, nan.copy()
     ref = np.array([intensity_spread(v, mask) for v in ref_series])
     rec = np.array([intensity_spread(v, mask) for v in rec_series])
-    return (ref - sigma_0) / span, (rec - rec[0]) / span
+    return (ref - sigma_0) / span, (rec - sigma_0) / span
 
 
 def _volume_metrics(pair: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:

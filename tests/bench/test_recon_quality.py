@@ -30,3 +30,14 @@ def test_the_late_median_reads_the_last_quarter_of_the_training_time() -> None:
                                                         (760, 12.0), (800, 6.0)]]
     assert late_median(curve) == (6.0, 3)  # 600 s and later: 3.0, 12.0, 6.0
     assert late_median([{"train_s": 10.0}]) is None  # evaluations without the property (--eval-times)
+
+
+def test_the_alloying_summary_gives_the_error_both_ways() -> None:
+    """The headline measures each step against the truth's first spread; the old reading (the
+    reconstruction's own first volume as sigma_0) is the same degrees shifted by their first value."""
+    rows = [{"alloying_degree": a, "alloying_degree_ref": b}
+            for a, b in [(0.30, 0.0), (0.32, 0.05), (0.35, 0.10), (0.40, 0.20), (0.50, 0.40), (0.60, 0.55)]]
+    words, headline = property_summary("nanorod", rows)
+    assert headline == pytest.approx(100.0 * (0.10 + 0.05) / 2)  # steps 4, 5: |0.50 - 0.40|, |0.60 - 0.55|
+    own_start = 100.0 * (abs(0.20 - 0.40) + abs(0.30 - 0.55)) / 2  # 22.5 points
+    assert words.endswith(f"against its own first volume {own_start:.1f}")

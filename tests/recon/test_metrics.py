@@ -116,8 +116,9 @@ def test_alloying_against_reference_by_hand():
     Ground-truth mask: Otsu (between 0 and the particle) dilated once = the 27 particle voxels plus
     6 x 9 face neighbours = 81 voxels. sigma_0: 1 x 1.0, 26 x 0.3, 54 x 0. sigma_inf (homogeneous
     particle, same total 8.8): 27 x 8.8/27, 54 x 0. Ground truth at t = 1: centre 0.65, shell
-    0.3 + 0.35/26 (same total). Reconstruction: 1.2 x the truth at t = 0 (its own sigma_0) and, at
-    t = 1, a block of 0.4 with centre 0.5 plus 0.05 on one face neighbour (inside the mask).
+    0.3 + 0.35/26 (same total). Reconstruction: 1.2 x the truth at t = 0 (more contrast than the
+    truth: a negative degree) and, at t = 1, a block of 0.4 with centre 0.5 plus 0.05 on one face
+    neighbour (inside the mask). Both of its sigma_i are measured against the truth's sigma_0.
     """
     ref = np.stack([_block_particle(1.0, 0.3), _block_particle(0.65, 0.3 + 0.35 / 26)])
     rec = np.stack([1.2 * ref[0], _block_particle(0.5, 0.4)])
@@ -130,7 +131,9 @@ def test_alloying_against_reference_by_hand():
     alloy_ref, alloy_rec = alloying_against_reference(rec, ref)
     span = sigma_inf - sigma_0
     np.testing.assert_allclose(alloy_ref, [0.0, (sigma_ref_1 - sigma_0) / span], atol=1e-6)
-    np.testing.assert_allclose(alloy_rec, [0.0, (sigma_rec_1 - sigma_rec_0) / span], atol=1e-6)
+    np.testing.assert_allclose(alloy_rec, [(sigma_rec_0 - sigma_0) / span, (sigma_rec_1 - sigma_0) / span],
+                               atol=1e-6)
+    assert alloy_rec[0] == pytest.approx(0.2 * sigma_0 / span, abs=1e-6) and alloy_rec[0] < 0
     assert alloy_ref[1] == pytest.approx(0.7588, abs=1e-4)  # half the core's excess moved: 0.76, not 0.5
     # a fully homogeneous particle has degree 1, and the numbers reach the metrics table
     np.testing.assert_allclose(alloying_against_reference(ref, np.stack([ref[0], homogenised(ref[0])]))[0],
