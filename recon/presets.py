@@ -172,6 +172,10 @@ def paper_preset() -> DipsterConfig:
 def fast_preset() -> DipsterConfig:
     """The best time-to-quality configuration measured on a 2-core CPU (see bench/recon_quality.py).
 
+    Alloying errors quoted below were measured with Eq. 10's ``sigma_0`` taken from the reconstruction's
+    own first volume, the reading used until 2026-12-05 (``recon.metrics``: now the ground truth's, as
+    the paper measures it; docs/benchmarks/quality.md "Eq. 10 as the paper measures it").
+
     - MAPNET 3 -> 256 -> 256: half the paper's width; the coordinate manifold is 3-D and 256 neurons
       carry the nanorod's alloying dynamics at 32^3-64^3 (NOTES.md field notes), at a quarter of the
       MAPNET cost.
@@ -284,7 +288,8 @@ def kplanes_preset() -> DipsterConfig:
     Six planes of 16 features at one cell per voxel and at one per two voxels, 25 time cells, the
     paper's Geman-McClure loss, Adam lr 1e-2 (grids take the larger step K-planes trains with), beta2
     0.99 and the ``fast`` preset's StepLR, 4 frames x 8 rows per step, plane smoothness 3e-4. Measured
-    (seed 0, ``bench/ablations.py``; docs/benchmarks/kplanes.md "A factorised field"):
+    (seed 0, ``bench/ablations.py``; docs/benchmarks/kplanes.md "A factorised field"; alloying errors by
+    the reading of Eq. 10 used until 2026-12-05, see :func:`fast_preset`):
 
     - 32^3 x 60, 2000 steps, against the preset as first written (``--base kplanes_v0``: 4 rows per
       frame, smoothness 1e-3): 8 rows per frame bring the nanorod's alloying error after step 4 from
