@@ -36,10 +36,15 @@ from acquire.session import read_ground_truth, read_session  # noqa: E402
 from recon import metrics  # noqa: E402
 
 
-def error_points(rec: np.ndarray, truth: np.ndarray) -> float:
+def points_after_step_4(got: np.ndarray, ref: np.ndarray) -> float:
     """Mean |alloying degree - the truth's| after step 4, percentage points (as bench/recon_quality.py)."""
-    ref, got = metrics.alloying_against_reference(rec, truth)
     return 100.0 * float(np.nanmean(np.abs(got - ref)[4:]))
+
+
+def error_points(rec: np.ndarray, truth: np.ndarray) -> float:
+    """:func:`points_after_step_4` of a series against its ground truth."""
+    ref, got = metrics.alloying_against_reference(rec, truth)
+    return points_after_step_4(got, ref)
 
 
 def spreads(series: np.ndarray, mask: np.ndarray, steps: list[int]) -> np.ndarray:
@@ -87,15 +92,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     ref, got = metrics.alloying_against_reference(rec, truth)
-    print(f"2. the reconstruction {args.volumes.name}: {100.0 * float(np.nanmean(np.abs(got - ref)[4:])):.1f} points")
-    every = list(range(count))
-    rec_spread, all_truth_spread = spreads(rec, mask, every), spreads(truth, mask, every)
-    kept = rec_spread / all_truth_spread
-    print(f"  spread kept {np.round(kept[steps], 3).tolist()}")
+    print(f"2. the reconstruction {args.volumes.name}: {points_after_step_4(got, ref):.1f} points")
+    kept = spreads(rec, mask, steps) / truth_spread
+    print(f"  spread kept {np.round(kept, 3).tolist()}")
     print(f"  SSIM        {[round(metrics.ssim(rec[i], truth[i]), 3) for i in steps]}")
     own_start = got - got[0]  # sigma_0 from the reconstruction's own first volume
     print(f"  against its own first volume (the reading until 2026-12-05): "
-          f"{100.0 * float(np.nanmean(np.abs(own_start - ref)[4:])):.1f} points")
+          f"{points_after_step_4(own_start, ref):.1f} points")
     session = read_session(args.session)
     frames = session.load_frames().astype(np.float64)
 
