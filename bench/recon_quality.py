@@ -13,6 +13,12 @@ error (nanoshell) and alloying error (nanorod); plus time to reach a mean SSIM o
 every time step is evaluated (no ``--eval-times``), each evaluation also measures the specimen's physical
 property, and the table gives the median of the evaluations in the last quarter of the training time
 beside the final state's (a single evaluation of the nanorod's alloying error moves by 3-5 points).
+With ``--holdout FRACTION`` each DIP-STER run trains as ``recon train`` does by default: that fraction of
+the frames held out (``recon.run_dir.heldout_positions``), their reprojection error checked every
+``--heldout-every`` steps (clock paused), the state of the lowest held-out error written to a checkpoint
+file (as ``recon train``'s ``best/``) and the step noted where ``--patience`` checks without a 0.5 %
+improvement would stop it (``recon.run_dir.PlateauStopper``). The run still trains for the whole budget;
+the table gets a second row for it: that kept state, chosen without ground truth.
 Writes PNG plots (like the paper's Fig. 3 c-e, h-j) and a section of ``quality.md`` between markers,
 leaving other sections alone, both into ``--docs`` (default ``docs/benchmarks/``).
 
@@ -71,6 +77,44 @@ PROPERTY = {"nanoshell": ("surface_to_volume", "surface_to_volume_ref"),
 BUDGET_CHUNK_STEPS = 50  # steps between reads of the training clock: a run overshoots its budget by < one chunk
 
 
+class HeldOutStopping:
+    """``recon train``'s held-out stopping beside a bench run: checks the held-out reprojection error every
+    ``every`` steps, writes the state of the lowest error so far to ``path`` (:meth:`Trainer.save`, as
+    ``recon.run_dir.keep_if_best`` writes ``best/``) and notes where ``PlateauStopper(patience)`` stops.
+
+    Attributes
+    ----------
+    kept
+        ``steps``, ``train_s`` and ``heldout_rmse_percent`` of the saved state (None before the first check).
+    stop
+        ``steps`` and ``train_s`` of the check at which ``recon train`` would have stopped (None: never).
+    checks
+        Every check's ``steps``, ``train_s`` and ``heldout_rmse_percent``, in order (the plot's held-out curve).
+    """
+
+    def __init__(self, patience: int, every: int, path: Path) -> None:
+        from recon.run_dir import PlateauStopper
+
+        self.stopper, self.every, self.path = PlateauStopper(patience), int(every), Path(path)
+        self.kept: dict | None = None
+        self.stop: dict | None = None
+        self.checks: list[dict] = []
+
+    def steps_to_check(self, steps_done: int) -> int:
+        """Steps from ``steps_done`` to the next check (1..every)."""
+        return self.every - steps_done % self.every
+
+    def check(self, trainer, train_s: float) -> None:
+        """Evaluate the held-out frames of ``trainer`` after ``train_s`` seconds of training."""
+        error = trainer.heldout_metrics()["heldout_rmse_percent"]
+        self.checks.append({"steps": trainer.steps_done, "train_s": train_s, "heldout_rmse_percent": error})
+        if self.kept is None or error < self.kept["heldout_rmse_percent"]:
+            trainer.save(self.path)
+            self.kept = self.checks[-1]
+        if self.stopper.update(error) and self.stop is None:
+            self.stop = {"steps": trainer.steps_done, "train_s": train_s}
+
+
 def mean_ssim(volumes: np.ndarray, truth: np.ndarray, workers: int = 1) -> tuple[float, float]:
     """Mean and minimum SSIM over the time steps, in ``workers`` processes when > 1 (large volumes)."""
     values = metrics.ssim_series(volumes, truth, workers)
@@ -80,7 +124,8 @@ def mean_ssim(volumes: np.ndarray, truth: np.ndarray, workers: int = 1) -> tuple
 def run_dipster(name: str, frames: np.ndarray, session, truth: np.ndarray, minutes: float,
                 eval_every: int, seed: int, speed: dict, eval_times: int = 0,
                 config: DipsterConfig | None = None, workers: int = 1,
-                phantom: str | None = None) -> tuple[np.ndarray, list[dict], int]:
+                phantom: str | None = None, holdout: float = 0.0,
+                stopping: HeldOutStopping | None = None) -> tuple[np.ndarray, list[dict], int]:
     """Train one preset for ``minutes``; returns final volumes, the SSIM curve and steps done.
 
     Evaluations come every ``eval_every`` steps and once more where the budget ends (the clock is read
@@ -92,17 +137,22 @@ def run_dipster(name: str, frames: np.ndarray, session, truth: np.ndarray, minut
     ``config`` is the preset ``name`` with ``--set`` overrides applied (default: the preset as it is).
     ``workers`` processes compute each evaluation's SSIMs. With ``phantom`` and every time step
     evaluated, each curve point also holds the headline error of the specimen's physical property
-    (:func:`property_summary`), for :func:`late_median`.
+    (:func:`property_summary`), for :func:`late_median`. ``holdout`` is the fraction of frames held out
+    of training, evenly spread in acquisition order as ``recon train --holdout``; ``stopping`` (needs
+    held-out frames) checks them between chunks.
     """
     import torch
 
+    from recon.run_dir import heldout_positions
     from recon.trainer import Trainer
 
     times = session.times_s
     config = config or preset(name)
     trainer = Trainer(config, frames.shape[1:], float(times[-1]) or 1.0, seed=seed, **speed)
-    for record, frame in zip(session.records, frames):
-        trainer.add_frame(record.index, frame, record.angle_deg, record.time_s)
+    order = sorted(range(len(session.records)), key=lambda i: session.records[i].time_s)
+    held = {order[p] for p in heldout_positions(len(order), holdout)}
+    for i, (record, frame) in enumerate(zip(session.records, frames)):
+        trainer.add_frame(record.index, frame, record.angle_deg, record.time_s, held_out=i in held)
     probe = (np.linspace(0, len(times) - 1, eval_times).round().astype(int) if eval_times
              else np.arange(len(times)))
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
@@ -110,11 +160,16 @@ def run_dipster(name: str, frames: np.ndarray, session, truth: np.ndarray, minut
     while train_s < budget_s:
         boundary = trainer.steps_done + eval_every
         while trainer.steps_done < boundary and train_s < budget_s:  # the budget ends mid-chunk if it must
+            chunk = min(BUDGET_CHUNK_STEPS, boundary - trainer.steps_done)
+            if stopping:
+                chunk = min(chunk, stopping.steps_to_check(trainer.steps_done))
             sync()
             start = time.perf_counter()
-            trainer.train_steps(min(BUDGET_CHUNK_STEPS, boundary - trainer.steps_done))
+            trainer.train_steps(chunk)
             sync()
             train_s += time.perf_counter() - start
+            if stopping and (trainer.steps_done % stopping.every == 0 or train_s >= budget_s):
+                stopping.check(trainer, train_s)
         volumes = np.stack([trainer.volume(times[i]) for i in probe])
         mean, worst = mean_ssim(volumes, truth[probe], workers)
         curve.append({"steps": trainer.steps_done, "train_s": train_s, "ssim_mean": mean, "ssim_min": worst})
@@ -199,7 +254,11 @@ def summarise(phantom: str, rows: list[dict]) -> dict:
     return out
 
 
-def plot(phantom: str, tables: dict[str, list[dict]], curves: dict[str, list[dict]], path: Path) -> None:
+def plot(phantom: str, tables: dict[str, list[dict]], curves: dict[str, list[dict]], path: Path,
+         kept: dict[str, HeldOutStopping] | None = None) -> None:
+    """The paper's Fig. 3-like panels; with ``kept`` (row name: its run's held-out stopping) the
+    time-to-quality panel also marks each kept state at its row's mean SSIM and draws the held-out error
+    on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -216,6 +275,13 @@ def plot(phantom: str, tables: dict[str, list[dict]], curves: dict[str, list[dic
                  label="ground truth")
     for method, curve in curves.items():
         axes[3].plot([p["train_s"] for p in curve], [p["ssim_mean"] for p in curve], "o-", label=method)
+    for method, stopping in (kept or {}).items():
+        ssim_mean = float(np.mean([r["ssim"] for r in tables[method]]))
+        axes[3].plot([stopping.kept["train_s"]], [ssim_mean], "*", ms=12, label=method)
+        twin = axes[3].twinx()
+        twin.plot([c["train_s"] for c in stopping.checks], [c["heldout_rmse_percent"] for c in stopping.checks],
+                  "r:", lw=1)
+        twin.set_ylabel("held-out reprojection RMSE (%), dotted", color="r", fontsize=7)
     axes[0].set(xlabel="time (s)", ylabel="RMSE (%)", title=f"{phantom}: RMSE")
     axes[1].set(xlabel="time (s)", ylabel="SSIM", title="SSIM")
     words = PROPERTY[phantom][0].replace("_nm3", " (voxels)").replace("_", " ")
@@ -262,7 +328,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-times", type=int, default=0,
                         help="time steps in each SSIM evaluation of the curve (0 = all; the final tables "
                              "always use all)")
+    parser.add_argument("--holdout", type=float, default=0.0,
+                        help="fraction of frames held out of DIP-STER training, 0 to 0.5 (recon train's "
+                             "default: 0.1); adds a row for the state of the lowest held-out error")
+    parser.add_argument("--patience", type=int, default=4,
+                        help="with --holdout: held-out checks without a 0.5 %% improvement at which recon "
+                             "train would stop (its default: 4); the row says where")
+    parser.add_argument("--heldout-every", type=int, default=250,
+                        help="with --holdout: steps between held-out checks (recon train's --eval-every, "
+                             "default 250)")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.holdout <= 0.5:
+        parser.error(f"--holdout {args.holdout}: give a fraction from 0 to 0.5")
+    if args.patience < 0 or args.heldout_every < 1:
+        parser.error(f"--patience {args.patience} / --heldout-every {args.heldout_every}: give a patience "
+                     ">= 0 and a check interval >= 1 step")
 
     import torch
 
@@ -311,11 +391,13 @@ def main(argv: list[str] | None = None) -> int:
              + (" --compile" if args.compile else "")
              + (f" --eval-times {args.eval_times}" if args.eval_times else "")
              + "".join(f" --set {item}" for item in args.set)
-             + (" --no-sirt" if args.no_sirt else "") + "`; "
+             + (" --no-sirt" if args.no_sirt else "")
+             + (f" --holdout {args.holdout:g} --patience {args.patience} --heldout-every {args.heldout_every}"
+                if args.holdout else "") + "`; "
              f"seed {args.seed}, Poisson noise at 40 e/A^2, {device_words(device)}, "
              f"{time.strftime('%Y-%m-%d')}. Metrics inside Otsu masks "
              "(`recon.metrics`); means over the time steps. DIP-STER time = training wall clock with "
-             "evaluations paused; SIRT (window 30, 30 iterations, clamped to >= 0) time = its whole run. "
+             "evaluations" + (" and held-out checks" if args.holdout else "") + " paused; SIRT (window 30, 30 iterations, clamped to >= 0) time = its whole run. "
              "SSIM: the local SSIM map averaged inside the union of both Otsu masks (strict; the time-to-SSIM "
              "columns use it); paper SSIM: the paper's measurement (`recon.metrics.ssim_paper`: the "
              "reconstruction masked by its Otsu mask, SSIM averaged over the whole volume, background "
@@ -341,14 +423,31 @@ def main(argv: list[str] | None = None) -> int:
             tables["SIRT w30 >= 0"] = metrics.metrics_table(sirt, truth, times_s, workers=args.workers)
         curves: dict[str, list[dict]] = {}
         steps: dict[str, int] = {}
+        curves_until: dict[str, list[dict]] = {}  # a kept row's: its run's curve up to the kept step
+        kept: dict[str, HeldOutStopping] = {}  # the rows of states kept by held-out error
         for name, every in zip(presets, eval_every):
-            volumes, curve, steps[name] = run_dipster(name, frames, session, truth, args.minutes,
-                                                      every, args.seed, speed, args.eval_times, configs[name],
-                                                      args.workers, phantom)
-            tables[f"DIP-STER {name}"] = metrics.metrics_table(volumes, truth, times_s, workers=args.workers)
-            curves[f"DIP-STER {name}"] = curve
+            stopping = (HeldOutStopping(args.patience, args.heldout_every,
+                                        args.work / f"kept_{phantom}_{tag}_s{args.seed}_{name}.pt")
+                        if args.holdout else None)
+            label = f"DIP-STER {name}" + (f", {args.holdout:.0%} held out" if stopping else "")
+            volumes, curve, steps[label] = run_dipster(name, frames, session, truth, args.minutes,
+                                                       every, args.seed, speed, args.eval_times,
+                                                       configs[name], args.workers, phantom, args.holdout,
+                                                       stopping)
+            tables[label] = metrics.metrics_table(volumes, truth, times_s, workers=args.workers)
+            curves[label] = curve
+            if stopping:
+                from recon.trainer import Trainer
+
+                best = Trainer.load(stopping.path, device=device, precision=args.precision)
+                stopping.path.unlink()
+                label = f"DIP-STER {name}, kept by held-out error"
+                kept[label], steps[label] = stopping, stopping.kept["steps"]
+                curves_until[label] = [p for p in curve if p["steps"] <= stopping.kept["steps"]]
+                tables[label] = metrics.metrics_table(np.stack([best.volume(t) for t in session.times_s]),
+                                                      truth, times_s, workers=args.workers)
         png = args.docs / f"recon_quality_{phantom}_{tag}.png"
-        plot(phantom, tables, curves, png)
+        plot(phantom, tables, curves, png, kept)
         lines += [f"### {phantom} {args.size}^3 x {args.count} frames", "",
                   "| method | steps | steps/s | RMSE mean (%) | RMSE max (%) | paper RMSE mean (max) (%) | "
                   "SSIM mean | SSIM min | "
@@ -361,13 +460,23 @@ def main(argv: list[str] | None = None) -> int:
                 t90 = f"{sirt_s:.0f}" if s["ssim_mean"] >= 0.9 else "never"
                 t95 = f"{sirt_s:.0f}" if s["ssim_mean"] >= 0.95 else "never"
             else:
-                curve = curves[method]
-                n_steps = str(steps[method.split()[-1]])
-                rate = f"{curve[-1]['steps'] / curve[-1]['train_s']:.1f}"
+                curve = curves_until[method] if method in kept else curves[method]
+                never = "not by the kept step" if method in kept else "not within budget"
+                n_steps = str(steps[method])
                 t90, t95 = (first_time(curve, th) for th in (0.9, 0.95))
-                t90 = "not within budget" if t90 is None else f"{t90:.0f}"
-                t95 = "not within budget" if t95 is None else f"{t95:.0f}"
-                late = late_median(curve)
+                t90 = never if t90 is None else f"{t90:.0f}"
+                t95 = never if t95 is None else f"{t95:.0f}"
+                late = None if method in kept else late_median(curve)
+                if method not in kept:
+                    rate = f"{curve[-1]['steps'] / curve[-1]['train_s']:.1f}"
+                else:
+                    stopping = kept[method]
+                    rate = f"{stopping.kept['steps'] / stopping.kept['train_s']:.1f}"
+                    stop = ("it never stops" if stopping.stop is None else
+                            f"it stops at step {stopping.stop['steps']} ({stopping.stop['train_s']:.0f} s)")
+                    s["property"] += (f"; kept at step {stopping.kept['steps']} ({stopping.kept['train_s']:.0f} s, "
+                                      f"held-out error {stopping.kept['heldout_rmse_percent']:.2f} %); with "
+                                      f"patience {args.patience} {stop}")
                 if late is not None:  # signed errors keep their sign
                     value = f"{late[0]:+.1f}" if phantom in ("nanoshell", "nanostar") else f"{late[0]:.1f}"
                     s["property"] += (f"; median of the {late[1]} evaluation(s) in the last quarter of the "

@@ -41,3 +41,37 @@ def test_the_alloying_summary_gives_the_error_both_ways() -> None:
     assert headline == pytest.approx(100.0 * (0.10 + 0.05) / 2)  # steps 4, 5: |0.50 - 0.40|, |0.60 - 0.55|
     own_start = 100.0 * (abs(0.20 - 0.40) + abs(0.30 - 0.55)) / 2  # 22.5 points
     assert words.endswith(f"against its own first volume {own_start:.1f}")
+
+
+def test_the_held_out_row_keeps_recon_trains_best_state(tmp_path) -> None:
+    """With held-out frames the bench holds out recon train's frames, keeps the checked state of the least
+    held-out error in a real checkpoint (reloaded, it gives that error again) and stops where
+    PlateauStopper stops on the same errors."""
+    from acquire.session import read_ground_truth, read_session
+    from bench.recon_quality import HeldOutStopping, run_dipster
+    from recon.presets import preset
+    from recon.run_dir import PlateauStopper, heldout_positions
+    from recon.trainer import Trainer
+    from simulator.tiltseries import write_synthetic_session
+
+    path = write_synthetic_session(tmp_path / "s", "nanocube", 16, 20, seed=0)
+    session = read_session(path)
+    truth, _ = read_ground_truth(path)
+    stopping = HeldOutStopping(patience=1, every=10, path=tmp_path / "kept.pt")
+    speed = {"device": "cpu", "precision": "fp32", "compile_model": False}
+    _, curve, steps = run_dipster("fast", session.load_frames(), session, truth, minutes=0.03, eval_every=40,
+                                  seed=0, speed=speed, config=preset("fast"), holdout=0.1, stopping=stopping)
+    checks = stopping.checks
+    assert len(checks) >= 3 and checks[-1]["steps"] == steps
+    assert all(c["steps"] % 10 == 0 for c in checks[:-1])
+    errors = [c["heldout_rmse_percent"] for c in checks]
+    assert stopping.kept["heldout_rmse_percent"] == min(errors)
+    best = Trainer.load(stopping.path)
+    assert best.steps_done == stopping.kept["steps"]
+    assert best.heldout_metrics()["heldout_rmse_percent"] == pytest.approx(min(errors), rel=1e-6)
+    order = np.argsort([r.time_s for r in session.records], kind="stable")
+    held = [position for position, i in enumerate(order) if best.held_out[i]]
+    assert held == heldout_positions(20, 0.1) == [9, 19]
+    stopper = PlateauStopper(1)
+    expected_stop = next((c["steps"] for c in checks if stopper.update(c["heldout_rmse_percent"])), None)
+    assert (stopping.stop or {}).get("steps") == expected_stop
