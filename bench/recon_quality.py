@@ -15,10 +15,11 @@ property, and the table gives the median of the evaluations in the last quarter 
 beside the final state's (a single evaluation of the nanorod's alloying error moves by 3-5 points).
 With ``--holdout FRACTION`` each DIP-STER run trains as ``recon train`` does by default: that fraction of
 the frames held out (``recon.run_dir.heldout_positions``), their reprojection error checked every
-``--heldout-every`` steps (clock paused), the state of the lowest held-out error written to a checkpoint
-file (as ``recon train``'s ``best/``) and the step noted where ``--patience`` checks without a 0.5 %
-improvement would stop it (``recon.run_dir.PlateauStopper``). The run still trains for the whole budget;
-the table gets a second row for it: that kept state, chosen without ground truth.
+``--heldout-every`` steps (clock paused). For each ``--patience`` P (``recon.run_dir.PlateauStopper``:
+P checks without a 0.5 % improvement; 0 never stops) the bench notes where ``recon train`` would stop
+and writes the state of the lowest held-out error until then to a checkpoint (as ``recon train``'s
+``best/``). The run still trains for the whole budget; the table gets a row for each distinct kept
+state, chosen without ground truth, beside the run's last state.
 Writes PNG plots (like the paper's Fig. 3 c-e, h-j) and a section of ``quality.md`` between markers,
 leaving other sections alone, both into ``--docs`` (default ``docs/benchmarks/``).
 
@@ -78,26 +79,31 @@ BUDGET_CHUNK_STEPS = 50  # steps between reads of the training clock: a run over
 
 
 class HeldOutStopping:
-    """``recon train``'s held-out stopping beside a bench run: checks the held-out reprojection error every
-    ``every`` steps, writes the state of the lowest error so far to ``path`` (:meth:`Trainer.save`, as
-    ``recon.run_dir.keep_if_best`` writes ``best/``) and notes where ``PlateauStopper(patience)`` stops.
+    """``recon train``'s held-out stopping beside a bench run, for several patiences at once.
+
+    Every ``every`` steps :meth:`check` measures the held-out reprojection error. For each patience P
+    (``recon.run_dir.PlateauStopper(P)``; 0 never stops) it notes the check where ``recon train`` would
+    stop, and the state of the lowest error up to then, written (once per step, however many patiences
+    keep it) with :meth:`Trainer.save` into ``directory`` as ``recon.run_dir.keep_if_best`` writes
+    ``best/``.
 
     Attributes
     ----------
     kept
-        ``steps``, ``train_s`` and ``heldout_rmse_percent`` of the saved state (None before the first check).
+        Per patience: ``steps``, ``train_s``, ``heldout_rmse_percent`` and ``path`` of its kept state.
     stop
-        ``steps`` and ``train_s`` of the check at which ``recon train`` would have stopped (None: never).
+        Per patience: ``steps`` and ``train_s`` of the check at which it stops (absent: never).
     checks
         Every check's ``steps``, ``train_s`` and ``heldout_rmse_percent``, in order (the plot's held-out curve).
     """
 
-    def __init__(self, patience: int, every: int, path: Path) -> None:
+    def __init__(self, patiences: list[int], every: int, directory: Path) -> None:
         from recon.run_dir import PlateauStopper
 
-        self.stopper, self.every, self.path = PlateauStopper(patience), int(every), Path(path)
-        self.kept: dict | None = None
-        self.stop: dict | None = None
+        self.stoppers = {int(p): PlateauStopper(p) for p in patiences}
+        self.every, self.directory = int(every), Path(directory)
+        self.kept: dict[int, dict] = {}
+        self.stop: dict[int, dict] = {}
         self.checks: list[dict] = []
 
     def steps_to_check(self, steps_done: int) -> int:
@@ -107,12 +113,21 @@ class HeldOutStopping:
     def check(self, trainer, train_s: float) -> None:
         """Evaluate the held-out frames of ``trainer`` after ``train_s`` seconds of training."""
         error = trainer.heldout_metrics()["heldout_rmse_percent"]
-        self.checks.append({"steps": trainer.steps_done, "train_s": train_s, "heldout_rmse_percent": error})
-        if self.kept is None or error < self.kept["heldout_rmse_percent"]:
-            trainer.save(self.path)
-            self.kept = self.checks[-1]
-        if self.stopper.update(error) and self.stop is None:
-            self.stop = {"steps": trainer.steps_done, "train_s": train_s}
+        point = {"steps": trainer.steps_done, "train_s": train_s, "heldout_rmse_percent": error}
+        self.checks.append(point)
+        for patience, stopper in self.stoppers.items():
+            if patience in self.stop:
+                continue
+            if patience not in self.kept or error < self.kept[patience]["heldout_rmse_percent"]:
+                path = self.directory / f"kept_step{trainer.steps_done}.pt"
+                if not path.is_file():
+                    trainer.save(path)
+                self.kept[patience] = {**point, "path": path}
+            if stopper.update(error):
+                self.stop[patience] = point
+        held = {k["path"] for k in self.kept.values()}
+        for stale in set(self.directory.glob("kept_step*.pt")) - held:
+            stale.unlink()
 
 
 def mean_ssim(volumes: np.ndarray, truth: np.ndarray, workers: int = 1) -> tuple[float, float]:
@@ -255,10 +270,10 @@ def summarise(phantom: str, rows: list[dict]) -> dict:
 
 
 def plot(phantom: str, tables: dict[str, list[dict]], curves: dict[str, list[dict]], path: Path,
-         kept: dict[str, HeldOutStopping] | None = None) -> None:
-    """The paper's Fig. 3-like panels; with ``kept`` (row name: its run's held-out stopping) the
-    time-to-quality panel also marks each kept state at its row's mean SSIM and draws the held-out error
-    on a second axis."""
+         kept: dict[str, tuple[float, HeldOutStopping]] | None = None) -> None:
+    """The paper's Fig. 3-like panels; with ``kept`` (row name: the training seconds of its state and
+    its run's held-out stopping) the time-to-quality panel also marks each kept state at its row's mean
+    SSIM and draws the held-out error on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -275,13 +290,16 @@ def plot(phantom: str, tables: dict[str, list[dict]], curves: dict[str, list[dic
                  label="ground truth")
     for method, curve in curves.items():
         axes[3].plot([p["train_s"] for p in curve], [p["ssim_mean"] for p in curve], "o-", label=method)
-    for method, stopping in (kept or {}).items():
+    drawn = set()
+    for method, (train_s, stopping) in (kept or {}).items():
         ssim_mean = float(np.mean([r["ssim"] for r in tables[method]]))
-        axes[3].plot([stopping.kept["train_s"]], [ssim_mean], "*", ms=12, label=method)
-        twin = axes[3].twinx()
-        twin.plot([c["train_s"] for c in stopping.checks], [c["heldout_rmse_percent"] for c in stopping.checks],
-                  "r:", lw=1)
-        twin.set_ylabel("held-out reprojection RMSE (%), dotted", color="r", fontsize=7)
+        axes[3].plot([train_s], [ssim_mean], "*", ms=12, label=method)
+        if id(stopping) not in drawn:
+            drawn.add(id(stopping))
+            twin = axes[3].twinx()
+            twin.plot([c["train_s"] for c in stopping.checks],
+                      [c["heldout_rmse_percent"] for c in stopping.checks], "r:", lw=1)
+            twin.set_ylabel("held-out reprojection RMSE (%), dotted", color="r", fontsize=7)
     axes[0].set(xlabel="time (s)", ylabel="RMSE (%)", title=f"{phantom}: RMSE")
     axes[1].set(xlabel="time (s)", ylabel="SSIM", title="SSIM")
     words = PROPERTY[phantom][0].replace("_nm3", " (voxels)").replace("_", " ")
@@ -331,18 +349,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holdout", type=float, default=0.0,
                         help="fraction of frames held out of DIP-STER training, 0 to 0.5 (recon train's "
                              "default: 0.1); adds a row for the state of the lowest held-out error")
-    parser.add_argument("--patience", type=int, default=4,
+    parser.add_argument("--patience", default="4,0",
                         help="with --holdout: held-out checks without a 0.5 %% improvement at which recon "
-                             "train would stop (its default: 4); the row says where")
+                             "train stops (its default: 4; 0: never, the whole budget), comma-separated; "
+                             "a row for each distinct state they keep")
     parser.add_argument("--heldout-every", type=int, default=250,
                         help="with --holdout: steps between held-out checks (recon train's --eval-every, "
                              "default 250)")
     args = parser.parse_args(argv)
     if not 0.0 <= args.holdout <= 0.5:
         parser.error(f"--holdout {args.holdout}: give a fraction from 0 to 0.5")
-    if args.patience < 0 or args.heldout_every < 1:
-        parser.error(f"--patience {args.patience} / --heldout-every {args.heldout_every}: give a patience "
-                     ">= 0 and a check interval >= 1 step")
+    try:
+        patiences = [int(v) for v in args.patience.split(",")]
+    except ValueError:
+        patiences = [-1]
+    if min(patiences) < 0 or args.heldout_every < 1:
+        parser.error(f"--patience {args.patience} / --heldout-every {args.heldout_every}: give patiences "
+                     ">= 0 (comma-separated) and a check interval >= 1 step")
 
     import torch
 
@@ -424,11 +447,13 @@ def main(argv: list[str] | None = None) -> int:
         curves: dict[str, list[dict]] = {}
         steps: dict[str, int] = {}
         curves_until: dict[str, list[dict]] = {}  # a kept row's: its run's curve up to the kept step
-        kept: dict[str, HeldOutStopping] = {}  # the rows of states kept by held-out error
+        kept: dict[str, tuple[dict, list[int], HeldOutStopping]] = {}  # a kept row's state, its patiences
         for name, every in zip(presets, eval_every):
-            stopping = (HeldOutStopping(args.patience, args.heldout_every,
-                                        args.work / f"kept_{phantom}_{tag}_s{args.seed}_{name}.pt")
-                        if args.holdout else None)
+            stopping = None
+            if args.holdout:
+                directory = args.work / f"kept_{phantom}_{tag}_s{args.seed}_{name}"
+                directory.mkdir(parents=True, exist_ok=True)
+                stopping = HeldOutStopping(patiences, args.heldout_every, directory)
             label = f"DIP-STER {name}" + (f", {args.holdout:.0%} held out" if stopping else "")
             volumes, curve, steps[label] = run_dipster(name, frames, session, truth, args.minutes,
                                                        every, args.seed, speed, args.eval_times,
@@ -439,15 +464,22 @@ def main(argv: list[str] | None = None) -> int:
             if stopping:
                 from recon.trainer import Trainer
 
-                best = Trainer.load(stopping.path, device=device, precision=args.precision)
-                stopping.path.unlink()
-                label = f"DIP-STER {name}, kept by held-out error"
-                kept[label], steps[label] = stopping, stopping.kept["steps"]
-                curves_until[label] = [p for p in curve if p["steps"] <= stopping.kept["steps"]]
-                tables[label] = metrics.metrics_table(np.stack([best.volume(t) for t in session.times_s]),
-                                                      truth, times_s, workers=args.workers)
+                by_step: dict[int, list[int]] = {}
+                for patience, record in stopping.kept.items():
+                    by_step.setdefault(record["steps"], []).append(patience)
+                for kept_steps, by in sorted(by_step.items()):
+                    record = stopping.kept[by[0]]
+                    best = Trainer.load(record["path"], device=device, precision=args.precision)
+                    label = f"DIP-STER {name}, kept by held-out error at step {kept_steps}"
+                    kept[label], steps[label] = (record, by, stopping), kept_steps
+                    curves_until[label] = [p for p in curve if p["steps"] <= kept_steps]
+                    tables[label] = metrics.metrics_table(np.stack([best.volume(t) for t in session.times_s]),
+                                                          truth, times_s, workers=args.workers)
+                for path in directory.glob("kept_step*.pt"):
+                    path.unlink()
+                directory.rmdir()
         png = args.docs / f"recon_quality_{phantom}_{tag}.png"
-        plot(phantom, tables, curves, png, kept)
+        plot(phantom, tables, curves, png, {m: (k[0]["train_s"], k[2]) for m, k in kept.items()})
         lines += [f"### {phantom} {args.size}^3 x {args.count} frames", "",
                   "| method | steps | steps/s | RMSE mean (%) | RMSE max (%) | paper RMSE mean (max) (%) | "
                   "SSIM mean | SSIM min | "
@@ -470,13 +502,14 @@ def main(argv: list[str] | None = None) -> int:
                 if method not in kept:
                     rate = f"{curve[-1]['steps'] / curve[-1]['train_s']:.1f}"
                 else:
-                    stopping = kept[method]
-                    rate = f"{stopping.kept['steps'] / stopping.kept['train_s']:.1f}"
-                    stop = ("it never stops" if stopping.stop is None else
-                            f"it stops at step {stopping.stop['steps']} ({stopping.stop['train_s']:.0f} s)")
-                    s["property"] += (f"; kept at step {stopping.kept['steps']} ({stopping.kept['train_s']:.0f} s, "
-                                      f"held-out error {stopping.kept['heldout_rmse_percent']:.2f} %); with "
-                                      f"patience {args.patience} {stop}")
+                    record, by, stopping = kept[method]
+                    rate = f"{record['steps'] / record['train_s']:.1f}"
+                    stops = ["patience 0 (the whole budget)" if patience == 0 else
+                             f"patience {patience} (never stops)" if patience not in stopping.stop else
+                             f"patience {patience} (stops at step {stopping.stop[patience]['steps']}, "
+                             f"{stopping.stop[patience]['train_s']:.0f} s)" for patience in by]
+                    s["property"] += (f"; kept at step {record['steps']} ({record['train_s']:.0f} s, held-out "
+                                      f"error {record['heldout_rmse_percent']:.2f} %) by " + ", ".join(stops))
                 if late is not None:  # signed errors keep their sign
                     value = f"{late[0]:+.1f}" if phantom in ("nanoshell", "nanostar") else f"{late[0]:.1f}"
                     s["property"] += (f"; median of the {late[1]} evaluation(s) in the last quarter of the "

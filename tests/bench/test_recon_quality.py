@@ -43,10 +43,10 @@ def test_the_alloying_summary_gives_the_error_both_ways() -> None:
     assert words.endswith(f"against its own first volume {own_start:.1f}")
 
 
-def test_the_held_out_row_keeps_recon_trains_best_state(tmp_path) -> None:
-    """With held-out frames the bench holds out recon train's frames, keeps the checked state of the least
-    held-out error in a real checkpoint (reloaded, it gives that error again) and stops where
-    PlateauStopper stops on the same errors."""
+def test_the_held_out_rows_keep_recon_trains_best_states(tmp_path) -> None:
+    """With held-out frames the bench holds out recon train's frames and, per patience, keeps the checked
+    state of least held-out error until PlateauStopper stops on the same errors, in a real checkpoint
+    (reloaded, it gives that error again); patience 0 keeps the least error of the whole run."""
     from acquire.session import read_ground_truth, read_session
     from bench.recon_quality import HeldOutStopping, run_dipster
     from recon.presets import preset
@@ -57,7 +57,7 @@ def test_the_held_out_row_keeps_recon_trains_best_state(tmp_path) -> None:
     path = write_synthetic_session(tmp_path / "s", "nanocube", 16, 20, seed=0)
     session = read_session(path)
     truth, _ = read_ground_truth(path)
-    stopping = HeldOutStopping(patience=1, every=10, path=tmp_path / "kept.pt")
+    stopping = HeldOutStopping([1, 2, 0], every=10, directory=tmp_path)
     speed = {"device": "cpu", "precision": "fp32", "compile_model": False}
     _, curve, steps = run_dipster("fast", session.load_frames(), session, truth, minutes=0.03, eval_every=40,
                                   seed=0, speed=speed, config=preset("fast"), holdout=0.1, stopping=stopping)
@@ -65,13 +65,19 @@ def test_the_held_out_row_keeps_recon_trains_best_state(tmp_path) -> None:
     assert len(checks) >= 3 and checks[-1]["steps"] == steps
     assert all(c["steps"] % 10 == 0 for c in checks[:-1])
     errors = [c["heldout_rmse_percent"] for c in checks]
-    assert stopping.kept["heldout_rmse_percent"] == min(errors)
-    best = Trainer.load(stopping.path)
-    assert best.steps_done == stopping.kept["steps"]
-    assert best.heldout_metrics()["heldout_rmse_percent"] == pytest.approx(min(errors), rel=1e-6)
+    assert stopping.kept[0]["heldout_rmse_percent"] == min(errors) and 0 not in stopping.stop
+    for patience in (1, 2):
+        stopper = PlateauStopper(patience)
+        stop = next((i for i, e in enumerate(errors) if stopper.update(e)), len(errors) - 1)
+        assert stopping.stop.get(patience, {}).get("steps") == (checks[stop]["steps"] if stopper.since_best
+                                                                 >= patience else None)
+        assert stopping.kept[patience]["heldout_rmse_percent"] == min(errors[:stop + 1])
+    assert {p.name for p in tmp_path.glob("kept_step*.pt")} == {k["path"].name for k in stopping.kept.values()}
+    for record in stopping.kept.values():
+        best = Trainer.load(record["path"])
+        assert best.steps_done == record["steps"]
+        assert best.heldout_metrics()["heldout_rmse_percent"] == pytest.approx(record["heldout_rmse_percent"],
+                                                                               rel=1e-6)
     order = np.argsort([r.time_s for r in session.records], kind="stable")
     held = [position for position, i in enumerate(order) if best.held_out[i]]
     assert held == heldout_positions(20, 0.1) == [9, 19]
-    stopper = PlateauStopper(1)
-    expected_stop = next((c["steps"] for c in checks if stopper.update(c["heldout_rmse_percent"])), None)
-    assert (stopping.stop or {}).get("steps") == expected_stop
