@@ -115,6 +115,7 @@ class HeldOutStopping:
         error = trainer.heldout_metrics()["heldout_rmse_percent"]
         point = {"steps": trainer.steps_done, "train_s": train_s, "heldout_rmse_percent": error}
         self.checks.append(point)
+        before = {k["path"] for k in self.kept.values()}
         for patience, stopper in self.stoppers.items():
             if patience in self.stop:
                 continue
@@ -125,8 +126,7 @@ class HeldOutStopping:
                 self.kept[patience] = {**point, "path": path}
             if stopper.update(error):
                 self.stop[patience] = point
-        held = {k["path"] for k in self.kept.values()}
-        for stale in set(self.directory.glob("kept_step*.pt")) - held:
+        for stale in before - {k["path"] for k in self.kept.values()}:  # no patience keeps it any more
             stale.unlink()
 
 
