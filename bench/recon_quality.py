@@ -46,6 +46,7 @@ from acquire.session import read_ground_truth, read_session  # noqa: E402
 from bench.doc_sections import replace_section  # noqa: E402
 from recon import metrics  # noqa: E402
 from recon.presets import DipsterConfig, preset  # noqa: E402
+from recon.train_cli import ReconTrainSettings  # noqa: E402
 
 
 
@@ -346,16 +347,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-times", type=int, default=0,
                         help="time steps in each SSIM evaluation of the curve (0 = all; the final tables "
                              "always use all)")
+    train_defaults = {name: field.default for name, field in ReconTrainSettings.model_fields.items()}
     parser.add_argument("--holdout", type=float, default=0.0,
                         help="fraction of frames held out of DIP-STER training, 0 to 0.5 (recon train's "
-                             "default: 0.1); adds a row for the state of the lowest held-out error")
-    parser.add_argument("--patience", default="4,0",
+                             f"default: {train_defaults['holdout']}); adds a row for the state of the lowest "
+                             "held-out error")
+    parser.add_argument("--patience", default=f"{train_defaults['patience']},0",
                         help="with --holdout: held-out checks without a 0.5 %% improvement at which recon "
-                             "train stops (its default: 4; 0: never, the whole budget), comma-separated; "
-                             "a row for each distinct state they keep")
-    parser.add_argument("--heldout-every", type=int, default=250,
+                             f"train stops (its default: {train_defaults['patience']}; 0: never, the whole "
+                             "budget), comma-separated; a row for each distinct state they keep")
+    parser.add_argument("--heldout-every", type=int, default=train_defaults["eval_every"],
                         help="with --holdout: steps between held-out checks (recon train's --eval-every, "
-                             "default 250)")
+                             "default %(default)s)")
     args = parser.parse_args(argv)
     if not 0.0 <= args.holdout <= 0.5:
         parser.error(f"--holdout {args.holdout}: give a fraction from 0 to 0.5")
