@@ -284,7 +284,8 @@ class LiveReconstruction:
                     self._log_row()
                 self.checkpoint()
                 if self.state == "finished":
-                    log.info("wrote %s", self.run_state.write_volumes(self.reconstructor, self.settings.volumes_out))
+                    path, state = self.run_state.write_volumes(self.reconstructor, self.settings.volumes_out)
+                    log.info("wrote %s (%s)", path, state)
                 self.publish_history()
                 self.publish_orthoslices()
             self.publish_status()

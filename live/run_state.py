@@ -5,9 +5,10 @@ reconstructor's state (:meth:`recon.reconstructor.Reconstructor.save`: ``checkpo
 ``sirt_state.npz`` for SIRT; per-frame metadata such as dose and temperature inside it),
 ``train_log.csv`` (one row per log interval, with the held-out reprojection error when frames are held
 out), ``best/`` (DIP-STER with held-out frames: the state of the lowest held-out error since the frames
-last changed, :func:`recon.run_dir.keep_if_best`), ``endpoints.json`` (the bound status and request endpoints, for clients that start later) and at
-the end ``volumes.tif`` + ``volumes_times.csv``. ``recon volumes``, ``recon metrics`` and a resumed
-``recon train`` read it like any run directory.
+last changed, :func:`recon.run_dir.keep_if_best`), ``endpoints.json`` (the bound status and request
+endpoints, for clients that start later) and at the end ``volumes.tif`` + ``volumes_times.csv`` (of the
+state ``recon volumes`` reads by default: ``best/`` when kept, else the last). ``recon volumes``,
+``recon metrics`` and a resumed ``recon train`` read it like any run directory.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from acquire.errors import UserError
 from live.settings import LiveSettings
 from recon.precision import Speed
 from recon.reconstructor import Reconstructor
-from recon.run_dir import (CHECKPOINT_FILE, LOG_COLUMNS, RUN_FILE, RunDir, forget_stale_best, keep_if_best,
-                           open_reconstructor)
+from recon.run_dir import (CHECKPOINT_FILE, LOG_COLUMNS, RUN_FILE, RunDir, describe_state, forget_stale_best,
+                           keep_if_best, open_reconstructor)
 
 log = logging.getLogger(__name__)
 
@@ -183,14 +184,26 @@ class RunState:
         write_json_atomic(self.path / ENDPOINTS_FILE, {"status": status, "volume": request, "pid": os.getpid()},
                           indent=None)
 
-    def write_volumes(self, reconstructor: Reconstructor, count: int) -> Path:
-        """The volume-time series at the frame times (or ``count`` evenly spaced), via recon.volume_io."""
+    def write_volumes(self, reconstructor: Reconstructor, count: int) -> tuple[Path, str]:
+        """The volume-time series at the frame times (or ``count`` evenly spaced), via recon.volume_io, of
+        the state ``recon volumes`` reads by default: the best by held-out error when the run keeps one of
+        all its frames (call after :meth:`checkpoint`, which drops a best of fewer), else ``reconstructor``.
+
+        Returns
+        -------
+        path, state
+            The file written, and which state it holds in words (:func:`recon.run_dir.describe_state`).
+        """
         from recon.volume_io import write_volumes
 
+        state = describe_state(self.path, "auto")
+        if self.run.best_record() is not None:
+            reconstructor = open_reconstructor(self.path, device=self.device, checkpoint="best",
+                                               speed=speed_of(self.settings))
         times = np.sort(np.asarray([r["time_s"] for r in reconstructor.frame_records]))
         if count:
             times = np.linspace(times[0], times[-1], count)
         volumes = np.stack([reconstructor.volume(float(t)) for t in times])
         path = self.path / VOLUMES_FILE
         write_volumes(path, volumes, times)
-        return path
+        return path, state

@@ -311,6 +311,15 @@ def forget_stale_best(run: RunDir, description: dict[str, Any], n_frames: int) -
         shutil.rmtree(run.best)
 
 
+def describe_state(run_dir: str | Path, checkpoint: str) -> str:
+    """Which state :func:`open_reconstructor` opens for ``checkpoint``, in words ("last state", or
+    "best state (step S, held-out error E %)")."""
+    record = RunDir(run_dir).best_record() if checkpoint != "last" else None
+    if record is None:
+        return "last state"
+    return f"best state (step {record['step']}, held-out error {record['heldout_rmse_percent']:.2f} %)"
+
+
 def open_reconstructor(run_dir: str | Path, device: str = "cpu", checkpoint: str = "last",
                        speed: Speed = Speed()) -> Any:
     """The reconstruction in ``run_dir`` (live or offline), loaded by the class of its recorded method.

@@ -21,6 +21,7 @@ from acquire.errors import UserError
 from acquire.progress import ProgressLine, stderr_progress
 from recon.precision import Precision
 from recon.presets import PresetName
+from recon.run_dir import describe_state
 
 
 class ReconTrainSettings(pydantic.BaseModel):
@@ -109,16 +110,6 @@ class ReconVolumesSettings(pydantic.BaseModel):
         default="auto", description="which state of the run: best (lowest held-out reprojection error, "
         "kept when frames are held out), last (the latest checkpoint), auto (best when the run keeps "
         "one, else last)")
-
-
-def describe_state(run_dir: Path, checkpoint: str) -> str:
-    """Which state ``open_reconstructor(run_dir, checkpoint=checkpoint)`` opens, in words."""
-    from recon.run_dir import RunDir
-
-    record = RunDir(run_dir).best_record() if checkpoint != "last" else None
-    if record is None:
-        return "last state"
-    return f"best state (step {record['step']}, held-out error {record['heldout_rmse_percent']:.2f} %)"
 
 
 def run_train(args: argparse.Namespace) -> int:
