@@ -53,8 +53,9 @@ class ReconTrainSettings(pydantic.BaseModel):
         "quality without ground truth, chooses the best state (best/) and stops on a plateau; 0 trains "
         "on every frame")
     patience: int = pydantic.Field(
-        default=4, ge=0, description="stop when the held-out error has not improved by 0.5 % for this "
-        "many evaluations (0: never stop early; no effect without held-out frames)")
+        default=16, ge=0, description="stop when the held-out error has not improved by 0.5 % for this "
+        "many evaluations (0: never stop early; no effect without held-out frames; 16 at --eval-every 250 "
+        "waits 4000 steps: docs/benchmarks/stopping.md)")
     eval_every: int = pydantic.Field(
         default=250, ge=1, description="steps between log rows, held-out evaluations and checkpoints")
     threads: int | None = pydantic.Field(

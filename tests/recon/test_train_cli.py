@@ -203,7 +203,7 @@ def test_a_live_format_run_is_read_by_volumes_and_resumed_by_train(tmp_path: Pat
 
 @pytest.mark.timeout(200)
 def test_by_default_a_tenth_of_the_frames_is_held_out_and_holdout_0_trains_on_all(tmp_path: Path) -> None:
-    """Defaults (config/recon.toml): holdout 0.1 (frames 9 and 19 of 20, logged, best/ kept) and patience 4;
+    """Defaults (config/recon.toml): holdout 0.1 (frames 9 and 19 of 20, logged, best/ kept) and patience 16;
     ``--holdout 0`` trains on all 20 frames without best/ (the default patience then has no effect), and an
     explicit ``--patience`` without held-out frames is one line."""
     session = _session(tmp_path / "s", count=20)
@@ -213,7 +213,7 @@ def test_by_default_a_tenth_of_the_frames_is_held_out_and_holdout_0_trains_on_al
     assert "18 training + 2 held-out frames" in default.stderr
     description = json.loads((tmp_path / "default" / "run.json").read_text())
     assert description["heldout_indices"] == [9, 19] and description["best"]["n_frames"] == 20
-    assert "steps done; 20 steps this run" in default.stderr  # 2 evaluations: patience 4 cannot stop it
+    assert "steps done; 20 steps this run" in default.stderr  # 2 evaluations: patience 16 cannot stop it
     assert (tmp_path / "default" / "best" / "checkpoint.pt").is_file()
 
     everything = _cli("recon", "train", "--session", str(session), "--out", str(tmp_path / "all"), "--steps",
