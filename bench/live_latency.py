@@ -2,9 +2,9 @@
 
 Setup: a synthetic session (``simulator.tiltseries.write_synthetic_session``: nanorod, Poisson noise)
 is replayed (``simulator.replay_stream.replay_session``, one frame every ``--interval-s`` wall
-seconds) into a ``tiltstream live`` subprocess (continuous schedule, headless, ``--threads``); this
-script subscribes to the live status stream and records when each frame's ``reprojection`` message
-arrives. Latency of frame i = arrival of its reprojection - return of ``publish`` for frame i.
+seconds) into a ``tiltstream live`` subprocess (continuous schedule, or ``--steps-per-frame``;
+headless, ``--threads``); this script subscribes to the live status stream and records when each
+frame's ``reprojection`` message arrives. Latency of frame i = arrival of its reprojection - return of ``publish`` for frame i.
 
 Quality: SSIM/RMSE (recon.metrics, Otsu masks) against the ground truth at the last frame's time and
 averaged over all frame times, for the live result and for an offline reconstruction of the same
@@ -13,7 +13,7 @@ session with the same preset, seed and total number of steps (all frames added f
 Writes the numbers to ``docs/benchmarks/live.md`` under ``## Live latency`` (only that section is replaced)
 and prints them. Usage::
 
-    python bench/live_latency.py [--size 32] [--frames 40] [--interval-s 2] [--final-steps 500]
+    python bench/live_latency.py [--size 32] [--frames 40] [--interval-s 2] [--final-steps 500] [--steps-per-frame N]
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
          "--expected-frames", str(args.frames), "--out", str(run), "--status", "tcp://127.0.0.1:*",
          "--volume-endpoint", "tcp://127.0.0.1:*", "--headless", "--device", args.device, "--seed", str(args.seed),
          "--final-steps", str(args.final_steps), "--chunk-steps", str(args.chunk_steps),
-         "--threads", str(args.threads)],
+         "--threads", str(args.threads)]
+        + (["--steps-per-frame", str(args.steps_per_frame)] if args.steps_per_frame is not None else []),
         stdout=subprocess.DEVNULL, stderr=open(work / "live.log", "w"), env=dict(os.environ))
     try:
         while not (run / "endpoints.json").is_file():
@@ -130,6 +131,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     live_by_time = dict(zip(np.round(live_times, 6), live_volumes))
     return {
         "size": args.size, "frames": args.frames, "interval_s": args.interval_s, "threads": args.threads,
+        "steps_per_frame": args.steps_per_frame, "final_steps": args.final_steps,
         "reprojections": int(len(latencies)),
         "latency_median_s": float(np.median(latencies)), "latency_p90_s": float(np.percentile(latencies, 90)),
         "latency_max_s": float(latencies.max()),
@@ -143,14 +145,18 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
 def write_section(result: dict, path: Path) -> None:
     """Replace (or append) the ``## Live latency`` section of docs/benchmarks/live.md (between its markers)."""
     lv, off = result["live"], result["offline"]
+    per_frame = result.get("steps_per_frame")
+    schedule_flag = f" --steps-per-frame {per_frame}" if per_frame is not None else ""
+    schedule = (f"deterministic schedule, {per_frame} steps per frame" if per_frame is not None
+                else "continuous schedule")
     body = "\n".join([
         SECTION, "",
         f"`python bench/live_latency.py --size {result['size']} --frames {result['frames']} --interval-s "
-        f"{result['interval_s']}` ({result['machine']}, live process with --threads {result['threads']}, "
-        f"shared machine: timings are noisy).",
+        f"{result['interval_s']} --final-steps {result['final_steps']}{schedule_flag}` ({result['machine']}, live "
+        f"process with --threads {result['threads']}, shared machine: timings are noisy).",
         "",
         f"A {result['size']}^3 nanorod session ({result['frames']} GRS frames, Poisson noise) replayed at one "
-        f"frame per {result['interval_s']} s into `tiltstream live` (continuous schedule, preset fast).",
+        f"frame per {result['interval_s']} s into `tiltstream live` ({schedule}, preset fast).",
         "",
         "| quantity | value |", "|---|---|",
         f"| publication -> reprojection on the status stream, median | {result['latency_median_s']:.2f} s |",
@@ -176,6 +182,8 @@ def main() -> None:
     parser.add_argument("--interval-s", type=float, default=2.0, help="wall seconds between frames")
     parser.add_argument("--final-steps", type=int, default=500, help="steps after the last frame")
     parser.add_argument("--chunk-steps", type=int, default=25, help="steps between stream polls")
+    parser.add_argument("--steps-per-frame", type=int, default=None,
+                        help="live's deterministic schedule: steps after each frame (default: continuous)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the live process")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
