@@ -89,8 +89,12 @@ class Scheduler:
         return r is not None and any(not rec["held_out"] for rec in r.frame_records)
 
     def busy(self) -> bool:
-        """Whether the next turn trains (so the stream is polled without waiting)."""
-        return self.has_training_frames() and not self.idle and not self.finished()
+        """Whether the next turn trains (so the stream is polled without waiting). The deterministic
+        schedule trains only for a pending frame or for the final steps: between frames it waits on the
+        stream instead of turning the loop (and publishing status) as fast as it can."""
+        if not self.has_training_frames() or self.idle or self.finished():
+            return False
+        return self.settings.steps_per_frame is None or bool(self.intake.pending) or self.all_frames_in()
 
     def eta_s(self) -> float | None:
         """Seconds of final steps left, at the last chunk's rate (None before the last frame)."""
