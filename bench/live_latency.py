@@ -4,7 +4,8 @@ Setup: a synthetic session (``simulator.tiltseries.write_synthetic_session``: na
 is replayed (``simulator.replay_stream.replay_session``, one frame every ``--interval-s`` wall
 seconds) into a ``tiltstream live`` subprocess (continuous schedule, or ``--steps-per-frame``;
 headless, ``--threads``); this script subscribes to the live status stream and records when each
-frame's ``reprojection`` message arrives. Latency of frame i = arrival of its reprojection - return of ``publish`` for frame i.
+frame's ``reprojection`` message arrives. Latency of frame i = arrival of its reprojection - return
+of ``publish`` for frame i.
 
 Quality: SSIM/RMSE (recon.metrics, Otsu masks) against the ground truth at the last frame's time and
 averaged over all frame times, for the live result and for an offline reconstruction of the same
@@ -145,7 +146,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
 def write_section(result: dict, path: Path) -> None:
     """Replace (or append) the ``## Live latency`` section of docs/benchmarks/live.md (between its markers)."""
     lv, off = result["live"], result["offline"]
-    per_frame = result.get("steps_per_frame")
+    per_frame = result["steps_per_frame"]
     schedule_flag = f" --steps-per-frame {per_frame}" if per_frame is not None else ""
     schedule = (f"deterministic schedule, {per_frame} steps per frame" if per_frame is not None
                 else "continuous schedule")
