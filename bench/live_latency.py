@@ -2,7 +2,8 @@
 
 Setup: a synthetic session (``simulator.tiltseries.write_synthetic_session``: nanorod, Poisson noise)
 is replayed (``simulator.replay_stream.replay_session``, one frame every ``--interval-s`` wall
-seconds) into a ``tiltstream live`` subprocess (continuous schedule, or ``--steps-per-frame``;
+seconds) into a ``tiltstream live`` subprocess (continuous schedule capped at ``--max-steps-per-frame``, or
+``--steps-per-frame``;
 headless, ``--threads``); this script subscribes to the live status stream and records when each
 frame's ``reprojection`` message arrives. Latency of frame i = arrival of its reprojection - return
 of ``publish`` for frame i.
@@ -14,7 +15,7 @@ session with the same preset, seed and total number of steps (all frames added f
 Writes the numbers to ``docs/benchmarks/live.md`` under ``## Live latency`` (only that section is replaced)
 and prints them. Usage::
 
-    python bench/live_latency.py [--size 32] [--frames 40] [--interval-s 2] [--final-steps 500] [--steps-per-frame N]
+    python bench/live_latency.py [--size 32] [--frames 40] [--interval-s 2] [--final-steps 500] [--max-steps-per-frame N | --steps-per-frame N]
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from acquire.session import read_ground_truth, read_session  # noqa: E402
 from bench.doc_sections import replace_section  # noqa: E402
+from live.settings import LiveSettings  # noqa: E402
 from live.status import Reprojection, decode_status_message  # noqa: E402
 from recon.metrics import rmse_percent, ssim  # noqa: E402
 from recon.presets import preset  # noqa: E402
@@ -78,7 +80,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
          "--expected-frames", str(args.frames), "--out", str(run), "--status", "tcp://127.0.0.1:*",
          "--volume-endpoint", "tcp://127.0.0.1:*", "--headless", "--device", args.device, "--seed", str(args.seed),
          "--final-steps", str(args.final_steps), "--chunk-steps", str(args.chunk_steps),
-         "--threads", str(args.threads)]
+         "--threads", str(args.threads), "--max-steps-per-frame", str(args.max_steps_per_frame)]
         + (["--steps-per-frame", str(args.steps_per_frame)] if args.steps_per_frame is not None else []),
         stdout=subprocess.DEVNULL, stderr=open(work / "live.log", "w"), env=dict(os.environ))
     try:
@@ -132,7 +134,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     live_by_time = dict(zip(np.round(live_times, 6), live_volumes))
     return {
         "size": args.size, "frames": args.frames, "interval_s": args.interval_s, "threads": args.threads,
-        "steps_per_frame": args.steps_per_frame, "final_steps": args.final_steps,
+        "steps_per_frame": args.steps_per_frame, "max_steps_per_frame": args.max_steps_per_frame,
+        "final_steps": args.final_steps,
         "reprojections": int(len(latencies)),
         "latency_median_s": float(np.median(latencies)), "latency_p90_s": float(np.percentile(latencies, 90)),
         "latency_max_s": float(latencies.max()),
@@ -147,9 +150,12 @@ def write_section(result: dict, path: Path) -> None:
     """Replace (or append) the ``## Live latency`` section of docs/benchmarks/live.md (between its markers)."""
     lv, off = result["live"], result["offline"]
     per_frame = result["steps_per_frame"]
-    schedule_flag = f" --steps-per-frame {per_frame}" if per_frame is not None else ""
-    schedule = (f"deterministic schedule, {per_frame} steps per frame" if per_frame is not None
-                else "continuous schedule")
+    cap = result["max_steps_per_frame"]
+    if per_frame is not None:
+        schedule_flag, schedule = f" --steps-per-frame {per_frame}", f"deterministic schedule, {per_frame} steps per frame"
+    else:
+        schedule_flag = f" --max-steps-per-frame {cap}"
+        schedule = f"continuous schedule, at most {cap} steps per frame" if cap else "continuous schedule, no cap"
     body = "\n".join([
         SECTION, "",
         f"`python bench/live_latency.py --size {result['size']} --frames {result['frames']} --interval-s "
@@ -185,6 +191,10 @@ def main() -> None:
     parser.add_argument("--chunk-steps", type=int, default=25, help="steps between stream polls")
     parser.add_argument("--steps-per-frame", type=int, default=None,
                         help="live's deterministic schedule: steps after each frame (default: continuous)")
+    parser.add_argument("--max-steps-per-frame", type=int,
+                        default=LiveSettings.model_fields["max_steps_per_frame"].default,
+                        help="live's continuous schedule: steps per frame in the model at most (0: no cap; "
+                        "default: tiltstream live's, %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the live process")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)

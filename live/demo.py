@@ -72,6 +72,9 @@ class DemoSettings(pydantic.BaseModel):
         default=1, ge=1, description="torch CPU threads of the live process (1: it shares the CPU with "
         "the microscope and the acquisition)")
     chunk_steps: int = pydantic.Field(default=25, ge=1, description="training steps between stream polls")
+    max_steps_per_frame: int = pydantic.Field(
+        default=50, ge=0, description="training steps per frame in the model at most before the last frame "
+        "(tiltstream live's cap; 0: train for as long as the acquisition lasts)")
     final_steps: int = pydantic.Field(
         default=1500, ge=0, description="training steps after the last frame, steps")
     snapshot_interval_s: float = pydantic.Field(default=15.0, gt=0,
@@ -174,7 +177,7 @@ class Demo:
                      "--snapshots", str(self.snapshots), "--snapshot-interval-s", str(s.snapshot_interval_s),
                      "--device", s.device, "--preset", s.preset, "--seed", str(s.seed),
                      "--expected-frames", str(s.frames), "--chunk-steps", str(s.chunk_steps),
-                     "--final-steps", str(s.final_steps), "--checkpoint-interval-s", "30"]
+                     "--max-steps-per-frame", str(s.max_steps_per_frame), "--final-steps", str(s.final_steps), "--checkpoint-interval-s", "30"]
         if s.threads is not None:
             live_args += ["--threads", str(s.threads)]
         live = self.start("live", _cli(*live_args))

@@ -1,7 +1,10 @@
 """When pending frames enter the reconstruction and how much it trains: the live process's two schedules.
 
-- continuous (default): every turn adds all pending frames, then one chunk of ``chunk_steps`` steps;
-  after the last expected frame, ``final_steps`` more;
+- continuous (default): every turn adds all pending frames, then one chunk of ``chunk_steps`` steps,
+  until the model has trained ``max_steps_per_frame`` steps per frame it holds (0: no cap), when it
+  waits for the next frame; after the last expected frame, ``final_steps`` more. The cap keeps a long
+  session from over-fitting the frames it has (docs/benchmarks/live.md) while a slow machine still
+  takes every pending frame at once instead of falling behind the stream;
 - deterministic (``steps_per_frame``): one pending frame per turn, then exactly ``steps_per_frame``
   steps (:func:`live.schedule.train_chunked`, as offline), then ``final_steps`` after the last frame.
 
@@ -41,8 +44,8 @@ class Scheduler:
     Parameters
     ----------
     settings
-        :class:`live.settings.LiveSettings` (``steps_per_frame``, ``chunk_steps``, ``final_steps``,
-        ``holdout``, ``method``).
+        :class:`live.settings.LiveSettings` (``steps_per_frame``, ``max_steps_per_frame``,
+        ``chunk_steps``, ``final_steps``, ``holdout``, ``method``).
     intake
         Where pending frames and the frames expected come from.
     on_chunk
@@ -65,13 +68,39 @@ class Scheduler:
         expected = self.intake.expected
         return expected is not None and self.reconstructor is not None and self.reconstructor.n_frames >= expected
 
+    def capped_steps(self) -> int | None:
+        """The continuous schedule's cap on the steps trained so far: ``max_steps_per_frame`` x frames in
+        the model (None: deterministic schedule, SIRT, or no cap)."""
+        cap = self.settings.max_steps_per_frame
+        if self.settings.steps_per_frame is not None or self.finite_work or not cap:
+            return None
+        return cap * self.reconstructor.n_frames
+
+    def _last_frame_done(self) -> int:
+        """The step at which the last frame's own schedule ends: after its ``steps_per_frame``
+        (deterministic), at the cap (capped continuous), when it was added (uncapped continuous)."""
+        r = self.reconstructor
+        last_added = max(rec.get(STEP_ADDED, 0) for rec in r.frame_records)
+        done = last_added + (self.settings.steps_per_frame or 0)
+        cap = self.capped_steps()
+        return done if cap is None else max(done, cap)
+
     def steps_after_last(self) -> int:
         """Steps trained after the last expected frame's own schedule (0 until every frame is in)."""
         if not self.all_frames_in():
             return 0
-        r = self.reconstructor
-        last_added = max(rec.get(STEP_ADDED, 0) for rec in r.frame_records)
-        return max(r.steps_done - last_added - (self.settings.steps_per_frame or 0), 0)
+        return max(self.reconstructor.steps_done - self._last_frame_done(), 0)
+
+    def _final_steps_left(self) -> int:
+        """Steps left once every frame is in: the rest of the last frame's own schedule and the final steps."""
+        return max(self._last_frame_done() + self.settings.final_steps - self.reconstructor.steps_done, 0)
+
+    def steps_allowed(self) -> int | None:
+        """Steps the capped continuous schedule may train before the next frame (None: no cap)."""
+        cap = self.capped_steps()
+        if cap is None or self.all_frames_in():
+            return None
+        return max(cap - self.reconstructor.steps_done, 0)
 
     def finished(self) -> bool:
         """All expected frames in and the final steps done (SIRT: every window computed), or a run that
@@ -82,7 +111,7 @@ class Scheduler:
             return False
         if self.finite_work:
             return self.idle
-        return self.steps_after_last() >= self.settings.final_steps
+        return self._final_steps_left() == 0
 
     def has_training_frames(self) -> bool:
         r = self.reconstructor
@@ -90,17 +119,22 @@ class Scheduler:
 
     def busy(self) -> bool:
         """Whether the next turn trains (so the stream is polled without waiting). The deterministic
-        schedule trains only for a pending frame or for the final steps: between frames it waits on the
-        stream instead of turning the loop (and publishing status) as fast as it can."""
+        schedule trains only for a pending frame or for the final steps, the capped continuous one only
+        below its cap or for the final steps: otherwise they wait on the stream instead of turning the
+        loop (and publishing status) as fast as they can."""
         if not self.has_training_frames() or self.idle or self.finished():
             return False
-        return self.settings.steps_per_frame is None or bool(self.intake.pending) or self.all_frames_in()
+        if bool(self.intake.pending) or self.all_frames_in():
+            return True
+        if self.settings.steps_per_frame is not None:
+            return False
+        return self.steps_allowed() != 0
 
     def eta_s(self) -> float | None:
         """Seconds of final steps left, at the last chunk's rate (None before the last frame)."""
         if not self.all_frames_in() or self.rate <= 0 or self.finite_work:
             return None
-        return max(self.settings.final_steps - self.steps_after_last(), 0) / self.rate
+        return self._final_steps_left() / self.rate
 
     # ------------------------------------------------------------------ one turn
     def add_pending(self, limit: int | None = None) -> list[Pending]:
@@ -153,14 +187,17 @@ class Scheduler:
             if not added and self.all_frames_in():
                 if self.finite_work and not self.idle:
                     self._timed_chunk(s.chunk_steps)
-                elif not self.finite_work and self.steps_after_last() < s.final_steps:
-                    self._timed_chunk(min(s.chunk_steps, s.final_steps - self.steps_after_last()))
+                elif not self.finite_work and self._final_steps_left() > 0:
+                    self._timed_chunk(min(s.chunk_steps, self._final_steps_left()))
             return added
         added = self.add_pending()
         if self.has_training_frames() and not self.finished():
             steps = s.chunk_steps
+            allowed = self.steps_allowed()
+            if allowed is not None:
+                steps = min(steps, allowed)
             if self.all_frames_in() and not self.finite_work:
-                steps = min(steps, s.final_steps - self.steps_after_last())
+                steps = min(steps, self._final_steps_left())
             if steps > 0:
                 self._timed_chunk(steps)
         return added

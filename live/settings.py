@@ -69,7 +69,11 @@ class LiveSettings(pydantic.BaseModel):
         "(endless session when unknown)")
     steps_per_frame: int | None = pydantic.Field(
         default=None, ge=0, description="deterministic schedule: after each new frame train exactly this "
-        "many steps (same as offline); default: train continuously")
+        "many steps (same as offline); default: the continuous schedule (max_steps_per_frame)")
+    max_steps_per_frame: int = pydantic.Field(
+        default=50, ge=0, description="continuous schedule: train at most this many steps per frame in the "
+        "model, then wait for the next frame, so a long session does not over-fit the frames it has; every "
+        "pending frame still enters at once (0: no cap, train for as long as the session lasts)")
     chunk_steps: int = pydantic.Field(default=25, ge=1,
                                       description="training steps between polls of the stream, steps")
     final_steps: int = pydantic.Field(
