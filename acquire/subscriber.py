@@ -84,11 +84,13 @@ class FrameSubscriber:
             self._dealer.connect(resend_endpoint)
 
     # -- public --------------------------------------------------------------------------------
-    def frames(self, timeout_s: float | None = None) -> Iterator[Frame]:
+    def frames(self, timeout_s: float | None = None, *, first_batch: bool = False) -> Iterator[Frame]:
         """Yield ``(header, frame)`` in index order, each index once, continuing where the last call stopped.
 
         Ends when the publisher announced the end of the run and every frame before it was delivered,
-        or when no new frame could be delivered for ``timeout_s`` seconds (None: wait forever).
+        or when no new frame could be delivered for ``timeout_s`` seconds (None: wait forever), or, with
+        ``first_batch``, as soon as the frames one pass could deliver were yielded (a caller that waits
+        for frames between other work gets them without waiting out ``timeout_s``).
         """
         last_progress = time.monotonic()
         while True:
@@ -109,6 +111,8 @@ class FrameSubscriber:
                 delivered = True
                 yield frame
             if delivered:
+                if first_batch:
+                    return
                 last_progress = time.monotonic()
             elif timeout_s is not None and time.monotonic() - last_progress > timeout_s:
                 return

@@ -146,7 +146,8 @@ class FrameIntake:
 
     # ------------------------------------------------------------------ frames
     def poll(self, timeout_s: float, known: set[int], in_model: int) -> None:
-        """Move every frame the subscriber has into :attr:`pending` (waits at most ``timeout_s``).
+        """Move every frame the subscriber has into :attr:`pending` (waits at most ``timeout_s``, and
+        returns as soon as frames came).
 
         Parameters
         ----------
@@ -161,7 +162,7 @@ class FrameIntake:
         if self.subscriber is None:
             time.sleep(timeout_s)
             return
-        for header, frame in self.subscriber.frames(timeout_s=timeout_s):
+        for header, frame in self.subscriber.frames(timeout_s=timeout_s, first_batch=True):
             if header.index in known:
                 log.warning("frame %d is already in the model; skipped", header.index)
                 continue

@@ -70,6 +70,32 @@ def test_late_subscriber_gets_every_frame_once_in_order(tmp_path: Path, catchup:
     assert subscriber.end_index == 25
 
 
+def test_first_batch_returns_with_the_frames_it_has_and_loses_none(tmp_path: Path) -> None:
+    """``first_batch``: a call with a 30 s timeout returns as soon as the frames one pass could deliver
+    were yielded (not 30 s after the last of them); calls one after another still give every frame
+    0..11 once, in order, and the call after the last frame returns at the publisher's end message."""
+    writer = SessionWriter.create(tmp_path / "fb", SessionSettings())
+    publisher = FramePublisher(LOOPBACK, writer.path, resend_endpoint=LOOPBACK)
+    subscriber = FrameSubscriber(publisher.endpoint, session_dir=writer.path, poll_s=0.01)
+    try:
+        thread = _publish_in_background(writer, publisher, range(12), delay_s=0.3)
+        frames, calls, started = [], 0, time.monotonic()
+        while len(frames) < 12:
+            batch = list(subscriber.frames(timeout_s=30, first_batch=True))
+            calls += 1
+            assert batch, "a call returned with no frame before its timeout"
+            frames += batch
+        waited_s = time.monotonic() - started
+        thread.join(timeout=10)
+        assert list(subscriber.frames(timeout_s=30, first_batch=True)) == []  # ends at the end message
+    finally:
+        subscriber.close()
+    _check(frames, 12)
+    assert subscriber.end_index == 12
+    assert calls >= 6  # frames 0.3 s apart arrive in several calls, not one
+    assert waited_s < 25  # without first_batch the first call alone would wait out its 30 s timeout
+
+
 def test_resend_serves_in_batches_beyond_max_batch(tmp_path: Path) -> None:
     """150 recorded frames (more than MAX_BATCH=64 per reply) all arrive through the resend endpoint."""
     writer = SessionWriter.create(tmp_path / "big", SessionSettings())
