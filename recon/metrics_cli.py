@@ -41,9 +41,10 @@ class ReconMetricsSettings(pydantic.BaseModel):
     voxel_size_nm: float | None = pydantic.Field(
         default=None, gt=0, description="voxel edge length, nm, for the redistributed volume (default: the "
         "reference session's pixel size, else 1 = voxel units)")
-    checkpoint: Literal["auto", "best", "last"] = pydantic.Field(
-        default="auto", description="with --volumes RUN: which state of the run (as recon volumes): best "
-        "by held-out error, last, or auto (best when the run keeps one, else last)")
+    checkpoint: Literal["auto", "refit", "best", "last"] = pydantic.Field(
+        default="auto", description="with --volumes RUN: which state of the run (as recon volumes): refit "
+        "(the best trained on with its held-out frames), best by held-out error, last, or auto (the first "
+        "of refit, best, last that the run keeps)")
 
 
 def _reference_path(path: Path) -> tuple[Path, float | None]:

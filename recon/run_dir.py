@@ -13,8 +13,12 @@ Layout (one format for ``tiltstream live`` and ``recon train``)::
                         among states holding the same frames as the last one (itself a run directory:
                         ``run.json`` naming the method, the method's state file); run.json's ``best``
                         records its ``step``, ``heldout_rmse_percent`` and ``n_frames``
+      refit/            ``recon train --refit`` at the end of an invocation: the best state with its
+                        held-out frames folded in and trained on (a run directory as ``best/``);
+                        run.json's ``refit`` records ``from_step``, ``steps`` and ``n_frames``
 
-Any run is opened with :func:`open_reconstructor`, at its last state or its best (:data:`CHECKPOINTS`).
+Any run is opened with :func:`open_reconstructor`, at its last state, its best or its refit
+(:data:`CHECKPOINTS`).
 A run directory that exists is resumed from its last state: steps and elapsed time continue and log rows
 are appended. A run without ``run.json`` but with a ``checkpoint.pt`` (a live run of before this
 format) is read as ``dipster``.
@@ -25,7 +29,9 @@ error is below the recorded best's over the same frames (any improvement, unlike
 session grew) the old best no longer describes the same data and :func:`forget_stale_best` drops it
 before the last state with the new frames is saved. So a recorded best always holds every frame the
 last state holds. run.json's record is written after ``best/`` and removed before it, so a recorded
-best always exists on disk.
+best always exists on disk. The refit state is derived from the best at the end of a ``recon train``
+invocation (:func:`keep_refit`); any further training drops it first (:func:`forget_refit`), so a
+recorded refit always continues the recorded best.
 
 The time scale of a new run (seconds per unit of the network's time coordinate) is
 :func:`derive_time_scale_s` of the session's expected frames (:func:`session_expected_frames`) and its
@@ -54,9 +60,12 @@ LOG_FILE = "train_log.csv"
 LOG_COLUMNS = ("step", "elapsed_s", "loss", "lr", "heldout_rmse_percent", "heldout_ssim")
 BEST_DIR = "best"
 BEST_KEY = "best"  # run.json's record of the best state
-CHECKPOINTS = ("auto", "best", "last")
+REFIT_DIR = "refit"
+REFIT_KEY = "refit"  # run.json's record of the refit state
+CHECKPOINTS = ("auto", "refit", "best", "last")
 """Which state of a run to open: ``last`` (the latest checkpoint), ``best`` (the lowest held-out error;
-an error when the run keeps none), ``auto`` (best when the run keeps one, else last)."""
+an error when the run keeps none), ``refit`` (the best trained on with its held-out frames; an error
+when the run keeps none), ``auto`` (refit, else best, else last: the first the run keeps)."""
 
 
 def derive_time_scale_s(expected_frames: int | None, time0_s: float, time1_s: float | None) -> float:
@@ -176,6 +185,19 @@ class RunDir:
             return None
         record = self.read_description().get(BEST_KEY)
         return record if record and self.best.is_dir() else None
+
+    @property
+    def refit(self) -> Path:
+        """The refit state's directory."""
+        return self.path / REFIT_DIR
+
+    def refit_record(self) -> dict[str, Any] | None:
+        """run.json's record of the refit state (``from_step``, ``steps``, ``n_frames``), or None when
+        the run keeps none."""
+        if not (self.path / RUN_FILE).is_file():
+            return None
+        record = self.read_description().get(REFIT_KEY)
+        return record if record and self.refit.is_dir() else None
 
     def exists(self) -> bool:
         """True when a run was started here: its run.json exists, or a DIP-STER checkpoint alone (a live
@@ -311,12 +333,45 @@ def forget_stale_best(run: RunDir, description: dict[str, Any], n_frames: int) -
         shutil.rmtree(run.best)
 
 
+def keep_refit(run: RunDir, description: dict[str, Any], reconstructor: Any, from_step: int) -> None:
+    """Save ``reconstructor`` (the best state of step ``from_step`` trained on with its held-out frames
+    folded in) as the run's refit state: ``refit/`` first, then run.json's record."""
+    reconstructor.save(run.refit)
+    description[REFIT_KEY] = {"from_step": int(from_step), "steps": int(reconstructor.steps_done - from_step),
+                              "n_frames": int(reconstructor.n_frames)}
+    run.merge_description({REFIT_KEY: description[REFIT_KEY]})
+
+
+def forget_refit(run: RunDir, description: dict[str, Any]) -> None:
+    """Drop the refit state before the run trains on (it would no longer continue the best): run.json's
+    record first, then ``refit/``."""
+    if description.pop(REFIT_KEY, None) is not None:
+        run.merge_description({REFIT_KEY: None})
+    if run.refit.is_dir():
+        shutil.rmtree(run.refit)
+
+
+def _chosen_state(run: RunDir, checkpoint: str) -> tuple[str, dict[str, Any] | None]:
+    """Which state ``checkpoint`` opens (``refit``, ``best`` or ``last``) and its run.json record."""
+    if checkpoint in ("auto", "refit"):
+        record = run.refit_record()
+        if record is not None or checkpoint == "refit":
+            return "refit", record
+    if checkpoint in ("auto", "best"):
+        record = run.best_record()
+        if record is not None or checkpoint == "best":
+            return "best", record
+    return "last", None
+
+
 def describe_state(run_dir: str | Path, checkpoint: str) -> str:
-    """Which state :func:`open_reconstructor` opens for ``checkpoint``, in words ("last state", or
-    "best state (step S, held-out error E %)")."""
-    record = RunDir(run_dir).best_record() if checkpoint != "last" else None
+    """Which state :func:`open_reconstructor` opens for ``checkpoint``, in words ("last state", "best
+    state (step S, held-out error E %)" or "refit state (best step S + R steps on every frame)")."""
+    kind, record = _chosen_state(RunDir(run_dir), checkpoint)
     if record is None:
         return "last state"
+    if kind == "refit":
+        return f"refit state (best step {record['from_step']} + {record['steps']} steps on every frame)"
     return f"best state (step {record['step']}, held-out error {record['heldout_rmse_percent']:.2f} %)"
 
 
@@ -331,7 +386,7 @@ def open_reconstructor(run_dir: str | Path, device: str = "cpu", checkpoint: str
     device
         Where the loaded state computes.
     checkpoint
-        One of :data:`CHECKPOINTS`: ``last`` (what training resumes from), ``best`` or ``auto``.
+        One of :data:`CHECKPOINTS`: ``last`` (what training resumes from), ``best``, ``refit`` or ``auto``.
     speed
         How a DIP-STER run computes from here on (precision, compilation); SIRT has no network to
         speed up and ignores it.
@@ -343,8 +398,8 @@ def open_reconstructor(run_dir: str | Path, device: str = "cpu", checkpoint: str
     Raises
     ------
     UserError
-        No run there, an unknown method or checkpoint, ``best`` of a run that keeps none, or
-        unreadable state.
+        No run there, an unknown method or checkpoint, ``best`` or ``refit`` of a run that keeps none,
+        or unreadable state.
     """
     from recon.reconstructor import reconstructor_class
 
@@ -353,13 +408,14 @@ def open_reconstructor(run_dir: str | Path, device: str = "cpu", checkpoint: str
     run = RunDir(run_dir)
     if not run.exists():
         raise UserError(f"{str(run_dir)!r} is not a trained run (no run.json and checkpoint.pt there)")
-    state = run.path
-    if checkpoint != "last":
-        if run.best_record() is not None:
-            state = run.best
-        elif checkpoint == "best":
-            raise UserError(f"run {str(run_dir)!r} keeps no best state (it has no held-out frames, or no "
-                            "evaluation since its frames last changed); use --checkpoint last")
+    kind, record = _chosen_state(run, checkpoint)
+    if kind == "best" and record is None:
+        raise UserError(f"run {str(run_dir)!r} keeps no best state (it has no held-out frames, or no "
+                        "evaluation since its frames last changed); use --checkpoint last")
+    if kind == "refit" and record is None:
+        raise UserError(f"run {str(run_dir)!r} keeps no refit state (recon train --refit keeps one when "
+                        "frames are held out; a live run keeps none); use --checkpoint best or last")
+    state = {"refit": run.refit, "best": run.best, "last": run.path}[kind]
     method = run.method()
     options = speed.trainer_kwargs() if method == "dipster" else {}
     return reconstructor_class(method).load(state, device=device, **options)

@@ -52,6 +52,10 @@ class ReconTrainSettings(pydantic.BaseModel):
         "evenly spread; none of fewer than 10 frames at 0.1): their reprojection error tracks the "
         "quality without ground truth, chooses the best state (best/) and stops on a plateau; 0 trains "
         "on every frame")
+    refit: float = pydantic.Field(
+        default=0.2, ge=0.0, le=1.0, description="at the end, fold the held-out frames into the best "
+        "state and train this fraction of its steps more on every frame (refit/, the state recon volumes "
+        "reads by default; docs/benchmarks/stopping.md 'Refit'); 0: keep the best state as it is")
     patience: int = pydantic.Field(
         default=16, ge=0, description="stop when the held-out error has not improved by 0.5 % for this "
         "many evaluations (0: never stop early; no effect without held-out frames; 16 at --eval-every 250 "
@@ -107,10 +111,11 @@ class ReconVolumesSettings(pydantic.BaseModel):
         default=None, description="file format (default: from the file name, tif unless .mrc)")
     device: Literal["auto", "cpu", "cuda"] = pydantic.Field(
         default="auto", description="where to evaluate the network: auto picks CUDA when available")
-    checkpoint: Literal["auto", "best", "last"] = pydantic.Field(
-        default="auto", description="which state of the run: best (lowest held-out reprojection error, "
-        "kept when frames are held out), last (the latest checkpoint), auto (best when the run keeps "
-        "one, else last)")
+    checkpoint: Literal["auto", "refit", "best", "last"] = pydantic.Field(
+        default="auto", description="which state of the run: refit (the best state trained on with its "
+        "held-out frames, kept by recon train --refit), best (lowest held-out reprojection error, kept "
+        "when frames are held out), last (the latest checkpoint), auto (the first of refit, best, last "
+        "that the run keeps)")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -118,8 +123,9 @@ def run_train(args: argparse.Namespace) -> int:
     in this process, as one rank under torchrun, or as ``--workers N`` local ranks."""
     given = overrides_from_args(args, ReconTrainSettings)
     settings = load_settings(ReconTrainSettings, name="recon", config_file=args.config, overrides=given)
-    if given.get("patience") and not settings.holdout:
-        raise UserError("--patience needs held-out frames: give --holdout FRACTION (e.g. 0.1)")
+    for option in ("patience", "refit"):
+        if given.get(option) and not settings.holdout:
+            raise UserError(f"--{option} needs held-out frames: give --holdout FRACTION (e.g. 0.1)")
     preprocess_config = _preprocess_config(settings.preprocess)
     if settings.workers > 1 and "WORLD_SIZE" not in os.environ:
         from recon.distributed import launch_local
@@ -143,7 +149,7 @@ def run_train(args: argparse.Namespace) -> int:
     world = distributed.start(world, resolve_device(settings.device), settings.peer_timeout_s)
     total = settings.steps if settings.steps is not None else (None if settings.minutes else DEFAULT_STEPS)
     budget = Budget(steps=total, seconds=settings.minutes * 60.0 if settings.minutes else None,
-                    eval_every=settings.eval_every, patience=settings.patience)
+                    eval_every=settings.eval_every, patience=settings.patience, refit=settings.refit)
     new = NewRunSettings(preset=settings.preset, seed=settings.seed, holdout=settings.holdout,
                          preprocess=preprocess_config)
     progress = ProgressLine() if world.is_main else None
@@ -157,10 +163,11 @@ def run_train(args: argparse.Namespace) -> int:
         return 1
     distributed.stop(world)
     if world.is_main:
-        best = describe_state(Path(args.out), "best")
+        out = Path(args.out)
+        kept = [f"{state} in {out / name}" for name in ("best", "refit")
+                if (state := describe_state(out, name)) != "last state"]
         print(f"recon train: {outcome.stop_reason}; {outcome.steps_run} steps this run, {outcome.steps_total} "
-              f"in total; checkpoint {Path(args.out) / 'checkpoint.pt'}"
-              + (f"; {best} in {Path(args.out) / 'best'}" if best.startswith("best") else ""), file=sys.stderr)
+              f"in total; checkpoint {out / 'checkpoint.pt'}" + "".join(f"; {k}" for k in kept), file=sys.stderr)
     return 0
 
 

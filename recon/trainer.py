@@ -425,6 +425,23 @@ class Trainer:
             rows = project(slices[None], angles, self.frame_shape[1])[0] * self.data_scale
         return rows.cpu().numpy().astype(np.float32)
 
+    def fold_in_held_out(self) -> int:
+        """Make every held-out frame a training frame (drawn from the next steps on, as a new frame is).
+
+        After held-out stopping has chosen a state, its held-out frames still carry data the model
+        never saw: training on with them uses the whole session (``recon train --refit``).
+
+        Returns
+        -------
+        int
+            How many frames were folded in.
+        """
+        slots = [s for s, h in enumerate(self.held_out) if h]
+        for slot in slots:
+            self.held_out[slot] = False
+            self.sampler.add(slot)
+        return len(slots)
+
     def heldout_metrics(self) -> dict[str, float] | None:
         """Reprojection error of the held-out frames; None when there are none.
 

@@ -7,7 +7,9 @@ session gained since, and trains for a budget of steps or seconds in chunks of `
 After each chunk rank 0 evaluates the held-out frames, writes the checkpoint (and the best state by
 held-out error, :func:`recon.run_dir.keep_if_best`), run.json and a log row, updates the progress line
 and decides whether to stop (budget spent, held-out plateau); the other ranks follow that decision
-(:meth:`recon.distributed.World.rank0_decides`).
+(:meth:`recon.distributed.World.rank0_decides`). With ``Budget.refit`` every rank then loads the best
+state, folds its held-out frames in and trains ``refit`` x its steps more (:func:`refit_best`); rank 0
+keeps the result as the run's refit state (:func:`recon.run_dir.keep_refit`).
 
 Under ``torchrun`` rank 0 prepares the run and saves it; every other rank loads that same state from the
 run directory, so all ranks start from identical weights, frames and time scale.
@@ -26,8 +28,8 @@ from acquire.errors import UserError
 from acquire.progress import ProgressLine
 from recon.distributed import World, peer_failures
 from recon.precision import Speed
-from recon.run_dir import (PlateauStopper, RunDir, forget_stale_best, heldout_positions, keep_if_best,
-                           open_reconstructor, session_time_scale_s)
+from recon.run_dir import (PlateauStopper, RunDir, forget_refit, forget_stale_best, heldout_positions,
+                           keep_if_best, keep_refit, open_reconstructor, session_time_scale_s)
 from recon.trainer import Trainer
 
 CONTINUE, BUDGET_SPENT, PLATEAU = 0, 1, 2  # rank 0's decision after a chunk
@@ -69,12 +71,16 @@ class Budget:
         Steps between log rows, held-out evaluations and checkpoints.
     patience
         Stop after this many evaluations without a 0.5 % held-out improvement (0: never).
+    refit
+        At the end, train the best state on with its held-out frames for this fraction of its steps
+        (0: no refit state).
     """
 
     steps: int | None
     seconds: float | None
     eval_every: int = 250
     patience: int = 0
+    refit: float = 0.0
 
 
 @dataclass
@@ -164,6 +170,7 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
     description["heldout_indices"] = sorted(held)
     description["ranks"] = int(ranks)
     forget_stale_best(run, description, trainer.n_frames)  # the session grew: the best saw fewer frames
+    forget_refit(run, description)  # the run trains on: its refit state would not continue the best
     trainer.save(run.path)  # the state every rank starts from (and a new run is resumable at once)
     run.write_description(description)
     ny, nx = trainer.frame_shape
@@ -233,6 +240,42 @@ def train_loop(trainer: Trainer, run: RunDir, description: dict[str, Any], budge
     return TrainOutcome(stop_reason, done, trainer.steps_done)
 
 
+def refit_best(run: RunDir, description: dict[str, Any], budget: Budget, world: World, device: str,
+               speed: Speed, progress: ProgressLine | None = None) -> int:
+    """Fold the held-out frames into the run's best state and train ``budget.refit`` x its steps more.
+
+    Held-out stopping chose the best state on 90 % of the frames (at the default holdout); the tenth
+    it never saw still carries data, and a short training on every frame uses it without the long
+    run that held-out stopping avoided (docs/benchmarks/stopping.md, "Refit"). Every rank trains the
+    same steps; rank 0 keeps the result as ``refit/`` (:func:`recon.run_dir.keep_refit`).
+
+    Returns
+    -------
+    int
+        Steps trained (0 when the run keeps no best state, or its share of steps rounds to 0).
+    """
+    world.barrier()  # rank 0 has written the last best state and its record
+    record = run.best_record()
+    steps = round(budget.refit * record["step"]) if record is not None else 0
+    if steps <= 0:
+        return 0
+    trainer = Trainer.load(run.best, device=device, **speed.trainer_kwargs())
+    if world.distributed:
+        trainer.data_parallel(world.rank, world.size)
+    trainer.fold_in_held_out()
+    done = 0
+    while done < steps:
+        chunk = min(budget.eval_every, steps - done)
+        loss = trainer.train(steps=chunk)
+        done += chunk
+        if progress is not None:
+            progress.update(f"refit: {done}/{steps} steps on every frame from the best state (step "
+                            f"{record['step']}), loss {loss:.4g}", final=done == steps)
+    if world.is_main:
+        keep_refit(run, description, trainer, record["step"])
+    return steps
+
+
 def train_session(session_path: Path, run_dir: Path, new: NewRunSettings, budget: Budget, device: str,
                   world: World, progress: ProgressLine | None = None,
                   say: Callable[[str], None] = print, speed: Speed = Speed()) -> TrainOutcome:
@@ -271,7 +314,9 @@ def train_session(session_path: Path, run_dir: Path, new: NewRunSettings, budget
         stopper = PlateauStopper(budget.patience)
         stopper.load_state_dict(description.get("stopper", {}))
         outcome = train_loop(trainer, run, description, budget, world, stopper, progress)
-    if world.is_main:
-        trainer.save(run.path)
+        if world.is_main:
+            trainer.save(run.path)
+        if budget.refit > 0:
+            refit_best(run, description, budget, world, device, speed, progress)
     return outcome
 
