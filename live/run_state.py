@@ -27,8 +27,8 @@ from acquire.errors import UserError
 from live.settings import LiveSettings
 from recon.precision import Speed
 from recon.reconstructor import Reconstructor
-from recon.run_dir import (CHECKPOINT_FILE, LOG_COLUMNS, RUN_FILE, RunDir, describe_state, forget_stale_best,
-                           keep_if_best, open_reconstructor)
+from recon.run_dir import (CHECKPOINT_FILE, LOG_COLUMNS, RUN_FILE, RunDir, describe_state, forget_refit,
+                           forget_stale_best, keep_if_best, open_reconstructor)
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ class RunState:
         if not (self.path / STATE_FILES[method]).is_file():
             return None  # run.json written, no state yet: a run stopped before its first checkpoint
         reconstructor = open_reconstructor(self.path, device=self.device, speed=speed_of(self.settings))
+        forget_refit(self.run, self.description)  # recon train's refit would not continue what trains now
         self.run.truncate_log(reconstructor.steps_done)
         self.elapsed0_s = self.run.last_elapsed_s()
         self.logged_step = reconstructor.steps_done

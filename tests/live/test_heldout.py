@@ -97,3 +97,26 @@ def test_kplanes_without_holdout_is_warned_about(caplog, tmp_path):
     assert "--holdout 0" in message and str(tmp_path / "run" / "best") in message
     assert warnings_for(preset="kplanes", holdout=0.1) == []
     assert warnings_for(preset="fast", holdout=0.0) == []
+
+
+@pytest.mark.timeout(180)
+def test_a_live_process_resuming_a_refit_run_drops_its_refit(small_session, tmp_path, processes):
+    """``recon train --refit`` leaves refit/ (what ``recon volumes`` reads by default); a live process
+    that resumes the run directory trains on, so it drops refit/ and its run.json record, and the run's
+    default state is again its best or last, not a refit of an older best."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    trained = subprocess.run([sys.executable, "-m", "live.cli", "recon", "train", "--session", str(small_session),
+                              "--out", str(run), "--steps", "30", "--eval-every", "10", "--holdout", "0.2",
+                              "--refit", "0.5", "--device", "cpu", "--threads", "1"],
+                             capture_output=True, text=True, timeout=120)
+    assert trained.returncode == 0, trained.stderr
+    assert RunDir(run).refit_record() is not None and (run / "refit").is_dir()
+    proc = processes.start(*live_args(small_session, run, "tcp://127.0.0.1:1", "--holdout", "0.2",
+                                      "--final-steps", "5", "--threads", "1"), log=tmp_path / "live.log")
+    assert proc.wait(90) == 0, (tmp_path / "live.log").read_text()
+    assert RunDir(run).refit_record() is None and not (run / "refit").exists()
+    assert "refit" not in json.loads((run / "run.json").read_text())
+    assert Trainer.load(run).steps_done > 30
