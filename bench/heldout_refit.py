@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -55,8 +56,6 @@ def run_one(args: argparse.Namespace, phantom: str) -> dict:
     session = session_for(args.work, phantom, args.size, args.count, args.seed)
     run = args.work / f"refit_{phantom}_{args.size}_{args.count}_s{args.seed}"
     if run.exists():
-        import shutil
-
         shutil.rmtree(run)
     command = [sys.executable, "-m", "live.cli", "recon", "train", "--session", str(session), "--out", str(run),
                "--minutes", str(args.minutes), "--seed", str(args.seed), "--device", "cpu",

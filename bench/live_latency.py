@@ -2,11 +2,10 @@
 
 Setup: a synthetic session (``simulator.tiltseries.write_synthetic_session``: nanorod, Poisson noise)
 is replayed (``simulator.replay_stream.replay_session``, one frame every ``--interval-s`` wall
-seconds) into a ``tiltstream live`` subprocess (continuous schedule capped at ``--max-steps-per-frame``, or
-``--steps-per-frame``;
-headless, ``--threads``); this script subscribes to the live status stream and records when each
-frame's ``reprojection`` message arrives. Latency of frame i = arrival of its reprojection - return
-of ``publish`` for frame i.
+seconds) into a ``tiltstream live`` subprocess (continuous schedule capped at
+``--max-steps-per-frame``, or ``--steps-per-frame``; headless, ``--threads``); this script subscribes
+to the live status stream and records when each frame's ``reprojection`` message arrives. Latency of
+frame i = arrival of its reprojection - return of ``publish`` for frame i.
 
 Quality: SSIM/RMSE (recon.metrics, Otsu masks) against the ground truth at the last frame's time and
 averaged over all frame times, for the live result and for an offline reconstruction of the same
@@ -15,7 +14,8 @@ session with the same preset, seed and total number of steps (all frames added f
 Writes the numbers to ``docs/benchmarks/live.md`` under ``## Live latency`` (only that section is replaced)
 and prints them. Usage::
 
-    python bench/live_latency.py [--size 32] [--frames 40] [--interval-s 2] [--final-steps 500] [--max-steps-per-frame N | --steps-per-frame N]
+    python bench/live_latency.py [--size 32] [--frames 40] [--interval-s 2] [--final-steps 500]
+        [--max-steps-per-frame N | --steps-per-frame N]
 """
 
 from __future__ import annotations
@@ -152,7 +152,8 @@ def write_section(result: dict, path: Path) -> None:
     per_frame = result["steps_per_frame"]
     cap = result["max_steps_per_frame"]
     if per_frame is not None:
-        schedule_flag, schedule = f" --steps-per-frame {per_frame}", f"deterministic schedule, {per_frame} steps per frame"
+        schedule_flag = f" --steps-per-frame {per_frame}"
+        schedule = f"deterministic schedule, {per_frame} steps per frame"
     else:
         schedule_flag = f" --max-steps-per-frame {cap}"
         schedule = f"continuous schedule, at most {cap} steps per frame" if cap else "continuous schedule, no cap"

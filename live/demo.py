@@ -177,7 +177,8 @@ class Demo:
                      "--snapshots", str(self.snapshots), "--snapshot-interval-s", str(s.snapshot_interval_s),
                      "--device", s.device, "--preset", s.preset, "--seed", str(s.seed),
                      "--expected-frames", str(s.frames), "--chunk-steps", str(s.chunk_steps),
-                     "--max-steps-per-frame", str(s.max_steps_per_frame), "--final-steps", str(s.final_steps), "--checkpoint-interval-s", "30"]
+                     "--max-steps-per-frame", str(s.max_steps_per_frame), "--final-steps", str(s.final_steps),
+                     "--checkpoint-interval-s", "30"]
         if s.threads is not None:
             live_args += ["--threads", str(s.threads)]
         live = self.start("live", _cli(*live_args))

@@ -241,24 +241,20 @@ def train_loop(trainer: Trainer, run: RunDir, description: dict[str, Any], budge
 
 
 def refit_best(run: RunDir, description: dict[str, Any], budget: Budget, world: World, device: str,
-               speed: Speed, progress: ProgressLine | None = None) -> int:
+               speed: Speed, progress: ProgressLine | None = None) -> None:
     """Fold the held-out frames into the run's best state and train ``budget.refit`` x its steps more.
 
     Held-out stopping chose the best state on 90 % of the frames (at the default holdout); the tenth
     it never saw still carries data, and a short training on every frame uses it without the long
     run that held-out stopping avoided (docs/benchmarks/stopping.md, "Refit"). Every rank trains the
-    same steps; rank 0 keeps the result as ``refit/`` (:func:`recon.run_dir.keep_refit`).
-
-    Returns
-    -------
-    int
-        Steps trained (0 when the run keeps no best state, or its share of steps rounds to 0).
+    same steps; rank 0 keeps the result as ``refit/`` (:func:`recon.run_dir.keep_refit`). Nothing is
+    trained when the run keeps no best state or its share of steps rounds to 0.
     """
     world.barrier()  # rank 0 has written the last best state and its record
     record = run.best_record()
     steps = round(budget.refit * record["step"]) if record is not None else 0
     if steps <= 0:
-        return 0
+        return
     trainer = Trainer.load(run.best, device=device, **speed.trainer_kwargs())
     if world.distributed:
         trainer.data_parallel(world.rank, world.size)
@@ -273,7 +269,6 @@ def refit_best(run: RunDir, description: dict[str, Any], budget: Budget, world: 
                             f"{record['step']}), loss {loss:.4g}", final=done == steps)
     if world.is_main:
         keep_refit(run, description, trainer, record["step"])
-    return steps
 
 
 def train_session(session_path: Path, run_dir: Path, new: NewRunSettings, budget: Budget, device: str,
