@@ -35,9 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Subscribe to a frame stream (catching up on frames already recorded in the session "
         "directory), add each new frame to the reconstruction (--method dipster|sirt) without restarting it, "
         "train while frames arrive (at most --max-steps-per-frame steps per frame), checkpoint the run "
-        "directory (the recon train format) periodically and on SIGINT/SIGTERM, resume from it when restarted, publish "
-        "status, reprojections and orthoslices on the status stream, and answer volume and reprojection "
-        "requests.")
+        "directory (the recon train format) periodically and on SIGINT/SIGTERM, resume from it when "
+        "restarted, publish status, reprojections and orthoslices on the status stream, and answer volume "
+        "and reprojection requests.")
     live.add_argument("--config", type=str, default=None, help="TOML settings file (see config/live.toml)")
     add_model_arguments(live, LiveSettings)
     live.set_defaults(run=_run_live)
