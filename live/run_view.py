@@ -4,8 +4,9 @@
 (STYLE.md 5: one consumer for live and recorded data). :class:`RunSource` reads the run once:
 
 - ``train_log.csv``: the loss curve and the held-out reprojection error (``heldout_rmse_percent``);
-- the reconstruction (:func:`recon.run_dir.open_reconstructor`, when its state was saved): the frames'
-  times, angles, dose and temperature, and the central orthoslices of its volume at any time;
+- the reconstruction (:func:`recon.run_dir.open_reconstructor`, when its state was saved), by default
+  the state ``recon volumes`` reads and the run's ``volumes.tif`` holds (refit, else best, else last):
+  the frames' times, angles, dose and temperature, and the central orthoslices of its volume at any time;
 - the session's ``frames.jsonl`` (run.json's ``session``, when it is still there): each frame's tracking.
 
 It builds the same typed messages as the live process (:class:`live.status.HistoryHeader`,
@@ -24,7 +25,7 @@ from acquire.session import read_session
 from live.run_state import STATE_FILES
 from live.status import HistoryHeader, Orthoslices, StatusHeader, make_orthoslices, tracking_history
 from recon.reconstructor import Reconstructor
-from recon.run_dir import RUN_FILE, RunDir, open_reconstructor
+from recon.run_dir import RUN_FILE, RunDir, describe_state, open_reconstructor
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,17 @@ class RunSource:
         The run directory.
     device
         Where the reconstruction computes its volumes (``"cpu"``, ``"cuda"``).
+    checkpoint
+        Which state to draw (:data:`recon.run_dir.CHECKPOINTS`; ``auto``: refit, else best, else last).
 
     Raises
     ------
     UserError
-        ``path`` is not a run directory, or its state or log cannot be read.
+        ``path`` is not a run directory, its state or log cannot be read, or it keeps no ``checkpoint``
+        state.
     """
 
-    def __init__(self, path: Path | str, device: str = "cpu") -> None:
+    def __init__(self, path: Path | str, device: str = "cpu", checkpoint: str = "auto") -> None:
         self.run = RunDir(path)
         if not self.run.exists():
             raise UserError(f"{str(path)!r} is not a run directory (no {RUN_FILE} there); give the --out of "
@@ -71,8 +75,10 @@ class RunSource:
         self.heldout_rmse_percent = [held for _, _, held in rows if held is not None]
         self.reconstructor: Reconstructor | None = None
         self.records: list[dict] = []
+        self.state = "no saved state"
         if self.method in STATE_FILES and (self.run.path / STATE_FILES[self.method]).is_file():
-            self.reconstructor = open_reconstructor(self.run.path, device=device)
+            self.reconstructor = open_reconstructor(self.run.path, device=device, checkpoint=checkpoint)
+            self.state = describe_state(self.run.path, checkpoint)
             self.records = sorted(self.reconstructor.frame_records, key=lambda r: r["index"])
         self.session_name = Path(str(self.description.get("session", self.run.path.name))).name
 

@@ -101,6 +101,9 @@ class ViewSettings(pydantic.BaseModel):
     time_s: float | None = pydantic.Field(
         default=None, description="with --run: time of the orthoslices shown first, seconds (default: the "
         "latest frame)")
+    checkpoint: Literal["auto", "refit", "best", "last"] = pydantic.Field(
+        default="auto", description="with --run: the state whose orthoslices are drawn: auto (as recon volumes "
+        "and the run's volumes.tif: the first of refit, best, last the run keeps), refit, best or last")
     headless: bool = pydantic.Field(default=False,
                                     description="no window: render offscreen and write --snapshots")
     snapshots: Path | None = pydantic.Field(default=None, description="directory for PNG snapshots")

@@ -489,7 +489,7 @@ def _headless(settings) -> bool:
     return headless
 
 
-def open_run_window(run_dir: Path, time_s: float | None, headless: bool):
+def open_run_window(run_dir: Path, time_s: float | None, headless: bool, checkpoint: str = "auto"):
     """A window drawing the run directory ``run_dir`` offline (:class:`live.run_view.RunSource`).
 
     Parameters
@@ -500,6 +500,9 @@ def open_run_window(run_dir: Path, time_s: float | None, headless: bool):
         Time of the orthoslices shown first, seconds (None: the latest frame time).
     headless
         Render offscreen.
+    checkpoint
+        Which state's orthoslices to draw (:data:`recon.run_dir.CHECKPOINTS`; ``auto``: the state
+        ``recon volumes`` reads).
 
     Returns
     -------
@@ -509,11 +512,11 @@ def open_run_window(run_dir: Path, time_s: float | None, headless: bool):
     """
     from live.run_view import RunSource
 
-    source = RunSource(run_dir)
+    source = RunSource(run_dir, checkpoint=checkpoint)
     app = qt_app(headless)
     state = ViewerState()
     window = ViewerWindow(state)
-    window.widget.setWindowTitle(f"tiltstream run {run_dir}")
+    window.widget.setWindowTitle(f"tiltstream run {run_dir}: {source.state}")
     for message in source.messages(time_s):
         state.apply(message)
     requests = [0]
@@ -536,7 +539,7 @@ def run_offline_view(settings) -> int:
     from pyqtgraph.Qt import QtCore
 
     headless = _headless(settings)
-    app, window = open_run_window(settings.run_dir, settings.time_s, headless)
+    app, window = open_run_window(settings.run_dir, settings.time_s, headless, settings.checkpoint)
     try:
         if headless:
             write_snapshot(window, settings.snapshots, "run.png")

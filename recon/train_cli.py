@@ -36,7 +36,8 @@ class ReconTrainSettings(pydantic.BaseModel):
         default=None, ge=0, description="training steps to run in this invocation, steps "
         "(default 2000 when --minutes is not given either)")
     minutes: float | None = pydantic.Field(
-        default=None, gt=0, description="wall-clock training budget of this invocation, minutes")
+        default=None, gt=0, description="wall-clock training budget of this invocation, minutes (with held-out "
+        "frames, --refit's steps come after it)")
     device: Literal["auto", "cpu", "cuda"] = pydantic.Field(
         default="auto", description="where to train: auto picks CUDA when available")
     precision: Precision = pydantic.Field(

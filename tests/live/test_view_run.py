@@ -57,13 +57,50 @@ def test_view_run_curves_and_slices_are_the_run_numbers(heldout_run):
     assert shown["loss"][0] == [float(s) for s, _ in losses]
     # the loss panel is logarithmic: pyqtgraph hands back log10 of the data
     assert 10 ** np.asarray(shown["loss"][1]) == pytest.approx([max(value, 1e-12) for _, value in losses])
-    reconstructor = open_reconstructor(heldout_run)
+    reconstructor = open_reconstructor(heldout_run, checkpoint="auto")  # what the viewer draws by default
     nz = reconstructor.volume(0.0).shape[0]
     assert shown["first"]["time_s"] == 10.0
     np.testing.assert_allclose(shown["first"]["xy"], reconstructor.volume(10.0)[nz // 2], rtol=1e-6, atol=1e-7)
     assert shown["slider"]["time_s"] == 0.0 == shown["slider"]["shown_s"]
     np.testing.assert_allclose(shown["slider"]["xy"], reconstructor.volume(0.0)[nz // 2], rtol=1e-6, atol=1e-7)
     assert {"loss", "heldout", "xy"} <= set(shown["drawn"])
+
+
+@pytest.mark.timeout(180)
+def test_view_run_draws_the_state_recon_volumes_reads(small_session, tmp_path):
+    """By default the window draws the state ``recon volumes`` reads and volumes.tif holds (here the best
+    of a live DIP-STER run: its last state trained 20 steps past it without an evaluation) and names it in
+    its title; ``--checkpoint last`` draws the last state; ``--checkpoint refit`` of a live run (which keeps
+    none) is one line and exit 2."""
+    run = tmp_path / "run"
+    live = subprocess.run([sys.executable, "-m", "live.cli", *live_args(
+        small_session, run, "tcp://127.0.0.1:1", "--holdout", "0.2", "--steps-per-frame", "5", "--threads", "1",
+        "--log-interval-s", "0.01")], env=ENV, capture_output=True, text=True, timeout=120)
+    assert live.returncode == 0, live.stderr[-2000:]
+    best = RunDir(run).best_record()
+    last = open_reconstructor(run, checkpoint="last")
+    last.train(steps=20)
+    last.save(run)
+    best_volume = open_reconstructor(run, checkpoint="best").volume(10.0)
+    nz = best_volume.shape[0]
+    assert np.abs(last.volume(10.0) - best_volume).max() > 1e-4  # the two states differ
+
+    shown = {}
+    for checkpoint in ("auto", "last"):
+        probe = subprocess.run([sys.executable, "-m", "tests.live.viewer_run_probe", str(run), "10.0", checkpoint],
+                               env=ENV, capture_output=True, text=True, timeout=100)
+        assert probe.returncode == 0, probe.stderr[-2000:]
+        shown[checkpoint] = json.loads(probe.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(shown["auto"]["first"]["xy"], best_volume[nz // 2], rtol=1e-6, atol=1e-7)
+    assert shown["auto"]["step"] == best["step"] and f"best state (step {best['step']}," in shown["auto"]["title"]
+    np.testing.assert_allclose(shown["last"]["first"]["xy"], last.volume(10.0)[nz // 2], rtol=1e-6, atol=1e-7)
+    assert shown["last"]["step"] == last.steps_done > best["step"] and "last state" in shown["last"]["title"]
+
+    proc = subprocess.run([sys.executable, "-m", "live.cli", "view", "--run", str(run), "--checkpoint", "refit",
+                           "--headless", "--snapshots", str(tmp_path / "snaps")], env=ENV, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "keeps no refit state" in proc.stderr
 
 
 def test_view_run_of_a_folder_that_is_no_run_is_one_line(tmp_path):

@@ -1,9 +1,11 @@
 """Test helper run as a subprocess: the offline viewer of a run directory reports what it drew.
 
-Usage: ``python -m tests.live.viewer_run_probe RUN_DIR TIME_S``. Opens ``tiltstream view --run``'s window
-offscreen at TIME_S, then turns "follow latest" off and moves the time slider to the start (the volume
-there is computed from the run's reconstruction). Prints one JSON line: the loss and held-out curves'
-data, the first orthoslices (time, xy) and the slider's (time, xy), and the panels drawn.
+Usage: ``python -m tests.live.viewer_run_probe RUN_DIR TIME_S [CHECKPOINT]``. Opens ``tiltstream view
+--run``'s window offscreen at TIME_S (drawing the CHECKPOINT state, default ``auto``), then turns "follow
+latest" off and moves the time slider to the start (the volume there is computed from the run's
+reconstruction). Prints one JSON line: the loss and held-out curves'
+data, the first orthoslices (time, xy) and the slider's (time, xy), the panels drawn, the window title
+and the step of the drawn state.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from pathlib import Path
 from live.viewer import open_run_window
 
 
-def main(run_dir: str, time_s: float) -> int:
-    app, window = open_run_window(Path(run_dir), time_s, headless=True)
+def main(run_dir: str, time_s: float, checkpoint: str = "auto") -> int:
+    app, window = open_run_window(Path(run_dir), time_s, headless=True, checkpoint=checkpoint)
     try:
         state = window.state
         first = state.latest_slices
@@ -29,7 +31,8 @@ def main(run_dir: str, time_s: float) -> int:
             "loss": [loss_x.tolist(), loss_y.tolist()], "heldout": [held_x.tolist(), held_y.tolist()],
             "first": {"time_s": first.header.time_s, "xy": first.xy.tolist()},
             "slider": {"time_s": moved.header.time_s, "xy": moved.xy.tolist(), "shown_s": window.slider_time_s()},
-            "time_label": window.time_label.text(), "drawn": sorted(window.drawn)}))
+            "time_label": window.time_label.text(), "drawn": sorted(window.drawn),
+            "title": window.widget.windowTitle(), "step": state.status.step}))
         return 0
     finally:
         window.close()
@@ -37,4 +40,4 @@ def main(run_dir: str, time_s: float) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], float(sys.argv[2])))
+    sys.exit(main(sys.argv[1], float(sys.argv[2]), *sys.argv[3:4]))
