@@ -145,9 +145,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.dip_steps:
         from recon.presets import preset
+        from recon.run_dir import session_time_scale_s
         from recon.trainer import Trainer
 
-        trainer = Trainer(preset("fast"), static.shape[1:], float(session.times_s[-1]), seed=args.seed,
+        time_scale_s = session_time_scale_s(session.settings.scheme, sorted(session.times_s))  # recon train's
+        trainer = Trainer(preset("fast"), static.shape[1:], time_scale_s, seed=args.seed,
                           precision=args.precision)
         for record, frame in zip(session.records, static):
             trainer.add_frame(record.index, frame, record.angle_deg, record.time_s)

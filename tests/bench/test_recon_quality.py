@@ -50,7 +50,7 @@ def test_the_held_out_rows_keep_recon_trains_best_states(tmp_path) -> None:
     from acquire.session import read_ground_truth, read_session
     from bench.recon_quality import HeldOutStopping, run_dipster
     from recon.presets import preset
-    from recon.run_dir import PlateauStopper, heldout_positions
+    from recon.run_dir import PlateauStopper, heldout_positions, session_time_scale_s
     from recon.trainer import Trainer
     from simulator.tiltseries import write_synthetic_session
 
@@ -59,7 +59,7 @@ def test_the_held_out_rows_keep_recon_trains_best_states(tmp_path) -> None:
     truth, _ = read_ground_truth(path)
     stopping = HeldOutStopping([1, 2, 0], every=10, directory=tmp_path)
     speed = {"device": "cpu", "precision": "fp32", "compile_model": False}
-    _, curve, steps = run_dipster("fast", session.load_frames(), session, truth, minutes=0.03, eval_every=40,
+    _, curve, steps = run_dipster("fast", session.load_frames(), session, truth, minutes=0.1, eval_every=40,
                                   seed=0, speed=speed, config=preset("fast"), holdout=0.1, stopping=stopping)
     checks = stopping.checks
     assert len(checks) >= 3 and checks[-1]["steps"] == steps
@@ -81,3 +81,6 @@ def test_the_held_out_rows_keep_recon_trains_best_states(tmp_path) -> None:
     order = np.argsort([r.time_s for r in session.records], kind="stable")
     held = [position for position, i in enumerate(order) if best.held_out[i]]
     assert held == heldout_positions(20, 0.1) == [9, 19]
+    times_s = sorted(r.time_s for r in session.records)  # recon train's time scale: 20 x the first interval
+    assert best.time_scale_s == pytest.approx(session_time_scale_s(session.settings.scheme, times_s), rel=1e-12)
+    assert best.time_scale_s == pytest.approx(20 * (times_s[1] - times_s[0]), rel=1e-12)
