@@ -145,6 +145,7 @@ class ViewerWindow:
 
         self.state = state
         self.request_volume = request_volume  # callable(time_s) or None
+        self.caption = ""  # appended to the status line (the offline viewer: which state it draws)
         self.drawn: set[str] = set()
         self.widget = QtWidgets.QWidget()
         self.widget.setWindowTitle("tiltstream live")
@@ -257,10 +258,11 @@ class ViewerWindow:
             expected = f"/{s.frames_expected}" if s.frames_expected else ""
             loss = f"{s.loss:.4g}" if s.loss is not None else "-"
             tracking = "" if s.tracking is None else f"; {s.tracking}"
+            caption = f"; {self.caption}" if self.caption else ""
             self.status_label.setText(
                 f"{s.session}: {s.state}, frames {s.frames_in_model}{expected} (seen {s.frames_seen}), "
                 f"step {s.step}, loss {loss}, {s.steps_per_s:.1f} steps/s, lag {s.lag_frames} frames "
-                f"({s.lag_s:.1f} s){tracking}")
+                f"({s.lag_s:.1f} s){tracking}{caption}")
             self.status_label.setStyleSheet("color: red; font-weight: bold" if s.tracking_lost else "")
             if s.time_min_s is not None and s.time_max_s is not None:
                 self._time_range = (s.time_min_s, s.time_max_s)
@@ -517,6 +519,7 @@ def open_run_window(run_dir: Path, time_s: float | None, headless: bool, checkpo
     state = ViewerState()
     window = ViewerWindow(state)
     window.widget.setWindowTitle(f"tiltstream run {run_dir}: {source.state}")
+    window.caption = f"drawn: {source.state}"
     for message in source.messages(time_s):
         state.apply(message)
     requests = [0]

@@ -70,7 +70,7 @@ def test_view_run_curves_and_slices_are_the_run_numbers(heldout_run):
 def test_view_run_draws_the_state_recon_volumes_reads(small_session, tmp_path):
     """By default the window draws the state ``recon volumes`` reads and volumes.tif holds (here the best
     of a live DIP-STER run: its last state trained 20 steps past it without an evaluation) and names it in
-    its title; ``--checkpoint last`` draws the last state; ``--checkpoint refit`` of a live run (which keeps
+    its title and status line; ``--checkpoint last`` draws the last state; ``--checkpoint refit`` of a live run (which keeps
     none) is one line and exit 2."""
     run = tmp_path / "run"
     live = subprocess.run([sys.executable, "-m", "live.cli", *live_args(
@@ -93,8 +93,10 @@ def test_view_run_draws_the_state_recon_volumes_reads(small_session, tmp_path):
         shown[checkpoint] = json.loads(probe.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(shown["auto"]["first"]["xy"], best_volume[nz // 2], rtol=1e-6, atol=1e-7)
     assert shown["auto"]["step"] == best["step"] and f"best state (step {best['step']}," in shown["auto"]["title"]
+    assert f"; drawn: best state (step {best['step']}," in shown["auto"]["status_line"]
     np.testing.assert_allclose(shown["last"]["first"]["xy"], last.volume(10.0)[nz // 2], rtol=1e-6, atol=1e-7)
     assert shown["last"]["step"] == last.steps_done > best["step"] and "last state" in shown["last"]["title"]
+    assert shown["last"]["status_line"].endswith("; drawn: last state")
 
     proc = subprocess.run([sys.executable, "-m", "live.cli", "view", "--run", str(run), "--checkpoint", "refit",
                            "--headless", "--snapshots", str(tmp_path / "snaps")], env=ENV, capture_output=True,

@@ -4,8 +4,8 @@ Usage: ``python -m tests.live.viewer_run_probe RUN_DIR TIME_S [CHECKPOINT]``. Op
 --run``'s window offscreen at TIME_S (drawing the CHECKPOINT state, default ``auto``), then turns "follow
 latest" off and moves the time slider to the start (the volume there is computed from the run's
 reconstruction). Prints one JSON line: the loss and held-out curves'
-data, the first orthoslices (time, xy) and the slider's (time, xy), the panels drawn, the window title
-and the step of the drawn state.
+data, the first orthoslices (time, xy) and the slider's (time, xy), the panels drawn, the window title,
+the status line and the step of the drawn state.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def main(run_dir: str, time_s: float, checkpoint: str = "auto") -> int:
             "first": {"time_s": first.header.time_s, "xy": first.xy.tolist()},
             "slider": {"time_s": moved.header.time_s, "xy": moved.xy.tolist(), "shown_s": window.slider_time_s()},
             "time_label": window.time_label.text(), "drawn": sorted(window.drawn),
-            "title": window.widget.windowTitle(), "step": state.status.step}))
+            "title": window.widget.windowTitle(), "status_line": window.status_label.text(),
+            "step": state.status.step}))
         return 0
     finally:
         window.close()
