@@ -257,8 +257,9 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_workers_run_resumes_on_one_process_and_volumes_and_sirt_split_across_ranks(tmp_path: Path) -> None:
-    """``recon train --workers 2`` writes one run (rank 0 alone: one log row per interval, one start line);
-    one process resumes it; ``recon volumes`` and ``recon sirt`` under torchrun (2 ranks) write the same
+    """``recon train --workers 2`` writes one run (rank 0 alone: one log row per interval, one start line)
+    and its refit state (the best + 0.2 x its steps on every frame, trained by both ranks); one process
+    resumes it; ``recon volumes`` and ``recon sirt`` under torchrun (2 ranks) write the same
     file as one process (volumes equal to 1e-6, SSIM > 0.99)."""
     session = _session(tmp_path / "s", count=8)
     run = tmp_path / "run"
@@ -266,7 +267,12 @@ def test_workers_run_resumes_on_one_process_and_volumes_and_sirt_split_across_ra
                  "--eval-every", "10", "--holdout", "0.2", "--workers", "2")
     assert first.returncode == 0, first.stderr
     assert first.stderr.count("recon train: new run") == 1 and "2 ranks" in first.stderr
-    assert json.loads((run / "run.json").read_text())["ranks"] == 2
+    description = json.loads((run / "run.json").read_text())
+    assert description["ranks"] == 2
+    best_step, refit = description["best"]["step"], description["refit"]  # refit_best under 2 gloo ranks
+    assert refit == {"from_step": best_step, "steps": round(0.2 * best_step), "n_frames": 8} and refit["steps"] > 0
+    refitted = Trainer.load(run / "refit")
+    assert refitted.steps_done == best_step + refit["steps"] and not any(refitted.held_out)
     second = _cli("recon", "train", "--session", str(session), "--out", str(run), "--steps", "10",
                   "--eval-every", "10", "--threads", "1")
     assert second.returncode == 0, second.stderr
