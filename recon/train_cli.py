@@ -46,7 +46,7 @@ class ReconTrainSettings(pydantic.BaseModel):
         "in float32). See docs/benchmarks/gpu.md 'DIP-STER on a GPU'")
     compile: bool = pydantic.Field(
         default=False, description="run the training forward pass through torch.compile (a warm-up "
-        "of tens of seconds, then faster steps on a GPU)")
+        "of tens of seconds, then faster steps on a GPU; on a CPU slower: docs/benchmarks/speed.md)")
     seed: int = pydantic.Field(default=0, ge=0, description="seed of the initial weights and the sampler")
     holdout: float = pydantic.Field(
         default=0.1, ge=0.0, le=0.5, description="fraction of frames held out of training (0 to 0.5, "
