@@ -21,7 +21,7 @@ from acquire.errors import UserError
 from acquire.progress import ProgressLine, stderr_progress
 from recon.precision import Precision
 from recon.presets import PresetName
-from recon.run_dir import describe_state
+from recon.run_dir import RunDir, describe_state
 
 
 class ReconTrainSettings(pydantic.BaseModel):
@@ -169,6 +169,11 @@ def run_train(args: argparse.Namespace) -> int:
                 if (state := describe_state(out, name)) != "last state"]
         print(f"recon train: {outcome.stop_reason}; {outcome.steps_run} steps this run, {outcome.steps_total} "
               f"in total; checkpoint {out / 'checkpoint.pt'}" + "".join(f"; {k}" for k in kept), file=sys.stderr)
+        best = RunDir(out).best_record()
+        if outcome.budget_spent and best is not None and best["step"] == outcome.steps_total:
+            print(f"recon train: the held-out error was still falling when the budget ran out (its least at the "
+                  f"last check, step {best['step']}): run the same command again to train on, or give a longer "
+                  "--refit (e.g. 0.4; docs/benchmarks/stopping.md 'How long a refit')", file=sys.stderr)
     return 0
 
 

@@ -85,11 +85,13 @@ class Budget:
 
 @dataclass
 class TrainOutcome:
-    """What an invocation did: ``stop_reason``, ``steps_run`` now and ``steps_total`` in the run."""
+    """What an invocation did: ``stop_reason``, ``steps_run`` now and ``steps_total`` in the run;
+    ``budget_spent`` when the time budget (not the steps or the held-out patience) ended it."""
 
     stop_reason: str
     steps_run: int
     steps_total: int
+    budget_spent: bool = False
 
 
 def _frame_metadata(record: Any) -> dict[str, Any]:
@@ -237,7 +239,7 @@ def train_loop(trainer: Trainer, run: RunDir, description: dict[str, Any], budge
         if decision == PLATEAU:
             stop_reason = f"held-out error has not improved for {budget.patience} evaluations"
             break
-    return TrainOutcome(stop_reason, done, trainer.steps_done)
+    return TrainOutcome(stop_reason, done, trainer.steps_done, budget_spent=decision == BUDGET_SPENT)
 
 
 def refit_best(run: RunDir, description: dict[str, Any], budget: Budget, world: World, device: str,

@@ -13,7 +13,7 @@ import pytest
 
 from acquire.session import SessionSettings, SessionWriter
 from recon.projector import project_volume
-from recon.run_dir import PlateauStopper, heldout_positions
+from recon.run_dir import PlateauStopper, RunDir, heldout_positions
 from recon.volume_io import read_volumes
 
 
@@ -214,6 +214,7 @@ def test_by_default_a_tenth_of_the_frames_is_held_out_and_holdout_0_trains_on_al
     description = json.loads((tmp_path / "default" / "run.json").read_text())
     assert description["heldout_indices"] == [9, 19] and description["best"]["n_frames"] == 20
     assert "steps done; 20 steps this run" in default.stderr  # 2 evaluations: patience 16 cannot stop it
+    assert "still falling" not in default.stderr  # the steps, not the time budget, ended it
     assert (tmp_path / "default" / "best" / "checkpoint.pt").is_file()
 
     everything = _cli("recon", "train", "--session", str(session), "--out", str(tmp_path / "all"), "--steps",
@@ -224,3 +225,21 @@ def test_by_default_a_tenth_of_the_frames_is_held_out_and_holdout_0_trains_on_al
     assert not (tmp_path / "all" / "best").exists()
     _one_line_error(_cli("recon", "train", "--session", str(session), "--out", str(tmp_path / "p"), "--holdout",
                          "0", "--patience", "3"), "--patience needs held-out frames")
+
+
+@pytest.mark.timeout(120)
+def test_a_budget_that_ends_while_the_held_out_error_falls_says_so(tmp_path: Path) -> None:
+    """When the time budget ends a run whose least held-out error is its last check, one line says the
+    error was still falling and how to train on (a run ended by its steps says nothing: the test above)."""
+    session = _session(tmp_path / "s", count=10)
+    run = tmp_path / "run"
+    proc = _cli("recon", "train", "--session", str(session), "--out", str(run), "--minutes", "0.05",
+                "--eval-every", "10", "--threads", "1", "--holdout", "0.2", "--refit", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "time budget spent" in proc.stderr
+    best, rows = RunDir(run).best_record(), RunDir(run).read_log()
+    last_step = int(rows[-1]["step"])
+    assert best["step"] == last_step  # 3 s into training the held-out error falls at every check
+    assert ("the held-out error was still falling when the budget ran out (its least at the last check, "
+            f"step {last_step})") in proc.stderr
+
