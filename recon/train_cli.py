@@ -170,10 +170,11 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"recon train: {outcome.stop_reason}; {outcome.steps_run} steps this run, {outcome.steps_total} "
               f"in total; checkpoint {out / 'checkpoint.pt'}" + "".join(f"; {k}" for k in kept), file=sys.stderr)
         best = RunDir(out).best_record()
-        if outcome.budget_spent and best is not None and best["step"] == outcome.steps_total:
-            print(f"recon train: the held-out error was still falling when the budget ran out (its least at the "
-                  f"last check, step {best['step']}): run the same command again to train on, or give a longer "
-                  "--refit (e.g. 0.4; docs/benchmarks/stopping.md 'How long a refit')", file=sys.stderr)
+        if outcome.budget_spent and best is not None and settings.patience > 0:
+            print(f"recon train: the budget ran out before the held-out error levelled off (--patience "
+                  f"{settings.patience} not reached; its least at step {best['step']} of {outcome.steps_total}): "
+                  "run the same command again to train on, or give a longer --refit (e.g. 0.4; "
+                  "docs/benchmarks/stopping.md 'How long a refit')", file=sys.stderr)
     return 0
 
 
