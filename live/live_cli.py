@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from acquire.config import add_model_arguments, load_settings, overrides_from_args
+from acquire.errors import UserError
 from acquire.log_setup import configure_logging
 from live.settings import LiveSettings, ViewSettings
 
@@ -19,8 +20,12 @@ def _run_live(args: argparse.Namespace) -> int:
 
 
 def _run_view(args: argparse.Namespace) -> int:
-    settings = load_settings(ViewSettings, name="view", config_file=args.config,
-                             overrides=overrides_from_args(args, ViewSettings))
+    given = overrides_from_args(args, ViewSettings)
+    settings = load_settings(ViewSettings, name="view", config_file=args.config, overrides=given)
+    for option in ("checkpoint", "time_s"):
+        if option in given and settings.run_dir is None:
+            raise UserError(f"--{option.replace('_', '-')} needs --run RUN_DIR (it chooses what a run directory "
+                            "shows offline; the live viewer always shows the latest state)")
     configure_logging()
     from live.viewer import run_view
 

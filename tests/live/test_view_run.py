@@ -111,3 +111,14 @@ def test_view_run_of_a_folder_that_is_no_run_is_one_line(tmp_path):
                           timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "is not a run directory" in proc.stderr
+
+
+@pytest.mark.parametrize("option", [("--checkpoint", "best"), ("--time-s", "3")])
+def test_view_run_options_without_run_are_one_line(option, tmp_path):
+    """``--checkpoint`` and ``--time-s`` choose what a run directory shows; without ``--run`` they are one line
+    and exit 2 (not silently ignored by the live viewer)."""
+    proc = subprocess.run([sys.executable, "-m", "live.cli", "view", *option, "--headless", "--snapshots",
+                           str(tmp_path)], env=ENV, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and f"{option[0]} needs --run RUN_DIR" in proc.stderr
+
