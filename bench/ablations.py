@@ -163,7 +163,7 @@ def summarise(phantom: str, rows: list[dict], sirt_rows: list[dict]) -> dict[str
 def run_variant(name: str, base: str, phantom: str, session_path: Path, steps: int, eval_every: int,
                 seed: int, sirt_rows: list[dict], precision: str = "fp32") -> dict[str, Any]:
     """Train one variant on one session; returns its summary, the SSIM curve and the rate."""
-    from recon.run_dir import session_time_scale_s
+    from recon.run_dir import recorded_time_scale_s
     from recon.trainer import Trainer
 
     overrides, options = VARIANTS[name]
@@ -171,8 +171,7 @@ def run_variant(name: str, base: str, phantom: str, session_path: Path, steps: i
     session = read_session(session_path)
     frames = session.load_frames()
     truth, times_s = read_ground_truth(session_path)
-    time_scale_s = session_time_scale_s(session.settings.scheme, sorted(session.times_s))  # recon train's rule
-    trainer = Trainer(config, frames.shape[1:], time_scale_s, seed=seed, precision=precision)
+    trainer = Trainer(config, frames.shape[1:], recorded_time_scale_s(session), seed=seed, precision=precision)
     if options.get("data_scale") == "mean":
         trainer.data_scale = float(np.mean(frames[0]))
     for record, frame in zip(session.records, frames):

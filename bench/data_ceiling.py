@@ -145,11 +145,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.dip_steps:
         from recon.presets import preset
-        from recon.run_dir import session_time_scale_s
+        from recon.run_dir import recorded_time_scale_s
         from recon.trainer import Trainer
 
-        time_scale_s = session_time_scale_s(session.settings.scheme, sorted(session.times_s))  # recon train's
-        trainer = Trainer(preset("fast"), static.shape[1:], time_scale_s, seed=args.seed,
+        trainer = Trainer(preset("fast"), static.shape[1:], recorded_time_scale_s(session), seed=args.seed,
                           precision=args.precision)
         for record, frame in zip(session.records, static):
             trainer.add_frame(record.index, frame, record.angle_deg, record.time_s)

@@ -68,15 +68,14 @@ def _session_trainer(session_dir: str, preset_name: str, lr_scale: float, seed: 
     """A trainer holding every frame of the session, time scale by the live rule."""
     from acquire.session import read_session
     from recon.presets import preset
-    from recon.run_dir import session_time_scale_s
+    from recon.run_dir import recorded_time_scale_s
     from recon.trainer import Trainer
 
     session = read_session(session_dir)
     records = sorted(session.records, key=lambda r: r.index)
     config = preset(preset_name)
     config = config.model_copy(update={"lr": config.lr * lr_scale})
-    trainer = Trainer(config, tuple(records[0].shape),
-                      session_time_scale_s(session.settings.scheme, [r.time_s for r in records]), seed=seed)
+    trainer = Trainer(config, tuple(records[0].shape), recorded_time_scale_s(session), seed=seed)
     for record in records:
         trainer.add_frame(record.index, session.load_frame(record), record.angle_deg, record.time_s)
     return trainer, session

@@ -47,7 +47,7 @@ def track(session_path: Path, preset_name: str, holdout: float, steps: int, eval
           seed: int) -> list[dict]:
     """Train with held-out frames; one record per evaluation (steps, held-out RMSE/SSIM, truth SSIM)."""
     from recon.presets import preset
-    from recon.run_dir import heldout_positions, session_time_scale_s
+    from recon.run_dir import heldout_positions, recorded_time_scale_s
     from recon.trainer import Trainer
 
     session = read_session(session_path)
@@ -55,8 +55,7 @@ def track(session_path: Path, preset_name: str, holdout: float, steps: int, eval
     truth, times_s = read_ground_truth(session_path)
     records = sorted(session.records, key=lambda r: r.time_s)
     held = set(heldout_positions(len(records), holdout))
-    time_scale_s = session_time_scale_s(session.settings.scheme, [r.time_s for r in records])  # recon train's
-    trainer = Trainer(preset(preset_name), frames.shape[1:], time_scale_s, seed=seed)
+    trainer = Trainer(preset(preset_name), frames.shape[1:], recorded_time_scale_s(session), seed=seed)
     by_index = {r.index: f for r, f in zip(session.records, frames)}
     for position, record in enumerate(records):
         trainer.add_frame(record.index, by_index[record.index], record.angle_deg, record.time_s,

@@ -6,7 +6,7 @@ Poisson noise at 40 e/A^2), then:
 - moving-window SIRT (window 30, 30 iterations, the paper's baseline), non-negative (ASTRA's
   ``MinConstraint = 0``, the strong baseline), timed;
 - DIP-STER with each preset, trained for ``--minutes`` of wall clock with ``recon train``'s time scale
-  (``recon.run_dir.session_time_scale_s``); every ``--eval-every`` steps the clock is paused and all
+  (``recon.run_dir.recorded_time_scale_s``); every ``--eval-every`` steps the clock is paused and all
   volumes are compared with the ground truth (time-to-SSIM curve).
 
 Per time step: RMSE (percent) and SSIM (inside the Otsu masks, ``recon.metrics``), surface/volume
@@ -160,13 +160,12 @@ def run_dipster(name: str, frames: np.ndarray, session, truth: np.ndarray, minut
     """
     import torch
 
-    from recon.run_dir import heldout_positions, session_time_scale_s
+    from recon.run_dir import heldout_positions, recorded_time_scale_s
     from recon.trainer import Trainer
 
     times = session.times_s
     config = config or preset(name)
-    time_scale_s = session_time_scale_s(session.settings.scheme, sorted(times))  # recon train's rule
-    trainer = Trainer(config, frames.shape[1:], time_scale_s, seed=seed, **speed)
+    trainer = Trainer(config, frames.shape[1:], recorded_time_scale_s(session), seed=seed, **speed)
     order = sorted(range(len(session.records)), key=lambda i: session.records[i].time_s)
     held = {order[p] for p in heldout_positions(len(order), holdout)}
     for i, (record, frame) in enumerate(zip(session.records, frames)):

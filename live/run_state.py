@@ -27,8 +27,8 @@ from acquire.errors import UserError
 from live.settings import LiveSettings
 from recon.precision import Speed
 from recon.reconstructor import Reconstructor
-from recon.run_dir import (CHECKPOINT_FILE, LOG_COLUMNS, RUN_FILE, RunDir, describe_state, forget_refit,
-                           forget_stale_best, keep_if_best, open_reconstructor)
+from recon.run_dir import (CHECKPOINT_FILE, LOG_COLUMNS, RUN_FILE, RunDir, forget_refit, forget_stale_best,
+                           keep_if_best, open_reconstructor, open_state)
 
 log = logging.getLogger(__name__)
 
@@ -188,19 +188,20 @@ class RunState:
     def write_volumes(self, reconstructor: Reconstructor, count: int) -> tuple[Path, str]:
         """The volume-time series at the frame times (or ``count`` evenly spaced), via recon.volume_io, of
         the state ``recon volumes`` reads by default: the best by held-out error when the run keeps one of
-        all its frames (call after :meth:`checkpoint`, which drops a best of fewer), else ``reconstructor``.
+        all its frames (call after :meth:`checkpoint`, which drops a best of fewer; a live run keeps no
+        refit), else ``reconstructor``.
 
         Returns
         -------
         path, state
-            The file written, and which state it holds in words (:func:`recon.run_dir.describe_state`).
+            The file written, and which state it holds in words (:func:`recon.run_dir.state_in_words`).
         """
         from recon.volume_io import write_volumes
 
-        state = describe_state(self.path, "auto")
-        if self.run.best_record() is not None:
-            reconstructor = open_reconstructor(self.path, device=self.device, checkpoint="best",
-                                               speed=speed_of(self.settings))
+        state = "last state"
+        if self.run.best_record() is not None:  # else the last state: the one in memory, not read again
+            reconstructor, state = open_state(self.path, device=self.device, checkpoint="auto",
+                                              speed=speed_of(self.settings))
         times = np.sort(np.asarray([r["time_s"] for r in reconstructor.frame_records]))
         if count:
             times = np.linspace(times[0], times[-1], count)

@@ -4,7 +4,7 @@
 (STYLE.md 5: one consumer for live and recorded data). :class:`RunSource` reads the run once:
 
 - ``train_log.csv``: the loss curve and the held-out reprojection error (``heldout_rmse_percent``);
-- the reconstruction (:func:`recon.run_dir.open_reconstructor`, when its state was saved), by default
+- the reconstruction (:func:`recon.run_dir.open_state`, when its state was saved), by default
   the state ``recon volumes`` reads and the run's ``volumes.tif`` holds (refit, else best, else last):
   the frames' times, angles, dose and temperature, and the central orthoslices of its volume at any time;
 - the session's ``frames.jsonl`` (run.json's ``session``, when it is still there): each frame's tracking.
@@ -25,7 +25,7 @@ from acquire.session import read_session
 from live.run_state import STATE_FILES
 from live.status import HistoryHeader, Orthoslices, StatusHeader, make_orthoslices, tracking_history
 from recon.reconstructor import Reconstructor
-from recon.run_dir import RUN_FILE, RunDir, describe_state, open_reconstructor
+from recon.run_dir import RUN_FILE, RunDir, open_state
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,7 @@ class RunSource:
         self.records: list[dict] = []
         self.state = "no saved state"
         if self.method in STATE_FILES and (self.run.path / STATE_FILES[self.method]).is_file():
-            self.reconstructor = open_reconstructor(self.run.path, device=device, checkpoint=checkpoint)
-            self.state = describe_state(self.run.path, checkpoint)
+            self.reconstructor, self.state = open_state(self.run.path, device=device, checkpoint=checkpoint)
             self.records = sorted(self.reconstructor.frame_records, key=lambda r: r["index"])
         self.session_name = Path(str(self.description.get("session", self.run.path.name))).name
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from acquire.errors import UserError
-from recon.run_dir import session_time_scale_s
+from recon.run_dir import recorded_time_scale_s
 
 
 def train_chunked(trainer, steps: int, chunk_steps: int,
@@ -65,7 +65,7 @@ def reconstruct_session(session_dir: Path | str, config, *, steps_per_frame: int
     seed, device
         As for the trainer.
     time_scale_s, expected_frames
-        As for ``tiltstream live``; by default the one rule of :func:`recon.run_dir.session_time_scale_s`
+        As for ``tiltstream live``; by default the one rule of :func:`recon.run_dir.recorded_time_scale_s`
         (scheme count x first interval).
 
     Returns
@@ -82,7 +82,7 @@ def reconstruct_session(session_dir: Path | str, config, *, steps_per_frame: int
         raise UserError(f"session {str(session_dir)!r} has no frames")
     records = sorted(session.records, key=lambda r: r.index)
     if time_scale_s is None:
-        time_scale_s = session_time_scale_s(session.settings.scheme, [r.time_s for r in records], expected_frames)
+        time_scale_s = recorded_time_scale_s(session, expected_frames)
     trainer = Trainer(config, tuple(records[0].shape), time_scale_s, device=resolve_device(device), seed=seed)
     for record in records:
         add_and_train(trainer, record.index, session.load_frame(record), record.angle_deg, record.time_s,

@@ -47,11 +47,14 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from acquire.atomic_files import write_atomic, write_json_atomic
 from acquire.errors import UserError
 from recon.precision import Speed
+
+if TYPE_CHECKING:
+    from acquire.session import Session
 
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -119,6 +122,13 @@ def session_time_scale_s(settings_scheme: dict, times_s: Sequence[float],
     return derive_time_scale_s(expected, times_s[0], times_s[1] if len(times_s) > 1 else None)
 
 
+def recorded_time_scale_s(session: Session, expected_frames: int | None = None) -> float:
+    """:func:`session_time_scale_s` of a read session (its scheme, its frames' times in index order),
+    seconds: the time scale ``recon train`` and ``tiltstream live`` give a new run of it."""
+    times_s = [r.time_s for r in sorted(session.records, key=lambda r: r.index)]
+    return session_time_scale_s(session.settings.scheme, times_s, expected_frames)
+
+
 def heldout_positions(count: int, fraction: float) -> list[int]:
     """Positions (0-based, in acquisition order) of the frames to hold out, evenly spread.
 
@@ -178,13 +188,17 @@ class RunDir:
         """The best state's directory."""
         return self.path / BEST_DIR
 
+    def _kept_record(self, key: str, directory: Path) -> dict[str, Any] | None:
+        """run.json's record ``key`` of a kept state, or None when there is none or ``directory`` is gone."""
+        if not (self.path / RUN_FILE).is_file():
+            return None
+        record = self.read_description().get(key)
+        return record if record and directory.is_dir() else None
+
     def best_record(self) -> dict[str, Any] | None:
         """run.json's record of the best state (``step``, ``heldout_rmse_percent``, ``n_frames``), or None
         when the run keeps none."""
-        if not (self.path / RUN_FILE).is_file():
-            return None
-        record = self.read_description().get(BEST_KEY)
-        return record if record and self.best.is_dir() else None
+        return self._kept_record(BEST_KEY, self.best)
 
     @property
     def refit(self) -> Path:
@@ -194,10 +208,7 @@ class RunDir:
     def refit_record(self) -> dict[str, Any] | None:
         """run.json's record of the refit state (``from_step``, ``steps``, ``n_frames``), or None when
         the run keeps none."""
-        if not (self.path / RUN_FILE).is_file():
-            return None
-        record = self.read_description().get(REFIT_KEY)
-        return record if record and self.refit.is_dir() else None
+        return self._kept_record(REFIT_KEY, self.refit)
 
     def exists(self) -> bool:
         """True when a run was started here: its run.json exists, or a DIP-STER checkpoint alone (a live
@@ -364,10 +375,9 @@ def _chosen_state(run: RunDir, checkpoint: str) -> tuple[str, dict[str, Any] | N
     return "last", None
 
 
-def describe_state(run_dir: str | Path, checkpoint: str) -> str:
-    """Which state :func:`open_reconstructor` opens for ``checkpoint``, in words ("last state", "best
-    state (step S, held-out error E %)" or "refit state (best step S + R steps on every frame)")."""
-    kind, record = _chosen_state(RunDir(run_dir), checkpoint)
+def state_in_words(kind: str, record: dict[str, Any] | None) -> str:
+    """A kept state (``refit``, ``best`` or ``last``) and its run.json record in words: "last state",
+    "best state (step S, held-out error E %)" or "refit state (best step S + R steps on every frame)"."""
     if record is None:
         return "last state"
     if kind == "refit":
@@ -377,7 +387,14 @@ def describe_state(run_dir: str | Path, checkpoint: str) -> str:
 
 def open_reconstructor(run_dir: str | Path, device: str = "cpu", checkpoint: str = "last",
                        speed: Speed = Speed()) -> Any:
-    """The reconstruction in ``run_dir`` (live or offline), loaded by the class of its recorded method.
+    """The reconstruction in ``run_dir``: :func:`open_state` without the words."""
+    return open_state(run_dir, device, checkpoint, speed)[0]
+
+
+def open_state(run_dir: str | Path, device: str = "cpu", checkpoint: str = "last",
+               speed: Speed = Speed()) -> tuple[Any, str]:
+    """The reconstruction in ``run_dir`` (live or offline), loaded by the class of its recorded method,
+    and which state it is in words (:func:`state_in_words`), from one choice of state.
 
     Parameters
     ----------
@@ -393,7 +410,7 @@ def open_reconstructor(run_dir: str | Path, device: str = "cpu", checkpoint: str
 
     Returns
     -------
-    recon.reconstructor.Reconstructor
+    recon.reconstructor.Reconstructor, str
 
     Raises
     ------
@@ -418,4 +435,4 @@ def open_reconstructor(run_dir: str | Path, device: str = "cpu", checkpoint: str
     state = {"refit": run.refit, "best": run.best, "last": run.path}[kind]
     method = run.method()
     options = speed.trainer_kwargs() if method == "dipster" else {}
-    return reconstructor_class(method).load(state, device=device, **options)
+    return reconstructor_class(method).load(state, device=device, **options), state_in_words(kind, record)

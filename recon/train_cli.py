@@ -21,7 +21,7 @@ from acquire.errors import UserError
 from acquire.progress import ProgressLine, stderr_progress
 from recon.precision import Precision
 from recon.presets import PresetName
-from recon.run_dir import RunDir, describe_state
+from recon.run_dir import RunDir, state_in_words
 
 
 class ReconTrainSettings(pydantic.BaseModel):
@@ -164,12 +164,12 @@ def run_train(args: argparse.Namespace) -> int:
         return 1
     distributed.stop(world)
     if world.is_main:
-        out = Path(args.out)
-        kept = [f"{state} in {out / name}" for name in ("best", "refit")
-                if (state := describe_state(out, name)) != "last state"]
+        out = RunDir(args.out)
+        best, refit = out.best_record(), out.refit_record()
+        kept = [f"; {state_in_words(kind, record)} in {directory}"
+                for kind, record, directory in (("best", best, out.best), ("refit", refit, out.refit)) if record]
         print(f"recon train: {outcome.stop_reason}; {outcome.steps_run} steps this run, {outcome.steps_total} "
-              f"in total; checkpoint {out / 'checkpoint.pt'}" + "".join(f"; {k}" for k in kept), file=sys.stderr)
-        best = RunDir(out).best_record()
+              f"in total; checkpoint {out.path / 'checkpoint.pt'}" + "".join(kept), file=sys.stderr)
         if outcome.budget_spent and best is not None and settings.patience > 0:
             print(f"recon train: the budget ran out before the held-out error levelled off (--patience "
                   f"{settings.patience} not reached; its least at step {best['step']} of {outcome.steps_total}): "
@@ -198,14 +198,14 @@ def run_volumes(args: argparse.Namespace) -> int:
 
     from recon import distributed
     from recon.device import resolve_device
-    from recon.run_dir import open_reconstructor
+    from recon.run_dir import open_state
     from recon.volume_io import write_volumes
 
     settings = load_settings(ReconVolumesSettings, config_file=args.config,
                              overrides=overrides_from_args(args, ReconVolumesSettings))
     times = parse_times(settings.times)
     world = distributed.start(distributed.world_from_env(), resolve_device(settings.device))
-    reconstructor = open_reconstructor(args.run_dir, device=str(world.device), checkpoint=settings.checkpoint)
+    reconstructor, state = open_state(args.run_dir, device=str(world.device), checkpoint=settings.checkpoint)
     if isinstance(times, str):
         times_s = sorted(r["time_s"] for r in reconstructor.frame_records)
     else:
@@ -224,7 +224,7 @@ def run_volumes(args: argparse.Namespace) -> int:
     volumes = np.stack(results).astype(np.float32)
     path = write_volumes(args.out, volumes, np.asarray(times_s, dtype=np.float64), format=settings.format)
     print(f"recon volumes: wrote {len(times_s)} volumes {volumes.shape[1:]} (Z, Y, X) of the "
-          f"{describe_state(Path(args.run_dir), settings.checkpoint)} to {path}"
+          f"{state} to {path}"
           + (f" ({world.size} ranks)" if world.distributed else ""), file=sys.stderr)
     return 0
 

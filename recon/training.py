@@ -1,7 +1,7 @@
 """Offline DIP-STER training of a recorded session into a run directory, in one process or N data-parallel ranks.
 
 :func:`train_session` is what ``tiltstream recon train`` runs: it starts a new run (preprocessing,
-held-out choice, the live time-scale rule :func:`recon.run_dir.session_time_scale_s`) or resumes any
+held-out choice, the live time-scale rule :func:`recon.run_dir.recorded_time_scale_s`) or resumes any
 DIP-STER run directory, live or offline (one format, :mod:`recon.run_dir`), adds the frames the
 session gained since, and trains for a budget of steps or seconds in chunks of ``eval_every`` steps.
 After each chunk rank 0 evaluates the held-out frames, writes the checkpoint (and the best state by
@@ -29,7 +29,7 @@ from acquire.progress import ProgressLine
 from recon.distributed import World, peer_failures
 from recon.precision import Speed
 from recon.run_dir import (PlateauStopper, RunDir, forget_refit, forget_stale_best, heldout_positions,
-                           keep_if_best, keep_refit, open_reconstructor, session_time_scale_s)
+                           keep_if_best, keep_refit, open_reconstructor, recorded_time_scale_s)
 from recon.trainer import Trainer
 
 CONTINUE, BUDGET_SPENT, PLATEAU = 0, 1, 2  # rank 0's decision after a chunk
@@ -147,8 +147,7 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
 
             frames, report = apply(frames, session.angles_deg, new.preprocess, recorded_shifts_px(session.records))
         config = preset(new.preset)
-        by_index = sorted(records, key=lambda r: r.index)
-        time_scale_s = session_time_scale_s(session.settings.scheme, [r.time_s for r in by_index])
+        time_scale_s = recorded_time_scale_s(session)
         trainer = Trainer(config, frames.shape[1:], time_scale_s, device=device, seed=new.seed,
                           **speed.trainer_kwargs())
         held = {records[p].index for p in heldout_positions(len(records), new.holdout)}
