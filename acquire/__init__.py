@@ -10,10 +10,10 @@ It imports no torch, kornia or Qt, so it is the whole of the core install on the
 
 The shared modules of that base, one of each:
 
-- ``acquire.errors``: :class:`~acquire.errors.UserError`, the one-line failure of bad input;
-- ``acquire.config``: every process's settings (pydantic-settings: TOML, ``TILTSTREAM_*``, command line);
-- ``acquire.progress``: :class:`~acquire.progress.ProgressLine`, the one progress line;
-- ``acquire.atomic_files``: atomic, durable file replacement;
-- ``acquire.log_setup``: :func:`~acquire.log_setup.configure_logging`, the one logging set-up;
-- ``acquire.stream``: the wire codec and the pydantic model of every message on the frame stream.
+- ``tiltstream.errors``: :class:`~tiltstream.errors.UserError`, the one-line failure of bad input;
+- ``tiltstream.config``: every process's settings (pydantic-settings: TOML, ``TILTSTREAM_*``, command line);
+- ``tiltstream.progress``: :class:`~tiltstream.progress.ProgressLine`, the one progress line;
+- ``tiltstream.atomic_files``: atomic, durable file replacement;
+- ``tiltstream.log_setup``: :func:`~tiltstream.log_setup.configure_logging`, the one logging set-up;
+- ``tiltstream.acquire.stream``: the wire codec and the pydantic model of every message on the frame stream.
 """

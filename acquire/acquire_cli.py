@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from acquire.acquire_settings import AcquireSettings
-from acquire.config import add_model_arguments, load_settings, overrides_from_args
-from acquire.errors import UserError
-from acquire.progress import ProgressLine
-from acquire.session import FRAMES_DIR, RECORDS_FILE, SETTINGS_FILE
+from tiltstream.acquire.acquire_settings import AcquireSettings
+from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.errors import UserError
+from tiltstream.progress import ProgressLine
+from tiltstream.acquire.session import FRAMES_DIR, RECORDS_FILE, SETTINGS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,11 @@ def run(args: argparse.Namespace) -> int:
     """Run one acquisition; returns 0 when it ended normally, 130 when interrupted."""
     settings = load_settings(AcquireSettings, name="microscope", config_file=args.config,
                              overrides=overrides_from_args(args, AcquireSettings))
-    from acquire.bridge import BridgeMicroscope, RetryPolicy
-    from acquire.executor import AcquisitionControl, Executor, ExecutorConfig
-    from acquire.microscope import AcquisitionParams
-    from acquire.session import SessionSettings, SessionWriter
-    from acquire.temperature import TemperatureLog
+    from tiltstream.acquire.bridge import BridgeMicroscope, RetryPolicy
+    from tiltstream.acquire.executor import AcquisitionControl, Executor, ExecutorConfig
+    from tiltstream.acquire.microscope import AcquisitionParams
+    from tiltstream.acquire.session import SessionSettings, SessionWriter
+    from tiltstream.acquire.temperature import TemperatureLog
 
     scope = BridgeMicroscope(settings.bridge, timeout_s=settings.bridge_timeout_s,
                              retry=RetryPolicy(attempts=settings.retries, backoff_s=settings.retry_backoff_s),
@@ -147,13 +147,13 @@ def run(args: argparse.Namespace) -> int:
                             stage_timeout_s=settings.stage_timeout_s, speed=settings.stage_speed)
     publisher = None
     if settings.publish is not None:
-        from acquire.publisher import FramePublisher, load_server_keys
+        from tiltstream.acquire.publisher import FramePublisher, load_server_keys
 
         curve = load_server_keys(settings.curve_secret_key) if settings.curve_secret_key else None
         publisher = FramePublisher(settings.publish, writer.path, resend_endpoint=settings.resend, curve=curve)
     tracking, model_link = _tracking(settings)
     if tracking is not None and writer.records:
-        from acquire.session import read_session
+        from tiltstream.acquire.session import read_session
 
         session = read_session(writer.path)
         seeded = tracking.seed(writer.records, session.load_frame)
@@ -194,11 +194,11 @@ def _tracking(settings: AcquireSettings) -> tuple[Any, Any]:
     """The run's tracking loop and model link (None, None with tracking and focus off)."""
     if settings.track == "off" and settings.focus == "off":
         return None, None
-    from acquire.corrections import TrackingLoop
+    from tiltstream.acquire.corrections import TrackingLoop
 
     model_link = None
     if settings.track == "model" and settings.model_endpoint is not None:
-        from acquire.model_link import ModelLink
+        from tiltstream.acquire.model_link import ModelLink
 
         model_link = ModelLink(settings.model_endpoint, timeout_s=settings.model_timeout_s)
     loop = TrackingLoop(settings.track, settings.focus, settings.pixel_size_nm * settings.binning,
@@ -208,7 +208,7 @@ def _tracking(settings: AcquireSettings) -> tuple[Any, Any]:
 
 
 def _limits(settings: AcquireSettings) -> Any:
-    from acquire.corrections import CorrectionLimits
+    from tiltstream.acquire.corrections import CorrectionLimits
 
     return CorrectionLimits(image_shift_m=settings.image_shift_limit_nm * 1e-9,
                             stage_xy_travel_m=settings.stage_xy_travel_nm * 1e-9,
@@ -218,8 +218,8 @@ def _limits(settings: AcquireSettings) -> Any:
 def _scheme(values: dict[str, Any]) -> Any:
     import pydantic
 
-    from acquire.config import describe_validation_error
-    from acquire.scheme import TiltScheme
+    from tiltstream.config import describe_validation_error
+    from tiltstream.acquire.scheme import TiltScheme
 
     try:
         return TiltScheme.model_validate(values)

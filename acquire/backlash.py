@@ -17,8 +17,8 @@ from typing import Literal
 
 import pydantic
 
-from acquire.errors import UserError
-from acquire.scheme import TiltScheme
+from tiltstream.errors import UserError
+from tiltstream.acquire.scheme import TiltScheme
 
 MoveKind = Literal["backlash", "target"]
 
@@ -101,7 +101,7 @@ def plan_moves(
     Parameters
     ----------
     targets
-        ``(index, target_deg)`` pairs in acquisition order (e.g. :func:`acquire.scheme.iter_targets`).
+        ``(index, target_deg)`` pairs in acquisition order (e.g. :func:`tiltstream.acquire.scheme.iter_targets`).
     start_deg
         Stage alpha before the first move (deg).
     backlash_deg

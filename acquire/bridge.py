@@ -1,4 +1,4 @@
-"""The microscope over the temscript v1 HTTP bridge: :class:`BridgeMicroscope` implements :class:`acquire.microscope.Microscope`.
+"""The microscope over the temscript v1 HTTP bridge: :class:`BridgeMicroscope` implements :class:`tiltstream.acquire.microscope.Microscope`.
 
 The client is ``temscript.RemoteMicroscope`` (SI units on the wire: radians, metres); this module
 converts to degrees at its surface, retries transport failures and server errors with exponential
@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from acquire.errors import UserError
-from acquire.microscope import AcquisitionParams, DetectorInfo
-from acquire.session import StagePosition
+from tiltstream.errors import UserError
+from tiltstream.acquire.microscope import AcquisitionParams, DetectorInfo
+from tiltstream.acquire.session import StagePosition
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from acquire import acquire_cli, export_cli, scheme_cli
+from tiltstream.acquire import acquire_cli, export_cli, scheme_cli
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,7 +1,7 @@
 """What to send before each frame to keep the specimen put and in focus, and the limits it must stay within.
 
-Pure except for the optional :class:`acquire.model_link.ModelLink` read: :class:`TrackingLoop` turns the
-tracker's prediction (:mod:`acquire.tracking`) and the focus model (:mod:`acquire.focus`) into a
+Pure except for the optional :class:`tiltstream.acquire.model_link.ModelLink` read: :class:`TrackingLoop` turns the
+tracker's prediction (:mod:`tiltstream.acquire.tracking`) and the focus model (:mod:`tiltstream.acquire.focus`) into a
 :class:`CorrectionCommand`; :func:`limit_violation` says whether a command leaves the configured limits.
 The executor (the one place with side effects) checks, sends and records.
 
@@ -21,9 +21,9 @@ from typing import Literal
 
 import numpy as np
 
-from acquire.focus import tilt_model_defocus_m
-from acquire.session import FrameRecord, StagePosition, TrackingRecord
-from acquire.tracking import Tracker
+from tiltstream.acquire.focus import tilt_model_defocus_m
+from tiltstream.acquire.session import FrameRecord, StagePosition, TrackingRecord
+from tiltstream.acquire.tracking import Tracker
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from acquire.errors import UserError
+from tiltstream.errors import UserError
 
 ELEMENTARY_CHARGE_C = 1.602176634e-19  # exact (SI 2019)
 A2_PER_NM2 = 100.0

@@ -1,12 +1,12 @@
 """Performs a tilt-series plan against a microscope, frame by frame: move, check, expose, record, publish.
 
-The plan is data (:func:`acquire.backlash.plan_moves` over :func:`acquire.scheme.iter_targets`); this
+The plan is data (:func:`tiltstream.acquire.backlash.plan_moves` over :func:`tiltstream.acquire.scheme.iter_targets`); this
 is the one place that acts on it. For each frame: the stage moves (overshoot first when the target is
 below the current angle), the executor waits for ``READY``, reads the reported angle back and checks it
 against the target, unblanks, acquires, blanks, stamps the exposure midpoint, appends the frame to the
 session (durably) and publishes it. The beam is blanked whenever the stage moves and on every way out.
 
-With tracking or focus on (:class:`acquire.corrections.TrackingLoop`), each frame is pre-corrected
+With tracking or focus on (:class:`tiltstream.acquire.corrections.TrackingLoop`), each frame is pre-corrected
 once the stage is at its target: the executor reads image shift, stage and defocus, asks the loop what
 to set, checks it against the configured limits BEFORE sending (a correction outside pauses the run
 with the beam blanked and one clear line; nothing is sent), sends it, and after the exposure records
@@ -28,15 +28,15 @@ from typing import Protocol
 
 import numpy as np
 
-from acquire.backlash import HolderLimits, check_backlash_config, plan_moves
-from acquire.corrections import CorrectionCommand, CorrectionLimits, OpticsState, TrackingLoop, limit_violation
-from acquire.focus import best_defocus_m, sharpness, sweep_defocus_m
-from acquire.dose import camera_dose_e_per_A2, stem_dose_e_per_A2
-from acquire.errors import UserError
-from acquire.microscope import STAGE_READY, AcquisitionParams, Microscope
-from acquire.publisher import FramePublisher
-from acquire.scheme import TiltScheme, iter_targets, scheme_angle_deg
-from acquire.session import FrameRecord, SessionWriter, TrackingRecord
+from tiltstream.acquire.backlash import HolderLimits, check_backlash_config, plan_moves
+from tiltstream.acquire.corrections import CorrectionCommand, CorrectionLimits, OpticsState, TrackingLoop, limit_violation
+from tiltstream.acquire.focus import best_defocus_m, sharpness, sweep_defocus_m
+from tiltstream.acquire.dose import camera_dose_e_per_A2, stem_dose_e_per_A2
+from tiltstream.errors import UserError
+from tiltstream.acquire.microscope import STAGE_READY, AcquisitionParams, Microscope
+from tiltstream.acquire.publisher import FramePublisher
+from tiltstream.acquire.scheme import TiltScheme, iter_targets, scheme_angle_deg
+from tiltstream.acquire.session import FrameRecord, SessionWriter, TrackingRecord
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class Executor:
     Parameters
     ----------
     microscope
-        Any :class:`acquire.microscope.Microscope` (the bridge client in production).
+        Any :class:`tiltstream.acquire.microscope.Microscope` (the bridge client in production).
     scheme
         The tilt scheme; ``start_index`` must equal the writer's ``next_index`` (resume).
     writer
@@ -219,7 +219,7 @@ class Executor:
                  tracking: TrackingLoop | None = None, limits: CorrectionLimits = CorrectionLimits(),
                  pause_on_lost: bool = False) -> None:
         if not isinstance(microscope, Microscope):
-            raise TypeError(f"{type(microscope).__name__} does not implement acquire.microscope.Microscope")
+            raise TypeError(f"{type(microscope).__name__} does not implement tiltstream.acquire.microscope.Microscope")
         if scheme.start_index != writer.next_index:
             raise UserError(f"the scheme starts at frame {scheme.start_index} but the session continues at "
                             f"{writer.next_index}")

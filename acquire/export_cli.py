@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export; prints the written paths."""
-    from acquire.imod_export import export_imod
+    from tiltstream.acquire.imod_export import export_imod
 
     for path in export_imod(args.session, args.imod, order=args.order):
         print(path, file=sys.stdout)

@@ -2,7 +2,7 @@
 
 ``tilt-model``: a specimen ``z`` above the tilt axis changes height by ``z (cos(alpha) - 1)`` when tilted,
 so the probe defocus that keeps it in focus is the defocus at the start plus that change (the eucentric
-height comes from the lateral fit of :mod:`acquire.tracking`; no exposure, no time beyond one
+height comes from the lateral fit of :mod:`tiltstream.acquire.tracking`; no exposure, no time beyond one
 ``probe_defocus`` call).
 
 ``measure``: every N frames the executor takes :data:`SWEEP_STEPS` extra scans, with the frame's own

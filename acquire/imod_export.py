@@ -17,8 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-from acquire.errors import UserError
-from acquire.session import read_session
+from tiltstream.errors import UserError
+from tiltstream.acquire.session import read_session
 
 MRC_MODES = {"uint8": 0, "int16": 1, "float32": 2, "uint16": 6}
 

@@ -4,7 +4,7 @@ Only what a continuous tilt series needs: stage alpha (read, move, status, limit
 the record, beam blanking, detectors, acquisition parameters and one acquisition; for tracking and
 focus only, image shift, probe defocus and stage x/y/z moves (the executor checks every value against
 its configured limits before it calls them). The bridge client
-(:mod:`acquire.bridge`) implements it over the temscript v1 HTTP API; anything else that satisfies it
+(:mod:`tiltstream.acquire.bridge`) implements it over the temscript v1 HTTP API; anything else that satisfies it
 (a test double, a future direct backend) drives the same executor.
 """
 
@@ -15,7 +15,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from acquire.session import StagePosition
+from tiltstream.acquire.session import StagePosition
 
 DetectorKind = Literal["stem", "camera"]
 ImageSize = Literal["FULL", "HALF", "QUARTER"]

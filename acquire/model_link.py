@@ -5,8 +5,8 @@ connected to the live process's ROUTER request endpoint:
 
 - request: topic ``b"reproject?"``, header :class:`ReprojectionRequest` (JSON), empty buffer;
 - reply: topic ``b"reprojected"``, header :class:`ReprojectionReply` (an
-  :class:`acquire.stream.ArrayHeader` plus ``request_id``, ``angle_deg``, ``time_s``), buffer the raw
-  C-order float32 image (ny, nx) (:func:`acquire.stream.encode` / :func:`acquire.stream.decode_array`).
+  :class:`tiltstream.wire.ArrayHeader` plus ``request_id``, ``angle_deg``, ``time_s``), buffer the raw
+  C-order float32 image (ny, nx) (:func:`tiltstream.wire.encode` / :func:`tiltstream.wire.decode_array`).
 
 The ROUTER sees ``[identity, topic, header, buffer]`` and answers ``[identity, topic, header, buffer]``;
 the DEALER adds and strips no delimiter frame. A live process with no model yet does not answer (or
@@ -22,7 +22,7 @@ import uuid
 import numpy as np
 import pydantic
 
-from acquire.stream import ArrayHeader, WireError, decode_array, decode_header, encode
+from tiltstream.wire import ArrayHeader, WireError, decode_array, decode_header, encode
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pydantic
 
-from acquire.backlash import Move
+from tiltstream.acquire.backlash import Move
 
 
 class AcquisitionEstimate(pydantic.BaseModel):
@@ -158,7 +158,7 @@ def summarize_plan(
     Parameters
     ----------
     moves
-        The plan (:func:`acquire.backlash.plan_moves`); each ``"target"`` move is one recorded frame.
+        The plan (:func:`tiltstream.acquire.backlash.plan_moves`); each ``"target"`` move is one recorded frame.
     start_deg
         Stage alpha before the first move (deg).
     min_deg, max_deg

@@ -2,7 +2,7 @@
 
 Live stream (PUB, topic ``b"frame"``): ``[b"frame", header, buffer]`` per frame, sent after the frame
 is durable in the session directory; at the end of a run ``[b"end", {"v", "session", "next_index"}, b""]``.
-Every header has a pydantic model in :mod:`acquire.stream` (``FrameHeader``, ``EndOfRun``,
+Every header has a pydantic model in :mod:`tiltstream.acquire.stream` (``FrameHeader``, ``EndOfRun``,
 ``ResendRequest``, ``Resent``, ``ErrorReply``).
 
 Resend endpoint (ROUTER, served by a background thread from the session directory), for a consumer on
@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import zmq
 
-from acquire.errors import UserError
-from acquire.session import FrameRecord, read_session
-from acquire.stream import (TOPIC_END, TOPIC_ERROR, TOPIC_FRAME, TOPIC_RESEND, TOPIC_RESENT, EndOfRun, ErrorReply,
-                            FrameHeader, Resent, WireError, decode_resend_request, encode)
+from tiltstream.errors import UserError
+from tiltstream.acquire.session import FrameRecord, read_session
+from tiltstream.acquire.stream import (TOPIC_END, TOPIC_ERROR, TOPIC_FRAME, TOPIC_RESEND, TOPIC_RESENT, EndOfRun,
+                                       ErrorReply, FrameHeader, Resent, decode_resend_request)
+from tiltstream.wire import WireError, encode
 
 log = logging.getLogger(__name__)
 

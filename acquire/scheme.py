@@ -1,7 +1,7 @@
 """Tilt schemes as pure functions: golden-ratio (GRS, the paper's Eq. 1), incremental, dose-symmetric.
 
 A scheme maps a frame index to a target tilt angle in degrees. Nothing here talks to a microscope;
-:mod:`acquire.backlash` turns the targets into stage moves.
+:mod:`tiltstream.acquire.backlash` turns the targets into stage moves.
 
 - ``grs``: ``theta_i = ((i * phi * (max - min)) mod (max - min)) + min``, ``phi = (1 + sqrt 5) / 2``,
   ``i`` from 0, so frame 0 is at ``min``. Evaluated with exact rational arithmetic (phi to 60
@@ -25,7 +25,7 @@ from typing import Literal
 
 import pydantic
 
-from acquire.errors import UserError
+from tiltstream.errors import UserError
 
 SchemeKind = Literal["grs", "incremental", "dose-symmetric"]
 

@@ -9,12 +9,12 @@ from typing import Literal
 
 import pydantic
 
-from acquire.backlash import HolderLimits, check_backlash_config, plan_moves
-from acquire.config import add_model_arguments, describe_validation_error, load_settings, overrides_from_args
-from acquire.errors import UserError
-from acquire.plan_summary import AcquisitionEstimate, summarize_plan, with_tracking
-from acquire.scheme import SchemeKind, TiltScheme, iter_targets, scheme_angle_deg
-from acquire.scheme_formats import moves_csv, moves_json, rawtlt, serialem_script
+from tiltstream.acquire.backlash import HolderLimits, check_backlash_config, plan_moves
+from tiltstream.config import add_model_arguments, describe_validation_error, load_settings, overrides_from_args
+from tiltstream.errors import UserError
+from tiltstream.acquire.plan_summary import AcquisitionEstimate, summarize_plan, with_tracking
+from tiltstream.acquire.scheme import SchemeKind, TiltScheme, iter_targets, scheme_angle_deg
+from tiltstream.acquire.scheme_formats import moves_csv, moves_json, rawtlt, serialem_script
 
 OutputFormat = Literal["csv", "json", "rawtlt", "serialem"]
 

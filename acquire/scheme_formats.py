@@ -11,8 +11,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from acquire.backlash import Move
-from acquire.plan_summary import PlanSummary
+from tiltstream.acquire.backlash import Move
+from tiltstream.acquire.plan_summary import PlanSummary
 
 CSV_HEADER = "index,move,angle_deg"
 

@@ -27,8 +27,8 @@ import numpy as np
 import pydantic
 import tifffile
 
-from acquire.atomic_files import fsync_dir, write_atomic, write_text_atomic
-from acquire.errors import UserError
+from tiltstream.atomic_files import fsync_dir, write_atomic, write_text_atomic
+from tiltstream.errors import UserError
 
 FORMAT_VERSION = 1
 SETTINGS_FILE = "session.json"

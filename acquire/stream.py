@@ -1,10 +1,8 @@
-"""The frame-stream wire format (DESIGN.md 6): a pure codec, no sockets (the publisher lives in acquire/publisher.py).
+"""The frame stream's messages (docs/design.md 6): ``frame`` and its control messages, over :mod:`tiltstream.wire`.
 
-A message is three parts ``[topic, header, buffer]``: ``topic`` is ``b"frame"``, ``b"status"`` or
-``b"reprojection"`` (and others a producer documents); ``header`` is UTF-8 JSON validated by a pydantic
-model; ``buffer`` is the raw C-order array (empty when the message carries no array). Never pickle.
-The control messages of the frame stream (``end``, and the resend endpoint's ``resent`` and ``error``
-replies and two-part ``resend`` request) have pydantic models and codecs too, at the end of this module.
+A ``frame`` message is ``[b"frame", header, buffer]`` with a :class:`FrameHeader` (the session record's
+fields) and the raw frame; the control messages (``end``, and the resend endpoint's ``resent`` and
+``error`` replies and two-part ``resend`` request) have pydantic models and codecs too.
 """
 
 from __future__ import annotations
@@ -15,43 +13,10 @@ from typing import Any, TypeVar
 import numpy as np
 import pydantic
 
-from acquire.session import FrameRecord, StagePosition, TrackingRecord
+from tiltstream.acquire.session import FrameRecord, StagePosition, TrackingRecord
+from tiltstream.wire import WIRE_VERSION, ArrayHeader, WireError, decode_array, decode_header, known_version
 
-WIRE_VERSION = 1
 TOPIC_FRAME = b"frame"
-TOPIC_STATUS = b"status"
-TOPIC_REPROJECTION = b"reprojection"
-ALLOWED_DTYPES = ("float32", "float64", "uint8", "uint16", "int16", "int32", "uint32")
-
-
-class WireError(ValueError):
-    """A message that does not follow the wire format; the text says which part and why."""
-
-
-def _known_version(value: int) -> int:
-    """The validator of every header's ``v``: only this wire version is understood."""
-    if value != WIRE_VERSION:
-        raise ValueError(f"wire version must be {WIRE_VERSION}")
-    return value
-
-
-class ArrayHeader(pydantic.BaseModel):
-    """Header fields every message with an array buffer carries."""
-
-    model_config = pydantic.ConfigDict(extra="allow", frozen=True)
-    v: int = WIRE_VERSION
-    session: str = pydantic.Field(description="session name (the session directory's name)")
-    dtype: str
-    shape: tuple[int, ...]
-
-    @pydantic.field_validator("dtype")
-    @classmethod
-    def _known_dtype(cls, value: str) -> str:
-        if value not in ALLOWED_DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(ALLOWED_DTYPES)}")
-        return value
-
-    _check_version = pydantic.field_validator("v")(_known_version)
 
 
 class FrameHeader(ArrayHeader):
@@ -74,44 +39,6 @@ class FrameHeader(ArrayHeader):
     def from_record(cls, record: FrameRecord, session: str) -> FrameHeader:
         """The header announcing a recorded frame."""
         return cls(session=session, **record.model_dump())
-
-
-def encode(topic: bytes, header: pydantic.BaseModel, array: np.ndarray | None = None) -> list[bytes | memoryview]:
-    """Encode a message. ``array`` must match ``header.dtype``/``header.shape`` when given."""
-    if array is None:
-        return [topic, header.model_dump_json().encode("utf-8"), b""]
-    array = np.ascontiguousarray(array)
-    dtype = getattr(header, "dtype", None)
-    shape = getattr(header, "shape", None)
-    if dtype != array.dtype.name or tuple(shape or ()) != array.shape:
-        raise WireError(f"array {array.dtype.name}{array.shape} does not match its header {dtype}{shape}")
-    return [topic, header.model_dump_json().encode("utf-8"), memoryview(array).cast("B")]
-
-
-def decode_header(parts: list[bytes], expected_topic: bytes | None = None) -> tuple[bytes, dict[str, Any]]:
-    """Split a message and parse its JSON header (not yet validated against a model)."""
-    if len(parts) != 3:
-        raise WireError(f"a message has 3 parts (topic, header, buffer); got {len(parts)}")
-    topic = bytes(parts[0])
-    if expected_topic is not None and topic != expected_topic:
-        raise WireError(f"unexpected topic {topic!r}; expected {expected_topic!r}")
-    try:
-        header = json.loads(bytes(parts[1]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"header is not UTF-8 JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise WireError("header must be a JSON object")
-    return topic, header
-
-
-def decode_array(header: ArrayHeader, buffer: bytes | memoryview) -> np.ndarray:
-    """The array of a message, checked against its header's dtype and shape (a read-only view)."""
-    dtype = np.dtype(header.dtype)
-    expected = int(np.prod(header.shape, dtype=np.int64)) * dtype.itemsize
-    if len(buffer) != expected:
-        raise WireError(f"buffer has {len(buffer)} bytes; header {header.dtype}{tuple(header.shape)} "
-                        f"needs {expected}")
-    return np.frombuffer(buffer, dtype=dtype).reshape(header.shape)
 
 
 def decode_frame(parts: list[bytes]) -> tuple[FrameHeader, np.ndarray]:
@@ -147,7 +74,7 @@ class ControlHeader(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
     v: int = WIRE_VERSION
 
-    _check_version = pydantic.field_validator("v")(_known_version)
+    _check_version = pydantic.field_validator("v")(known_version)
 
 
 class EndOfRun(ControlHeader):

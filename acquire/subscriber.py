@@ -1,6 +1,6 @@
 """Receives a session's frames exactly once and in index order, however late it starts or whatever it drops.
 
-:class:`FrameSubscriber` listens to a :class:`acquire.publisher.FramePublisher` and fills everything it
+:class:`FrameSubscriber` listens to a :class:`tiltstream.acquire.publisher.FramePublisher` and fills everything it
 did not receive live from a catch-up source: the session directory (same machine) or the publisher's
 resend endpoint (another machine). Out-of-order frames wait in a buffer until the gap before them is
 filled; duplicates are dropped; malformed messages are logged and skipped.
@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from acquire.publisher import CurveClientKeys, apply_client_keys
-from acquire.session import RECORDS_FILE, FrameRecord, Session, _parse_records, read_session
-from acquire.stream import (TOPIC_END, TOPIC_ERROR, TOPIC_FRAME, TOPIC_RESENT, EndOfRun, ErrorReply, FrameHeader,
-                            ResendRequest, Resent, WireError, decode_control, decode_frame, encode_resend_request)
+from tiltstream.acquire.publisher import CurveClientKeys, apply_client_keys
+from tiltstream.acquire.session import RECORDS_FILE, FrameRecord, Session, _parse_records, read_session
+from tiltstream.acquire.stream import (TOPIC_END, TOPIC_ERROR, TOPIC_FRAME, TOPIC_RESENT, EndOfRun, ErrorReply,
+                                       FrameHeader, ResendRequest, Resent, decode_control, decode_frame,
+                                       encode_resend_request)
+from tiltstream.wire import WireError
 
 log = logging.getLogger(__name__)
 

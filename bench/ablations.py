@@ -4,7 +4,7 @@ Every variant is the ``fast`` preset (or the one named by ``--base``) with a few
 trainer-side change of the loss or of the intensity normalisation; all variants train on the same
 seeded synthetic session (Poisson noise at 40 e/A^2) with the same seed for the same number of steps
 (budgets in steps, not seconds, so results are comparable on a shared CPU). After training, every
-volume is compared with the ground truth (``recon.metrics.metrics_table``): SSIM and RMSE means, the
+volume is compared with the ground truth (``tiltstream.recon.metrics.metrics_table``): SSIM and RMSE means, the
 alloying error after step 4 (nanorod, nanocube; percentage points), the surface/volume error
 (nanoshell, percent), and the fraction of time steps whose SSIM is above non-negative SIRT's (window
 30, 30 iterations). Results are cached as JSON lines in ``--results`` (one per variant, phantom, size,
@@ -30,8 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from acquire.session import read_ground_truth, read_session  # noqa: E402
-from recon import metrics  # noqa: E402
+from tiltstream.acquire.session import read_ground_truth, read_session  # noqa: E402
+from tiltstream.recon import metrics  # noqa: E402
 
 # name -> (DipsterConfig overrides, trainer options); trainer options: data_scale
 # ("mean": the first frame's mean instead of its robust maximum)
@@ -117,7 +117,7 @@ def base_config(base: str):
     docs/benchmarks/ablations.md), or ``fast_1128``: ``fast`` as of 2026-11-28 (no ramp filter, a 4x4
     latent map), or ``kplanes_v0``: ``kplanes`` as first measured (4 rows per frame, plane smoothness
     1e-3)."""
-    from recon.presets import preset
+    from tiltstream.recon.presets import preset
 
     if base in ("fast_1128", "fast_y0"):
         # fast's later changes undone: the ramp filter (and its data window), the map of 4-voxel cells
@@ -132,7 +132,7 @@ def base_config(base: str):
 
 def session_for(work: Path, phantom: str, size: int, count: int, seed: int) -> Path:
     """A cached synthetic session of ``phantom`` (same layout as ``bench/recon_quality.py``)."""
-    from simulator.tiltseries import write_synthetic_session
+    from tiltstream.simulator.tiltseries import write_synthetic_session
 
     path = work / f"{phantom}_{size}_{count}_s{seed}"
     if not (path / "ground_truth.tif").is_file():
@@ -163,8 +163,8 @@ def summarise(phantom: str, rows: list[dict], sirt_rows: list[dict]) -> dict[str
 def run_variant(name: str, base: str, phantom: str, session_path: Path, steps: int, eval_every: int,
                 seed: int, sirt_rows: list[dict], precision: str = "fp32") -> dict[str, Any]:
     """Train one variant on one session; returns its summary, the SSIM curve and the rate."""
-    from recon.run_dir import recorded_time_scale_s
-    from recon.trainer import Trainer
+    from tiltstream.recon.run_dir import recorded_time_scale_s
+    from tiltstream.recon.trainer import Trainer
 
     overrides, options = VARIANTS[name]
     config = base_config(base).model_copy(update=overrides)
@@ -192,7 +192,7 @@ def run_variant(name: str, base: str, phantom: str, session_path: Path, steps: i
 
 def sirt_table(session_path: Path) -> list[dict]:
     """Metrics of non-negative moving-window SIRT (window 30, 30 iterations) of the session."""
-    from recon.sirt import moving_window_sirt
+    from tiltstream.recon.sirt import moving_window_sirt
 
     session = read_session(session_path)
     truth, times_s = read_ground_truth(session_path)

@@ -1,6 +1,6 @@
 """Where a reconstruction's alloying error (paper Eq. 10) comes from, on a synthetic session.
 
-Eq. 10 as the paper measures it (``recon.metrics.alloying_against_reference``) compares each step's
+Eq. 10 as the paper measures it (``tiltstream.recon.metrics.alloying_against_reference``) compares each step's
 intensity spread with the ground truth's first, so the error at a step is the core-shell contrast the
 volume of that step lost or invented. This prints, for one session with ground truth:
 
@@ -32,8 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from acquire.session import read_ground_truth, read_session  # noqa: E402
-from recon import metrics  # noqa: E402
+from tiltstream.acquire.session import read_ground_truth, read_session  # noqa: E402
+from tiltstream.recon import metrics  # noqa: E402
 
 
 def points_after_step_4(got: np.ndarray, ref: np.ndarray) -> float:
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import tifffile
 
-    from recon.projector import ParallelProjector
+    from tiltstream.recon.projector import ParallelProjector
 
     rec = tifffile.imread(args.volumes).astype(np.float64)
     if rec.shape != truth.shape:

@@ -35,11 +35,11 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from acquire.session import read_ground_truth, read_session  # noqa: E402
+from tiltstream.acquire.session import read_ground_truth, read_session  # noqa: E402
 from bench.recon_quality import property_rows, property_summary, session_for  # noqa: E402
-from recon import metrics  # noqa: E402
-from recon.projector import ParallelProjector  # noqa: E402
-from recon.sirt import sirt  # noqa: E402
+from tiltstream.recon import metrics  # noqa: E402
+from tiltstream.recon.projector import ParallelProjector  # noqa: E402
+from tiltstream.recon.sirt import sirt  # noqa: E402
 
 
 HEADLINE = {"nanoshell": "mean S/V error (%)", "nanostar": "total redistribution error (%)",
@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         print(quality_row(str(iterations), args.phantom, volume, truth, particle), flush=True)
 
     if args.dip_steps:
-        from recon.presets import preset
-        from recon.run_dir import recorded_time_scale_s
-        from recon.trainer import Trainer
+        from tiltstream.recon.presets import preset
+        from tiltstream.recon.run_dir import recorded_time_scale_s
+        from tiltstream.recon.trainer import Trainer
 
         trainer = Trainer(preset("fast"), static.shape[1:], recorded_time_scale_s(session), seed=args.seed,
                           precision=args.precision)

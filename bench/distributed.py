@@ -5,7 +5,7 @@ Three measurements, each in fresh processes (real gloo ranks on 127.0.0.1, one t
 1. Time to quality: a seeded synthetic session (``--phantom``, ``--size``^3 x ``--count`` frames, Poisson
    noise at 40 e/A^2) trained with the ``--preset`` by 1 rank, by 2 ranks with the learning rate kept,
    and by 2 ranks with it scaled by sqrt(2); every ``--eval-every`` steps rank 0 pauses the clock and
-   compares all volumes with the ground truth (mean SSIM, ``recon.metrics``). Reports steps/s and the
+   compares all volumes with the ground truth (mean SSIM, ``tiltstream.recon.metrics``). Reports steps/s and the
    training seconds to a mean SSIM of ``--threshold``.
 2. Memory per rank: peak RSS of rank 0 (``ru_maxrss``) after ``--memory-steps`` steps on 100 frames at
    each of ``--memory-sizes``, for 1 and 2 ranks, beside the parameter/gradient/Adam estimate.
@@ -51,11 +51,11 @@ def _free_port() -> int:
 
 
 def _join_group(rank: int, ranks: int, port: int):
-    """This process as rank ``rank`` of ``ranks`` (gloo); the :class:`recon.distributed.World`."""
+    """This process as rank ``rank`` of ``ranks`` (gloo); the :class:`tiltstream.recon.distributed.World`."""
     import torch
     import torch.distributed as dist
 
-    from recon.distributed import World
+    from tiltstream.recon.distributed import World
 
     torch.set_num_threads(1)
     if ranks > 1:
@@ -66,10 +66,10 @@ def _join_group(rank: int, ranks: int, port: int):
 
 def _session_trainer(session_dir: str, preset_name: str, lr_scale: float, seed: int):
     """A trainer holding every frame of the session, time scale by the live rule."""
-    from acquire.session import read_session
-    from recon.presets import preset
-    from recon.run_dir import recorded_time_scale_s
-    from recon.trainer import Trainer
+    from tiltstream.acquire.session import read_session
+    from tiltstream.recon.presets import preset
+    from tiltstream.recon.run_dir import recorded_time_scale_s
+    from tiltstream.recon.trainer import Trainer
 
     session = read_session(session_dir)
     records = sorted(session.records, key=lambda r: r.index)
@@ -84,8 +84,8 @@ def _session_trainer(session_dir: str, preset_name: str, lr_scale: float, seed: 
 def _quality_rank(rank: int, ranks: int, port: int, session_dir: str, preset_name: str, lr_scale: float,
                   budget_s: float, eval_every: int, threshold: float, out: str) -> None:
     """One rank of a time-to-quality run; rank 0 writes the SSIM curve to ``out`` (JSON)."""
-    from acquire.session import read_ground_truth
-    from recon import metrics
+    from tiltstream.acquire.session import read_ground_truth
+    from tiltstream.recon import metrics
 
     world = _join_group(rank, ranks, port)
     trainer, session = _session_trainer(session_dir, preset_name, lr_scale, seed=0)
@@ -113,9 +113,9 @@ def _quality_rank(rank: int, ranks: int, port: int, session_dir: str, preset_nam
 
 def _memory_rank(rank: int, ranks: int, port: int, size: int, steps: int, preset_name: str, out: str) -> None:
     """One rank training ``steps`` steps on 100 frames of ``size``^2; rank 0 writes its peak RSS (JSON)."""
-    from recon.presets import preset
-    from recon.projector import project_volume
-    from recon.trainer import Trainer
+    from tiltstream.recon.presets import preset
+    from tiltstream.recon.projector import project_volume
+    from tiltstream.recon.trainer import Trainer
 
     _join_group(rank, ranks, port)
     baseline_mb = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
@@ -145,7 +145,7 @@ def _spawn(target, ranks: int, args: tuple) -> None:
 
 
 def _old_trainer_class(commit: str):
-    """``recon.trainer.Trainer`` as of ``commit`` (its source from git, today's model and projector)."""
+    """``tiltstream.recon.trainer.Trainer`` as of ``commit`` (its source from git, today's model and projector)."""
     source = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:recon/trainer.py"], check=True,
                             capture_output=True, text=True).stdout
     module = types.ModuleType("old_trainer")
@@ -193,7 +193,7 @@ def render(results: dict, args: argparse.Namespace, command: str) -> str:
              "| ranks | lr | effective batch (frames/step) | steps | steps/s | samples/s | "
              f"time to SSIM {args.threshold} (s) | final SSIM |",
              "|---|---|---|---|---|---|---|---|"]
-    from recon.presets import preset
+    from tiltstream.recon.presets import preset
 
     batch = preset(args.preset).batch_frames
     for run in results["quality"]:
@@ -244,7 +244,7 @@ def main() -> int:
     args = parser.parse_args()
     command = "python bench/distributed.py " + " ".join(sys.argv[1:])
 
-    from simulator.tiltseries import write_synthetic_session
+    from tiltstream.simulator.tiltseries import write_synthetic_session
 
     args.work.mkdir(parents=True, exist_ok=True)
     session = args.work / f"{args.phantom}_{args.size}_{args.count}_s0"

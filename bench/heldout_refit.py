@@ -6,7 +6,7 @@ For each specimen, ``tiltstream recon train`` runs as a user runs it (``--holdou
 bench's dose) for at most ``--minutes`` of training, in its own process with ``--threads``. Then the
 run's best state (``--checkpoint best``: least held-out error, 90 % of the frames) and its refit state
 (``--checkpoint refit``: the best trained on with every frame, what ``recon volumes`` reads by default)
-are compared with the ground truth at every time step: mean SSIM (:func:`recon.metrics.ssim_series`,
+are compared with the ground truth at every time step: mean SSIM (:func:`tiltstream.recon.metrics.ssim_series`,
 Otsu masks) and the specimen's physical property as ``bench/recon_quality.py`` measures it.
 
 Writes the table into ``docs/benchmarks/stopping.md`` between the ``heldout_refit`` markers (``--doc``)
@@ -33,11 +33,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from acquire.session import read_ground_truth  # noqa: E402
+from tiltstream.acquire.session import read_ground_truth  # noqa: E402
 from bench.doc_sections import replace_section  # noqa: E402
 from bench.recon_quality import property_rows, property_summary, session_for  # noqa: E402
-from recon import metrics  # noqa: E402
-from recon.run_dir import RunDir, open_reconstructor  # noqa: E402
+from tiltstream.recon import metrics  # noqa: E402
+from tiltstream.recon.run_dir import RunDir, open_reconstructor  # noqa: E402
 
 START, END = "<!-- heldout_refit:start -->", "<!-- heldout_refit:end -->"
 
@@ -57,7 +57,7 @@ def run_one(args: argparse.Namespace, phantom: str) -> dict:
     run = args.work / f"refit_{phantom}_{args.size}_{args.count}_s{args.seed}"
     if run.exists():
         shutil.rmtree(run)
-    command = [sys.executable, "-m", "live.cli", "recon", "train", "--session", str(session), "--out", str(run),
+    command = [sys.executable, "-m", "tiltstream", "recon", "train", "--session", str(session), "--out", str(run),
                "--minutes", str(args.minutes), "--seed", str(args.seed), "--device", "cpu",
                "--threads", str(args.threads), "--precision", args.precision, *args.train_args]
     started = time.perf_counter()

@@ -1,12 +1,12 @@
 """Benchmark: does the held-out reprojection error track the SSIM against ground truth during training?
 
 For each phantom a seeded synthetic session (Poisson noise at 40 e/A^2) is written; a fraction of its
-frames, evenly spread (``recon.run_dir.heldout_positions``, as ``recon train --holdout``), is held out
+frames, evenly spread (``tiltstream.recon.run_dir.heldout_positions``, as ``recon train --holdout``), is held out
 of DIP-STER training. Every ``--eval-every`` steps the trainer's held-out reprojection error
 (``Trainer.heldout_metrics``: RMSE percent and SSIM of reprojection vs frame) and the mean SSIM of all
 volumes against the ground truth are recorded. Reported per phantom: the Spearman rank correlation
 between held-out RMSE and ground-truth SSIM over the evaluations, and, for patience-based stopping
-(``recon.run_dir.PlateauStopper``: no 0.5 % held-out improvement for P evaluations) keeping the
+(``tiltstream.recon.run_dir.PlateauStopper``: no 0.5 % held-out improvement for P evaluations) keeping the
 checkpoint of the best held-out error, the step it stops at and the ground-truth SSIM of the kept
 checkpoint against the best SSIM seen. Writes ``docs/benchmarks/holdout_tracking.png`` and prints a Markdown table.
 
@@ -27,15 +27,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from acquire.session import read_ground_truth, read_session  # noqa: E402
-from recon import metrics  # noqa: E402
+from tiltstream.acquire.session import read_ground_truth, read_session  # noqa: E402
+from tiltstream.recon import metrics  # noqa: E402
 
 PATIENCES = (2, 4, 8)  # evaluations without a 0.5 % held-out improvement before stopping
 
 
 def session_for(work: Path, phantom: str, size: int, count: int, seed: int) -> Path:
     """A cached synthetic session of ``phantom`` (same layout as ``bench/recon_quality.py``)."""
-    from simulator.tiltseries import write_synthetic_session
+    from tiltstream.simulator.tiltseries import write_synthetic_session
 
     path = work / f"{phantom}_{size}_{count}_s{seed}"
     if not (path / "ground_truth.tif").is_file():
@@ -46,9 +46,9 @@ def session_for(work: Path, phantom: str, size: int, count: int, seed: int) -> P
 def track(session_path: Path, preset_name: str, holdout: float, steps: int, eval_every: int,
           seed: int) -> list[dict]:
     """Train with held-out frames; one record per evaluation (steps, held-out RMSE/SSIM, truth SSIM)."""
-    from recon.presets import preset
-    from recon.run_dir import heldout_positions, recorded_time_scale_s
-    from recon.trainer import Trainer
+    from tiltstream.recon.presets import preset
+    from tiltstream.recon.run_dir import heldout_positions, recorded_time_scale_s
+    from tiltstream.recon.trainer import Trainer
 
     session = read_session(session_path)
     frames = session.load_frames()
@@ -79,7 +79,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def stop_with_patience(curve: list[dict], patience: int) -> tuple[int, float]:
     """Step at which :class:`PlateauStopper` stops (or the last), and the truth SSIM at the best held-out error."""
-    from recon.run_dir import PlateauStopper
+    from tiltstream.recon.run_dir import PlateauStopper
 
     stopper = PlateauStopper(patience)
     best_rmse, kept_ssim, stop_step = np.inf, float("nan"), curve[-1]["steps"]

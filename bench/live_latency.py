@@ -1,13 +1,13 @@
 """Benchmark: latency from a frame's publication to its reprojection on the status stream, and live vs offline quality.
 
-Setup: a synthetic session (``simulator.tiltseries.write_synthetic_session``: nanorod, Poisson noise)
-is replayed (``simulator.replay_stream.replay_session``, one frame every ``--interval-s`` wall
+Setup: a synthetic session (``tiltstream.simulator.tiltseries.write_synthetic_session``: nanorod, Poisson noise)
+is replayed (``tiltstream.simulator.replay_stream.replay_session``, one frame every ``--interval-s`` wall
 seconds) into a ``tiltstream live`` subprocess (continuous schedule capped at
 ``--max-steps-per-frame``, or ``--steps-per-frame``; headless, ``--threads``); this script subscribes
 to the live status stream and records when each frame's ``reprojection`` message arrives. Latency of
 frame i = arrival of its reprojection - return of ``publish`` for frame i.
 
-Quality: SSIM/RMSE (recon.metrics, Otsu masks) against the ground truth at the last frame's time and
+Quality: SSIM/RMSE (tiltstream.recon.metrics, Otsu masks) against the ground truth at the last frame's time and
 averaged over all frame times, for the live result and for an offline reconstruction of the same
 session with the same preset, seed and total number of steps (all frames added first, then trained).
 
@@ -38,16 +38,16 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from acquire.session import read_ground_truth, read_session  # noqa: E402
+from tiltstream.acquire.session import read_ground_truth, read_session  # noqa: E402
 from bench.doc_sections import replace_section  # noqa: E402
-from live.settings import LiveSettings  # noqa: E402
-from live.status import Reprojection, decode_status_message  # noqa: E402
-from recon.metrics import rmse_percent, ssim  # noqa: E402
-from recon.presets import preset  # noqa: E402
-from recon.trainer import Trainer  # noqa: E402
-from recon.volume_io import read_volumes  # noqa: E402
-from simulator.replay_stream import replay_session  # noqa: E402
-from simulator.tiltseries import write_synthetic_session  # noqa: E402
+from tiltstream.live.settings import LiveSettings  # noqa: E402
+from tiltstream.live.status import Reprojection, decode_status_message  # noqa: E402
+from tiltstream.recon.metrics import rmse_percent, ssim  # noqa: E402
+from tiltstream.recon.presets import preset  # noqa: E402
+from tiltstream.recon.trainer import Trainer  # noqa: E402
+from tiltstream.recon.volume_io import read_volumes  # noqa: E402
+from tiltstream.simulator.replay_stream import replay_session  # noqa: E402
+from tiltstream.simulator.tiltseries import write_synthetic_session  # noqa: E402
 
 SECTION = "## Live latency"
 START, END = "<!-- live_latency:start -->", "<!-- live_latency:end -->"
@@ -76,7 +76,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     if not bound.wait(60):
         raise RuntimeError("replay did not bind")
     live = subprocess.Popen(
-        [sys.executable, "-m", "live.cli", "live", "--connect", endpoints["pub"], "--resend", endpoints["resend"],
+        [sys.executable, "-m", "tiltstream", "live", "--connect", endpoints["pub"], "--resend", endpoints["resend"],
          "--expected-frames", str(args.frames), "--out", str(run), "--status", "tcp://127.0.0.1:*",
          "--volume-endpoint", "tcp://127.0.0.1:*", "--headless", "--device", args.device, "--seed", str(args.seed),
          "--final-steps", str(args.final_steps), "--chunk-steps", str(args.chunk_steps),

@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from simulator.phantoms import PHANTOMS, make_phantom
-from recon.device import resolve_device
+from tiltstream.simulator.phantoms import PHANTOMS, make_phantom
+from tiltstream.recon.device import resolve_device
 
 
 def main() -> None:

@@ -2,10 +2,10 @@
 
 Times forward + adjoint of a ``SIZE^3`` volume at ``ANGLES`` tilt angles, both ways, in one process,
 and prints medians, the ratio, and the one-off matrix build time. The "scatter" path is what
-``ParallelProjector`` did before it cached the matrix: :func:`recon.projector.project` over the
-volume's orthoslices repeated per angle, then :func:`recon.projector.backproject` summed over angles.
+``ParallelProjector`` did before it cached the matrix: :func:`tiltstream.recon.projector.project` over the
+volume's orthoslices repeated per angle, then :func:`tiltstream.recon.projector.backproject` summed over angles.
 Then one SIRT window (``--angles`` + 1 frames, 30 iterations: one volume of the moving-window
-baseline), the same update run on the scatter path vs :func:`recon.sirt.sirt`.
+baseline), the same update run on the scatter path vs :func:`tiltstream.recon.sirt.sirt`.
 
 Usage: ``python bench/projector_speed.py [--size 64] [--angles 30] [--repeats 9] [--device auto]``
 """
@@ -19,9 +19,9 @@ import time
 import numpy as np
 import torch
 
-from recon.projector import ParallelProjector, backproject, project
-from recon.device import resolve_device
-from recon.sirt import sirt
+from tiltstream.recon.projector import ParallelProjector, backproject, project
+from tiltstream.recon.device import resolve_device
+from tiltstream.recon.sirt import sirt
 
 
 def _median_s(fn, repeats: int, device: torch.device) -> float:
@@ -100,7 +100,7 @@ def main() -> None:
     after = _median_s(lambda: sirt(frames_np, window_deg, (n, n, n), 30, device=device), repeats, device)
     print(f"one SIRT window ({len(window_deg)} frames, 30 iterations, incl. operator set-up), median of {repeats}:")
     print(f"  scatter/gather (before): {before:8.2f} s")
-    print(f"  recon.sirt.sirt (after): {after:8.2f} s   speed-up x{before / after:.1f}")
+    print(f"  tiltstream.recon.sirt.sirt (after): {after:8.2f} s   speed-up x{before / after:.1f}")
 
 
 if __name__ == "__main__":

@@ -1,22 +1,22 @@
 """Benchmark: DIP-STER (paper and fast presets, same wall-clock budget) vs moving-window SIRT, per time step.
 
-For each phantom a seeded synthetic session is written (``simulator.tiltseries.write_synthetic_session``,
+For each phantom a seeded synthetic session is written (``tiltstream.simulator.tiltseries.write_synthetic_session``,
 Poisson noise at 40 e/A^2), then:
 
 - moving-window SIRT (window 30, 30 iterations, the paper's baseline), non-negative (ASTRA's
   ``MinConstraint = 0``, the strong baseline), timed;
 - DIP-STER with each preset, trained for ``--minutes`` of wall clock with ``recon train``'s time scale
-  (``recon.run_dir.recorded_time_scale_s``); every ``--eval-every`` steps the clock is paused and all
+  (``tiltstream.recon.run_dir.recorded_time_scale_s``); every ``--eval-every`` steps the clock is paused and all
   volumes are compared with the ground truth (time-to-SSIM curve).
 
-Per time step: RMSE (percent) and SSIM (inside the Otsu masks, ``recon.metrics``), surface/volume
+Per time step: RMSE (percent) and SSIM (inside the Otsu masks, ``tiltstream.recon.metrics``), surface/volume
 error (nanoshell) and alloying error (nanorod); plus time to reach a mean SSIM of 0.9 and 0.95. When
 every time step is evaluated (no ``--eval-times``), each evaluation also measures the specimen's physical
 property, and the table gives the median of the evaluations in the last quarter of the training time
 beside the final state's (a single evaluation of the nanorod's alloying error moves by 3-5 points).
 With ``--holdout FRACTION`` each DIP-STER run trains as ``recon train`` does by default: that fraction of
-the frames held out (``recon.run_dir.heldout_positions``), their reprojection error checked every
-``--heldout-every`` steps (clock paused). For each ``--patience`` P (``recon.run_dir.PlateauStopper``:
+the frames held out (``tiltstream.recon.run_dir.heldout_positions``), their reprojection error checked every
+``--heldout-every`` steps (clock paused). For each ``--patience`` P (``tiltstream.recon.run_dir.PlateauStopper``:
 P checks without a 0.5 % improvement; 0 never stops) the bench notes where ``recon train`` would stop
 and writes the state of the lowest held-out error until then to a checkpoint (as ``recon train``'s
 ``best/``). The run still trains for the whole budget; the table gets a row for each distinct kept
@@ -43,17 +43,17 @@ import pydantic
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from acquire.session import read_ground_truth, read_session  # noqa: E402
+from tiltstream.acquire.session import read_ground_truth, read_session  # noqa: E402
 from bench.doc_sections import replace_section  # noqa: E402
-from recon import metrics  # noqa: E402
-from recon.presets import DipsterConfig, preset  # noqa: E402
-from recon.train_cli import ReconTrainSettings  # noqa: E402
+from tiltstream.recon import metrics  # noqa: E402
+from tiltstream.recon.presets import DipsterConfig, preset  # noqa: E402
+from tiltstream.recon.train_cli import ReconTrainSettings  # noqa: E402
 
 
 
 def session_for(work: Path, phantom: str, size: int, count: int, seed: int, device: str = "cpu") -> Path:
     """A cached synthetic session of ``phantom`` (generated on ``device``)."""
-    from simulator.tiltseries import write_synthetic_session
+    from tiltstream.simulator.tiltseries import write_synthetic_session
 
     path = work / f"{phantom}_{size}_{count}_s{seed}"
     if not (path / "ground_truth.tif").is_file():
@@ -84,9 +84,9 @@ class HeldOutStopping:
     """``recon train``'s held-out stopping beside a bench run, for several patiences at once.
 
     Every ``every`` steps :meth:`check` measures the held-out reprojection error. For each patience P
-    (``recon.run_dir.PlateauStopper(P)``; 0 never stops) it notes the check where ``recon train`` would
+    (``tiltstream.recon.run_dir.PlateauStopper(P)``; 0 never stops) it notes the check where ``recon train`` would
     stop, and the state of the lowest error up to then, written (once per step, however many patiences
-    keep it) with :meth:`Trainer.save` into ``directory`` as ``recon.run_dir.keep_if_best`` writes
+    keep it) with :meth:`Trainer.save` into ``directory`` as ``tiltstream.recon.run_dir.keep_if_best`` writes
     ``best/``.
 
     Attributes
@@ -100,7 +100,7 @@ class HeldOutStopping:
     """
 
     def __init__(self, patiences: list[int], every: int, directory: Path) -> None:
-        from recon.run_dir import PlateauStopper
+        from tiltstream.recon.run_dir import PlateauStopper
 
         self.stoppers = {int(p): PlateauStopper(p) for p in patiences}
         self.every, self.directory = int(every), Path(directory)
@@ -160,8 +160,8 @@ def run_dipster(name: str, frames: np.ndarray, session, truth: np.ndarray, minut
     """
     import torch
 
-    from recon.run_dir import heldout_positions, recorded_time_scale_s
-    from recon.trainer import Trainer
+    from tiltstream.recon.run_dir import heldout_positions, recorded_time_scale_s
+    from tiltstream.recon.trainer import Trainer
 
     times = session.times_s
     config = config or preset(name)
@@ -235,7 +235,7 @@ def property_summary(phantom: str, rows: list[dict]) -> tuple[str, float]:
 
 
 def property_rows(phantom: str, volumes: np.ndarray, truth: np.ndarray) -> list[dict]:
-    """The rows :func:`property_summary` reads, without the SSIMs of :func:`recon.metrics.metrics_table`
+    """The rows :func:`property_summary` reads, without the SSIMs of :func:`tiltstream.recon.metrics.metrics_table`
     (cheap enough for every evaluation of a run)."""
     if phantom == "nanoshell":
         return [{"surface_to_volume": metrics.surface_to_volume(v),
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="fp32", help="DIP-STER network precision: fp32, tf32 or bf16")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DIP-STER training forward")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a field of the presets (recon.presets.DipsterConfig), e.g. "
+                        help="override a field of the presets (tiltstream.recon.presets.DipsterConfig), e.g. "
                              "rows_per_frame=8 or ema_decay=0.99; repeatable")
     parser.add_argument("--no-sirt", action="store_true", help="DIP-STER only (no SIRT baseline, no "
                         "comparison line): for speed runs")
@@ -373,8 +373,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from recon.device import resolve_device
-    from recon.sirt import moving_window_sirt
+    from tiltstream.recon.device import resolve_device
+    from tiltstream.recon.sirt import moving_window_sirt
 
     device = resolve_device(args.device)
     overrides = {}
@@ -423,14 +423,14 @@ def main(argv: list[str] | None = None) -> int:
                 if args.holdout else "") + "`; "
              f"seed {args.seed}, Poisson noise at 40 e/A^2, {device_words(device)}, "
              f"{time.strftime('%Y-%m-%d')}. Metrics inside Otsu masks "
-             "(`recon.metrics`); means over the time steps. DIP-STER time = training wall clock with "
+             "(`tiltstream.recon.metrics`); means over the time steps. DIP-STER time = training wall clock with "
              "evaluations" + (" and held-out checks" if args.holdout else "") + " paused; SIRT (window 30, 30 iterations, clamped to >= 0) time = its whole run. "
              "SSIM: the local SSIM map averaged inside the union of both Otsu masks (strict; the time-to-SSIM "
-             "columns use it); paper SSIM: the paper's measurement (`recon.metrics.ssim_paper`: the "
+             "columns use it); paper SSIM: the paper's measurement (`tiltstream.recon.metrics.ssim_paper`: the "
              "reconstruction masked by its Otsu mask, SSIM averaged over the whole volume, background "
              "included), which the paper's figures (> 0.95 nanoshell, > 0.9 nanorod) refer to. RMSE: root mean "
              "square inside the Otsu masks, percent of the reference's range; paper RMSE: the paper's Eq. 8 "
-             "(`recon.metrics.rmse_paper`: the mean absolute difference over the whole volume, the "
+             "(`tiltstream.recon.metrics.rmse_paper`: the mean absolute difference over the whole volume, the "
              "reconstruction masked by its Otsu mask), which the paper's < 8 % refers to. Physical property: "
              "of the final state, then the median of its headline error (S/V or redistribution error, %; "
              "alloying error after step 4, points) over the evaluations in the last quarter of the training "
@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             tables[label] = metrics.metrics_table(volumes, truth, times_s, workers=args.workers)
             curves[label] = curve
             if stopping:
-                from recon.trainer import Trainer
+                from tiltstream.recon.trainer import Trainer
 
                 by_step: dict[int, list[int]] = {}
                 for patience, record in stopping.kept.items():

@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
-from recon.metrics import rmse_percent, ssim
-from recon.projector import project_volume
-from recon.sirt import moving_window_sirt
+from tiltstream.recon.metrics import rmse_percent, ssim
+from tiltstream.recon.projector import project_volume
+from tiltstream.recon.sirt import moving_window_sirt
 
 GOLDEN = (1 + 5**0.5) / 2
 

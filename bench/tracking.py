@@ -12,11 +12,11 @@ ground-truth specimen projected at the requested angle, centred: the upper bound
 reconstruction can give (a live DIP-STER process is too heavy for this 2-core machine).
 
 With ``--ssim`` each series is also reconstructed with one SIRT over all its frames (30 iterations) and
-compared with the time-averaged ground truth (SSIM and RMSE inside the Otsu mask, recon.metrics): what the
+compared with the time-averaged ground truth (SSIM and RMSE inside the Otsu mask, tiltstream.recon.metrics): what the
 wandering costs a reconstruction that does not re-align.
 
 The per-frame overhead (bridge calls for the correction, the measurement, the fit: the extra wall time per
-frame over ``off``) is printed; ``acquire.plan_summary.AUTO_TRACKING_S`` (``tiltstream scheme --tracking
+frame over ``off``) is printed; ``tiltstream.acquire.plan_summary.AUTO_TRACKING_S`` (``tiltstream scheme --tracking
 auto``) holds the measured value.
 
     OMP_NUM_THREADS=1 python bench/tracking.py --frames 100
@@ -35,17 +35,17 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from acquire.bridge import BridgeMicroscope, RetryPolicy
-from acquire.corrections import TrackingLoop
-from acquire.executor import Executor, ExecutorConfig
-from acquire.microscope import AcquisitionParams
-from acquire.model_link import ModelLink, decode_request, encode_reply
-from acquire.scheme import TiltScheme
-from acquire.session import SessionSettings, SessionWriter, read_session
-from simulator.bridge_server import running_server
-from simulator.clock import ManualClock
-from simulator.microscope import SimulatedMicroscope
-from simulator.settings import SimSettings
+from tiltstream.acquire.bridge import BridgeMicroscope, RetryPolicy
+from tiltstream.acquire.corrections import TrackingLoop
+from tiltstream.acquire.executor import Executor, ExecutorConfig
+from tiltstream.acquire.microscope import AcquisitionParams
+from tiltstream.acquire.model_link import ModelLink, decode_request, encode_reply
+from tiltstream.acquire.scheme import TiltScheme
+from tiltstream.acquire.session import SessionSettings, SessionWriter, read_session
+from tiltstream.simulator.bridge_server import running_server
+from tiltstream.simulator.clock import ManualClock
+from tiltstream.simulator.microscope import SimulatedMicroscope
+from tiltstream.simulator.settings import SimSettings
 
 class OracleModel:
     """A ROUTER on loopback answering ``reproject?`` with the ground truth projected at the asked angle."""
@@ -132,8 +132,8 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
 
 def reconstruction_quality(frames: np.ndarray, angles_deg: np.ndarray, volumes: np.ndarray) -> dict:
     """SSIM and RMSE (%) of one SIRT over all frames against the time-averaged ground truth (Otsu mask)."""
-    from recon.metrics import rmse_percent, ssim
-    from recon.sirt import sirt
+    from tiltstream.recon.metrics import rmse_percent, ssim
+    from tiltstream.recon.sirt import sirt
 
     truth = volumes.mean(axis=0)
     volume = sirt(frames, angles_deg, truth.shape, iterations=30)

@@ -32,8 +32,8 @@ def rate_of(preset_name: str, rows_per_frame: int | None, size: int, frames: int
     import numpy as np
     import torch
 
-    from recon.presets import preset
-    from recon.trainer import Trainer
+    from tiltstream.recon.presets import preset
+    from tiltstream.recon.trainer import Trainer
 
     config = preset(preset_name)
     if rows_per_frame:
@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from acquire.errors import UserError
-    from recon.device import resolve_device
-    from recon.presets import preset
+    from tiltstream.errors import UserError
+    from tiltstream.recon.device import resolve_device
+    from tiltstream.recon.presets import preset
 
     if args.threads:
         torch.set_num_threads(args.threads)

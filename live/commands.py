@@ -11,7 +11,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ``live`` and ``view`` need the ``[live]`` extra (torch, pyqtgraph, PySide6); ``demo`` runs every part
     on one machine and asks for ``[all]``.
     """
-    from live import demo, live_cli
+    from tiltstream.live import demo, live_cli
 
     live_cli.register(subparsers)
     demo.register(subparsers)

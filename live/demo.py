@@ -2,8 +2,8 @@
 
 What runs (all on loopback):
 
-1. the simulated microscope (:class:`simulator.microscope.SimulatedMicroscope`, a dynamic phantom on
-   an accelerated clock) served by :func:`simulator.bridge_server.running_server` in a thread here;
+1. the simulated microscope (:class:`tiltstream.simulator.microscope.SimulatedMicroscope`, a dynamic phantom on
+   an accelerated clock) served by :func:`tiltstream.simulator.bridge_server.running_server` in a thread here;
 2. ``tiltstream acquire`` (subprocess): a GRS tilt series through the temscript bridge, recorded in
    ``OUT/session`` and published on a frame stream;
 3. ``tiltstream live`` (subprocess, headless, PNG snapshots in ``OUT/snapshots``): DIP-STER trained
@@ -16,7 +16,7 @@ session as ``ground_truth.tif``) for DIP-STER and for moving-window SIRT of the 
 (``OUT/sirt_volumes.tif``), and the time taken.
 
 Dose: the acquisition computes a frame's dose from beam current, dwell time and pixel size
-(:func:`acquire.dose.stem_dose_e_per_A2`); the simulator's dose rate is set so its frames carry the
+(:func:`tiltstream.acquire.dose.stem_dose_e_per_A2`); the simulator's dose rate is set so its frames carry the
 same dose (``dose / (dwell * pixels)`` e/A^2 per second of unblanked beam).
 """
 
@@ -36,13 +36,13 @@ from typing import Literal
 
 import pydantic
 
-from acquire.config import add_model_arguments, load_settings, overrides_from_args
-from acquire.errors import UserError
-from acquire.log_setup import configure_logging
-from recon.presets import PresetName
-from simulator.heating_log import HeatingLog
+from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.errors import UserError
+from tiltstream.log_setup import configure_logging
+from tiltstream.recon.presets import PresetName
+from tiltstream.simulator.heating_log import HeatingLog
 
-log = logging.getLogger("live.demo")
+log = logging.getLogger("tiltstream.live.demo")
 
 PA = 1e-12
 ELEMENTARY_CHARGE_C = 1.602176634e-19
@@ -96,7 +96,7 @@ def _free_port() -> int:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "live.cli", *args]
+    return [sys.executable, "-m", "tiltstream", *args]
 
 
 class Demo:
@@ -119,8 +119,8 @@ class Demo:
         self.out.mkdir(parents=True, exist_ok=True)
 
     def microscope(self):
-        from simulator.microscope import SimulatedMicroscope
-        from simulator.settings import SimSettings
+        from tiltstream.simulator.microscope import SimulatedMicroscope
+        from tiltstream.simulator.settings import SimSettings
 
         s = self.s
         dose_rate = s.dose_e_per_A2 / (s.dwell_time_s * s.size * s.size)
@@ -168,7 +168,7 @@ class Demo:
     def run_processes(self, url: str) -> float:
         """Start acquisition, live process and viewer; wait until the live process finishes; returns the
         acquisition's wall time, seconds."""
-        from live.viewer import has_display, launch_viewer
+        from tiltstream.live.viewer import has_display, launch_viewer
 
         s = self.s
         publish = f"tcp://127.0.0.1:{_free_port()}"
@@ -236,7 +236,7 @@ class StatusLine:
     def __init__(self, endpoint: str) -> None:
         import zmq
 
-        from acquire.progress import ProgressLine
+        from tiltstream.progress import ProgressLine
 
         self.zmq = zmq
         self.context = zmq.Context()
@@ -248,8 +248,8 @@ class StatusLine:
         self.progress = ProgressLine()
 
     def update(self, session: Path) -> None:
-        from acquire.stream import WireError
-        from live.status import StatusHeader, decode_status_message
+        from tiltstream.wire import WireError
+        from tiltstream.live.status import StatusHeader, decode_status_message
 
         while self.sub.poll(0, self.zmq.POLLIN):
             try:
@@ -276,9 +276,9 @@ class StatusLine:
 
 def run_demo(settings: DemoSettings) -> int:
     """Run the whole demo; returns 0 when the report was written."""
-    from simulator.bridge_server import running_server
+    from tiltstream.simulator.bridge_server import running_server
 
-    from live.demo_report import evaluate, write_report
+    from tiltstream.live.demo_report import evaluate, write_report
 
     demo = Demo(settings)
     demo.check_out()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from acquire.atomic_files import write_json_atomic, write_text_atomic
-from acquire.errors import UserError
+from tiltstream.atomic_files import write_json_atomic, write_text_atomic
+from tiltstream.errors import UserError
 
 
 def ground_truth_series(microscope, n_frames: int) -> np.ndarray:
@@ -20,7 +20,7 @@ def ground_truth_series(microscope, n_frames: int) -> np.ndarray:
 
 
 def _series_metrics(rec: np.ndarray, ref: np.ndarray) -> dict:
-    from recon.metrics import rmse_percent, ssim
+    from tiltstream.recon.metrics import rmse_percent, ssim
 
     ssims = [ssim(r, g) for r, g in zip(rec, ref)]
     rmses = [rmse_percent(r, g) for r, g in zip(rec, ref)]
@@ -39,13 +39,13 @@ def reprojection_error_percent(trainer, frames: np.ndarray, angles_deg: np.ndarr
 
 
 def evaluate(settings, demo, microscope, acquire_wall_s: float, elapsed_s: float) -> dict:
-    """Compute the report of a finished demo run (see :mod:`live.demo`)."""
+    """Compute the report of a finished demo run (see :mod:`tiltstream.live.demo`)."""
     import time
 
-    from acquire.session import read_session, write_ground_truth
-    from recon.sirt import moving_window_sirt
-    from recon.trainer import Trainer
-    from recon.volume_io import read_volumes, write_volumes
+    from tiltstream.acquire.session import read_session, write_ground_truth
+    from tiltstream.recon.sirt import moving_window_sirt
+    from tiltstream.recon.trainer import Trainer
+    from tiltstream.recon.volume_io import read_volumes, write_volumes
 
     started = time.monotonic()
     session = read_session(demo.session)
@@ -115,7 +115,7 @@ def write_report(out: Path, report: dict) -> None:
         f"| total wall time | {report['total_wall_s']:.0f} s |", "",
         f"DIP-STER {'beats' if report['dipster_beats_sirt'] else 'does not beat'} moving-window SIRT "
         f"(window {s['window']} frames, {s['iterations']} iterations, clamped to >= 0 as ASTRA's MinConstraint = 0) on mean SSIM inside the Otsu masks "
-        "(recon.metrics.ssim; ground truth: the phantom step each frame was imaged at).", "",
+        "(tiltstream.recon.metrics.ssim; ground truth: the phantom step each frame was imaged at).", "",
         "Files: " + ", ".join(f"{k}: `{v}`" for k, v in report["paths"].items()), "",
     ]
     write_text_atomic(out / "report.md", "\n".join(lines))

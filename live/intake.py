@@ -1,10 +1,10 @@
 """Frame intake of the live process: frames from the subscriber into a pending queue, and what the session says.
 
-:class:`FrameIntake` owns the :class:`acquire.subscriber.FrameSubscriber` (live stream plus catch-up
+:class:`FrameIntake` owns the :class:`tiltstream.acquire.subscriber.FrameSubscriber` (live stream plus catch-up
 from the session directory or the publisher's resend endpoint), the queue of frames received but not
 yet in the reconstruction, and what is known about the session: its name, the frames expected (the
 setting, else ``session.json``'s scheme count, else the publisher's end-of-run message), and each frame's
-tracking record (:class:`acquire.session.TrackingRecord`: measured shift, applied defocus, lost), kept
+tracking record (:class:`tiltstream.acquire.session.TrackingRecord`: measured shift, applied defocus, lost), kept
 by frame index for the status and history messages. A resumed process reads the tracking of the frames
 already in its reconstruction from the session's ``frames.jsonl``.
 
@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from acquire.errors import UserError
-from acquire.progress import ProgressLine
-from acquire.session import SETTINGS_FILE, SessionSettings, TrackingRecord, read_session
-from acquire.stream import FrameHeader
-from live.settings import LiveSettings
-from recon.run_dir import session_expected_frames
+from tiltstream.errors import UserError
+from tiltstream.progress import ProgressLine
+from tiltstream.acquire.session import SETTINGS_FILE, SessionSettings, TrackingRecord, read_session
+from tiltstream.acquire.stream import FrameHeader
+from tiltstream.live.settings import LiveSettings
+from tiltstream.recon.run_dir import session_expected_frames
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class FrameIntake:
     Parameters
     ----------
     settings
-        :class:`live.settings.LiveSettings` (``connect``, ``session``, ``resend``, ``expected_frames``).
+        :class:`tiltstream.live.settings.LiveSettings` (``connect``, ``session``, ``resend``, ``expected_frames``).
     start_index
         The first frame index wanted (one past the last frame already in a resumed reconstruction).
     progress
@@ -103,7 +103,7 @@ class FrameIntake:
 
     def _subscribe(self) -> None:
         """Create the subscriber once the session exists (or at once without a session directory)."""
-        from acquire.subscriber import FrameSubscriber
+        from tiltstream.acquire.subscriber import FrameSubscriber
 
         if self.subscriber is not None:
             return

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from acquire.config import add_model_arguments, load_settings, overrides_from_args
-from acquire.errors import UserError
-from acquire.log_setup import configure_logging
-from live.settings import LiveSettings, ViewSettings
+from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.errors import UserError
+from tiltstream.log_setup import configure_logging
+from tiltstream.live.settings import LiveSettings, ViewSettings
 
 
 def _run_live(args: argparse.Namespace) -> int:
     settings = load_settings(LiveSettings, name="live", config_file=args.config,
                              overrides=overrides_from_args(args, LiveSettings))
     configure_logging()
-    from live.reconstruction import run_live
+    from tiltstream.live.reconstruction import run_live
 
     return run_live(settings)
 
@@ -27,7 +27,7 @@ def _run_view(args: argparse.Namespace) -> int:
             raise UserError(f"--{option.replace('_', '-')} needs --run RUN_DIR (it chooses what a run directory "
                             "shows offline; the live viewer always shows the latest state)")
     configure_logging()
-    from live.viewer import run_view
+    from tiltstream.live.viewer import run_view
 
     return run_view(settings)
 

@@ -2,16 +2,16 @@
 
 :class:`LiveReconstruction` wires five parts together and runs the loop:
 
-- :class:`live.intake.FrameIntake`: frames from the stream (with catch-up) into a pending queue, and
+- :class:`tiltstream.live.intake.FrameIntake`: frames from the stream (with catch-up) into a pending queue, and
   the frames expected;
-- :class:`live.scheduler.Scheduler`: when pending frames enter the reconstruction and how many steps it
+- :class:`tiltstream.live.scheduler.Scheduler`: when pending frames enter the reconstruction and how many steps it
   trains (continuous, or ``--steps-per-frame`` deterministic: equal to the offline reconstruction);
-- a :class:`recon.reconstructor.Reconstructor` (``--method dipster|sirt``), the only interface to the
+- a :class:`tiltstream.recon.reconstructor.Reconstructor` (``--method dipster|sirt``), the only interface to the
   reconstruction: ``add_frame`` (with the frame's dose and temperature as metadata, kept in its state),
   ``train``, ``volume``, ``reproject``, ``heldout_metrics``, ``save``/``load``;
-- :class:`live.run_state.RunState`: the run directory (the format of ``recon train``), checkpoints,
+- :class:`tiltstream.live.run_state.RunState`: the run directory (the format of ``recon train``), checkpoints,
   the training log, endpoints and the final volumes;
-- :class:`live.status_server.StatusServer`: status, reprojections, orthoslices and history on the PUB
+- :class:`tiltstream.live.status_server.StatusServer`: status, reprojections, orthoslices and history on the PUB
   endpoint; volume and reprojection requests on the ROUTER endpoint.
 
 The state is checkpointed every ``checkpoint_interval_s``, on SIGINT/SIGTERM and at the end (in the
@@ -30,16 +30,16 @@ import time
 
 import numpy as np
 
-from acquire.progress import ProgressLine
-from live.intake import FrameIntake, Pending
-from live.run_state import RunState, new_reconstructor
-from live.scheduler import Scheduler
-from live.settings import LiveSettings
-from live.status import HistoryHeader, StatusHeader, make_orthoslices, make_reprojection, tracking_history
-from live.status_server import StatusServer
-from recon.device import resolve_device
-from recon.reconstructor import Reconstructor
-from recon.run_dir import derive_time_scale_s
+from tiltstream.progress import ProgressLine
+from tiltstream.live.intake import FrameIntake, Pending
+from tiltstream.live.run_state import RunState, new_reconstructor
+from tiltstream.live.scheduler import Scheduler
+from tiltstream.live.settings import LiveSettings
+from tiltstream.live.status import HistoryHeader, StatusHeader, make_orthoslices, make_reprojection, tracking_history
+from tiltstream.live.status_server import StatusServer
+from tiltstream.recon.device import resolve_device
+from tiltstream.recon.reconstructor import Reconstructor
+from tiltstream.recon.run_dir import derive_time_scale_s
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class LiveReconstruction:
     Parameters
     ----------
     settings
-        :class:`live.settings.LiveSettings`.
+        :class:`tiltstream.live.settings.LiveSettings`.
     """
 
     def __init__(self, settings: LiveSettings) -> None:
@@ -254,7 +254,7 @@ class LiveReconstruction:
     # ------------------------------------------------------------------ run
     def start_viewers(self) -> None:
         """Snapshots in-process when asked; a viewer window in a subprocess unless headless."""
-        from live.viewer import SnapshotRenderer, launch_viewer
+        from tiltstream.live.viewer import SnapshotRenderer, launch_viewer
 
         if self.settings.snapshots is not None:
             self.snapshots = SnapshotRenderer(self.settings.snapshots)

@@ -1,11 +1,11 @@
-"""The live process's run directory: the same format as ``recon train`` (:mod:`recon.run_dir`), plus endpoints.
+"""The live process's run directory: the same format as ``recon train`` (:mod:`tiltstream.recon.run_dir`), plus endpoints.
 
 ``RUN/`` holds ``run.json`` (method, session, settings, time scale, held-out frames), the
-reconstructor's state (:meth:`recon.reconstructor.Reconstructor.save`: ``checkpoint.pt`` for DIP-STER,
+reconstructor's state (:meth:`tiltstream.recon.reconstructor.Reconstructor.save`: ``checkpoint.pt`` for DIP-STER,
 ``sirt_state.npz`` for SIRT; per-frame metadata such as dose and temperature inside it),
 ``train_log.csv`` (one row per log interval, with the held-out reprojection error when frames are held
 out), ``best/`` (DIP-STER with held-out frames: the state of the lowest held-out error since the frames
-last changed, :func:`recon.run_dir.keep_if_best`), ``endpoints.json`` (the bound status and request
+last changed, :func:`tiltstream.recon.run_dir.keep_if_best`), ``endpoints.json`` (the bound status and request
 endpoints, for clients that start later) and at the end ``volumes.tif`` + ``volumes_times.csv`` (of the
 state ``recon volumes`` reads by default: ``best/`` when kept, else the last). ``recon volumes``,
 ``recon metrics`` and a resumed ``recon train`` read it like any run directory.
@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from acquire.atomic_files import write_json_atomic
-from acquire.errors import UserError
-from live.settings import LiveSettings
-from recon.precision import Speed
-from recon.reconstructor import Reconstructor
-from recon.run_dir import (CHECKPOINT_FILE, LOG_COLUMNS, RUN_FILE, RunDir, forget_refit, forget_stale_best,
+from tiltstream.atomic_files import write_json_atomic
+from tiltstream.errors import UserError
+from tiltstream.live.settings import LiveSettings
+from tiltstream.recon.precision import Speed
+from tiltstream.recon.reconstructor import Reconstructor
+from tiltstream.recon.run_dir import (CHECKPOINT_FILE, LOG_COLUMNS, RUN_FILE, RunDir, forget_refit, forget_stale_best,
                            keep_if_best, open_reconstructor, open_state)
 
 log = logging.getLogger(__name__)
@@ -41,12 +41,12 @@ def new_reconstructor(settings: LiveSettings, frame_shape: tuple[int, int], time
                       device: str) -> Reconstructor:
     """A fresh reconstructor of ``settings.method`` for frames ``(ny, nx)`` (the one method-specific place)."""
     if settings.method == "sirt":
-        from recon.sirt_reconstructor import SirtReconstructor
+        from tiltstream.recon.sirt_reconstructor import SirtReconstructor
 
         return SirtReconstructor(frame_shape, window=settings.sirt_window, iterations=settings.sirt_iterations,
                                  nonnegative=True, device=device)
-    from recon.presets import preset
-    from recon.trainer import Trainer
+    from tiltstream.recon.presets import preset
+    from tiltstream.recon.trainer import Trainer
 
     config = preset(settings.preset)
     if config.network == "kplanes" and settings.holdout == 0:
@@ -69,7 +69,7 @@ class RunState:
     Parameters
     ----------
     settings
-        :class:`live.settings.LiveSettings`.
+        :class:`tiltstream.live.settings.LiveSettings`.
     device
         Where a loaded or new reconstructor computes (``"cpu"``, ``"cuda"``).
     """
@@ -186,7 +186,7 @@ class RunState:
                           indent=None)
 
     def write_volumes(self, reconstructor: Reconstructor, count: int) -> tuple[Path, str]:
-        """The volume-time series at the frame times (or ``count`` evenly spaced), via recon.volume_io, of
+        """The volume-time series at the frame times (or ``count`` evenly spaced), via tiltstream.recon.volume_io, of
         the state ``recon volumes`` reads by default: the best by held-out error when the run keeps one of
         all its frames (call after :meth:`checkpoint`, which drops a best of fewer; a live run keeps no
         refit), else ``reconstructor``.
@@ -194,9 +194,9 @@ class RunState:
         Returns
         -------
         path, state
-            The file written, and which state it holds in words (:func:`recon.run_dir.state_in_words`).
+            The file written, and which state it holds in words (:func:`tiltstream.recon.run_dir.state_in_words`).
         """
-        from recon.volume_io import write_volumes
+        from tiltstream.recon.volume_io import write_volumes
 
         state = "last state"
         if self.run.best_record() is not None:  # else the last state: the one in memory, not read again

@@ -4,13 +4,13 @@
 (STYLE.md 5: one consumer for live and recorded data). :class:`RunSource` reads the run once:
 
 - ``train_log.csv``: the loss curve and the held-out reprojection error (``heldout_rmse_percent``);
-- the reconstruction (:func:`recon.run_dir.open_state`, when its state was saved), by default
+- the reconstruction (:func:`tiltstream.recon.run_dir.open_state`, when its state was saved), by default
   the state ``recon volumes`` reads and the run's ``volumes.tif`` holds (refit, else best, else last):
   the frames' times, angles, dose and temperature, and the central orthoslices of its volume at any time;
 - the session's ``frames.jsonl`` (run.json's ``session``, when it is still there): each frame's tracking.
 
-It builds the same typed messages as the live process (:class:`live.status.HistoryHeader`,
-:class:`live.status.StatusHeader`, :func:`live.status.make_orthoslices`); the time slider's volume
+It builds the same typed messages as the live process (:class:`tiltstream.live.status.HistoryHeader`,
+:class:`tiltstream.live.status.StatusHeader`, :func:`tiltstream.live.status.make_orthoslices`); the time slider's volume
 requests are answered here, synchronously, instead of over the request endpoint.
 """
 
@@ -20,12 +20,12 @@ import logging
 import math
 from pathlib import Path
 
-from acquire.errors import UserError
-from acquire.session import read_session
-from live.run_state import STATE_FILES
-from live.status import HistoryHeader, Orthoslices, StatusHeader, make_orthoslices, tracking_history
-from recon.reconstructor import Reconstructor
-from recon.run_dir import RUN_FILE, RunDir, open_state
+from tiltstream.errors import UserError
+from tiltstream.acquire.session import read_session
+from tiltstream.live.run_state import STATE_FILES
+from tiltstream.live.status import HistoryHeader, Orthoslices, StatusHeader, make_orthoslices, tracking_history
+from tiltstream.recon.reconstructor import Reconstructor
+from tiltstream.recon.run_dir import RUN_FILE, RunDir, open_state
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class RunSource:
     device
         Where the reconstruction computes its volumes (``"cpu"``, ``"cuda"``).
     checkpoint
-        Which state to draw (:data:`recon.run_dir.CHECKPOINTS`; ``auto``: refit, else best, else last).
+        Which state to draw (:data:`tiltstream.recon.run_dir.CHECKPOINTS`; ``auto``: refit, else best, else last).
 
     Raises
     ------

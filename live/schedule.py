@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from acquire.errors import UserError
-from recon.run_dir import recorded_time_scale_s
+from tiltstream.errors import UserError
+from tiltstream.recon.run_dir import recorded_time_scale_s
 
 
 def train_chunked(trainer, steps: int, chunk_steps: int,
                   between: Callable[[float], None] | None = None) -> float | None:
-    """Run ``steps`` training steps of a :class:`recon.reconstructor.Reconstructor` in chunks;
+    """Run ``steps`` training steps of a :class:`tiltstream.recon.reconstructor.Reconstructor` in chunks;
     ``between(chunk_loss)`` after each chunk.
 
     Returns
@@ -59,23 +59,23 @@ def reconstruct_session(session_dir: Path | str, config, *, steps_per_frame: int
     session_dir
         A recorded session (DESIGN.md 5).
     config
-        :class:`recon.trainer.DipsterConfig`.
+        :class:`tiltstream.recon.trainer.DipsterConfig`.
     steps_per_frame, final_steps, chunk_steps
         The schedule (as ``tiltstream live --steps-per-frame``, ``--final-steps``, ``--chunk-steps``).
     seed, device
         As for the trainer.
     time_scale_s, expected_frames
-        As for ``tiltstream live``; by default the one rule of :func:`recon.run_dir.recorded_time_scale_s`
+        As for ``tiltstream live``; by default the one rule of :func:`tiltstream.recon.run_dir.recorded_time_scale_s`
         (scheme count x first interval).
 
     Returns
     -------
-    recon.trainer.Trainer
+    tiltstream.recon.trainer.Trainer
         The trained model.
     """
-    from acquire.session import read_session
-    from recon.device import resolve_device
-    from recon.trainer import Trainer
+    from tiltstream.acquire.session import read_session
+    from tiltstream.recon.device import resolve_device
+    from tiltstream.recon.trainer import Trainer
 
     session = read_session(session_dir)
     if not session.records:

@@ -6,7 +6,7 @@
   session from over-fitting the frames it has (docs/benchmarks/live.md) while a slow machine still
   takes every pending frame at once instead of falling behind the stream;
 - deterministic (``steps_per_frame``): one pending frame per turn, then exactly ``steps_per_frame``
-  steps (:func:`live.schedule.train_chunked`, as offline), then ``final_steps`` after the last frame.
+  steps (:func:`tiltstream.live.schedule.train_chunked`, as offline), then ``final_steps`` after the last frame.
 
 Moving-window SIRT has finite work (one window per frame): it trains until no window is stale instead
 of for ``final_steps``. Each frame's metadata records the step at which it was added, so the steps
@@ -21,12 +21,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from acquire.errors import UserError
-from live.intake import FrameIntake, Pending
-from live.schedule import train_chunked
-from live.settings import LiveSettings
-from recon.reconstructor import Reconstructor
-from recon.run_dir import heldout_positions
+from tiltstream.errors import UserError
+from tiltstream.live.intake import FrameIntake, Pending
+from tiltstream.live.schedule import train_chunked
+from tiltstream.live.settings import LiveSettings
+from tiltstream.recon.reconstructor import Reconstructor
+from tiltstream.recon.run_dir import heldout_positions
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ STEP_ADDED = "step_added"  # frame metadata: the reconstructor's step when the f
 
 
 def held_out(position: int, fraction: float) -> bool:
-    """Whether the frame at ``position`` (0-based, arrival order) is held out (recon.run_dir's rule)."""
+    """Whether the frame at ``position`` (0-based, arrival order) is held out (tiltstream.recon.run_dir's rule)."""
     return fraction > 0 and heldout_positions(position + 1, fraction)[-1:] == [position]
 
 
@@ -44,7 +44,7 @@ class Scheduler:
     Parameters
     ----------
     settings
-        :class:`live.settings.LiveSettings` (``steps_per_frame``, ``max_steps_per_frame``,
+        :class:`tiltstream.live.settings.LiveSettings` (``steps_per_frame``, ``max_steps_per_frame``,
         ``chunk_steps``, ``final_steps``, ``holdout``, ``method``).
     intake
         Where pending frames and the frames expected come from.

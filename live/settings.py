@@ -7,8 +7,8 @@ from typing import Literal
 
 import pydantic
 
-from recon.precision import Precision
-from recon.presets import PresetName
+from tiltstream.recon.precision import Precision
+from tiltstream.recon.presets import PresetName
 
 
 class LiveSettings(pydantic.BaseModel):

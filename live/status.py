@@ -1,7 +1,7 @@
-"""The status stream of the live reconstruction: topics, pydantic headers, encode/decode (acquire.stream framing).
+"""The status stream of the live reconstruction: topics, pydantic headers, encode/decode (tiltstream.acquire.stream framing).
 
 The live process publishes (PUB, bound to loopback by default) four kinds of message, each the
-three-part ``[topic, header, buffer]`` of :mod:`acquire.stream`:
+three-part ``[topic, header, buffer]`` of :mod:`tiltstream.acquire.stream`:
 
 ``status``
     :class:`StatusHeader`, no buffer: frames seen, training step, loss, steps/s, lag behind acquisition,
@@ -21,7 +21,7 @@ three-part ``[topic, header, buffer]`` of :mod:`acquire.stream`:
 
 Volume requests (:class:`VolumeRequest`) go to the live process's ROUTER endpoint (announced in every
 status message as ``volume_endpoint``); the reply is one ``orthoslices`` message. The same endpoint
-answers reprojection requests of the tracker (:mod:`acquire.model_link`).
+answers reprojection requests of the tracker (:mod:`tiltstream.acquire.model_link`).
 
 The live process builds typed messages (:func:`make_reprojection`, :func:`make_orthoslices`, the
 headers) and encodes each once with :func:`encode_message`; an in-process snapshot renderer takes the
@@ -36,10 +36,11 @@ from typing import Any, Literal
 import numpy as np
 import pydantic
 
-from acquire.session import TrackingRecord
-from acquire.stream import (TOPIC_REPROJECTION, TOPIC_STATUS, WIRE_VERSION, ArrayHeader, WireError,
-                            decode_array, decode_header, encode)
+from tiltstream.acquire.session import TrackingRecord
+from tiltstream.wire import WIRE_VERSION, ArrayHeader, WireError, decode_array, decode_header, encode
 
+TOPIC_STATUS = b"status"
+TOPIC_REPROJECTION = b"reprojection"
 TOPIC_ORTHOSLICES = b"orthoslices"
 TOPIC_HISTORY = b"history"
 TOPIC_VOLUME_REQUEST = b"volume-request"

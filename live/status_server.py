@@ -1,14 +1,14 @@
 """The live process's two endpoints: the status stream (PUB) and the request endpoint (ROUTER).
 
-The PUB socket sends every status-stream message (:mod:`live.status`): each is built once as a typed
+The PUB socket sends every status-stream message (:mod:`tiltstream.live.status`): each is built once as a typed
 message, encoded once, and handed as that same object to an optional in-process listener (the snapshot
 renderer), so nothing is decoded in the process that encoded it.
 
 The ROUTER socket answers two kinds of request, by topic:
 
-- ``volume-request`` (:class:`live.status.VolumeRequest`, from the viewer): one ``orthoslices`` reply
+- ``volume-request`` (:class:`tiltstream.live.status.VolumeRequest`, from the viewer): one ``orthoslices`` reply
   with the volume at the requested time;
-- ``reproject?`` (:class:`acquire.model_link.ReprojectionRequest`, from ``tiltstream acquire --track
+- ``reproject?`` (:class:`tiltstream.acquire.model_link.ReprojectionRequest`, from ``tiltstream acquire --track
   model``): one ``reprojected`` reply with the reconstruction's predicted frame at the requested angle
   and time (the latest frame time when the request gives none).
 
@@ -23,11 +23,11 @@ from collections.abc import Callable
 
 import zmq
 
-from acquire import model_link
-from acquire.errors import UserError
-from acquire.stream import WireError
-from live.status import StatusMessage, decode_volume_request, encode_message, make_orthoslices
-from recon.reconstructor import Reconstructor
+from tiltstream.acquire import model_link
+from tiltstream.errors import UserError
+from tiltstream.wire import WireError
+from tiltstream.live.status import StatusMessage, decode_volume_request, encode_message, make_orthoslices
+from tiltstream.recon.reconstructor import Reconstructor
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ time (GRS coverage); cumulative dose; temperature vs time when known; and with t
 specimen shift (x and y, px; frames where tracking lost the specimen marked) and the applied probe
 defocus (nm) per frame. The status line says when tracking lost the specimen.
 
-``tiltstream view --run RUN`` draws a run directory offline (:mod:`live.run_view`): the loss and
+``tiltstream view --run RUN`` draws a run directory offline (:mod:`tiltstream.live.run_view`): the loss and
 held-out curves from its training log, the frames' curves and the orthoslices at any time from its
 saved reconstruction.
 
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from acquire.atomic_files import write_json_atomic
-from acquire.stream import WireError
-from live.status import (HistoryHeader, Orthoslices, Reprojection, StatusHeader, StatusMessage,
+from tiltstream.atomic_files import write_json_atomic
+from tiltstream.wire import WireError
+from tiltstream.live.status import (HistoryHeader, Orthoslices, Reprojection, StatusHeader, StatusMessage,
                          decode_status_message, encode_volume_request)
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def launch_viewer(status_endpoint: str, log_file: Path | None = None) -> subproc
         log.warning("no display (DISPLAY/WAYLAND_DISPLAY unset): running headless, no viewer window")
         return None
     until = ["--until-finished"] if os.environ.get("QT_QPA_PLATFORM") == "offscreen" else []
-    command = [sys.executable, "-m", "live.cli", "view", "--connect", status_endpoint, *until]
+    command = [sys.executable, "-m", "tiltstream", "view", "--connect", status_endpoint, *until]
     if log_file is None:
         return subprocess.Popen(command)
     with open(log_file, "w") as handle:
@@ -480,7 +480,7 @@ def write_snapshot(window: ViewerWindow, directory: Path, name: str) -> Path:
 
 def _headless(settings) -> bool:
     """Whether the viewer runs offscreen (asked, or no display); a headless viewer needs --snapshots."""
-    from acquire.errors import UserError
+    from tiltstream.errors import UserError
 
     headless = settings.headless
     if not headless and not has_display():
@@ -492,7 +492,7 @@ def _headless(settings) -> bool:
 
 
 def open_run_window(run_dir: Path, time_s: float | None, headless: bool, checkpoint: str = "auto"):
-    """A window drawing the run directory ``run_dir`` offline (:class:`live.run_view.RunSource`).
+    """A window drawing the run directory ``run_dir`` offline (:class:`tiltstream.live.run_view.RunSource`).
 
     Parameters
     ----------
@@ -503,7 +503,7 @@ def open_run_window(run_dir: Path, time_s: float | None, headless: bool, checkpo
     headless
         Render offscreen.
     checkpoint
-        Which state's orthoslices to draw (:data:`recon.run_dir.CHECKPOINTS`; ``auto``: the state
+        Which state's orthoslices to draw (:data:`tiltstream.recon.run_dir.CHECKPOINTS`; ``auto``: the state
         ``recon volumes`` reads).
 
     Returns
@@ -512,7 +512,7 @@ def open_run_window(run_dir: Path, time_s: float | None, headless: bool, checkpo
         The QApplication and the drawn :class:`ViewerWindow`; its time slider (with "follow latest" off)
         computes the orthoslices at the slider's time from the run's reconstruction.
     """
-    from live.run_view import RunSource
+    from tiltstream.live.run_view import RunSource
 
     source = RunSource(run_dir, checkpoint=checkpoint)
     app = qt_app(headless)
@@ -564,7 +564,7 @@ def run_view(settings) -> int:
     Parameters
     ----------
     settings
-        :class:`live.settings.ViewSettings`.
+        :class:`tiltstream.live.settings.ViewSettings`.
     """
     import signal
 

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     recon.set_defaults(extra="recon")  # torch, kornia, scikit-image: `pip install "tiltstream[recon]"`
     recon_sub = recon.add_subparsers(dest="recon_command", metavar="SUBCOMMAND", required=True,
                                      parser_class=type(recon))
-    importlib.import_module("recon.train_cli").register(recon_sub)
-    importlib.import_module("recon.sirt_cli").register(recon_sub)
-    importlib.import_module("recon.metrics_cli").register(recon_sub)
-    importlib.import_module("recon.stack_import").register(recon_sub)
+    importlib.import_module("tiltstream.recon.train_cli").register(recon_sub)
+    importlib.import_module("tiltstream.recon.sirt_cli").register(recon_sub)
+    importlib.import_module("tiltstream.recon.metrics_cli").register(recon_sub)
+    importlib.import_module("tiltstream.recon.stack_import").register(recon_sub)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from acquire.errors import UserError
+from tiltstream.errors import UserError
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from acquire.errors import UserError
+from tiltstream.errors import UserError
 
 DEFAULT_TIMEOUT_S = 120.0  # collectives (and the rendezvous) that wait longer than this fail
 

@@ -7,7 +7,7 @@ from collections.abc import Container
 
 import numpy as np
 
-from acquire.errors import UserError
+from tiltstream.errors import UserError
 
 
 def checked_frame(index: int, frame: np.ndarray, angle_deg: float, time_s: float,

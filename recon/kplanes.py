@@ -17,7 +17,7 @@ of six plane samples (Fridovich-Keil et al., K-planes, CVPR 2023; HexPlane, Cao 
   second differences along time (``plane_time_smooth_weight``), K-planes' total-variation and
   smoothness terms.
 
-The interface is :class:`recon.model.DipsterNet`'s: coordinates ``(N, 3)`` = ``(y / N_y, t,
+The interface is :class:`tiltstream.recon.model.DipsterNet`'s: coordinates ``(N, 3)`` = ``(y / N_y, t,
 theta_rad)`` in, non-negative orthoslices ``(N, nz, nx)`` in normalised data units out (theta is not
 used: one field serves every angle).
 """
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from recon.presets import DipsterConfig
+from tiltstream.recon.presets import DipsterConfig
 
 SPACE_INIT = (0.1, 0.5)  # uniform range of the space planes at initialisation
 

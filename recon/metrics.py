@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from acquire.errors import UserError
+from tiltstream.errors import UserError
 
 
 def _check_pair(rec: np.ndarray, ref: np.ndarray) -> None:

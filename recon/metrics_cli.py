@@ -2,7 +2,7 @@
 
 Per time: RMSE (percent of the reference range) and SSIM inside the Otsu masks, the same two as the
 paper measured them (whole volume, reconstruction masked by its Otsu mask), surface/volume of
-both, volume redistribution of both (nm^3), alloying degree of both (:mod:`recon.metrics`). The table
+both, volume redistribution of both (nm^3), alloying degree of both (:mod:`tiltstream.recon.metrics`). The table
 goes to ``--out`` as CSV (or to stdout), and a summary (mean/min/max) to stderr. ``--volumes`` may be a
 run directory (live or offline, any method): its ``--checkpoint`` state (as ``recon volumes``) is
 queried at the reference's times.
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Literal
 
 import pydantic
 
-from acquire.config import add_model_arguments, load_settings, overrides_from_args
-from acquire.errors import UserError
+from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,7 +50,7 @@ class ReconMetricsSettings(pydantic.BaseModel):
 def _reference_path(path: Path) -> tuple[Path, float | None]:
     """A volume file, or a simulated session directory (its ground_truth.tif and pixel size)."""
     if path.is_dir():
-        from acquire.session import GROUND_TRUTH_FILE, read_session
+        from tiltstream.acquire.session import GROUND_TRUTH_FILE, read_session
 
         truth = path / GROUND_TRUTH_FILE
         if not truth.is_file():
@@ -61,11 +61,11 @@ def _reference_path(path: Path) -> tuple[Path, float | None]:
 
 
 def _run_volumes(run_dir: Path, times_s: np.ndarray, checkpoint: str) -> np.ndarray:
-    """The volumes of run directory ``run_dir``'s ``checkpoint`` state (:data:`recon.run_dir.CHECKPOINTS`)
+    """The volumes of run directory ``run_dir``'s ``checkpoint`` state (:data:`tiltstream.recon.run_dir.CHECKPOINTS`)
     at ``times_s`` seconds, (T, Z, Y, X) float32."""
     import numpy as np
 
-    from recon.run_dir import open_reconstructor
+    from tiltstream.recon.run_dir import open_reconstructor
 
     if not np.isfinite(times_s).all():
         raise UserError("the reference has volumes without a time; a run directory can only be compared "
@@ -93,8 +93,8 @@ def run_metrics(args: argparse.Namespace) -> int:
     """Compute and write the metrics table of a volume series against a reference."""
     import numpy as np
 
-    from recon.metrics import metrics_table
-    from recon.volume_io import read_volumes
+    from tiltstream.recon.metrics import metrics_table
+    from tiltstream.recon.volume_io import read_volumes
 
     settings = load_settings(ReconMetricsSettings, config_file=args.config,
                              overrides=overrides_from_args(args, ReconMetricsSettings))

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from recon.presets import DipsterConfig
+from tiltstream.recon.presets import DipsterConfig
 
 COORD_DIM = 3
 
@@ -125,7 +125,7 @@ class DipsterNet(nn.Module):
 
     def prior_loss(self) -> torch.Tensor:
         """Zero: the deep image prior is the network itself, not a penalty (the trainer adds a network's
-        prior loss to the data term; :class:`recon.kplanes.KPlanesField` has one)."""
+        prior loss to the data term; :class:`tiltstream.recon.kplanes.KPlanesField` has one)."""
         return self.head.bias.new_zeros(())
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:

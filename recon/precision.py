@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from acquire.errors import UserError
+from tiltstream.errors import UserError
 
 if TYPE_CHECKING:
     import torch
@@ -43,7 +43,7 @@ class Speed:
     compile_model: bool = False
 
     def trainer_kwargs(self) -> dict[str, Any]:
-        """The :class:`recon.trainer.Trainer` (and ``Trainer.load``) keyword arguments."""
+        """The :class:`tiltstream.recon.trainer.Trainer` (and ``Trainer.load``) keyword arguments."""
         return {"precision": self.precision, "compile_model": self.compile_model}
 
 

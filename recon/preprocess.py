@@ -36,7 +36,7 @@ import numpy as np
 import pydantic
 from scipy import ndimage
 
-from acquire.errors import UserError
+from tiltstream.errors import UserError
 
 
 class PreprocessConfig(pydantic.BaseModel):
@@ -147,7 +147,7 @@ def alignment_shifts(frames: np.ndarray, angles_deg: np.ndarray, upsample: int =
 
 def recorded_shifts_px(records: Sequence[Any]) -> np.ndarray | None:
     """The specimen shifts tracking recorded, (n, 2) pixels (x, y) in record order; NaN where tracking lost
-    it; None when no record has tracking (``records``: :class:`acquire.session.FrameRecord`)."""
+    it; None when no record has tracking (``records``: :class:`tiltstream.acquire.session.FrameRecord`)."""
     if not any(getattr(r, "tracking", None) is not None for r in records):
         return None
     return np.array([r.tracking.shift_px if r.tracking is not None and r.tracking.shift_px is not None

@@ -1,7 +1,7 @@
 """DIP-STER hyperparameters: the settings model and the two named presets (``paper``, ``fast``).
 
 This module is light (pydantic only), so command-line modules can import it without torch.
-The trainer (:mod:`recon.trainer`) re-exports :class:`DipsterConfig`.
+The trainer (:mod:`tiltstream.recon.trainer`) re-exports :class:`DipsterConfig`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class DipsterConfig(pydantic.BaseModel):
     time_scale_s``, ``theta`` in radians) through a fully connected MAPNET to a latent vector, reshapes
     it to a small ``(C, h0, w0)`` map, and a generative CNN upsamples it (two 3x3 convolutions per
     stage) to the orthoslice ``(nz, nx)``. With ``network="kplanes"`` a factorised space-time field
-    (:mod:`recon.kplanes`) takes the MAPNET's and the CNN's place; the training settings (batch, Adam,
+    (:mod:`tiltstream.recon.kplanes`) takes the MAPNET's and the CNN's place; the training settings (batch, Adam,
     StepLR, loss, weight average) are shared by both networks.
     """
 
@@ -30,7 +30,7 @@ class DipsterConfig(pydantic.BaseModel):
     network: Literal["dipster", "kplanes"] = pydantic.Field(
         default="dipster", description="the field that maps a coordinate to an orthoslice: the paper's "
         "MAPNET and generative CNN (dipster; the architecture fields below), or six feature planes over "
-        "space and time (kplanes, recon.kplanes; the plane_* fields)")
+        "space and time (kplanes, tiltstream.recon.kplanes; the plane_* fields)")
     mapnet_widths: tuple[int, ...] = pydantic.Field(
         default=(512, 512), min_length=1,
         description="widths of the MAPNET's fully connected hidden layers, neurons")
@@ -97,12 +97,12 @@ class DipsterConfig(pydantic.BaseModel):
         default="none", description="filter along the detector applied to predicted and measured rows "
         "before the data term: none (the paper), or ramp (a windowed ramp: frequency k of a row "
         "weighted by sqrt((|k| + 1/2) w(k)), w the ramp_window, so the loss's gradient is a filtered "
-        "backprojection and fine detail is fitted about as fast as coarse; recon.row_filter)")
+        "backprojection and fine detail is fitted about as fast as coarse; tiltstream.recon.row_filter)")
     ramp_window: Literal["hann", "data"] = pydantic.Field(
         default="hann", description="window of the ramp filter: hann (zero at the Nyquist frequency), or "
         "data (the larger of the Hann window and a Wiener gain 1 - 2 N / P(k) from the training frames' "
         "row spectrum P and their noise N, estimated from the frame totals; it keeps the frequencies "
-        "where the frames hold signal above the noise; recon.row_filter.data_window)")
+        "where the frames hold signal above the noise; tiltstream.recon.row_filter.data_window)")
     tv_weight: float = pydantic.Field(
         default=0.0, ge=0, description="lambda of the 1-D total variation of the reprojection "
         "(paper Eq. 6; 5e-6 to 1e-5 for experimental data, 0 for simulations), per normalised row")
@@ -173,7 +173,7 @@ def fast_preset() -> DipsterConfig:
     """The best time-to-quality configuration measured on a 2-core CPU (see bench/recon_quality.py).
 
     Alloying errors quoted below were measured with Eq. 10's ``sigma_0`` taken from the reconstruction's
-    own first volume, the reading used until 2026-12-05 (``recon.metrics``: now the ground truth's, as
+    own first volume, the reading used until 2026-12-05 (``tiltstream.recon.metrics``: now the ground truth's, as
     the paper measures it; docs/benchmarks/quality.md "Eq. 10 as the paper measures it").
 
     - MAPNET 3 -> 256 -> 256: half the paper's width; the coordinate manifold is 3-D and 256 neurons
@@ -232,7 +232,7 @@ def fast_preset() -> DipsterConfig:
       6000 steps, two runs side by side; docs/benchmarks/quality.md "Where the nanorod's alloying error
       comes from"): nanorod SSIM 0.937 -> 0.955, alloying 25.2 -> 23.4 points; nanoshell 0.797 -> 0.816,
       S/V error -28.4 -> -26.4 %; 1.17x the steps per second.
-    - The data term on ramp-filtered rows (``residual_filter="ramp"``, :mod:`recon.row_filter`): the
+    - The data term on ramp-filtered rows (``residual_filter="ramp"``, :mod:`tiltstream.recon.row_filter`): the
       gradient of a plain projection loss is a backprojection of the residual, which weights a spatial
       frequency k by ~1/|k|, so fine detail is fitted last (SIRT has the same slow high frequencies:
       on the 64^3 nanoshell's last, roughest volume, static, with all 100 frames, non-negative SIRT
@@ -245,7 +245,7 @@ def fast_preset() -> DipsterConfig:
       the 8x8 map below: nanorod SSIM 0.949 -> 0.955 (0.962 without the window), alloying error 32.1 ->
       23.1 points; nanoshell 0.805 -> 0.820 (0.832), S/V error -27.3 -> -25.4 %. Steps per second stay
       within the run-to-run spread.
-    - The ramp filter's window from the data (``ramp_window="data"``, :func:`recon.row_filter.data_window`):
+    - The ramp filter's window from the data (``ramp_window="data"``, :func:`tiltstream.recon.row_filter.data_window`):
       the larger of the Hann window and a Wiener gain ``1 - 2 N / P(k)``, with the noise N estimated
       from the frame totals. The Hann window throws away what the nanoshell's frames resolve up to the
       Nyquist frequency (signal to noise 1.1 there); on the nanorods, the nanocube and the demo's
@@ -281,7 +281,7 @@ def fast_preset() -> DipsterConfig:
 
 
 def kplanes_preset() -> DipsterConfig:
-    """A K-planes field (:mod:`recon.kplanes`) in the network's place, with the trainer's loss and sampler.
+    """A K-planes field (:mod:`tiltstream.recon.kplanes`) in the network's place, with the trainer's loss and sampler.
 
     Issue 9 asked why the thin shell and the alloying contrast are lost; DIP-STER's answer was spectral
     bias (the Fourier bands of ``fast``), and a field that stores the slices on a voxel grid has none.

@@ -65,8 +65,8 @@ class Reconstructor(Protocol):
 
 
 METHODS: dict[str, str] = {
-    "dipster": "recon.trainer:Trainer",
-    "sirt": "recon.sirt_reconstructor:SirtReconstructor",
+    "dipster": "tiltstream.recon.trainer:Trainer",
+    "sirt": "tiltstream.recon.sirt_reconstructor:SirtReconstructor",
 }
 """Method name -> ``module:Class`` (imported on use, so a method's dependencies load only when used)."""
 
@@ -81,7 +81,7 @@ def reconstructor_class(method: str) -> type:
     """
     from importlib import import_module
 
-    from acquire.errors import UserError
+    from tiltstream.errors import UserError
 
     if method not in METHODS:
         raise UserError(f"unknown reconstruction method {method!r}; allowed: {', '.join(sorted(METHODS))}")

@@ -3,9 +3,9 @@
 Layout (one format for ``tiltstream live`` and ``recon train``)::
 
     RUN/
-      run.json          ``method`` (``dipster``, ``sirt``: the :mod:`recon.reconstructor` class that
+      run.json          ``method`` (``dipster``, ``sirt``: the :mod:`tiltstream.recon.reconstructor` class that
                         reads the state), session path, settings, held-out frame indices, time scale
-      checkpoint.pt     DIP-STER state (:meth:`recon.trainer.Trainer.save`: model, optimiser, scheduler,
+      checkpoint.pt     DIP-STER state (:meth:`tiltstream.recon.trainer.Trainer.save`: model, optimiser, scheduler,
                         sampler, frames and their metadata); SIRT keeps ``sirt_state.npz`` instead
       train_log.csv     step, elapsed_s, loss, lr, heldout_rmse_percent, heldout_ssim (one row per log
                         interval; the held-out columns are empty when no frame is held out)
@@ -49,12 +49,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from acquire.atomic_files import write_atomic, write_json_atomic
-from acquire.errors import UserError
-from recon.precision import Speed
+from tiltstream.atomic_files import write_atomic, write_json_atomic
+from tiltstream.errors import UserError
+from tiltstream.recon.precision import Speed
 
 if TYPE_CHECKING:
-    from acquire.session import Session
+    from tiltstream.acquire.session import Session
 
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -310,7 +310,7 @@ def keep_if_best(run: RunDir, description: dict[str, Any], reconstructor: Any, h
     description
         run.json's content, kept by the caller (updated in place).
     reconstructor
-        A :class:`recon.reconstructor.Reconstructor` just evaluated.
+        A :class:`tiltstream.recon.reconstructor.Reconstructor` just evaluated.
     heldout_rmse_percent
         Its held-out reprojection error, percent.
 
@@ -410,7 +410,7 @@ def open_state(run_dir: str | Path, device: str = "cpu", checkpoint: str = "last
 
     Returns
     -------
-    recon.reconstructor.Reconstructor, str
+    tiltstream.recon.reconstructor.Reconstructor, str
 
     Raises
     ------
@@ -418,7 +418,7 @@ def open_state(run_dir: str | Path, device: str = "cpu", checkpoint: str = "last
         No run there, an unknown method or checkpoint, ``best`` or ``refit`` of a run that keeps none,
         or unreadable state.
     """
-    from recon.reconstructor import reconstructor_class
+    from tiltstream.recon.reconstructor import reconstructor_class
 
     if checkpoint not in CHECKPOINTS:
         raise UserError(f"checkpoint {checkpoint!r} is not one of {', '.join(CHECKPOINTS)}")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from acquire.errors import UserError
-from acquire.session import Session, read_session
+from tiltstream.errors import UserError
+from tiltstream.acquire.session import Session, read_session
 
 
 def load_session_frames(path: Path | str) -> tuple[Session, np.ndarray]:

@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from acquire.errors import UserError
-from recon.device import resolve_device
-from recon.projector import ParallelProjector
+from tiltstream.errors import UserError
+from tiltstream.recon.device import resolve_device
+from tiltstream.recon.projector import ParallelProjector
 
 EPS = 1e-6  # sums below this count as zero (ASTRA's threshold for ray lengths / pixel weights)
 

@@ -1,8 +1,8 @@
 """``tiltstream recon sirt``: the moving-window SIRT baseline of a recorded session, as a volume series.
 
 The volume at each frame's time is SIRT of the frames around it in acquisition order
-(:func:`recon.sirt.moving_window_sirt`); the series (T = frames, Z, Y, X) float32 in data units is
-written with :func:`recon.volume_io.write_volumes` (``.tif`` or ``.mrc`` plus ``<stem>_times.csv``).
+(:func:`tiltstream.recon.sirt.moving_window_sirt`); the series (T = frames, Z, Y, X) float32 in data units is
+written with :func:`tiltstream.recon.volume_io.write_volumes` (``.tif`` or ``.mrc`` plus ``<stem>_times.csv``).
 Under ``torchrun`` each rank reconstructs every N-th window and rank 0 writes the one file (cold windows
 are independent; ``--warm-start`` chains them, so it runs in one process only).
 Heavy modules (torch) are imported inside the command, so ``tiltstream --help`` stays fast.
@@ -17,9 +17,9 @@ from typing import Literal
 
 import pydantic
 
-from acquire.config import add_model_arguments, load_settings, overrides_from_args
-from acquire.errors import UserError
-from acquire.progress import stderr_progress
+from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.errors import UserError
+from tiltstream.progress import stderr_progress
 
 
 class ReconSirtSettings(pydantic.BaseModel):
@@ -50,14 +50,14 @@ def run_sirt(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from recon import distributed
-    from recon.device import resolve_device
-    from recon.sirt import moving_window_sirt, sirt, window_bounds
-    from recon.volume_io import write_volumes
+    from tiltstream.recon import distributed
+    from tiltstream.recon.device import resolve_device
+    from tiltstream.recon.sirt import moving_window_sirt, sirt, window_bounds
+    from tiltstream.recon.volume_io import write_volumes
 
     settings = load_settings(ReconSirtSettings, name="sirt", config_file=args.config,
                              overrides=overrides_from_args(args, ReconSirtSettings))
-    from recon.session_frames import load_session_frames
+    from tiltstream.recon.session_frames import load_session_frames
 
     world = distributed.world_from_env()
     if world.distributed and settings.warm_start:

@@ -1,7 +1,7 @@
-"""Moving-window SIRT behind the :class:`recon.reconstructor.Reconstructor` protocol (method ``"sirt"``).
+"""Moving-window SIRT behind the :class:`tiltstream.recon.reconstructor.Reconstructor` protocol (method ``"sirt"``).
 
 Frames are added one at a time (live) or all at once (offline); the training frames, in index
-(acquisition) order, form the moving windows of :func:`recon.sirt.moving_window_sirt`: the volume at
+(acquisition) order, form the moving windows of :func:`tiltstream.recon.sirt.moving_window_sirt`: the volume at
 training frame ``i`` is a cold-started SIRT of frames ``i - window//2 .. i + window//2``. One "step"
 is one window reconstructed. A new frame makes the windows that contain it stale; :meth:`train`
 recomputes stale windows (newest first, so a live viewer sees the latest time first) and caches one
@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from acquire.atomic_files import write_atomic, write_json_atomic
-from acquire.errors import UserError
-from recon.frame_checks import checked_frame
+from tiltstream.atomic_files import write_atomic, write_json_atomic
+from tiltstream.errors import UserError
+from tiltstream.recon.frame_checks import checked_frame
 
 STATE_FILE = "sirt_state.npz"
 RUN_FILE = "run.json"
@@ -122,8 +122,8 @@ class SirtReconstructor:
     # ------------------------------------------------------------------ training
     def _window_volume(self, order: list[int], position: int) -> tuple[np.ndarray, float]:
         """The window volume at training position ``position`` and its relative squared residual."""
-        from recon.projector import ParallelProjector
-        from recon.sirt import sirt, window_bounds
+        from tiltstream.recon.projector import ParallelProjector
+        from tiltstream.recon.sirt import sirt, window_bounds
 
         start, stop = window_bounds(position, len(order), self.window)
         indices = order[start:stop]
@@ -185,13 +185,13 @@ class SirtReconstructor:
 
     def reproject(self, time_s: float, angle_deg: float) -> np.ndarray:
         """The projection of :meth:`volume` at ``angle_deg`` degrees, float32 ``(ny, nx)``."""
-        from recon.projector import ParallelProjector
+        from tiltstream.recon.projector import ParallelProjector
 
         volume = self.volume(time_s)
         return ParallelProjector([float(angle_deg)], self.volume_shape, n_det=self.frame_shape[1])(volume)[0]
 
     def heldout_metrics(self) -> dict[str, float] | None:
-        """Reprojection error of the held-out frames (as :meth:`recon.trainer.Trainer.heldout_metrics`);
+        """Reprojection error of the held-out frames (as :meth:`tiltstream.recon.trainer.Trainer.heldout_metrics`);
         None when there are none.
 
         Returns

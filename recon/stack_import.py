@@ -1,7 +1,7 @@
 """``tiltstream recon import``: a TIFF tilt-series stack plus an angles/times CSV -> a recorded session.
 
 This is the reference DIP-STER input (a stack in acquisition order and its tilt angles, optionally
-times). The session (DESIGN.md 5) is written with :class:`acquire.session.SessionWriter`, so every
+times). The session (DESIGN.md 5) is written with :class:`tiltstream.acquire.session.SessionWriter`, so every
 tiltstream command (``recon train``, ``recon sirt``, ``replay``, ``export``) reads it like an acquired one.
 
 Angles CSV: a header row naming ``angle_deg`` and optionally ``time_s`` (seconds since the start of the
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import pydantic
 
-from acquire.config import add_model_arguments, load_settings, overrides_from_args
-from acquire.errors import UserError
+from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.errors import UserError
 
 if TYPE_CHECKING:  # numpy is imported where it is used, so `tiltstream --help` does not load it
     import numpy as np
@@ -89,7 +89,7 @@ def import_stack(stack: Path | str, angles_csv: Path | str, out: Path | str,
     """Write a session from a TIFF stack (n, ny, nx) and its angles/times CSV; returns the session path."""
     import numpy as np
 
-    from acquire.session import SessionSettings, SessionWriter
+    from tiltstream.acquire.session import SessionSettings, SessionWriter
 
     settings = settings or ReconImportSettings()
     stack = Path(stack)

@@ -1,6 +1,6 @@
 """``tiltstream recon train`` and ``tiltstream recon volumes``: offline DIP-STER on a recorded session.
 
-``recon train --session S --out RUN`` trains (or resumes) a run directory (:mod:`recon.run_dir`);
+``recon train --session S --out RUN`` trains (or resumes) a run directory (:mod:`tiltstream.recon.run_dir`);
 ``recon volumes --run RUN --out volumes.tif`` writes the volume-time series it has learnt, in data
 units. Heavy modules (torch) are imported inside the commands, so ``tiltstream --help`` stays fast.
 """
@@ -16,12 +16,12 @@ from typing import Literal
 
 import pydantic
 
-from acquire.config import add_model_arguments, describe_validation_error, load_settings, overrides_from_args, read_toml
-from acquire.errors import UserError
-from acquire.progress import ProgressLine, stderr_progress
-from recon.precision import Precision
-from recon.presets import PresetName
-from recon.run_dir import RunDir, state_in_words
+from tiltstream.config import add_model_arguments, describe_validation_error, load_settings, overrides_from_args, read_toml
+from tiltstream.errors import UserError
+from tiltstream.progress import ProgressLine, stderr_progress
+from tiltstream.recon.precision import Precision
+from tiltstream.recon.presets import PresetName
+from tiltstream.recon.run_dir import RunDir, state_in_words
 
 
 class ReconTrainSettings(pydantic.BaseModel):
@@ -85,7 +85,7 @@ DEFAULT_STEPS = 2000
 
 def _preprocess_config(value: str) -> object | None:
     """The PreprocessConfig named by ``--preprocess`` (None for ``none``); UserError for a bad value."""
-    from recon.preprocess import PreprocessConfig
+    from tiltstream.recon.preprocess import PreprocessConfig
 
     if value == "none":
         return None
@@ -120,7 +120,7 @@ class ReconVolumesSettings(pydantic.BaseModel):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train or resume the run directory ``args.out`` on session ``args.session`` (:mod:`recon.training`),
+    """Train or resume the run directory ``args.out`` on session ``args.session`` (:mod:`tiltstream.recon.training`),
     in this process, as one rank under torchrun, or as ``--workers N`` local ranks."""
     given = overrides_from_args(args, ReconTrainSettings)
     settings = load_settings(ReconTrainSettings, name="recon", config_file=args.config, overrides=given)
@@ -129,18 +129,18 @@ def run_train(args: argparse.Namespace) -> int:
             raise UserError(f"--{option} needs held-out frames: give --holdout FRACTION (e.g. 0.1)")
     preprocess_config = _preprocess_config(settings.preprocess)
     if settings.workers > 1 and "WORLD_SIZE" not in os.environ:
-        from recon.distributed import launch_local
-        from recon.session_frames import load_session_frames
+        from tiltstream.recon.distributed import launch_local
+        from tiltstream.recon.session_frames import load_session_frames
 
         load_session_frames(Path(args.session))  # a bad session: one line here, not one per rank
-        return launch_local(settings.workers, ["-m", "live.cli", *sys.argv[1:]], "tiltstream recon train")
+        return launch_local(settings.workers, ["-m", "tiltstream", *sys.argv[1:]], "tiltstream recon train")
 
     import torch
 
-    from recon import distributed
-    from recon.device import resolve_device
-    from recon.precision import Speed
-    from recon.training import Budget, NewRunSettings, train_session
+    from tiltstream.recon import distributed
+    from tiltstream.recon.device import resolve_device
+    from tiltstream.recon.precision import Speed
+    from tiltstream.recon.training import Budget, NewRunSettings, train_session
 
     world = distributed.world_from_env()
     if settings.threads:
@@ -196,10 +196,10 @@ def run_volumes(args: argparse.Namespace) -> int:
     rank computes every N-th time point and rank 0 writes the file."""
     import numpy as np
 
-    from recon import distributed
-    from recon.device import resolve_device
-    from recon.run_dir import open_state
-    from recon.volume_io import write_volumes
+    from tiltstream.recon import distributed
+    from tiltstream.recon.device import resolve_device
+    from tiltstream.recon.run_dir import open_state
+    from tiltstream.recon.volume_io import write_volumes
 
     settings = load_settings(ReconVolumesSettings, config_file=args.config,
                              overrides=overrides_from_args(args, ReconVolumesSettings))

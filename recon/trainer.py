@@ -13,7 +13,7 @@ Conventions
   units: a volume whose projections equal the frames.
 - Loss (paper Eq. 6): Geman-McClure ``2 r^2 / (r^2 + 4)`` of normalised rows (kornia), mean over
   pixels (or the L1 / L2 residual, ``config.loss``), of the rows as they are or ramp-filtered along
-  the detector (``config.residual_filter``, :mod:`recon.row_filter`; with ``config.ramp_window ==
+  the detector (``config.residual_filter``, :mod:`tiltstream.recon.row_filter`; with ``config.ramp_window ==
   "data"`` the filter's window is recomputed from the training frames whenever frames were added),
   plus ``tv_weight`` times the 1-D total variation of the predicted rows, plus the network's
   ``prior_loss()`` (zero for DIP-STER; plane smoothness for the K-planes field that
@@ -21,14 +21,14 @@ Conventions
 - Volumes are queried at ``theta = 0`` (as the reference code does), with the exponential moving
   average of the weights when ``config.ema_decay > 0`` (updated after every step, saved in checkpoints).
 - ``precision`` (fp32, tf32, bf16) and ``compile_model`` are how this process computes
-  (:mod:`recon.precision`), not part of the run: a checkpoint continues in any of them.
+  (:mod:`tiltstream.recon.precision`), not part of the run: a checkpoint continues in any of them.
 - Deterministic on CPU: the same seed and the same sequence of ``add_frame`` / ``train_steps`` calls
   give the same weights; :meth:`save` / :meth:`load` then continuing equals uninterrupted training.
 - Data-parallel (:meth:`data_parallel`, under ``torchrun``): each rank draws its own samples (rank
   ``r``'s sampler seeded with ``seed + r``), DistributedDataParallel averages the gradients, so a step
   of N ranks with ``batch_frames`` b is a step of batch N*b; the logged loss is the mean over ranks.
   Checkpoints hold the un-wrapped model, so a run continues on any number of ranks.
-- :class:`Trainer` implements :class:`recon.reconstructor.Reconstructor` (``method = "dipster"``): its
+- :class:`Trainer` implements :class:`tiltstream.recon.reconstructor.Reconstructor` (``method = "dipster"``): its
   state lives in a run directory as ``checkpoint.pt``, per-frame metadata (dose, temperature) included.
 """
 
@@ -45,17 +45,17 @@ import numpy as np
 import torch
 from kornia.losses import geman_mcclure_loss
 
-from acquire.atomic_files import write_atomic
-from acquire.errors import UserError
-from recon.frame_checks import checked_frame
-from recon.kplanes import KPlanesField
-from recon.model import DipsterNet
-from recon.precision import Precision, autocast_for, checked_precision, compiled, math_mode_for
-from recon.presets import DipsterConfig
-from recon.projector import project
-from recon.row_filter import hann_window, ramp_filtered, ramp_gains, row_power, window_from_statistics
-from recon.run_dir import CHECKPOINT_FILE, RunDir
-from recon.sampler import FrameSampler
+from tiltstream.atomic_files import write_atomic
+from tiltstream.errors import UserError
+from tiltstream.recon.frame_checks import checked_frame
+from tiltstream.recon.kplanes import KPlanesField
+from tiltstream.recon.model import DipsterNet
+from tiltstream.recon.precision import Precision, autocast_for, checked_precision, compiled, math_mode_for
+from tiltstream.recon.presets import DipsterConfig
+from tiltstream.recon.projector import project
+from tiltstream.recon.row_filter import hann_window, ramp_filtered, ramp_gains, row_power, window_from_statistics
+from tiltstream.recon.run_dir import CHECKPOINT_FILE, RunDir
+from tiltstream.recon.sampler import FrameSampler
 
 __all__ = ["DipsterConfig", "Trainer"]
 
@@ -91,7 +91,7 @@ class Trainer:
     Parameters
     ----------
     config
-        Architecture and optimisation settings (:func:`recon.presets.preset`).
+        Architecture and optimisation settings (:func:`tiltstream.recon.presets.preset`).
     frame_shape
         ``(ny, nx)`` of every frame, pixels; volumes are ``(nx, ny, nx)`` (nz = nx).
     time_scale_s
@@ -101,7 +101,7 @@ class Trainer:
     seed
         Seeds the network's initial weights and the sampler.
     precision
-        ``"fp32"`` (default), ``"tf32"`` (CUDA only) or ``"bf16"`` (:mod:`recon.precision`); a speed
+        ``"fp32"`` (default), ``"tf32"`` (CUDA only) or ``"bf16"`` (:mod:`tiltstream.recon.precision`); a speed
         setting of this process, not saved in checkpoints.
     compile_model
         Run the training forward pass through ``torch.compile``.
@@ -140,7 +140,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.lr_step_steps,
                                                          gamma=config.lr_gamma)
         self.sampler = FrameSampler(self.seed, config.fresh_per_step)
-        # the data term's filter along the detector (recon.row_filter): its window and gains, or None;
+        # the data term's filter along the detector (tiltstream.recon.row_filter): its window and gains, or None;
         # with the data window, recomputed by train_steps from the training frames when frames were added
         self._row_window = (hann_window(self.frame_shape[1], self.device) if config.residual_filter == "ramp"
                             else None)
@@ -248,7 +248,7 @@ class Trainer:
 
     @property
     def row_window(self) -> np.ndarray | None:
-        """The window ``(nx + 1,)`` of the data term's ramp filter (:mod:`recon.row_filter`) as of the last
+        """The window ``(nx + 1,)`` of the data term's ramp filter (:mod:`tiltstream.recon.row_filter`) as of the last
         :meth:`train_steps`, or None without the ramp filter."""
         return None if self._row_window is None else self._row_window.cpu().numpy()
 
@@ -368,7 +368,7 @@ class Trainer:
         With ``seconds`` the steps run one at a time until the time is spent (at least one step when
         ``seconds > 0``). Returns the mean loss of the steps done (NaN when none). Data-parallel ranks
         must all run the same steps: give them ``steps`` (rank 0 decides when a time budget is spent,
-        as :func:`recon.training.train_loop` does).
+        as :func:`tiltstream.recon.training.train_loop` does).
 
         Raises
         ------

@@ -1,15 +1,15 @@
 """Offline DIP-STER training of a recorded session into a run directory, in one process or N data-parallel ranks.
 
 :func:`train_session` is what ``tiltstream recon train`` runs: it starts a new run (preprocessing,
-held-out choice, the live time-scale rule :func:`recon.run_dir.recorded_time_scale_s`) or resumes any
-DIP-STER run directory, live or offline (one format, :mod:`recon.run_dir`), adds the frames the
+held-out choice, the live time-scale rule :func:`tiltstream.recon.run_dir.recorded_time_scale_s`) or resumes any
+DIP-STER run directory, live or offline (one format, :mod:`tiltstream.recon.run_dir`), adds the frames the
 session gained since, and trains for a budget of steps or seconds in chunks of ``eval_every`` steps.
 After each chunk rank 0 evaluates the held-out frames, writes the checkpoint (and the best state by
-held-out error, :func:`recon.run_dir.keep_if_best`), run.json and a log row, updates the progress line
+held-out error, :func:`tiltstream.recon.run_dir.keep_if_best`), run.json and a log row, updates the progress line
 and decides whether to stop (budget spent, held-out plateau); the other ranks follow that decision
-(:meth:`recon.distributed.World.rank0_decides`). With ``Budget.refit`` every rank then loads the best
+(:meth:`tiltstream.recon.distributed.World.rank0_decides`). With ``Budget.refit`` every rank then loads the best
 state, folds its held-out frames in and trains ``refit`` x its steps more (:func:`refit_best`); rank 0
-keeps the result as the run's refit state (:func:`recon.run_dir.keep_refit`).
+keeps the result as the run's refit state (:func:`tiltstream.recon.run_dir.keep_refit`).
 
 Under ``torchrun`` rank 0 prepares the run and saves it; every other rank loads that same state from the
 run directory, so all ranks start from identical weights, frames and time scale.
@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from acquire.errors import UserError
-from acquire.progress import ProgressLine
-from recon.distributed import World, peer_failures
-from recon.precision import Speed
-from recon.run_dir import (PlateauStopper, RunDir, forget_refit, forget_stale_best, heldout_positions,
+from tiltstream.errors import UserError
+from tiltstream.progress import ProgressLine
+from tiltstream.recon.distributed import World, peer_failures
+from tiltstream.recon.precision import Speed
+from tiltstream.recon.run_dir import (PlateauStopper, RunDir, forget_refit, forget_stale_best, heldout_positions,
                            keep_if_best, keep_refit, open_reconstructor, recorded_time_scale_s)
-from recon.trainer import Trainer
+from tiltstream.recon.trainer import Trainer
 
 CONTINUE, BUDGET_SPENT, PLATEAU = 0, 1, 2  # rank 0's decision after a chunk
 
@@ -42,13 +42,13 @@ class NewRunSettings:
     Attributes
     ----------
     preset
-        DIP-STER preset name (:func:`recon.presets.preset`).
+        DIP-STER preset name (:func:`tiltstream.recon.presets.preset`).
     seed
         Seed of the initial weights and the sampler.
     holdout
         Fraction of frames held out of training, 0 to 0.5.
     preprocess
-        A :class:`recon.preprocess.PreprocessConfig`, or None for none.
+        A :class:`tiltstream.recon.preprocess.PreprocessConfig`, or None for none.
     """
 
     preset: str = "fast"
@@ -107,14 +107,14 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
     Returns
     -------
     trainer, description, message
-        The :class:`recon.trainer.Trainer`, run.json's content and a one-line summary.
+        The :class:`tiltstream.recon.trainer.Trainer`, run.json's content and a one-line summary.
 
     Raises
     ------
     UserError
         A bad session, a run of another frame shape or method, or new frames for a preprocessed run.
     """
-    from recon.session_frames import load_session_frames
+    from tiltstream.recon.session_frames import load_session_frames
 
     session, frames = load_session_frames(session_path)
     records = session.records
@@ -138,12 +138,12 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
         held |= set(description.get("heldout_indices", []))
         status = f"resumed at step {trainer.steps_done}"
     else:
-        from recon.presets import preset
+        from tiltstream.recon.presets import preset
 
         raw_shape = list(frames.shape[1:])
         report = None
         if new.preprocess is not None:
-            from recon.preprocess import apply, recorded_shifts_px
+            from tiltstream.recon.preprocess import apply, recorded_shifts_px
 
             frames, report = apply(frames, session.angles_deg, new.preprocess, recorded_shifts_px(session.records))
         config = preset(new.preset)
@@ -248,7 +248,7 @@ def refit_best(run: RunDir, description: dict[str, Any], budget: Budget, world: 
     Held-out stopping chose the best state on 90 % of the frames (at the default holdout); the tenth
     it never saw still carries data, and a short training on every frame uses it without the long
     run that held-out stopping avoided (docs/benchmarks/stopping.md, "Refit"). Every rank trains the
-    same steps; rank 0 keeps the result as ``refit/`` (:func:`recon.run_dir.keep_refit`). Nothing is
+    same steps; rank 0 keeps the result as ``refit/`` (:func:`tiltstream.recon.run_dir.keep_refit`). Nothing is
     trained when the run keeps no best state or its share of steps rounds to 0.
     """
     world.barrier()  # rank 0 has written the last best state and its record

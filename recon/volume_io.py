@@ -11,7 +11,7 @@ Formats
     wants) is written when given. (Chosen over one file per time step so one path names one series.)
 
 Both formats store times beside the volumes in ``<stem>_times.csv`` with columns ``index,time_s``
-(seconds since the session start). Both files are written atomically (:mod:`acquire.atomic_files`), so a
+(seconds since the session start). Both files are written atomically (:mod:`tiltstream.atomic_files`), so a
 reader never sees a half-written series.
 """
 
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from acquire.atomic_files import write_atomic, write_bytes_atomic
-from acquire.errors import UserError
+from tiltstream.atomic_files import write_atomic, write_bytes_atomic
+from tiltstream.errors import UserError
 
 FORMATS = ("tif", "mrc")
 

@@ -4,7 +4,7 @@ The HTTP layer is temscript's own (``temscript.server.MicroscopeServer`` and ``M
 ``temscript.RemoteMicroscope`` drives the simulator unchanged. Additions: one thread per request
 (the stage can be polled while an acquisition runs), every request logged to the microscope's
 ``requests`` list when it has one, the faults of
-:class:`simulator.faults.FaultInjector` applied before a request is served, quiet logging, and
+:class:`tiltstream.simulator.faults.FaultInjector` applied before a request is served, quiet logging, and
 :func:`running_server` for tests (port 0, waits until listening, stops and joins on exit, re-raises
 errors of the server thread).
 """
@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 from temscript.base_microscope import BaseMicroscope
 from temscript.server import MicroscopeHandler, MicroscopeServer
 
-from simulator.faults import FaultInjector
+from tiltstream.simulator.faults import FaultInjector
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class SimulatorServer(socketserver.ThreadingMixIn, MicroscopeServer):
     server_address
         ``(host, port)``; port 0 picks a free port (see ``server_address`` after binding).
     microscope
-        The backend (a temscript ``BaseMicroscope``, e.g. :class:`simulator.microscope.SimulatedMicroscope`).
+        The backend (a temscript ``BaseMicroscope``, e.g. :class:`tiltstream.simulator.microscope.SimulatedMicroscope`).
     """
 
     daemon_threads = False  # tracked, so that server_close joins them (block_on_close):

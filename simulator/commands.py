@@ -12,6 +12,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ``sim`` needs the ``[sim]`` extra (torch: the phantoms and recon's projector); ``replay`` streams a
     recorded session with the core install alone.
     """
-    importlib.import_module("simulator.sim_cli").register(subparsers)
+    importlib.import_module("tiltstream.simulator.sim_cli").register(subparsers)
     subparsers.choices["sim"].set_defaults(extra="sim")
-    importlib.import_module("simulator.replay_stream").register(subparsers)
+    importlib.import_module("tiltstream.simulator.replay_stream").register(subparsers)

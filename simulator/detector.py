@@ -2,7 +2,7 @@
 
 The HAADF signal is proportional to projected mass: a pixel receives ``N = dose * pixel_A^2`` electrons
 (``dose`` in e/A^2, ``pixel_A`` the pixel edge in angstrom) of which a fraction ``efficiency * mass``
-is scattered to the annular detector (``mass`` is the frame value of :func:`recon.projector.project_volume`,
+is scattered to the annular detector (``mass`` is the frame value of :func:`tiltstream.recon.projector.project_volume`,
 voxel units). Frames are returned gain-normalised, in projected-mass units (counts / (N * efficiency)),
 so with every effect off a frame equals the projection exactly. The BF detector sees the complement:
 the transmitted fraction ``exp(-efficiency * mass)`` (1 in vacuum, darker where there is mass).

@@ -3,7 +3,7 @@
 Faults are keyed by endpoint, the path after ``/v1/`` without the query (``acquire``,
 ``stage_position``, ``stage_status``, ...); ``"*"`` matches every endpoint. The bridge server asks
 :meth:`FaultInjector.take` before serving each request. A stage that stays ``MOVING`` is a stage fault
-(:attr:`simulator.stage.SimulatedStage.stuck`).
+(:attr:`tiltstream.simulator.stage.SimulatedStage.stuck`).
 
 On the command line (``tiltstream sim serve --fault ENDPOINT:KIND[:N]``, repeatable) a fault is written
 ``acquire:error:3`` (the next 3 acquisitions answer HTTP 500), ``stage_position:drop`` (the next request
@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from acquire.errors import UserError
+from tiltstream.errors import UserError
 
 FAULT_KINDS = ("error", "drop", "delay")
 

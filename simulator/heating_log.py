@@ -3,7 +3,7 @@
 :class:`HeatingLog` appends ``elapsed_s,temperature_C`` rows every ``period_s`` wall seconds from a
 thread, ramping linearly from room temperature (25 C) to ``to_C`` over ``ramp_s`` seconds and holding
 there. ``tiltstream acquire --temperature-log FILE`` reads such a file at each frame
-(:class:`acquire.temperature.TemperatureLog`); the demo uses it as its heating holder.
+(:class:`tiltstream.acquire.temperature.TemperatureLog`); the demo uses it as its heating holder.
 """
 
 from __future__ import annotations

@@ -5,13 +5,13 @@ wire), instrument mode (STEM), STEM detectors HAADF and BF, STEM acquisition par
 binning, dwell time), acquire, beam blanking and version; every other optics call is accepted and
 remembered as temscript's ``NullMicroscope`` does (its class is the base).
 
-Time: a clock (:mod:`simulator.clock`) drives the specimen (phantom step ``floor(t /
+Time: a clock (:mod:`tiltstream.simulator.clock`) drives the specimen (phantom step ``floor(t /
 seconds_per_step)``, the last step held afterwards) and frame times. Realistic mode: an acquisition
 lasts ``dwell * pixels`` of clock time (the image is taken at the exposure midpoint) and the stage
 needs travel + settling; instant mode: both take no time. Dose: ``dose_rate`` times all clock time the
 beam was unblanked (acquisitions included), plus each instant-mode frame's dose.
 
-Images are rendered at the **true** specimen angle (backlash, see :mod:`simulator.stage`), not the
+Images are rendered at the **true** specimen angle (backlash, see :mod:`tiltstream.simulator.stage`), not the
 reported one; :attr:`SimulatedMicroscope.frames` logs each image's time, angles, dose, shift and blur.
 
 Eucentric height (``eucentric_offset_nm`` Z, 0 by default): the specimen sits Z above the tilt axis, so
@@ -40,14 +40,14 @@ from temscript.base_microscope import parse_enum
 from temscript.enums import InstrumentMode
 from temscript.version import __version__ as temscript_version
 
-from recon.device import resolve_device
-from simulator.clock import Clock, WallClock
-from simulator.detector import DetectorConfig, DetectorModel
-from simulator.faults import FaultInjector
-from simulator.phantoms import make_phantom
-from simulator.settings import SimSettings
-from simulator.stage import SimulatedStage
-from simulator.tiltseries import project_at
+from tiltstream.recon.device import resolve_device
+from tiltstream.simulator.clock import Clock, WallClock
+from tiltstream.simulator.detector import DetectorConfig, DetectorModel
+from tiltstream.simulator.faults import FaultInjector
+from tiltstream.simulator.phantoms import make_phantom
+from tiltstream.simulator.settings import SimSettings
+from tiltstream.simulator.stage import SimulatedStage
+from tiltstream.simulator.tiltseries import project_at
 
 DETECTORS = ("HAADF", "BF")
 SIZE_DIVISORS = {"FULL": 1, "HALF": 2, "QUARTER": 4}
@@ -69,7 +69,7 @@ class PhantomSpecimen:
     Parameters
     ----------
     volumes
-        (T, Z, Y, X) float32 series (:func:`simulator.phantoms.make_phantom`).
+        (T, Z, Y, X) float32 series (:func:`tiltstream.simulator.phantoms.make_phantom`).
     seconds_per_step
         Clock seconds per phantom step.
     device
@@ -125,7 +125,7 @@ class SimulatedMicroscope(NullMicroscope):
     settings
         Simulator settings (``mode`` instant/realistic, stage, clock, detector).
     clock
-        Time source; a :class:`~simulator.clock.WallClock` with ``settings.time_factor`` by default.
+        Time source; a :class:`~tiltstream.simulator.clock.WallClock` with ``settings.time_factor`` by default.
     specimen
         What is imaged; by default the phantom of ``settings`` (generated here).
     """
@@ -175,7 +175,7 @@ class SimulatedMicroscope(NullMicroscope):
     # --- stage ----------------------------------------------------------------------------------
     @property
     def commanded_moves(self):
-        """Every alpha command received: list of :class:`~simulator.stage.CommandedMove` (time s, deg)."""
+        """Every alpha command received: list of :class:`~tiltstream.simulator.stage.CommandedMove` (time s, deg)."""
         return self.stage.commanded_moves
 
     @property

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from acquire.errors import UserError
+from tiltstream.errors import UserError
 
 PHANTOMS = ("nanoshell", "nanorod", "nanostar", "nanocube")
 MIN_SIZE = 8

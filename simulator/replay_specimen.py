@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from acquire.errors import UserError
-from acquire.session import read_session
+from tiltstream.errors import UserError
+from tiltstream.acquire.session import read_session
 
 
 class ReplaySpecimen:

@@ -1,6 +1,6 @@
 """``tiltstream replay``: stream a recorded session with its original timing, through the frame publisher.
 
-Frames go out through :class:`acquire.publisher.FramePublisher` (the same codec and resend endpoint
+Frames go out through :class:`tiltstream.acquire.publisher.FramePublisher` (the same codec and resend endpoint
 as a live acquisition), frame ``i`` at ``(time_s[i] - time_s[0]) / speed`` seconds after the start.
 The publisher's resend endpoint must not hand out frames before their time, so the publisher serves a
 staging copy of the session (a temporary directory of the same name) that receives each frame just
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pydantic
 
-from acquire.config import add_model_arguments, load_settings, overrides_from_args
-from acquire.errors import UserError
-from acquire.log_setup import configure_logging
+from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.errors import UserError
+from tiltstream.log_setup import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,9 @@ def replay_session(session_dir: Path | str, publish: str, *, resend: str | None 
     """
     import tempfile
 
-    from acquire.progress import ProgressLine
-    from acquire.publisher import FramePublisher
-    from acquire.session import SessionWriter, read_session
+    from tiltstream.progress import ProgressLine
+    from tiltstream.acquire.publisher import FramePublisher
+    from tiltstream.acquire.session import SessionWriter, read_session
 
     if not speed > 0:
         raise UserError(f"speed {speed} is not allowed; it must be > 0 (10 plays ten times faster)")

@@ -9,9 +9,9 @@ import socket
 import sys
 from pathlib import Path
 
-from acquire.config import add_model_arguments, load_settings, overrides_from_args
-from acquire.errors import UserError
-from simulator.settings import SimSettings
+from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.errors import UserError
+from tiltstream.simulator.settings import SimSettings
 
 SERVE_ONLY = ("mode", "time_factor", "tilt_speed_deg_per_s", "settle_s", "backlash_deg", "alpha_min_deg",
               "alpha_max_deg", "dose_rate_e_per_A2_s", "dwell_time_s", "host", "port", "steps",
@@ -62,19 +62,19 @@ def run_serve(args: argparse.Namespace) -> int:
     """Serve a simulated (or replayed) microscope until interrupted."""
     _stop_on_signals()  # also during the slow set-up below (an interrupt there exits 130, nothing to close)
     settings = _settings(args)
-    from simulator.faults import FaultInjector, apply_fault_spec
+    from tiltstream.simulator.faults import FaultInjector, apply_fault_spec
 
     for spec in args.fault:  # check every spec before the slow set-up
         apply_fault_spec(FaultInjector(), spec)
     _check_port_free(settings.host, settings.port)
-    from simulator.bridge_server import SimulatorServer
-    from simulator.microscope import PhantomSpecimen, SimulatedMicroscope
-    from simulator.phantoms import make_phantom
-    from acquire.progress import stderr_progress
-    from recon.device import resolve_device
+    from tiltstream.simulator.bridge_server import SimulatorServer
+    from tiltstream.simulator.microscope import PhantomSpecimen, SimulatedMicroscope
+    from tiltstream.simulator.phantoms import make_phantom
+    from tiltstream.progress import stderr_progress
+    from tiltstream.recon.device import resolve_device
 
     if args.replay is not None:
-        from simulator.replay_specimen import ReplaySpecimen
+        from tiltstream.simulator.replay_specimen import ReplaySpecimen
         specimen = ReplaySpecimen(args.replay, window=settings.replay_window)
         what = f"replay of {args.replay} ({len(specimen.records)} frames)"
     else:
@@ -106,9 +106,9 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_tiltseries(args: argparse.Namespace) -> int:
     """Write a synthetic session with ground truth."""
     settings = _settings(args)
-    from simulator.detector import DetectorConfig
-    from acquire.progress import stderr_progress
-    from simulator.tiltseries import write_synthetic_session
+    from tiltstream.simulator.detector import DetectorConfig
+    from tiltstream.progress import stderr_progress
+    from tiltstream.simulator.tiltseries import write_synthetic_session
 
     detector = DetectorConfig(pixel_size_nm=settings.pixel_size_nm, noise=settings.noise,
                               efficiency=settings.haadf_efficiency, read_noise=settings.read_noise,

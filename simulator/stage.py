@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from simulator.clock import Clock
+from tiltstream.simulator.clock import Clock
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class SimulatedStage:
     Parameters
     ----------
     clock
-        Time source (:mod:`simulator.clock`).
+        Time source (:mod:`tiltstream.simulator.clock`).
     instant
         True: moves complete at once; False: ``tilt_speed_deg_per_s`` and ``settle_s`` apply.
     tilt_speed_deg_per_s

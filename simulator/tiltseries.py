@@ -2,10 +2,10 @@
 
 Frame ``i`` is the specimen after ``i`` deformation steps (phantom step ``i``) projected at the GRS angle
 of index ``i`` (Eq. 1, ``min_deg..max_deg``), taken at ``time_s = i * seconds_per_step``, and passed
-through the detector model (:mod:`simulator.detector`). The session follows DESIGN.md 5 and carries
+through the detector model (:mod:`tiltstream.simulator.detector`). The session follows DESIGN.md 5 and carries
 ``ground_truth.tif`` (T, Z, Y, X) with ``ground_truth_times.csv`` (volume ``i`` at frame ``i``'s time).
 With ``noise="none"`` and no other detector effect, frame ``i`` equals
-``recon.projector.project_volume(ground_truth[i], angle_deg[i])``.
+``tiltstream.recon.projector.project_volume(ground_truth[i], angle_deg[i])``.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from acquire.errors import UserError
-from acquire.scheme import grs_angle_deg
-from acquire.session import SessionSettings, SessionWriter, write_ground_truth
-from recon.device import resolve_device
-from recon.projector import ParallelProjector
-from simulator.detector import DetectorConfig, DetectorModel
-from simulator.phantoms import check_phantom_args, make_phantom
+from tiltstream.errors import UserError
+from tiltstream.acquire.scheme import grs_angle_deg
+from tiltstream.acquire.session import SessionSettings, SessionWriter, write_ground_truth
+from tiltstream.recon.device import resolve_device
+from tiltstream.recon.projector import ParallelProjector
+from tiltstream.simulator.detector import DetectorConfig, DetectorModel
+from tiltstream.simulator.phantoms import check_phantom_args, make_phantom
 
 
 def project_at(volume: torch.Tensor, angle_deg: float) -> np.ndarray:
-    """Frame (ny, nx) float32 of a (Z, Y, X) torch volume at ``angle_deg`` (recon.projector geometry)."""
+    """Frame (ny, nx) float32 of a (Z, Y, X) torch volume at ``angle_deg`` (tiltstream.recon.projector geometry)."""
     frame = ParallelProjector([angle_deg], tuple(volume.shape))(volume)[0]
     return frame.cpu().numpy().astype(np.float32)
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acquire.scheme import grs_angle_deg
-from acquire.session import RECORDS_FILE, read_session
-from acquire.subscriber import FrameSubscriber
+from tiltstream.acquire.scheme import grs_angle_deg
+from tiltstream.acquire.session import RECORDS_FILE, read_session
+from tiltstream.acquire.subscriber import FrameSubscriber
 from tests.acquire.conftest import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -32,7 +32,7 @@ NULL_RUN = ["--detector", "CCD", "--min", "-25", "--max", "25", "--image-size", 
 
 def _acquire(*args: str, **popen) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "live.cli", "acquire", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "tiltstream", "acquire", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, **popen)
 
 
@@ -127,7 +127,7 @@ def test_sigint_blanks_and_exits_130(recording_null_server, tmp_path: Path) -> N
             proc.kill()
     assert proc.returncode == 130, err
     assert "stopping after the current frame" in err
-    from acquire.bridge import BridgeMicroscope
+    from tiltstream.acquire.bridge import BridgeMicroscope
     assert BridgeMicroscope(url, timeout_s=5).beam_blanked() is True
     records = read_session(session).records
     assert [r.index for r in records] == list(range(len(records))) and len(records) >= 2

@@ -1,4 +1,4 @@
-"""Acquisition against the simulated microscope over HTTP (simulator.bridge_server.running_server)."""
+"""Acquisition against the simulated microscope over HTTP (tiltstream.simulator.bridge_server.running_server)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acquire.bridge import BridgeMicroscope, RetryPolicy
-from acquire.errors import UserError
-from acquire.executor import AcquisitionControl, BetweenFrames, Executor, ExecutorConfig, StageError
-from acquire.microscope import AcquisitionParams
-from acquire.scheme import TiltScheme, grs_angle_deg
-from acquire.session import SessionSettings, SessionWriter, read_session
-from acquire.subscriber import FrameSubscriber
-from live.cli import main
-from simulator.bridge_server import running_server
-from simulator.clock import ManualClock
-from simulator.microscope import SimulatedMicroscope
-from simulator.settings import SimSettings
+from tiltstream.acquire.bridge import BridgeMicroscope, RetryPolicy
+from tiltstream.errors import UserError
+from tiltstream.acquire.executor import AcquisitionControl, BetweenFrames, Executor, ExecutorConfig, StageError
+from tiltstream.acquire.microscope import AcquisitionParams
+from tiltstream.acquire.scheme import TiltScheme, grs_angle_deg
+from tiltstream.acquire.session import SessionSettings, SessionWriter, read_session
+from tiltstream.acquire.subscriber import FrameSubscriber
+from tiltstream.cli import main
+from tiltstream.simulator.bridge_server import running_server
+from tiltstream.simulator.clock import ManualClock
+from tiltstream.simulator.microscope import SimulatedMicroscope
+from tiltstream.simulator.settings import SimSettings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -89,7 +89,7 @@ def test_cli_20_frames_grs_from_below_within_limits_all_streamed(tmp_path: Path)
     assert [h.index for h, _ in received] == list(range(20))
     for (header, frame), record in zip(received, records):
         np.testing.assert_array_equal(frame, read_session(session).load_frame(record))
-    # dose: 60 pA * 1 us / e / (5 A)^2 = 14.98 e/A^2 per frame (acquire.dose, paper formula)
+    # dose: 60 pA * 1 us / e / (5 A)^2 = 14.98 e/A^2 per frame (tiltstream.acquire.dose, paper formula)
     assert records[0].dose_e_per_A2 == pytest.approx(14.9796, abs=1e-3)
     assert json.loads((session / "session.json").read_text())["scheme"]["count"] == 20
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from acquire.session import SessionSettings, SessionWriter, read_session
-from live.cli import main
-from simulator.bridge_server import running_server
-from simulator.clock import ManualClock
-from simulator.microscope import SimulatedMicroscope
-from simulator.settings import SimSettings
+from tiltstream.acquire.session import SessionSettings, SessionWriter, read_session
+from tiltstream.cli import main
+from tiltstream.simulator.bridge_server import running_server
+from tiltstream.simulator.clock import ManualClock
+from tiltstream.simulator.microscope import SimulatedMicroscope
+from tiltstream.simulator.settings import SimSettings
 
 pytestmark = pytest.mark.timeout(120)
 

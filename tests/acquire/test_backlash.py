@@ -6,9 +6,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from acquire.backlash import HolderLimits, Move, check_backlash_config, plan_moves
-from acquire.errors import UserError
-from acquire.scheme import TiltScheme, iter_targets
+from tiltstream.acquire.backlash import HolderLimits, Move, check_backlash_config, plan_moves
+from tiltstream.errors import UserError
+from tiltstream.acquire.scheme import TiltScheme, iter_targets
 
 
 def test_hand_plan():

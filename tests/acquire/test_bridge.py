@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from acquire.bridge import BridgeError, BridgeMicroscope, RetryPolicy, parse_bridge_url
-from acquire.errors import UserError
-from acquire.microscope import AcquisitionParams, Microscope
+from tiltstream.acquire.bridge import BridgeError, BridgeMicroscope, RetryPolicy, parse_bridge_url
+from tiltstream.errors import UserError
+from tiltstream.acquire.microscope import AcquisitionParams, Microscope
 from tests.acquire.conftest import free_port
 
 pytestmark = pytest.mark.timeout(60)

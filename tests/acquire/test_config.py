@@ -6,9 +6,9 @@ import itertools
 import pydantic
 import pytest
 
-import acquire.config
-from acquire.config import add_model_arguments, load_settings, overrides_from_args
-from acquire.errors import UserError
+import tiltstream.config
+from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.errors import UserError
 
 SOURCES = ("default", "name_toml", "config_file", "env", "cli")  # lowest priority first
 
@@ -27,7 +27,7 @@ def config_dir(tmp_path, monkeypatch):
     """A private config/ directory holding demo.toml (the repository's own stays untouched)."""
     directory = tmp_path / "config"
     directory.mkdir()
-    monkeypatch.setattr(acquire.config, "CONFIG_DIR", directory)
+    monkeypatch.setattr(tiltstream.config, "CONFIG_DIR", directory)
     return directory
 
 

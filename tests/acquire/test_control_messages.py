@@ -1,4 +1,4 @@
-"""The frame stream's control messages (acquire.stream): end of run, resend request, resent marker, error reply.
+"""The frame stream's control messages (tiltstream.acquire.stream): end of run, resend request, resent marker, error reply.
 
 Each round-trips through its codec to an equal model, and every malformed message raises WireError
 with one line naming what is wrong; on sockets, a publisher's end and resend traffic decodes with them.
@@ -15,11 +15,12 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from acquire.publisher import FramePublisher, end_message
-from acquire.session import SessionSettings, SessionWriter
-from acquire.stream import (TOPIC_END, TOPIC_ERROR, TOPIC_RESENT, EndOfRun, ErrorReply, FrameHeader, ResendRequest,
-                            Resent, WireError, decode_control, decode_frame, decode_resend_request, encode,
-                            encode_resend_request)
+from tiltstream.acquire.publisher import FramePublisher, end_message
+from tiltstream.acquire.session import SessionSettings, SessionWriter
+from tiltstream.acquire.stream import (TOPIC_END, TOPIC_ERROR, TOPIC_RESENT, EndOfRun, ErrorReply, FrameHeader,
+                                       ResendRequest, Resent, decode_control, decode_frame, decode_resend_request,
+                                       encode_resend_request)
+from tiltstream.wire import WireError, encode
 
 LOOPBACK = "tcp://127.0.0.1:*"
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acquire.session import read_session
-from acquire.subscriber import FrameSubscriber
+from tiltstream.acquire.session import read_session
+from tiltstream.acquire.subscriber import FrameSubscriber
 from tests.acquire.conftest import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -62,7 +62,7 @@ def core_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def _tiltstream() -> list[str]:
     """The installed console script when there is one (what a user runs), else the dispatcher module."""
     script = Path(sys.executable).with_name("tiltstream.exe" if os.name == "nt" else "tiltstream")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "live.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "tiltstream"]
 
 
 def _run(env: dict[str, str], *args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from acquire.dose import camera_dose_e_per_A2, cumulative_dose_e_per_A2, stem_dose_e_per_A2
-from acquire.errors import UserError
+from tiltstream.acquire.dose import camera_dose_e_per_A2, cumulative_dose_e_per_A2, stem_dose_e_per_A2
+from tiltstream.errors import UserError
 
 
 def test_paper_nanostar_and_nanocube_doses() -> None:

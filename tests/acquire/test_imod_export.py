@@ -11,7 +11,7 @@ import mrcfile
 import numpy as np
 import pytest
 
-from acquire.session import SessionSettings, SessionWriter, StagePosition
+from tiltstream.acquire.session import SessionSettings, SessionWriter, StagePosition
 
 
 def _session(path: Path) -> None:
@@ -25,7 +25,7 @@ def _session(path: Path) -> None:
 @pytest.mark.parametrize("order, expected", [("acquisition", [0, 1, 2]), ("angle", [0, 2, 1])])
 def test_export_cli_writes_stack_rawtlt_mdoc(tmp_path: Path, order: str, expected: list) -> None:
     _session(tmp_path / "s")
-    done = subprocess.run([sys.executable, "-m", "live.cli", "export", "--session", str(tmp_path / "s"),
+    done = subprocess.run([sys.executable, "-m", "tiltstream", "export", "--session", str(tmp_path / "s"),
                            "--imod", str(tmp_path / "out" / "series"), "--order", order],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -46,6 +46,6 @@ def test_export_cli_writes_stack_rawtlt_mdoc(tmp_path: Path, order: str, expecte
 
 
 def test_export_of_missing_session_is_one_line(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "live.cli", "export", "--session", str(tmp_path / "none"),
+    done = subprocess.run([sys.executable, "-m", "tiltstream", "export", "--session", str(tmp_path / "none"),
                            "--imod", str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "is not a session" in done.stderr

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import zmq
 
-from acquire.model_link import (ModelLink, ReprojectionRequest, decode_reply, decode_request, encode_reply,
+from tiltstream.acquire.model_link import (ModelLink, ReprojectionRequest, decode_reply, decode_request, encode_reply,
                                 encode_request)
-from acquire.stream import WireError
+from tiltstream.wire import WireError
 from tests.acquire.conftest import free_port
 
 pytestmark = pytest.mark.timeout(30)

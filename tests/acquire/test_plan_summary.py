@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from acquire.backlash import Move, plan_moves
-from acquire.plan_summary import AcquisitionEstimate, coverage_gaps_deg, summarize_plan
-from acquire.scheme import TiltScheme, iter_targets
+from tiltstream.acquire.backlash import Move, plan_moves
+from tiltstream.acquire.plan_summary import AcquisitionEstimate, coverage_gaps_deg, summarize_plan
+from tiltstream.acquire.scheme import TiltScheme, iter_targets
 
 
 def brute_force_gap(angles, min_deg, max_deg):

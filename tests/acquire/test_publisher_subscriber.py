@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import zmq
 
-from acquire.publisher import TOPIC_ERROR, TOPIC_RESEND, CurveClientKeys, CurveServerKeys, FramePublisher
-from acquire.session import SessionSettings, SessionWriter
-from acquire.stream import TOPIC_FRAME, FrameHeader, encode
-from acquire.subscriber import FrameSubscriber
+from tiltstream.acquire.publisher import TOPIC_ERROR, TOPIC_RESEND, CurveClientKeys, CurveServerKeys, FramePublisher
+from tiltstream.acquire.session import SessionSettings, SessionWriter
+from tiltstream.acquire.stream import TOPIC_FRAME, FrameHeader
+from tiltstream.wire import encode
+from tiltstream.acquire.subscriber import FrameSubscriber
 
 pytestmark = pytest.mark.timeout(60)
 LOOPBACK = "tcp://127.0.0.1:*"
@@ -126,7 +127,7 @@ def test_malformed_messages_are_skipped(tmp_path: Path, caplog: pytest.LogCaptur
         pub.send_multipart([TOPIC_FRAME, good[1]])
         pub.send_multipart(good)
         pub.send_multipart(good)  # duplicate
-        with caplog.at_level(logging.WARNING, logger="acquire.subscriber"):
+        with caplog.at_level(logging.WARNING, logger="tiltstream.acquire.subscriber"):
             frames = list(subscriber.frames(timeout_s=1.0))
     finally:
         subscriber.close()

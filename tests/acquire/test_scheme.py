@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from acquire.errors import UserError
-from acquire.scheme import TiltScheme, grs_angle_deg, iter_targets, scheme_angle_deg
+from tiltstream.errors import UserError
+from tiltstream.acquire.scheme import TiltScheme, grs_angle_deg, iter_targets, scheme_angle_deg
 
 PHI = (1 + math.sqrt(5)) / 2
 

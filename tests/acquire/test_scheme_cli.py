@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from acquire.backlash import HolderLimits, plan_moves
-from acquire.plan_summary import AcquisitionEstimate, summarize_plan
-from acquire.scheme import TiltScheme, iter_targets
-from acquire.scheme_cli import SchemeSettings
-from live.cli import main
+from tiltstream.acquire.backlash import HolderLimits, plan_moves
+from tiltstream.acquire.plan_summary import AcquisitionEstimate, summarize_plan
+from tiltstream.acquire.scheme import TiltScheme, iter_targets
+from tiltstream.acquire.scheme_cli import SchemeSettings
+from tiltstream.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args, env=None):
-    """Run ``python -m live.cli`` (the ``tiltstream`` entry point) in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "live.cli", *args], capture_output=True, text=True,
+    """Run ``python -m tiltstream`` (the ``tiltstream`` entry point) in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "tiltstream", *args], capture_output=True, text=True,
                           cwd=REPO, env=env, timeout=60)
 
 
@@ -174,7 +174,7 @@ def test_absurd_count_is_refused_at_once_saying_what_it_would_take(capsys):
 
 
 def test_tracking_auto_takes_the_measured_overhead_and_no_tracking_dose(capsys):
-    from acquire.plan_summary import AUTO_TRACKING_S
+    from tiltstream.acquire.plan_summary import AUTO_TRACKING_S
 
     results = {}
     for tracking in ("manual", "auto"):

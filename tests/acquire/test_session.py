@@ -1,4 +1,4 @@
-"""The session store (acquire.session): torn-line tolerance, resume, and a writer killed with SIGKILL."""
+"""The session store (tiltstream.acquire.session): torn-line tolerance, resume, and a writer killed with SIGKILL."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acquire.errors import UserError
-from acquire.session import (RECORDS_FILE, SessionSettings, SessionWriter, read_ground_truth, read_session,
+from tiltstream.errors import UserError
+from tiltstream.acquire.session import (RECORDS_FILE, SessionSettings, SessionWriter, read_ground_truth, read_session,
                              write_ground_truth)
 
 
@@ -88,7 +88,7 @@ def test_ground_truth_round_trip(tmp_path: Path) -> None:
 WRITER = textwrap.dedent("""
     import sys
     import numpy as np
-    from acquire.session import SessionSettings, SessionWriter
+    from tiltstream.acquire.session import SessionSettings, SessionWriter
     path, count = sys.argv[1], int(sys.argv[2])
     writer = SessionWriter.create(path, SessionSettings())
     frame = np.zeros((64, 64), np.float32)

@@ -1,4 +1,4 @@
-"""The frame-stream codec (acquire.stream): round trips and every malformed message raising WireError."""
+"""The frame-stream codec (tiltstream.acquire.stream): round trips and every malformed message raising WireError."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from acquire.session import FrameRecord, StagePosition
-from acquire.stream import (TOPIC_FRAME, TOPIC_STATUS, ArrayHeader, FrameHeader, WireError, decode_frame,
-                            decode_header, encode)
+from tiltstream.acquire.session import FrameRecord, StagePosition
+from tiltstream.acquire.stream import TOPIC_FRAME, FrameHeader, decode_frame
+from tiltstream.live.status import TOPIC_STATUS
+from tiltstream.wire import ArrayHeader, WireError, decode_header, encode
 
 
 def _record(index: int = 3, shape=(4, 5), dtype="float32") -> FrameRecord:

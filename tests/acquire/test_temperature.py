@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from acquire.temperature import TemperatureLog
+from tiltstream.acquire.temperature import TemperatureLog
 
 
 @pytest.mark.parametrize("text, expected", [

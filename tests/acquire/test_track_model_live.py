@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acquire.bridge import BridgeMicroscope, RetryPolicy
-from acquire.session import read_session
+from tiltstream.acquire.bridge import BridgeMicroscope, RetryPolicy
+from tiltstream.acquire.session import read_session
 from tests.acquire.conftest import _stop, _wait_listening, free_port
 from tests.live.conftest import wait_for
 
@@ -47,7 +47,7 @@ def test_track_model_follows_the_live_reconstruction(tmp_path: Path, processes) 
     session, run = tmp_path / "session", tmp_path / "run"
     bridge_port, publish, request = free_port(), f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     sim_log = open(tmp_path / "sim.log", "w")
-    sim = subprocess.Popen([sys.executable, "-m", "live.cli", "sim", "serve", "--size", "32", "--steps", "4",
+    sim = subprocess.Popen([sys.executable, "-m", "tiltstream", "sim", "serve", "--size", "32", "--steps", "4",
                             "--mode", "instant", "--noise", "none", "--device", "cpu", "--threads", "1",
                             "--pixel-size-nm", str(PIXEL_NM), "--eucentric-offset-nm", str(Z_NM),
                             "--port", str(bridge_port)], stdout=sim_log, stderr=sim_log)
@@ -63,7 +63,7 @@ def test_track_model_follows_the_live_reconstruction(tmp_path: Path, processes) 
         wait_for(lambda: (run / "endpoints.json").is_file(), 60, "the live process's endpoints", live)
         assert json.loads((run / "endpoints.json").read_text())["volume"] == request
         acquire = subprocess.run(
-            [sys.executable, "-m", "live.cli", "acquire", "--bridge", f"http://127.0.0.1:{bridge_port}",
+            [sys.executable, "-m", "tiltstream", "acquire", "--bridge", f"http://127.0.0.1:{bridge_port}",
              "--session", str(session), "--count", str(FRAMES), "--dwell-time-s", "1e-6", "--pixel-size-nm",
              str(PIXEL_NM), "--track", "model", "--model-endpoint", request, "--model-timeout-s", "5",
              "--publish", publish], capture_output=True, text=True, timeout=180)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from acquire.tracking import (Tracker, cosine_stretch, cross_correlation_shift, fit_eucentric, solve_positions,
+from tiltstream.acquire.tracking import (Tracker, cosine_stretch, cross_correlation_shift, fit_eucentric, solve_positions,
                               specimen_centre_x_px)
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from acquire.session import SessionSettings, SessionWriter, StagePosition, TrackingRecord, read_session
-from acquire.stream import FrameHeader
-from recon.preprocess import PreprocessConfig, apply, recorded_shifts_px
+from tiltstream.acquire.session import SessionSettings, SessionWriter, StagePosition, TrackingRecord, read_session
+from tiltstream.acquire.stream import FrameHeader
+from tiltstream.recon.preprocess import PreprocessConfig, apply, recorded_shifts_px
 
 
 def _blob(shift_xy: tuple[float, float]) -> np.ndarray:

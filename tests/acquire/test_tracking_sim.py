@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acquire.bridge import AllowListedRemote, BridgeMicroscope, NotAllowed, RetryPolicy
-from acquire.corrections import CorrectionLimits, TrackingLoop
-from acquire.executor import AcquisitionControl, Executor, ExecutorConfig
-from acquire.microscope import AcquisitionParams
-from acquire.scheme import TiltScheme
-from acquire.session import SessionSettings, SessionWriter, read_session
-from simulator.bridge_server import running_server
-from simulator.clock import ManualClock
-from simulator.microscope import SimulatedMicroscope
-from simulator.settings import SimSettings
+from tiltstream.acquire.bridge import AllowListedRemote, BridgeMicroscope, NotAllowed, RetryPolicy
+from tiltstream.acquire.corrections import CorrectionLimits, TrackingLoop
+from tiltstream.acquire.executor import AcquisitionControl, Executor, ExecutorConfig
+from tiltstream.acquire.microscope import AcquisitionParams
+from tiltstream.acquire.scheme import TiltScheme
+from tiltstream.acquire.session import SessionSettings, SessionWriter, read_session
+from tiltstream.simulator.bridge_server import running_server
+from tiltstream.simulator.clock import ManualClock
+from tiltstream.simulator.microscope import SimulatedMicroscope
+from tiltstream.simulator.settings import SimSettings
 
 pytestmark = pytest.mark.timeout(120)
 PIXEL_NM = 1.0

@@ -4,7 +4,7 @@ their names say, whatever the current ``fast`` preset sizes its latent map by.""
 from __future__ import annotations
 
 from bench.ablations import VARIANTS, base_config
-from recon.model import DipsterNet
+from tiltstream.recon.model import DipsterNet
 
 
 def test_fast_of_2026_11_28_has_its_4x4_map_of_64_channels_and_plain_rows() -> None:

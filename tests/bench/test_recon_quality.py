@@ -9,8 +9,8 @@ import pytest
 from scipy import ndimage
 
 from bench.recon_quality import late_median, property_rows, property_summary
-from recon import metrics
-from simulator.phantoms import make_phantom
+from tiltstream.recon import metrics
+from tiltstream.simulator.phantoms import make_phantom
 
 
 @pytest.mark.parametrize("phantom", ["nanorod", "nanocube", "nanoshell", "nanostar"])
@@ -47,12 +47,12 @@ def test_the_held_out_rows_keep_recon_trains_best_states(tmp_path) -> None:
     """With held-out frames the bench holds out recon train's frames and, per patience, keeps the checked
     state of least held-out error until PlateauStopper stops on the same errors, in a real checkpoint
     (reloaded, it gives that error again); patience 0 keeps the least error of the whole run."""
-    from acquire.session import read_ground_truth, read_session
+    from tiltstream.acquire.session import read_ground_truth, read_session
     from bench.recon_quality import HeldOutStopping, run_dipster
-    from recon.presets import preset
-    from recon.run_dir import PlateauStopper, heldout_positions, session_time_scale_s
-    from recon.trainer import Trainer
-    from simulator.tiltseries import write_synthetic_session
+    from tiltstream.recon.presets import preset
+    from tiltstream.recon.run_dir import PlateauStopper, heldout_positions, session_time_scale_s
+    from tiltstream.recon.trainer import Trainer
+    from tiltstream.simulator.tiltseries import write_synthetic_session
 
     path = write_synthetic_session(tmp_path / "s", "nanocube", 16, 20, seed=0)
     session = read_session(path)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.tiltseries import write_synthetic_session
+from tiltstream.simulator.tiltseries import write_synthetic_session
 
 SIZE, FRAMES, SECONDS_PER_FRAME = 16, 10, 2.0
 
@@ -44,7 +44,7 @@ class Processes:
     def start(self, *args: str, log: Path | None = None) -> subprocess.Popen:
         env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
         out = open(log, "w") if log is not None else subprocess.PIPE
-        proc = subprocess.Popen([sys.executable, "-m", "live.cli", *args], env=env, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "tiltstream", *args], env=env, stdout=out,
                                 stderr=subprocess.STDOUT if log is not None else subprocess.PIPE, text=True)
         self.procs.append(proc)
         return proc

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import zmq
 
-from live.status import (HistoryHeader, StatusHeader, encode_history, encode_orthoslices,
+from tiltstream.live.status import (HistoryHeader, StatusHeader, encode_history, encode_orthoslices,
                          encode_reprojection, encode_status)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from acquire.session import RECORDS_FILE, SessionSettings, SessionWriter
-from acquire.subscriber import FrameSubscriber
+from tiltstream.acquire.session import RECORDS_FILE, SessionSettings, SessionWriter
+from tiltstream.acquire.subscriber import FrameSubscriber
 
 
 def _append(writer: SessionWriter, index: int) -> None:

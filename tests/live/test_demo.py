@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from recon.volume_io import read_volumes
+from tiltstream.recon.volume_io import read_volumes
 
 REDUCED = ["--size", "24", "--frames", "40", "--time-factor", "4", "--seconds-per-step", "1.0",
            "--final-steps", "600", "--snapshot-interval-s", "10"]
@@ -24,7 +24,7 @@ def test_demo_headless_beats_moving_window_sirt(tmp_path):
     and snapshots are written; the log's last lines summarise the report."""
     out = tmp_path / "demo"
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-    proc = subprocess.run([sys.executable, "-m", "live.cli", "demo", "--headless", "--out", str(out), *REDUCED],
+    proc = subprocess.run([sys.executable, "-m", "tiltstream", "demo", "--headless", "--out", str(out), *REDUCED],
                           env=env, capture_output=True, text=True, timeout=290)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
@@ -51,7 +51,7 @@ def test_demo_without_display_falls_back_to_headless(tmp_path):
     writes its report (a tiny 16^3 x 8 configuration)."""
     out = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
-    proc = subprocess.run([sys.executable, "-m", "live.cli", "demo", "--out", str(out), "--size", "16",
+    proc = subprocess.run([sys.executable, "-m", "tiltstream", "demo", "--out", str(out), "--size", "16",
                            "--frames", "8", "--time-factor", "8", "--seconds-per-step", "1.0", "--final-steps",
                            "50", "--sirt-window", "4", "--sirt-iterations", "5"],
                           env=env, capture_output=True, text=True, timeout=290)

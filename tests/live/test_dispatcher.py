@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from live.cli import build_parser
+from tiltstream.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,14 +59,14 @@ def test_scheme_angle_options_mention_degrees():
 
 @pytest.mark.parametrize("args", [["--help"], ["scheme", "--help"]])
 def test_help_runs_as_a_command(args):
-    result = subprocess.run([sys.executable, "-m", "live.cli", *args], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "tiltstream", *args], capture_output=True, text=True,
                             cwd=REPO, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "scheme" in result.stdout and result.stderr == ""
 
 
 def test_unknown_command_is_one_line():
-    result = subprocess.run([sys.executable, "-m", "live.cli", "no-such-command"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "tiltstream", "no-such-command"], capture_output=True, text=True,
                             cwd=REPO, timeout=60)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from recon.trainer import Trainer
-from simulator.replay_stream import replay_session
+from tiltstream.recon.trainer import Trainer
+from tiltstream.simulator.replay_stream import replay_session
 from tests.live.conftest import FRAMES
 
 

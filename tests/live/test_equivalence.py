@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from live.schedule import reconstruct_session
-from recon.presets import preset
-from recon.trainer import Trainer
-from recon.volume_io import read_volumes
-from simulator.replay_stream import replay_session
+from tiltstream.live.schedule import reconstruct_session
+from tiltstream.recon.presets import preset
+from tiltstream.recon.trainer import Trainer
+from tiltstream.recon.volume_io import read_volumes
+from tiltstream.simulator.replay_stream import replay_session
 from tests.live.conftest import live_args
 
 
 @pytest.mark.timeout(120)
 def test_live_equals_offline(small_session, tmp_path, processes):
     """Replay at 20x into ``tiltstream live --steps-per-frame 4 --final-steps 6`` (a subprocess), then
-    reconstruct the same session offline with live.schedule.reconstruct_session (same seed, preset,
+    reconstruct the same session offline with tiltstream.live.schedule.reconstruct_session (same seed, preset,
     schedule): the written volumes and the checkpoint's weights are equal (assert_allclose, 1e-6). Then the
     live run directory is read by ``recon volumes`` and resumed by ``recon train`` like an offline run."""
     run = tmp_path / "run"

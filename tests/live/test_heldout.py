@@ -8,17 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from live.run_state import VOLUMES_FILE, RunState
-from live.settings import LiveSettings
-from recon.run_dir import RunDir, open_reconstructor
-from recon.trainer import Trainer
-from recon.volume_io import read_volumes
+from tiltstream.live.run_state import VOLUMES_FILE, RunState
+from tiltstream.live.settings import LiveSettings
+from tiltstream.recon.run_dir import RunDir, open_reconstructor
+from tiltstream.recon.trainer import Trainer
+from tiltstream.recon.volume_io import read_volumes
 from tests.live.conftest import FRAMES, live_args
 
 
 @pytest.mark.timeout(120)
 def test_heldout_error_is_logged_and_drawn(small_session, tmp_path, processes):
-    """Holdout 0.2 of 10 frames holds out positions 4 and 9 (recon.run_dir.heldout_positions, as offline);
+    """Holdout 0.2 of 10 frames holds out positions 4 and 9 (tiltstream.recon.run_dir.heldout_positions, as offline);
     train_log.csv gets held-out reprojection errors (finite, percent), run.json lists the held-out frames,
     the in-process snapshot of the viewer draws the held-out curve in the loss panel, and the state of
     least held-out error with all frames in is kept in best/ and written to RUN/volumes.tif (logged as such)."""
@@ -83,12 +83,12 @@ def test_kplanes_without_holdout_is_warned_about(caplog, tmp_path):
     """The K-planes field can overfit a small low-dose session (docs/benchmarks/kplanes.md): a live
     run of it with nothing held out gets one warning naming --holdout; with held-out frames, or with the
     fast preset, none."""
-    from live.run_state import new_reconstructor
-    from live.settings import LiveSettings
+    from tiltstream.live.run_state import new_reconstructor
+    from tiltstream.live.settings import LiveSettings
 
     def warnings_for(**fields) -> list[str]:
         caplog.clear()
-        with caplog.at_level("WARNING", logger="live.run_state"):
+        with caplog.at_level("WARNING", logger="tiltstream.live.run_state"):
             trainer = new_reconstructor(LiveSettings(out=tmp_path / "run", **fields), (8, 8), 10.0, "cpu")
         assert isinstance(trainer, Trainer)
         return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -108,7 +108,7 @@ def test_a_live_process_resuming_a_refit_run_drops_its_refit(small_session, tmp_
     import sys
 
     run = tmp_path / "run"
-    trained = subprocess.run([sys.executable, "-m", "live.cli", "recon", "train", "--session", str(small_session),
+    trained = subprocess.run([sys.executable, "-m", "tiltstream", "recon", "train", "--session", str(small_session),
                               "--out", str(run), "--steps", "30", "--eval-every", "10", "--holdout", "0.2",
                               "--refit", "0.5", "--device", "cpu", "--threads", "1"],
                              capture_output=True, text=True, timeout=120)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from acquire.progress import ProgressLine
-from acquire.session import read_session
-from live.intake import FrameIntake
-from live.settings import LiveSettings
+from tiltstream.progress import ProgressLine
+from tiltstream.acquire.session import read_session
+from tiltstream.live.intake import FrameIntake
+from tiltstream.live.settings import LiveSettings
 from tests.live.test_tracking_panel import FRAMES, _record_tracked_session
 
 
@@ -31,7 +31,7 @@ def _intake(session, start_index: int, **settings) -> FrameIntake:
 def test_a_resumed_intake_knows_the_tracking_of_the_frames_before_it_and_aligns_the_new_ones(tracked_session):
     """Resumed at frame 5: frames 0-4's tracking comes from frames.jsonl, frames 5-9 arrive by catch-up with
     theirs; each tracked frame is queued shifted by minus its measured shift (cubic spline, as
-    recon.preprocess align_from = recorded), the lost frame 9 unshifted; the latest frame says tracking
+    tiltstream.recon.preprocess align_from = recorded), the lost frame 9 unshifted; the latest frame says tracking
     lost the specimen."""
     session = read_session(tracked_session)
     intake = _intake(tracked_session, 5)

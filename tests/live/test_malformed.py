@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import zmq
 
-from acquire.session import read_session
-from acquire.stream import TOPIC_FRAME, FrameHeader, encode
-from live.status import TOPIC_ORTHOSLICES, decode_status_message, encode_volume_request
-from recon.trainer import Trainer
+from tiltstream.acquire.session import read_session
+from tiltstream.acquire.stream import TOPIC_FRAME, FrameHeader
+from tiltstream.wire import encode
+from tiltstream.live.status import TOPIC_ORTHOSLICES, decode_status_message, encode_volume_request
+from tiltstream.recon.trainer import Trainer
 from tests.live.conftest import FRAMES, live_args, wait_for
 
 

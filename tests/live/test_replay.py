@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from acquire.errors import UserError
-from acquire.session import read_session
-from acquire.subscriber import FrameSubscriber
-from simulator.replay_stream import replay_session
+from tiltstream.errors import UserError
+from tiltstream.acquire.session import read_session
+from tiltstream.acquire.subscriber import FrameSubscriber
+from tiltstream.simulator.replay_stream import replay_session
 
 
 @pytest.mark.timeout(60)

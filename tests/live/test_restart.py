@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from live.schedule import reconstruct_session
-from recon.presets import preset
-from recon.trainer import Trainer
+from tiltstream.live.schedule import reconstruct_session
+from tiltstream.recon.presets import preset
+from tiltstream.recon.trainer import Trainer
 from tests.live.conftest import FRAMES, live_args, wait_for
 
 

@@ -12,12 +12,12 @@ import time
 import numpy as np
 import pytest
 
-from acquire.model_link import ModelLink
-from acquire.session import read_session
-from recon.projector import ParallelProjector
-from recon.sirt import moving_window_sirt
-from recon.sirt_reconstructor import SirtReconstructor
-from recon.volume_io import read_volumes
+from tiltstream.acquire.model_link import ModelLink
+from tiltstream.acquire.session import read_session
+from tiltstream.recon.projector import ParallelProjector
+from tiltstream.recon.sirt import moving_window_sirt
+from tiltstream.recon.sirt_reconstructor import SirtReconstructor
+from tiltstream.recon.volume_io import read_volumes
 from tests.live.conftest import FRAMES, SIZE, live_args, wait_for
 
 SIRT_ARGS = ("--method", "sirt", "--sirt-window", "4", "--sirt-iterations", "10", "--threads", "1")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from acquire.stream import WireError
-from live.status import (HistoryHeader, Orthoslices, Reprojection, StatusHeader, decode_status_message,
+from tiltstream.wire import WireError
+from tiltstream.live.status import (HistoryHeader, Orthoslices, Reprojection, StatusHeader, decode_status_message,
                          decode_volume_request, encode_history, encode_orthoslices, encode_reprojection,
                          encode_status, encode_volume_request)
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from acquire.session import RECORDS_FILE, read_session
-from live.cli import main
-from simulator.bridge_server import running_server
-from simulator.clock import ManualClock
-from simulator.microscope import SimulatedMicroscope
-from simulator.settings import SimSettings
+from tiltstream.acquire.session import RECORDS_FILE, read_session
+from tiltstream.cli import main
+from tiltstream.simulator.bridge_server import running_server
+from tiltstream.simulator.clock import ManualClock
+from tiltstream.simulator.microscope import SimulatedMicroscope
+from tiltstream.simulator.settings import SimSettings
 from tests.live.conftest import live_args, wait_for
 
 FRAMES = 10

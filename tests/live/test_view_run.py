@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from recon.run_dir import RunDir, open_reconstructor
+from tiltstream.recon.run_dir import RunDir, open_reconstructor
 from tests.live.conftest import live_args
 
 ENV = dict(os.environ, QT_QPA_PLATFORM="offscreen")
@@ -20,7 +20,7 @@ ENV = dict(os.environ, QT_QPA_PLATFORM="offscreen")
 def heldout_run(small_session, tmp_path_factory):
     """A live SIRT run of the 10-frame session, 2 frames held out, one window per frame and a log row each."""
     run = tmp_path_factory.mktemp("view_run") / "run"
-    live = subprocess.run([sys.executable, "-m", "live.cli", *live_args(
+    live = subprocess.run([sys.executable, "-m", "tiltstream", *live_args(
         small_session, run, "tcp://127.0.0.1:1", "--method", "sirt", "--sirt-iterations", "5", "--holdout", "0.2",
         "--steps-per-frame", "1", "--log-interval-s", "0.01", "--threads", "1")], env=ENV, capture_output=True, text=True, timeout=120)
     assert live.returncode == 0, live.stderr[-2000:]
@@ -31,7 +31,7 @@ def heldout_run(small_session, tmp_path_factory):
 def test_view_run_headless_draws_the_heldout_curve_and_orthoslices(heldout_run, tmp_path):
     """The command draws the loss panel with the held-out curve, the orthoslices and the frame curves into
     run.png and panels.json, and exits 0."""
-    proc = subprocess.run([sys.executable, "-m", "live.cli", "view", "--run", str(heldout_run), "--headless",
+    proc = subprocess.run([sys.executable, "-m", "tiltstream", "view", "--run", str(heldout_run), "--headless",
                            "--snapshots", str(tmp_path)], env=ENV, capture_output=True, text=True, timeout=100)
     assert proc.returncode == 0, proc.stderr[-2000:]
     drawn = set(json.loads((tmp_path / "panels.json").read_text()))
@@ -73,7 +73,7 @@ def test_view_run_draws_the_state_recon_volumes_reads(small_session, tmp_path):
     its title and status line; ``--checkpoint last`` draws the last state; ``--checkpoint refit`` of a live run (which keeps
     none) is one line and exit 2."""
     run = tmp_path / "run"
-    live = subprocess.run([sys.executable, "-m", "live.cli", *live_args(
+    live = subprocess.run([sys.executable, "-m", "tiltstream", *live_args(
         small_session, run, "tcp://127.0.0.1:1", "--holdout", "0.2", "--steps-per-frame", "5", "--threads", "1",
         "--log-interval-s", "0.01")], env=ENV, capture_output=True, text=True, timeout=120)
     assert live.returncode == 0, live.stderr[-2000:]
@@ -98,7 +98,7 @@ def test_view_run_draws_the_state_recon_volumes_reads(small_session, tmp_path):
     assert shown["last"]["step"] == last.steps_done > best["step"] and "last state" in shown["last"]["title"]
     assert shown["last"]["status_line"].endswith("; drawn: last state")
 
-    proc = subprocess.run([sys.executable, "-m", "live.cli", "view", "--run", str(run), "--checkpoint", "refit",
+    proc = subprocess.run([sys.executable, "-m", "tiltstream", "view", "--run", str(run), "--checkpoint", "refit",
                            "--headless", "--snapshots", str(tmp_path / "snaps")], env=ENV, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2
@@ -106,7 +106,7 @@ def test_view_run_draws_the_state_recon_volumes_reads(small_session, tmp_path):
 
 
 def test_view_run_of_a_folder_that_is_no_run_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "live.cli", "view", "--run", str(tmp_path), "--headless",
+    proc = subprocess.run([sys.executable, "-m", "tiltstream", "view", "--run", str(tmp_path), "--headless",
                            "--snapshots", str(tmp_path / "snaps")], env=ENV, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2
@@ -117,7 +117,7 @@ def test_view_run_of_a_folder_that_is_no_run_is_one_line(tmp_path):
 def test_view_run_options_without_run_are_one_line(option, tmp_path):
     """``--checkpoint`` and ``--time-s`` choose what a run directory shows; without ``--run`` they are one line
     and exit 2 (not silently ignored by the live viewer)."""
-    proc = subprocess.run([sys.executable, "-m", "live.cli", "view", *option, "--headless", "--snapshots",
+    proc = subprocess.run([sys.executable, "-m", "tiltstream", "view", *option, "--headless", "--snapshots",
                            str(tmp_path)], env=ENV, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and f"{option[0]} needs --run RUN_DIR" in proc.stderr

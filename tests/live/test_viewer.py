@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from skimage.io import imread
 
-from live.viewer import PANELS
+from tiltstream.live.viewer import PANELS
 from tests.live.status_feed import StatusFeed
 
 
@@ -23,7 +23,7 @@ def test_viewer_renders_every_panel_offscreen(tmp_path):
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     with StatusFeed(finish_after_s=1.5) as feed:
         proc = subprocess.run(
-            [sys.executable, "-m", "live.cli", "view", "--connect", feed.endpoint, "--headless",
+            [sys.executable, "-m", "tiltstream", "view", "--connect", feed.endpoint, "--headless",
              "--snapshots", str(tmp_path), "--until-finished", "--timeout-s", "40"],
             env=env, capture_output=True, text=True, timeout=50)
     assert proc.returncode == 0, proc.stderr
@@ -40,7 +40,7 @@ def test_viewer_renders_every_panel_offscreen(tmp_path):
 def test_viewer_skips_malformed_messages(tmp_path):
     """Wrong topic, bad JSON, wrong buffer size and a NaN reprojection on the stream are logged and
     skipped; the viewer still draws every panel and exits normally."""
-    from live.status import encode_reprojection
+    from tiltstream.live.status import encode_reprojection
 
     good = [bytes(p) for p in encode_reprojection("feed", 1, 0.0, 1.0, 1, np.ones((4, 4), np.float32),
                                                   np.ones((4, 4), np.float32))]
@@ -50,7 +50,7 @@ def test_viewer_skips_malformed_messages(tmp_path):
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     with StatusFeed(finish_after_s=1.5, extra=extra) as feed:
         proc = subprocess.run(
-            [sys.executable, "-m", "live.cli", "view", "--connect", feed.endpoint, "--headless",
+            [sys.executable, "-m", "tiltstream", "view", "--connect", feed.endpoint, "--headless",
              "--snapshots", str(tmp_path), "--until-finished", "--timeout-s", "40"],
             env=env, capture_output=True, text=True, timeout=50)
     assert proc.returncode == 0, proc.stderr

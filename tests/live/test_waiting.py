@@ -9,8 +9,8 @@ import time
 import pytest
 import zmq
 
-from live.status import StatusHeader, decode_status_message
-from recon.trainer import Trainer
+from tiltstream.live.status import StatusHeader, decode_status_message
+from tiltstream.recon.trainer import Trainer
 from tests.live.conftest import FRAMES, live_args, wait_for
 
 

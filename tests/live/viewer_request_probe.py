@@ -10,7 +10,7 @@ import json
 import sys
 import time
 
-from live.viewer import StreamViewer, ViewerState, ViewerWindow, qt_app
+from tiltstream.live.viewer import StreamViewer, ViewerState, ViewerWindow, qt_app
 
 
 def main(endpoint: str) -> int:

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from live.viewer import open_run_window
+from tiltstream.live.viewer import open_run_window
 
 
 def main(run_dir: str, time_s: float, checkpoint: str = "auto") -> int:

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from live.viewer import StreamViewer, ViewerState, ViewerWindow, qt_app
+from tiltstream.live.viewer import StreamViewer, ViewerState, ViewerWindow, qt_app
 
 
 def _curve(window: ViewerWindow, name: str) -> list[list[float | None]]:

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from acquire.errors import UserError
-from acquire.session import read_session
-from live.run_state import RunState
-from live.settings import LiveSettings
-from recon.distributed import World
-from recon.run_dir import (PlateauStopper, RunDir, forget_stale_best, heldout_positions, keep_if_best,
+from tiltstream.errors import UserError
+from tiltstream.acquire.session import read_session
+from tiltstream.live.run_state import RunState
+from tiltstream.live.settings import LiveSettings
+from tiltstream.recon.distributed import World
+from tiltstream.recon.run_dir import (PlateauStopper, RunDir, forget_stale_best, heldout_positions, keep_if_best,
                            open_reconstructor)
-from recon.trainer import Trainer
-from recon.training import Budget, train_loop
-from recon.volume_io import read_volumes
+from tiltstream.recon.trainer import Trainer
+from tiltstream.recon.training import Budget, train_loop
+from tiltstream.recon.volume_io import read_volumes
 from tests.recon.test_train_cli import _cli, _one_line_error, _session
 from tests.recon.test_trainer import SMALL
 

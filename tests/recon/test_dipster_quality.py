@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acquire.session import read_ground_truth, read_session
-from recon import metrics
-from recon.sirt import moving_window_sirt
-from recon.volume_io import read_volumes
-from simulator.tiltseries import write_synthetic_session
+from tiltstream.acquire.session import read_ground_truth, read_session
+from tiltstream.recon import metrics
+from tiltstream.recon.sirt import moving_window_sirt
+from tiltstream.recon.volume_io import read_volumes
+from tiltstream.simulator.tiltseries import write_synthetic_session
 
 NANOROD_STEPS = 2000
 NANOSHELL_STEPS = 3000
@@ -27,12 +27,12 @@ def _ssim_dipster_and_sirt(tmp_path: Path, phantom: str, steps: int, preset: str
     noise at 40 e/A^2); plus the reconstructed volumes and the ground truth, (T, Z, Y, X) each."""
     session = write_synthetic_session(tmp_path / "s", phantom, 32, 60, seed=0)
     run = tmp_path / "run"
-    train = subprocess.run([sys.executable, "-m", "live.cli", "recon", "train", "--session", str(session),
+    train = subprocess.run([sys.executable, "-m", "tiltstream", "recon", "train", "--session", str(session),
                             "--out", str(run), "--steps", str(steps), "--eval-every", "500",
                             "--threads", "1", "--seed", "0", "--preset", preset], capture_output=True, text=True, timeout=500)
     assert train.returncode == 0, train.stderr
     out = tmp_path / "vol.tif"
-    volumes = subprocess.run([sys.executable, "-m", "live.cli", "recon", "volumes", "--run", str(run),
+    volumes = subprocess.run([sys.executable, "-m", "tiltstream", "recon", "volumes", "--run", str(run),
                               "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert volumes.returncode == 0, volumes.stderr
     dip, times = read_volumes(out)

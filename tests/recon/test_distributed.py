@@ -22,11 +22,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from skimage.metrics import structural_similarity
 
-from recon.presets import DipsterConfig
-from recon.sampler import FrameSampler
-from recon.projector import project_volume
-from recon.trainer import Trainer
-from recon.volume_io import read_volumes
+from tiltstream.recon.presets import DipsterConfig
+from tiltstream.recon.sampler import FrameSampler
+from tiltstream.recon.projector import project_volume
+from tiltstream.recon.trainer import Trainer
+from tiltstream.recon.volume_io import read_volumes
 from tests.recon.test_train_cli import _cli, _session
 
 N = 16
@@ -314,7 +314,7 @@ def test_a_killed_rank_ends_the_other_with_one_line_and_the_checkpoint_resumes(t
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
                "RANK": str(rank), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
         ranks.append(subprocess.Popen(
-            [sys.executable, "-m", "live.cli", "recon", "train", "--session", str(session), "--out", str(run),
+            [sys.executable, "-m", "tiltstream", "recon", "train", "--session", str(session), "--out", str(run),
              "--steps", "1000000", "--eval-every", "10", "--peer-timeout-s", "30"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     try:

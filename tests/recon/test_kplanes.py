@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from recon.kplanes import KPlanesField
-from recon.presets import DipsterConfig, preset
-from recon.projector import project_volume
-from recon.trainer import Trainer
+from tiltstream.recon.kplanes import KPlanesField
+from tiltstream.recon.presets import DipsterConfig, preset
+from tiltstream.recon.projector import project_volume
+from tiltstream.recon.trainer import Trainer
 
 ONE_SCALE = DipsterConfig(network="kplanes", plane_features=4, plane_scales=(1,), plane_time_cells=5)
 

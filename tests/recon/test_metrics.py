@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from acquire.errors import UserError
-from recon.metrics import (alloying_against_reference, alloying_degree, homogenised, metrics_table, otsu_mask,
+from tiltstream.errors import UserError
+from tiltstream.recon.metrics import (alloying_against_reference, alloying_degree, homogenised, metrics_table, otsu_mask,
                            rmse_paper, rmse_percent, ssim, ssim_paper, ssim_series, surface_to_volume,
                            volume_redistribution)
 

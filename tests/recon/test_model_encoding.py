@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from recon.model import DipsterNet
-from recon.presets import DipsterConfig
+from tiltstream.recon.model import DipsterNet
+from tiltstream.recon.presets import DipsterConfig
 
 SMALL = DipsterConfig(mapnet_widths=(16,), cnn_channels=8, channel_halving=True, cnn_min_channels=4,
                       norm_groups=2, centre_coords=True)
@@ -64,7 +64,7 @@ def test_nearest_upsampling_copies_each_value_into_a_2x2_block() -> None:
 
 
 def test_presets_upsampling() -> None:
-    from recon.presets import preset
+    from tiltstream.recon.presets import preset
 
     assert preset("fast").upsample == "nearest"
     assert preset("paper").upsample == "bilinear"

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from acquire.errors import UserError
-from recon.preprocess import PreprocessConfig, apply, bin_frames
-from recon.projector import ParallelProjector
+from tiltstream.errors import UserError
+from tiltstream.recon.preprocess import PreprocessConfig, apply, bin_frames
+from tiltstream.recon.projector import ParallelProjector
 
 OFF = dict(subtract_background=False, mask_otsu_fraction=None, normalise=False, align=False, centre=False)
 

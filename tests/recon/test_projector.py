@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from recon.projector import ParallelProjector, backproject, footprint_matrix, project, project_volume
+from tiltstream.recon.projector import ParallelProjector, backproject, footprint_matrix, project, project_volume
 
 DEVICES = [
     "cpu",

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from acquire.session import SessionSettings, SessionWriter, read_session, write_ground_truth
-from live.cli import main
-from recon.projector import ParallelProjector
-from recon.sirt import moving_window_sirt
-from recon.stack_import import read_angles_csv
-from recon.volume_io import read_volumes, write_volumes
+from tiltstream.acquire.session import SessionSettings, SessionWriter, read_session, write_ground_truth
+from tiltstream.cli import main
+from tiltstream.recon.projector import ParallelProjector
+from tiltstream.recon.sirt import moving_window_sirt
+from tiltstream.recon.stack_import import read_angles_csv
+from tiltstream.recon.volume_io import read_volumes, write_volumes
 
 N = 16
 COUNT = 10
@@ -150,7 +150,7 @@ def test_angles_csv_without_header(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_subprocess_exit_code_and_no_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "live.cli", "recon", "metrics", "--volumes",
+    result = subprocess.run([sys.executable, "-m", "tiltstream", "recon", "metrics", "--volumes",
                              str(tmp_path / "missing.tif"), "--reference", str(tmp_path / "missing.tif")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2

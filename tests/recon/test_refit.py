@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from recon.run_dir import RunDir, open_reconstructor
-from recon.trainer import Trainer
-from recon.volume_io import read_volumes
+from tiltstream.recon.run_dir import RunDir, open_reconstructor
+from tiltstream.recon.trainer import Trainer
+from tiltstream.recon.volume_io import read_volumes
 from tests.recon.test_train_cli import _cli, _one_line_error, _session
 from tests.recon.test_trainer import SMALL
 

@@ -1,4 +1,4 @@
-"""The ramp filter of the data term (recon.row_filter): its gains and window, its arithmetic, its effect on the
+"""The ramp filter of the data term (tiltstream.recon.row_filter): its gains and window, its arithmetic, its effect on the
 gradient, and the noise estimate its window from the data rests on."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from acquire.scheme import grs_angle_deg
-from recon.projector import project
-from recon.row_filter import (MIN_FRAMES_FOR_NOISE, data_window, frame_noise_variance, hann_window,
+from tiltstream.acquire.scheme import grs_angle_deg
+from tiltstream.recon.projector import project
+from tiltstream.recon.row_filter import (MIN_FRAMES_FOR_NOISE, data_window, frame_noise_variance, hann_window,
                                ramp_filtered, ramp_gains)
-from simulator.detector import DetectorConfig, DetectorModel
-from simulator.tiltseries import project_at
+from tiltstream.simulator.detector import DetectorConfig, DetectorModel
+from tiltstream.simulator.tiltseries import project_at
 
 
 def test_gains_are_a_hann_windowed_ramp_with_the_mean_kept() -> None:

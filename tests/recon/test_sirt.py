@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from acquire.errors import UserError
-from recon.metrics import rmse_percent
-from recon.projector import ParallelProjector, footprint_matrix
-from recon.sirt import moving_window_sirt, sirt, window_bounds
+from tiltstream.errors import UserError
+from tiltstream.recon.metrics import rmse_percent
+from tiltstream.recon.projector import ParallelProjector, footprint_matrix
+from tiltstream.recon.sirt import moving_window_sirt, sirt, window_bounds
 
 N = 24
 ANGLES_DEG = np.linspace(-70, 70, 31)

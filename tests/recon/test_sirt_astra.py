@@ -14,12 +14,12 @@ import astra
 import numpy as np
 import pytest
 
-from acquire.session import read_ground_truth, read_session
-from live.cli import main
-from recon import metrics
-from recon.sirt import window_bounds
-from recon.volume_io import read_volumes
-from simulator.tiltseries import write_synthetic_session
+from tiltstream.acquire.session import read_ground_truth, read_session
+from tiltstream.cli import main
+from tiltstream.recon import metrics
+from tiltstream.recon.sirt import window_bounds
+from tiltstream.recon.volume_io import read_volumes
+from tiltstream.simulator.tiltseries import write_synthetic_session
 from tests.recon.test_sirt import _astra_sirt
 
 SIZE, COUNT, WINDOW, ITERATIONS = 32, 60, 30, 30

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from acquire.errors import UserError
-from acquire.session import read_session
-from recon.projector import ParallelProjector
-from recon.reconstructor import Reconstructor, reconstructor_class
-from recon.sirt import moving_window_sirt
-from recon.sirt_reconstructor import SirtReconstructor
-from simulator.tiltseries import write_synthetic_session
+from tiltstream.errors import UserError
+from tiltstream.acquire.session import read_session
+from tiltstream.recon.projector import ParallelProjector
+from tiltstream.recon.reconstructor import Reconstructor, reconstructor_class
+from tiltstream.recon.sirt import moving_window_sirt
+from tiltstream.recon.sirt_reconstructor import SirtReconstructor
+from tiltstream.simulator.tiltseries import write_synthetic_session
 
 SIZE, FRAMES, WINDOW, ITERATIONS = 16, 12, 4, 10
 
@@ -43,7 +43,7 @@ def test_registered_and_satisfies_the_protocol():
 
 def test_equals_moving_window_sirt(session):
     """Frames added one at a time with training in between (as the live process does) give, once every
-    stale window is recomputed, the volumes of recon.sirt.moving_window_sirt (non-negative, cold start)
+    stale window is recomputed, the volumes of tiltstream.recon.sirt.moving_window_sirt (non-negative, cold start)
     at every frame time, to 1e-5."""
     recorded, frames = session
     rec = SirtReconstructor(frames.shape[1:], window=WINDOW, iterations=ITERATIONS)

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acquire.session import SessionSettings, SessionWriter
-from recon.projector import project_volume
-from recon.run_dir import PlateauStopper, RunDir, heldout_positions
-from recon.volume_io import read_volumes
+from tiltstream.acquire.session import SessionSettings, SessionWriter
+from tiltstream.recon.projector import project_volume
+from tiltstream.recon.run_dir import PlateauStopper, RunDir, heldout_positions
+from tiltstream.recon.volume_io import read_volumes
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "live.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tiltstream", *args], capture_output=True, text=True,
                           timeout=240)
 
 
@@ -121,7 +121,7 @@ def test_plateau_stopper_stops_after_patience_evaluations_without_improvement() 
 
 @pytest.mark.timeout(180)
 def test_preprocess_runs_before_training_and_is_recorded(tmp_path: Path) -> None:
-    """``--preprocess paper`` runs recon.preprocess on the session and records its report in run.json;
+    """``--preprocess paper`` runs tiltstream.recon.preprocess on the session and records its report in run.json;
     a preprocessed run refuses frames the session gained later (one line); a bad value is one line."""
     session = _session(tmp_path / "s", count=6)
     run = tmp_path / "run"
@@ -150,10 +150,10 @@ def test_a_live_format_run_is_read_by_volumes_and_resumed_by_train(tmp_path: Pat
     writes it: Trainer.save(RUN), run.json naming only the method) and a bare checkpoint.pt (a live run
     of before run.json) are read by recon volumes and continued by recon train; the frame metadata and
     the time scale survive."""
-    from acquire.session import read_session
-    from recon.reconstructor import reconstructor_class
-    from recon.run_dir import session_time_scale_s
-    from recon.trainer import Trainer
+    from tiltstream.acquire.session import read_session
+    from tiltstream.recon.reconstructor import reconstructor_class
+    from tiltstream.recon.run_dir import session_time_scale_s
+    from tiltstream.recon.trainer import Trainer
     from tests.recon.test_trainer import SMALL
 
     session_dir = _session(tmp_path / "s", count=6)

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from acquire.errors import UserError
-from recon.model import DipsterNet, stage_sizes
-from recon.presets import DipsterConfig, preset
-from recon.projector import project, project_volume
-from recon.row_filter import MIN_FRAMES_FOR_NOISE, data_window, hann_window
-from recon.sampler import FrameSampler
-from recon.trainer import Trainer
+from tiltstream.errors import UserError
+from tiltstream.recon.model import DipsterNet, stage_sizes
+from tiltstream.recon.presets import DipsterConfig, preset
+from tiltstream.recon.projector import project, project_volume
+from tiltstream.recon.row_filter import MIN_FRAMES_FOR_NOISE, data_window, hann_window
+from tiltstream.recon.sampler import FrameSampler
+from tiltstream.recon.trainer import Trainer
 
 SMALL = DipsterConfig(mapnet_widths=(32, 32), cnn_channels=16, channel_halving=True, cnn_min_channels=8,
                       lr=1e-3, lr_step_steps=50, batch_frames=4, rows_per_frame=2)
@@ -274,7 +274,7 @@ def test_a_checkpoint_from_before_t_gain_keeps_its_time_coordinate(tmp_path) -> 
 def test_trainer_is_a_reconstructor_whose_run_directory_keeps_frame_metadata(tmp_path) -> None:
     """Protocol: method "dipster", train(steps | seconds), frame_records with metadata, save/load of a
     run directory (checkpoint.pt inside) that continues bit-for-bit."""
-    from recon.reconstructor import Reconstructor, reconstructor_class
+    from tiltstream.recon.reconstructor import Reconstructor, reconstructor_class
 
     frames, angles, times = _frames(4)
     a = Trainer(SMALL, (16, 16), time_scale_s=100.0, seed=3)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from acquire.errors import UserError
-from recon.row_filter import MIN_FRAMES_FOR_NOISE, hann_window
-from recon.trainer import Trainer
+from tiltstream.errors import UserError
+from tiltstream.recon.row_filter import MIN_FRAMES_FOR_NOISE, hann_window
+from tiltstream.recon.trainer import Trainer
 from tests.recon.test_trainer import SMALL, _frames
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from acquire.errors import UserError
-from acquire.session import write_ground_truth
-from recon.volume_io import read_volumes, times_path, write_volumes
+from tiltstream.errors import UserError
+from tiltstream.acquire.session import write_ground_truth
+from tiltstream.recon.volume_io import read_volumes, times_path, write_volumes
 
 
 @pytest.mark.parametrize("name", ["series.tif", "series.mrc"])

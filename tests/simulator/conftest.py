@@ -8,10 +8,10 @@ from contextlib import contextmanager
 import pytest
 from temscript import RemoteMicroscope
 
-from simulator.bridge_server import running_server
-from simulator.clock import ManualClock
-from simulator.microscope import SimulatedMicroscope
-from simulator.settings import SimSettings
+from tiltstream.simulator.bridge_server import running_server
+from tiltstream.simulator.clock import ManualClock
+from tiltstream.simulator.microscope import SimulatedMicroscope
+from tiltstream.simulator.settings import SimSettings
 
 
 def small_settings(**overrides) -> SimSettings:

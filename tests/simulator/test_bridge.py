@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from temscript import RemoteMicroscope
 
-from simulator.bridge_server import running_server
-from simulator.clock import WallClock
-from simulator.microscope import SimulatedMicroscope
+from tiltstream.simulator.bridge_server import running_server
+from tiltstream.simulator.clock import WallClock
+from tiltstream.simulator.microscope import SimulatedMicroscope
 
 from .conftest import served, small_settings
 

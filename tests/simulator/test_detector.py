@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.detector import DetectorConfig, DetectorModel, electrons_per_pixel, shadow_factor
+from tiltstream.simulator.detector import DetectorConfig, DetectorModel, electrons_per_pixel, shadow_factor
 
 
 def _blob() -> np.ndarray:

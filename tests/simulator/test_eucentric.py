@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from simulator.faults import FaultInjector, apply_fault_spec
-from acquire.errors import UserError
+from tiltstream.simulator.faults import FaultInjector, apply_fault_spec
+from tiltstream.errors import UserError
 from tests.simulator.conftest import served
 
 pytestmark = pytest.mark.timeout(60)
@@ -87,7 +87,7 @@ def test_fault_specs_arm_the_injector_and_bad_ones_are_one_line() -> None:
 
 
 def test_sim_serve_refuses_a_bad_fault_spec_in_one_line_before_the_setup(capsys) -> None:
-    from live.cli import main
+    from tiltstream.cli import main
 
     assert main(["sim", "serve", "--port", "0", "--fault", "acquire:explode"]) != 0
     err = capsys.readouterr().err.strip().splitlines()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from acquire.errors import UserError
-from simulator.phantoms import PHANTOMS, make_phantom
+from tiltstream.errors import UserError
+from tiltstream.simulator.phantoms import PHANTOMS, make_phantom
 
 
 @pytest.mark.parametrize("name", PHANTOMS)
@@ -71,13 +71,13 @@ def test_bad_arguments_are_user_errors(args, word):
 
 @pytest.mark.parametrize("name", ["nanorod", "nanocube"])
 def test_alloying_is_gradual_over_the_series(name):
-    """The alloying degree (Eq. 10, recon.metrics) rises monotonically over the whole series.
+    """The alloying degree (Eq. 10, tiltstream.recon.metrics) rises monotonically over the whole series.
 
     Reference values measured at 32^3 x 60 with the default rate 3 / steps, inside the metal: about
     0.25-0.28 after a tenth of the series, 0.8 at the middle, 0.97-0.98 near the end. Without the rate one Eq. 5 step alloyed the
     rod 94 % at step 1 and the specimen was static afterwards, which made the dynamic benchmark moot.
     """
-    from recon.metrics import alloying_degree
+    from tiltstream.recon.metrics import alloying_degree
 
     series = make_phantom(name, 32, 60, seed=0)
     metal = series > 0.2  # Ag is 0.3, the cube's silica coat 0.05: measure inside the metal only

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from temscript import RemoteMicroscope
 
-from acquire.session import read_session
-from simulator.clock import ManualClock
-from simulator.microscope import SimulatedMicroscope
-from simulator.replay_specimen import ReplaySpecimen
-from simulator.tiltseries import write_synthetic_session
+from tiltstream.acquire.session import read_session
+from tiltstream.simulator.clock import ManualClock
+from tiltstream.simulator.microscope import SimulatedMicroscope
+from tiltstream.simulator.replay_specimen import ReplaySpecimen
+from tiltstream.simulator.tiltseries import write_synthetic_session
 
 from .conftest import served, small_settings
 
-CLI = [sys.executable, "-m", "live.cli", "sim"]
+CLI = [sys.executable, "-m", "tiltstream", "sim"]
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from temscript.base_microscope import BaseMicroscope
 
-from acquire.config import CONFIG_DIR, read_toml
-from simulator.microscope import SimulatedMicroscope
-from simulator.settings import SimSettings
+from tiltstream.config import CONFIG_DIR, read_toml
+from tiltstream.simulator.microscope import SimulatedMicroscope
+from tiltstream.simulator.settings import SimSettings
 
 
 def test_toml_equals_model_defaults():

@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from acquire.errors import UserError
-from acquire.scheme import grs_angle_deg
-from acquire.session import read_ground_truth, read_session
-from recon.projector import project_volume
-from simulator.tiltseries import write_synthetic_session
+from tiltstream.errors import UserError
+from tiltstream.acquire.scheme import grs_angle_deg
+from tiltstream.acquire.session import read_ground_truth, read_session
+from tiltstream.recon.projector import project_volume
+from tiltstream.simulator.tiltseries import write_synthetic_session
 
 
 def test_noise_free_frames_equal_projections_of_ground_truth(tmp_path):
@@ -50,7 +50,7 @@ def test_bad_dose_and_existing_session(tmp_path):
 
 def test_cli_writes_session(tmp_path):
     out = tmp_path / "cli"
-    result = subprocess.run([sys.executable, "-m", "live.cli", "sim", "tiltseries", "--phantom", "nanostar",
+    result = subprocess.run([sys.executable, "-m", "tiltstream", "sim", "tiltseries", "--phantom", "nanostar",
                              "--size", "16", "--count", "5", "--noise", "none", "--seed", "2", "--out", str(out)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

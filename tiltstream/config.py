@@ -9,7 +9,7 @@ Priority, lowest first:
    parsed as JSON, any other value is passed as text, like a command-line value);
 5. command-line options.
 
-Any invalid value raises :class:`acquire.errors.UserError` with one line naming the field, the value,
+Any invalid value raises :class:`tiltstream.errors.UserError` with one line naming the field, the value,
 where it came from and what is allowed.
 
 How: :func:`load_settings` derives a ``pydantic_settings.BaseSettings`` class from the process's model
@@ -42,7 +42,7 @@ try:  # pydantic-settings >= 2.9 (a package of sources)
 except ImportError:  # earlier: one module
     from pydantic_settings.sources import parse_env_vars  # type: ignore[attr-defined, no-redef]
 
-from acquire.errors import UserError
+from tiltstream.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 ENV_PREFIX = "TILTSTREAM_"

@@ -18,8 +18,8 @@ from typing import NoReturn
 
 import pydantic
 
-from acquire.config import describe_validation_error
-from acquire.errors import UserError
+from tiltstream.config import describe_validation_error
+from tiltstream.errors import UserError
 
 PACKAGES = ("acquire", "simulator", "recon", "live")
 EXIT_USAGE = 2
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                        parser_class=OneLineParser)
     for package in PACKAGES:
-        importlib.import_module(f"{package}.commands").register(subparsers)
+        importlib.import_module(f"tiltstream.{package}.commands").register(subparsers)
     _name_commands(parser)
     return parser
 
