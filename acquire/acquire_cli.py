@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import signal
 import sys
 import time
@@ -23,7 +24,7 @@ from typing import Any
 
 from tiltstream.acquire.acquire_settings import AcquireSettings
 from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
-from tiltstream.errors import UserError
+from tiltstream.errors import MicroscopeFault, UserError
 from tiltstream.progress import ProgressLine
 from tiltstream.acquire.session import FRAMES_DIR, RECORDS_FILE, SETTINGS_FILE
 
@@ -174,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"tiltstream acquire: interrupted; beam blanked; session {writer.path} has "
               f"{len(writer.records)} frames, continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MicroscopeFault as exc:
+        line.end()
+        raise MicroscopeFault(f"{exc}; {_beam_state(executor.beam_blanked)}; session {writer.path} has "
+                              f"{len(writer.records)} frames; continue with: {_resume_command(args)}") from None
     except UserError:
         line.end()
         raise
@@ -188,6 +193,19 @@ def run(args: argparse.Namespace) -> int:
           f"session {writer.path} has {len(writer.records)} frames (next index {summary.next_index}); "
           f"total dose {summary.cumulative_dose_e_per_A2:.4g} e/A^2", file=sys.stderr)
     return EXIT_INTERRUPTED if interrupted else 0
+
+
+def _beam_state(blanked: bool | None) -> str:
+    """What became of the beam on the way out of a failed run, in words."""
+    if blanked:
+        return "the beam was blanked"
+    return "THE BEAM COULD NOT BE BLANKED: blank it at the microscope"
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    """The exact command that continues this session: the one that ran, with ``--resume``."""
+    argv = list(getattr(args, "argv", None) or ["acquire", "--session", str(args.session)])
+    return "tiltstream " + shlex.join(argv if "--resume" in argv else [*argv, "--resume"])
 
 
 def _tracking(settings: AcquireSettings) -> tuple[Any, Any]:

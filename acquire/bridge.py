@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from tiltstream.errors import UserError
+from tiltstream.errors import MicroscopeFault, UserError
 from tiltstream.acquire.microscope import AcquisitionParams, DetectorInfo
 from tiltstream.acquire.session import StagePosition
 
@@ -74,7 +74,7 @@ class AllowListedRemote:
         return set_stage_position
 
 
-class BridgeError(UserError):
+class BridgeError(MicroscopeFault):
     """The bridge could not do what was asked (unreachable, refused, or kept failing); one line."""
 
 

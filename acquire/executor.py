@@ -32,7 +32,7 @@ from tiltstream.acquire.backlash import HolderLimits, check_backlash_config, pla
 from tiltstream.acquire.corrections import CorrectionCommand, CorrectionLimits, OpticsState, TrackingLoop, limit_violation
 from tiltstream.acquire.focus import best_defocus_m, sharpness, sweep_defocus_m
 from tiltstream.acquire.dose import camera_dose_e_per_A2, stem_dose_e_per_A2
-from tiltstream.errors import UserError
+from tiltstream.errors import MicroscopeFault, UserError
 from tiltstream.acquire.microscope import STAGE_READY, AcquisitionParams, Microscope
 from tiltstream.acquire.publisher import FramePublisher
 from tiltstream.acquire.scheme import TiltScheme, iter_targets, scheme_angle_deg
@@ -41,7 +41,7 @@ from tiltstream.acquire.session import FrameRecord, SessionWriter, TrackingRecor
 log = logging.getLogger(__name__)
 
 
-class StageError(UserError):
+class StageError(MicroscopeFault):
     """The stage did not reach a target (not READY in time, or reporting another angle)."""
 
 
@@ -241,6 +241,7 @@ class Executor:
         self.pause_on_lost = pause_on_lost
         self.pause_reason: str | None = None  # the last reason the executor paused the run itself
         self._sweep_dose_e_per_A2 = 0.0  # focus-sweep dose not yet counted in a frame's record
+        self.beam_blanked: bool | None = None  # whether the blank on the way out of run() was confirmed
 
     # -- the run -------------------------------------------------------------------------------
     def prepare(self) -> HolderLimits:
@@ -441,7 +442,9 @@ class Executor:
     def _blank_best_effort(self) -> None:
         try:
             self.microscope.set_beam_blanked(True)
+            self.beam_blanked = True
         except Exception as exc:  # the run is ending anyway; say so loudly
+            self.beam_blanked = False
             log.error("could not blank the beam at the end of the run: %s", exc)
 
     def _remaining_total(self) -> int | None:

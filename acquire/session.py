@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ RECORDS_FILE = "frames.jsonl"
 FRAMES_DIR = "frames"
 GROUND_TRUTH_FILE = "ground_truth.tif"
 GROUND_TRUTH_TIMES_FILE = "ground_truth_times.csv"
+
+log = logging.getLogger(__name__)
 
 
 class StagePosition(pydantic.BaseModel):
@@ -187,8 +190,22 @@ def read_session(path: Path | str) -> Session:
         raise UserError(f"{settings_path}: invalid settings: {exc.errors()[0]['msg']}") from None
     records_path = path / RECORDS_FILE
     text = records_path.read_text(encoding="utf-8") if records_path.exists() else ""
-    records, _ = _parse_records(text, records_path)
+    records, good_bytes = _parse_records(text, records_path)
+    if good_bytes != len(text.encode("utf-8")):
+        _note_torn_record(records_path, len(records))
     return Session(path=path, settings=settings, records=tuple(records))
+
+
+_torn_noted: set[Path] = set()  # sessions whose torn last record this process has reported
+
+
+def _note_torn_record(records_path: Path, intact: int) -> None:
+    """Say once per process and session that an incomplete last record was left out (a crash mid-append)."""
+    key = records_path.resolve()
+    if key not in _torn_noted:
+        _torn_noted.add(key)
+        log.warning("%s: the last record is incomplete (still being written, or cut off by a crash) and was "
+                    "left out; %d complete records read (acquire --resume overwrites a cut-off one)", records_path, intact)
 
 
 class SessionWriter:

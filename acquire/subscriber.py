@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,41 @@ from tiltstream.wire import WireError
 log = logging.getLogger(__name__)
 
 Frame = tuple[FrameHeader, np.ndarray]
+
+
+class SkippedMessages:
+    """Messages a subscriber skipped (malformed, or another session's), said at most once a minute.
+
+    The first skip is logged at once; later ones are counted and summarised when a minute has passed
+    since the last report, and at :meth:`report` (the subscriber's close), so a foreign publisher on the
+    port costs one line a minute, not one per message.
+    """
+
+    def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self.clock = clock
+        self.total = 0  # skipped since the subscriber started
+        self._pending = 0  # skipped since the last report
+        self._latest = ""
+        self._last_report_s: float | None = None
+
+    def skip(self, what: str) -> None:
+        """Count one skipped message (``what``: which, and why); report when due."""
+        self.total += 1
+        self._pending += 1
+        self._latest = what
+        if self._last_report_s is None or self.clock() - self._last_report_s >= self.every_s:
+            self.report()
+
+    def report(self) -> None:
+        """Log what was skipped since the last report (nothing when nothing was)."""
+        if self._pending == 1:
+            log.warning("skipped %s", self._latest)
+        elif self._pending > 1:
+            log.warning("skipped %d messages in the last %.0f s (%d since the start); the latest: %s", self._pending,
+                        self.clock() - (self._last_report_s or 0.0), self.total, self._latest)
+        self._pending = 0
+        self._last_report_s = self.clock()
 
 
 class FrameSubscriber:
@@ -63,6 +98,7 @@ class FrameSubscriber:
         self.catchup_interval_s = catchup_interval_s
         self.request_timeout_s = request_timeout_s
         self._buffer: dict[int, Frame] = {}
+        self.skipped = SkippedMessages()
         self._session_read: Session | None = None  # the session directory's settings, read once
         self._records_offset = 0  # bytes of frames.jsonl already parsed
         self._unread: list[FrameRecord] = []  # records parsed but not yet delivered (past a gap's end)
@@ -120,7 +156,8 @@ class FrameSubscriber:
                 return
 
     def close(self) -> None:
-        """Close the sockets (nothing keeps running)."""
+        """Close the sockets (nothing keeps running); say what was skipped since the last report."""
+        self.skipped.report()
         self._sub.close(0)
         if self._dealer is not None:
             self._dealer.close(0)
@@ -143,8 +180,8 @@ class FrameSubscriber:
         if self.session is None:
             self.session = header.session
         elif header.session != self.session:
-            log.warning("skipped frame %d of session %r (subscribed to %r)", header.index, header.session,
-                        self.session)
+            self.skipped.skip(f"frame {header.index} of session {header.session!r} (subscribed to "
+                              f"{self.session!r})")
             return
         if header.index >= self.next_index and header.index not in self._buffer:
             self._buffer[header.index] = (header, array)
@@ -167,7 +204,7 @@ class FrameSubscriber:
                 return
             header, array = decode_frame(parts)
         except (WireError, KeyError, TypeError, ValueError) as exc:
-            log.warning("skipped a malformed message: %s", exc)
+            self.skipped.skip(f"a malformed message: {exc}")
             return
         self._accept(header, array)
 

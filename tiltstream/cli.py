@@ -19,11 +19,15 @@ from typing import NoReturn
 import pydantic
 
 from tiltstream.config import describe_validation_error
-from tiltstream.errors import UserError
+from tiltstream.errors import MicroscopeFault, UserError
 
 PACKAGES = ("acquire", "simulator", "recon", "live")
+# exit codes (docs/design.md, command line): 0 done, 1 internal error, 2 bad input (a value, a file),
+# 3 a missing extra, 4 a microscope or bridge fault, 130 interrupted
+EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_MISSING_EXTRA = 3
+EXIT_MICROSCOPE = 4
 EXIT_INTERRUPTED = 130
 # optional top-level modules: the distribution that provides each, and the extra that installs it for a
 # command that declares none (the core commands: a failure there names the smallest extra)
@@ -100,14 +104,24 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, run, and turn user-facing failures into one line and a non-zero exit."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given (e.g. to repeat it)
     prog = f"tiltstream {args.command}"
     try:
         return int(args.run(args) or 0)
+    except MicroscopeFault as exc:
+        print(f"{prog}: microscope fault: {exc}", file=sys.stderr)
+        return EXIT_MICROSCOPE
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except pydantic.ValidationError as exc:
         print(f"{prog}: error: {describe_validation_error(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        if exc.filename is None or not isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError,
+                                                         NotADirectoryError)):
+            return _internal_error(prog, exc)
+        print(f"{prog}: error: {_file_problem(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -122,13 +136,21 @@ def main(argv: list[str] | None = None) -> int:
         return _internal_error(prog, exc)
 
 
+def _file_problem(exc: OSError) -> str:
+    """One line for a file that is missing, unreadable or unwritable: which file, and why."""
+    what = {FileNotFoundError: "does not exist", PermissionError: "is not accessible (permission denied)",
+            IsADirectoryError: "is a directory, not a file", NotADirectoryError: "is not a directory"}
+    reason = next(text for kind, text in what.items() if isinstance(exc, kind))
+    return f"{str(exc.filename)!r} {reason}"
+
+
 def _internal_error(prog: str, exc: Exception) -> int:
     """An internal fault: one line unless debugging is asked for (``TILTSTREAM_DEBUG``)."""
     if os.environ.get("TILTSTREAM_DEBUG"):
         raise exc
     print(f"{prog}: internal error: {type(exc).__name__}: {exc} "
           "(set TILTSTREAM_DEBUG=1 for the traceback)", file=sys.stderr)
-    return 1
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -146,8 +146,10 @@ def test_bad_input_one_line_nonzero(null_server: str, tmp_path: Path, case: str,
     base = ["--bridge", bridge, "--count", "3", "--session", str(tmp_path / "bad"), "--exposure-s", "0.001",
             *NULL_RUN]
     done = _run(*base, *args)
-    assert done.returncode == 2
+    # an unreachable bridge is a microscope fault (exit 4), the rest bad input (exit 2)
+    expected_code, marker = (4, "microscope fault:") if case == "unreachable" else (2, "error:")
+    assert done.returncode == expected_code
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if "error:" in line]  # retry warnings may precede the error line
+    errors = [line for line in lines if marker in line]  # retry warnings may precede the error line
     assert errors == [lines[-1]] and message in lines[-1], done.stderr
     assert "Traceback" not in done.stderr
