@@ -172,8 +172,8 @@ def run(args: argparse.Namespace) -> int:
         summary = executor.run()
     except KeyboardInterrupt:
         line.end()
-        print(f"tiltstream acquire: interrupted; beam blanked; session {writer.path} has "
-              f"{len(writer.records)} frames, continue with --resume", file=sys.stderr)
+        print(f"tiltstream acquire: interrupted; {_beam_state(executor.beam_blanked)}; session {writer.path} has "
+              f"{len(writer.records)} frames; continue with: {_resume_command(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except MicroscopeFault as exc:
         line.end()
@@ -191,7 +191,9 @@ def run(args: argparse.Namespace) -> int:
     line.end()
     print(f"tiltstream acquire: {summary.ended}: {summary.frames} frames in {_format_s(time.monotonic() - started)}; "
           f"session {writer.path} has {len(writer.records)} frames (next index {summary.next_index}); "
-          f"total dose {summary.cumulative_dose_e_per_A2:.4g} e/A^2", file=sys.stderr)
+          f"total dose {summary.cumulative_dose_e_per_A2:.4g} e/A^2" + (
+              f"; {_beam_state(executor.beam_blanked)}; continue with: {_resume_command(args)}"
+              if summary.ended != "completed" else ""), file=sys.stderr)
     return EXIT_INTERRUPTED if interrupted else 0
 
 

@@ -46,6 +46,7 @@ log = logging.getLogger("tiltstream.live.demo")
 
 PA = 1e-12
 ELEMENTARY_CHARGE_C = 1.602176634e-19
+STOP_NOW_S = 1.0  # an interrupted demo waits this long for its children before killing them, seconds
 
 
 class DemoSettings(pydantic.BaseModel):
@@ -144,19 +145,24 @@ class Demo:
         self.procs[name] = proc
         return proc
 
-    def stop_all(self) -> None:
-        """SIGINT the acquisition (ends after the frame), SIGTERM the live process (checkpoints); then kill."""
+    def stop_all(self, now: bool = False) -> None:
+        """Stop the children: at the end of a run, SIGINT the acquisition (ends after the frame) and SIGTERM
+        the live process (checkpoints), waiting up to 30 s each; ``now`` (the demo was interrupted):
+        SIGTERM every child, the viewer too, and kill what is still running after :data:`STOP_NOW_S`."""
         if self.heating is not None:
             self.heating.close()
-        for name, sig in (("acquire", signal.SIGINT), ("live", signal.SIGTERM)):
+        signals = {"acquire": signal.SIGTERM, "live": signal.SIGTERM, "view": signal.SIGTERM} if now else {
+            "acquire": signal.SIGINT, "live": signal.SIGTERM}
+        for name, sig in signals.items():
             proc = self.procs.get(name)
             if proc is not None and proc.poll() is None:
                 proc.send_signal(sig)
+        deadline = time.monotonic() + (STOP_NOW_S if now else 30.0)
         for name, proc in self.procs.items():
-            if name == "view":  # a window the user closes; it ends with the run when offscreen
+            if name not in signals:  # the viewer: a window the user closes; it ends with the run when offscreen
                 continue
             try:
-                proc.wait(30)
+                proc.wait(max(0.0, deadline - time.monotonic()) if now else 30.0)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
@@ -291,7 +297,7 @@ def run_demo(settings: DemoSettings) -> int:
             log.info("simulated microscope on %s; acquiring %d frames, training live", url, settings.frames)
             acquire_wall = demo.run_processes(url)
     except BaseException:
-        demo.stop_all()
+        demo.stop_all(now=True)
         raise
     demo.stop_all()
     log.info("evaluating against the ground truth and moving-window SIRT")

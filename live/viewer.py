@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -402,6 +403,7 @@ class StreamViewer:
         self.wanted: float | None = None
         self.ticks = 0
         self.on_tick = None  # optional callable after each redraw (snapshots, exit checks)
+        self.closed = False
 
     def start(self) -> None:
         """Arm the self-pacing timer (call once the event loop runs or is about to)."""
@@ -412,6 +414,8 @@ class StreamViewer:
     def _tick(self) -> None:
         from pyqtgraph.Qt import QtCore
 
+        if self.closed:  # a tick queued before close() (Qt still delivers it while shutting down)
+            return
         try:
             self.poll()
             self.window.render()
@@ -419,7 +423,8 @@ class StreamViewer:
             if self.on_tick is not None:
                 self.on_tick()
         finally:
-            QtCore.QTimer.singleShot(self.refresh_ms, self._tick)
+            if not self.closed:
+                QtCore.QTimer.singleShot(self.refresh_ms, self._tick)
 
     def poll(self) -> int:
         """Drain waiting messages without blocking; returns how many were taken."""
@@ -464,7 +469,8 @@ class StreamViewer:
         self.pending = time.monotonic()
 
     def close(self) -> None:
-        """Close the sockets."""
+        """Stop the timer's ticks and close the sockets."""
+        self.closed = True
         self.sub.close(linger=0)
         if self.dealer is not None:
             self.dealer.close(linger=0)
@@ -536,7 +542,19 @@ def open_run_window(run_dir: Path, time_s: float | None, headless: bool, checkpo
     return app, window
 
 
-def run_offline_view(settings) -> int:
+def end_process(code: int) -> NoReturn:
+    """End the viewer process now, without Python's finalisation (output flushed first).
+
+    PySide6 objects collected during interpreter shutdown can abort an otherwise clean exit ("Fatal
+    Python error: none_dealloc", exit 134); everything the viewer owns is closed before this is called.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run_offline_view(settings) -> NoReturn:
     """``tiltstream view --run RUN``: draw a run directory; headless, write one snapshot and exit, else
     until the window closes (or the timeout)."""
     from pyqtgraph.Qt import QtCore
@@ -546,18 +564,18 @@ def run_offline_view(settings) -> int:
     try:
         if headless:
             write_snapshot(window, settings.snapshots, "run.png")
-            return 0
-        window.widget.show()
-        if settings.timeout_s:
-            QtCore.QTimer.singleShot(int(settings.timeout_s * 1000), app.quit)
-        app.exec()
+        else:
+            window.widget.show()
+            if settings.timeout_s:
+                QtCore.QTimer.singleShot(int(settings.timeout_s * 1000), app.quit)
+            app.exec()
     finally:
         window.close()
         app.shutdown()
-    return 0
+    end_process(0)
 
 
-def run_view(settings) -> int:
+def run_view(settings) -> NoReturn:
     """Run the viewer until the window closes, SIGINT/SIGTERM, the live process finishes or the timeout
     (with ``settings.run_dir``: draw that run directory offline, :func:`run_offline_view`).
 
@@ -609,4 +627,4 @@ def run_view(settings) -> int:
         app.shutdown()
     if state.skipped:
         log.warning("skipped %d malformed messages", state.skipped)
-    return 0
+    end_process(0)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
-from typing import NoReturn
+import threading
+from typing import Any, NoReturn
 
 import pydantic
 
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given (e.g. to repeat it)
     prog = f"tiltstream {args.command}"
+    previous = _terminate_as_interrupt()
     try:
         return int(args.run(args) or 0)
     except MicroscopeFault as exc:
@@ -134,6 +137,26 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_MISSING_EXTRA
     except Exception as exc:
         return _internal_error(prog, exc)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def _terminate_as_interrupt() -> Any:
+    """Make SIGTERM end a command as Ctrl-C does, so its clean-up runs (children stopped, beam blanked).
+
+    Only where SIGTERM still has its default action and in the main thread; a command may install its
+    own handler over it. Returns the handler to restore afterwards (None when nothing was changed).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def _file_problem(exc: OSError) -> str:
