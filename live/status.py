@@ -1,7 +1,7 @@
-"""The status stream of the live reconstruction: topics, pydantic headers, encode/decode (tiltstream.acquire.stream framing).
+"""The status stream of the live reconstruction: topics, pydantic headers, encode/decode (docs/design.md 6).
 
 The live process publishes (PUB, bound to loopback by default) four kinds of message, each the
-three-part ``[topic, header, buffer]`` of :mod:`tiltstream.acquire.stream`:
+three-part ``[topic, header, buffer]`` of :mod:`tiltstream.wire`:
 
 ``status``
     :class:`StatusHeader`, no buffer: frames seen, training step, loss, steps/s, lag behind acquisition,

@@ -177,7 +177,7 @@ def fast_preset() -> DipsterConfig:
     the paper measures it; docs/benchmarks/quality.md "Eq. 10 as the paper measures it").
 
     - MAPNET 3 -> 256 -> 256: half the paper's width; the coordinate manifold is 3-D and 256 neurons
-      carry the nanorod's alloying dynamics at 32^3-64^3 (NOTES.md field notes), at a quarter of the
+      carry the nanorod's alloying dynamics at 32^3-64^3 (docs/method.md 9), at a quarter of the
       MAPNET cost.
     - CNN channels halve with resolution (32 at the latent map down to 16 at full size): the full-width
       paper CNN spends most of its FLOPs at the finest stages, where 16 channels suffice for one

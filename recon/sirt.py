@@ -6,7 +6,7 @@ after every iteration (ASTRA's ``MinConstraint = 0``; on by default, the strong 
 ``nonnegative=False``). All slices of the volume are solved at once (the projector is batched over
 the tilt axis ``y``).
 
-Moving window (NOTES.md, "The comparison baseline"): the volume at frame ``i`` is reconstructed from
+Moving window (docs/method.md 3, "The comparison baseline"): the volume at frame ``i`` is reconstructed from
 frames ``i - window//2 .. i + window//2`` (fewer at the ends of the series), each window with its own
 SIRT run. ``warm_start=True`` starts a window from the previous window's volume; the paper's cold
 start (zeros) is ``warm_start=False``, the default (see :func:`moving_window_sirt`).
