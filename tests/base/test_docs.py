@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,8 @@ MODULE_LIST = runpy.run_path(str(ROOT / "docs" / "module_list.py"))
 # the shared notes the project started from, which a clone does not have (their pattern, not their names,
 # so this file does not cite them itself)
 OUTSIDE_NOTES = re.compile(r"\b(?:DESIGN|STYLE|NOTES)\.md\b")
-SKIPPED_DIRS = {".git", ".venv", "build", "dist", "__pycache__", ".pytest_cache", ".hypothesis"}
-TEXT_SUFFIXES = {".py", ".md", ".toml", ".sh", ".txt", ".cfg", ".ini", ".yml", ".yaml", ".json"}
+SKIPPED_DIRS = {".git", ".venv", "build", "dist", "__pycache__", ".pytest_cache", ".hypothesis", "runs"}
+TEXT_SUFFIXES = {".py", ".md", ".toml", ".sh", ".txt", ".cfg", ".ini", ".yml", ".yaml"}
 
 
 def _architecture() -> str:
@@ -46,9 +47,15 @@ def test_module_list_script_prints_the_table():
 
 
 def _repository_text_files():
-    for path in ROOT.rglob("*"):
-        if path.suffix in TEXT_SUFFIXES and path.is_file() and not SKIPPED_DIRS & set(path.relative_to(ROOT).parts) \
-                and not any(part.endswith(".egg-info") for part in path.relative_to(ROOT).parts):
+    """The repository's text files: git's tracked and untracked-but-not-ignored files in a checkout."""
+    if (ROOT / ".git").exists() and shutil.which("git"):
+        listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard"],
+                                capture_output=True, text=True, check=True, timeout=60).stdout.splitlines()
+        paths = (ROOT / name for name in listed)
+    else:
+        paths = (path for path in ROOT.rglob("*") if not SKIPPED_DIRS & set(path.relative_to(ROOT).parts))
+    for path in paths:
+        if path.suffix in TEXT_SUFFIXES and path.is_file():
             yield path
 
 
