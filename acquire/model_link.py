@@ -1,6 +1,6 @@
 """Asks the live process for its reconstruction's reprojection at one angle (torch-free client and wire codec).
 
-Wire (DESIGN.md 6 message shape ``[topic, header, buffer]``), over a ZeroMQ DEALER (this client)
+Wire (docs/design.md 6 message shape ``[topic, header, buffer]``), over a ZeroMQ DEALER (this client)
 connected to the live process's ROUTER request endpoint:
 
 - request: topic ``b"reproject?"``, header :class:`ReprojectionRequest` (JSON), empty buffer;

@@ -1,4 +1,4 @@
-"""Publishes each recorded frame on a ZeroMQ PUB socket and serves missed frames by index (DESIGN.md 6).
+"""Publishes each recorded frame on a ZeroMQ PUB socket and serves missed frames by index (docs/design.md 6).
 
 Live stream (PUB, topic ``b"frame"``): ``[b"frame", header, buffer]`` per frame, sent after the frame
 is durable in the session directory; at the end of a run ``[b"end", {"v", "session", "next_index"}, b""]``.

@@ -1,6 +1,6 @@
 """Recorded session on disk (format version 1): crash-safe writer, torn-line-tolerant reader.
 
-Layout (DESIGN.md 5)::
+Layout (docs/design.md 5)::
 
     SESSION/
       session.json          settings (format_version, scheme, microscope, detector, pixel_size_nm, created)

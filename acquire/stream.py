@@ -61,7 +61,7 @@ def decode_frame(parts: list[bytes]) -> tuple[FrameHeader, np.ndarray]:
     return header, array
 
 
-# -- control messages: end of run and resend (DESIGN.md 6); headers only, no array ------------------
+# -- control messages: end of run and resend (docs/design.md 6); headers only, no array ------------------
 TOPIC_END = b"end"
 TOPIC_RESEND = b"resend"
 TOPIC_RESENT = b"resent"

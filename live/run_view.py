@@ -1,7 +1,7 @@
 """A run directory (live or ``recon train``) as the status messages a live process publishes, for the offline viewer.
 
 ``tiltstream view --run RUN`` draws a finished or stopped run in the window that shows live runs
-(STYLE.md 5: one consumer for live and recorded data). :class:`RunSource` reads the run once:
+(docs/style.md 5: one consumer for live and recorded data). :class:`RunSource` reads the run once:
 
 - ``train_log.csv``: the loss curve and the held-out reprojection error (``heldout_rmse_percent``);
 - the reconstruction (:func:`tiltstream.recon.run_dir.open_state`, when its state was saved), by default

@@ -1,28 +1,13 @@
-"""The status stream of the live reconstruction: topics, pydantic headers, encode/decode (tiltstream.acquire.stream framing).
+"""The status stream of the live reconstruction: topics, pydantic headers, encode/decode (docs/design.md 6).
 
-The live process publishes (PUB, bound to loopback by default) four kinds of message, each the
-three-part ``[topic, header, buffer]`` of :mod:`tiltstream.acquire.stream`:
-
-``status``
-    :class:`StatusHeader`, no buffer: frames seen, training step, loss, steps/s, lag behind acquisition,
-    and the latest tracked frame (``tracking``, ``tracking_lost`` when the specimen was lost).
-``reprojection``
-    :class:`ReprojectionHeader`, buffer float32 ``(2, ny, nx)``: the measured frame (layer 0) and the
-    current model's reprojection at that frame's angle and time (layer 1); the residual is their
-    difference. Sent after each new frame has been trained on.
-``orthoslices``
-    :class:`OrthosliceHeader`, buffer float32 1-D: the three central orthoslices of the volume at one
-    time, ``xy`` ``(ny, nx)`` then ``xz`` ``(nz, nx)`` then ``yz`` ``(nz, ny)``, concatenated.
-    Published at the latest time after each new frame, and sent in reply to a volume request.
-``history``
-    :class:`HistoryHeader`, no buffer: per-frame metadata (time, angle, dose, temperature, and with
-    tracking on the measured shift, applied defocus and lost flag), the loss curve and the held-out
-    reprojection error curve, so a viewer that connects late can draw the whole session.
-
-Volume requests (:class:`VolumeRequest`) go to the live process's ROUTER endpoint (announced in every
-status message as ``volume_endpoint``); the reply is one ``orthoslices`` message. The same endpoint
-answers reprojection requests of the tracker (:mod:`tiltstream.acquire.model_link`).
-
+The live process publishes four kinds of message on its PUB socket, each ``[topic, header, buffer]``
+of :mod:`tiltstream.wire`: ``status`` (:class:`StatusHeader`, no buffer), ``reprojection``
+(:class:`ReprojectionHeader`, float32 ``(2, ny, nx)``: the measured frame, then the current model's
+reprojection at its angle and time), ``orthoslices`` (:class:`OrthosliceHeader`, float32: the central
+``xy`` ``(ny, nx)``, ``xz`` ``(nz, nx)`` and ``yz`` ``(nz, ny)`` slices concatenated) and ``history``
+(:class:`HistoryHeader`, no buffer: per-frame metadata and tracking, the loss and held-out error
+curves, so a late viewer can draw the whole session). A :class:`VolumeRequest` to the ROUTER endpoint
+named in every status message (``volume_endpoint``) is answered with one ``orthoslices`` message.
 The live process builds typed messages (:func:`make_reprojection`, :func:`make_orthoslices`, the
 headers) and encodes each once with :func:`encode_message`; an in-process snapshot renderer takes the
 typed message itself, never a decoded copy.

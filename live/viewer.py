@@ -14,7 +14,7 @@ held-out curves from its training log, the frames' curves and the orthoslices at
 saved reconstruction.
 
 The window never blocks: a self-pacing single-shot QTimer drains the ZMQ sockets without waiting,
-keeps only the newest message of each kind, redraws, and re-arms itself (STYLE.md 11). Images are set
+keeps only the newest message of each kind, redraws, and re-arms itself (docs/style.md 11). Images are set
 with ``autoLevels=False`` and levels computed here. The same window renders offscreen for PNG
 snapshots (:class:`SnapshotRenderer`), used by ``tiltstream view --headless`` and ``tiltstream live
 --snapshots``.

@@ -1,47 +1,10 @@
 """Reconstruction quality and physical measurements of the paper (Methods), inside Otsu masks.
 
-Definitions (paper, "Quantification of the reconstruction quality" and "Measurements of physical
-properties"; where the paper is loose, the choice made here is stated):
-
-- **RMSE** (Eq. 8), percent: ``100 * sqrt(mean((rec - ref)^2 over the mask)) / (ref.max() - ref.min())``.
-  The paper's volumes are normalised to a unit maximum over a zero background; dividing by the
-  reference's range makes the percentage independent of data units.
-- **Paper RMSE** (:func:`rmse_paper`): Eq. 8 as the paper prints it, ``100 / N_p * sum_k sqrt((x_k -
-  y_k)^2)``, which is the *mean absolute* difference, over all ``N_p`` voxels, with the reconstruction
-  masked by its own Otsu mask as for the paper SSIM below (and divided by the reference's range). The
-  zero background of both counts as agreement, so it is far below the in-mask RMSE and falls as the box
-  grows around the particle; tables give both, and it is the measurement behind the paper's "< 8 %".
-- **SSIM** (Eq. 9): scikit-image's ``structural_similarity`` over the whole volume with
-  ``data_range = ref.max() - ref.min()``, its local SSIM map averaged over the mask.
-- **Paper SSIM** (:func:`ssim_paper`), the measurement behind the paper's headline figures: "to avoid
-  background signal contributing to the measurement, reconstructed samples ... were masked using
-  Otsu's method prior to measurement". The reconstruction is multiplied by its own Otsu mask (its
-  background set to 0), the simulated reference is taken as it is (its background is 0), and
-  scikit-image's SSIM is the mean of its map over the *whole* volume, where the zero background of
-  both counts as perfect agreement. It is therefore higher than the masked mean above, by more the
-  smaller the particle is in its box; tables give both, and only the paper's targets are checked
-  against it.
-- The default **mask** of a comparison is the union of the Otsu masks of the reference and the
-  reconstruction, so both missing and spurious material count.
-- **Surface/volume**: Otsu binarise, dilate once (6-connected cross), surface = dilated minus volume,
-  ratio of voxel counts (1/voxel).
-- **Volume redistribution**: voxels that change between consecutive Otsu-binarised volumes (XOR),
-  times the voxel volume, nm^3.
-- **Alloying degree** (Eq. 10): ``a_i = (sigma_i - sigma_0) / (sigma_inf - sigma_0)`` with sigma the
-  standard deviation of the intensities inside the particle mask. Against a ground truth
-  (:func:`metrics_table`), as the paper's Methods say: the mask is the ground truth's (Otsu, one
-  dilation), the denominator is measured on the ground truth and the numerator's ``sigma_i`` on the
-  reconstruction. ``sigma_0``, the spread of "the initial core-shell" particle, is the ground truth's
-  in the numerator as in the denominator: the paper's reconstructed degree starts at 9.6 %, not at 0,
-  and deviates most in the earliest four steps, neither of which could happen if the numerator
-  subtracted the reconstruction's own first volume (which makes its degree 0 at step 0 by
-  construction; tiltstream measured that way until 2026-12-05). Where the paper is loose: the mask is
-  that of the *first* ground-truth volume for every time (the outer shape is fixed while alloying;
-  per-volume Otsu masks flip between the metal and a silica coat on the nanocube), ``sigma_0`` is the
-  first ground-truth volume's and ``sigma_inf`` that of the "perfectly homogeneous particle": the
-  first ground-truth volume with the voxels of its Otsu mask replaced by their mean
-  (:func:`homogenised`: same outer shape, same total intensity). The ground truth's own degree is
-  then below 1 where it is not fully alloyed (the simulated nanorod ends at about 0.92).
+RMSE (Eq. 8) and SSIM (Eq. 9) in two readings each (:func:`rmse_percent` / :func:`ssim` inside the
+mask; :func:`rmse_paper` / :func:`ssim_paper`, the measurement behind the paper's headline figures),
+surface/volume, volume redistribution and the alloying degree (Eq. 10), per volume and per series
+against a reference (:func:`metrics_table`). How each is computed, and the choices made where the
+paper is loose: docs/method.md 5.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Parallel-beam projector for the tiltstream geometry, with its exact adjoint, batched, differentiable.
 
-Geometry (DESIGN.md 2): an orthoslice is ``(nz, nx)`` (``volume[:, k, :]``); a point at centred
+Geometry (docs/design.md 2): an orthoslice is ``(nz, nx)`` (``volume[:, k, :]``); a point at centred
 coordinates ``(z, x)`` lands on detector coordinate ``u = x cos(alpha) + z sin(alpha)``; centres are
 at index ``(n - 1) / 2``. The projection is voxel driven: each voxel's value is split between the two
 detector pixels around ``u`` with linear weights, so mass is conserved exactly for voxels whose

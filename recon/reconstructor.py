@@ -6,7 +6,7 @@ obvious place: a class in ``recon/`` that satisfies :class:`Reconstructor`, regi
 :data:`METHODS` by its ``method`` name (which ``run.json`` records).
 
 Units: angles in degrees, times in seconds since the session start (exposure midpoint), frames
-``(ny, nx)`` and volumes ``(nz, ny, nx)`` float32 in data units (DESIGN.md section 2).
+``(ny, nx)`` and volumes ``(nz, ny, nx)`` float32 in data units (docs/design.md 2).
 """
 
 from __future__ import annotations

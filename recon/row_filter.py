@@ -1,31 +1,16 @@
 """A ramp filter along the detector for the data term, so its gradient is a filtered backprojection.
 
-The data term compares predicted and measured rows. Its gradient with respect to a slice is the
-backprojection of the row residual, and backprojection weights a spatial frequency ``k`` by about
-``1 / |k|`` (the reason filtered backprojection applies a ramp ``|k|`` first): fine detail of the
-volume gets a small gradient and is fitted last. Comparing rows after a filter whose squared gain is
-a ramp makes the gradient ``A^T W^2 (A x - b)``, a filtered backprojection of the residual, in which
-coarse and fine detail are fitted at a similar rate.
-
-The squared gain is ``(|k| + 1/2)`` times a window. The ``1/2`` keeps the mean of a row (its projected
-mass) in the loss. The window takes the gain down where shot noise dominates:
-
-- :func:`hann_window`, ``(1 + cos(pi k / k_max)) / 2``, the filter FBP users choose for noisy data,
-  zero at the Nyquist frequency. With the bare ramp a low-dose stream (the demo's 24^3 nanorod,
-  24 e/A^2 per frame, frames added one at a time) was fitted to its noise: SSIM 0.82 against 0.97 for
-  plain rows and 0.97 with the window.
-- :func:`data_window`, the larger of the Hann window and a Wiener gain ``1 - 2 N / P(k)`` measured on
-  the frames (``P`` the rows' power spectrum, ``N`` the white noise's, from the frame totals:
-  :func:`frame_noise_variance`). A trainer keeps each frame's statistics (:func:`row_power`, its total)
-  as the frame arrives and recomputes the window with :func:`window_from_statistics`.
-  Where the data hold signal up to the Nyquist frequency (the 64^3 nanoshell's rough wall: signal to
-  noise 1.1 there) the Hann window throws away detail the frames resolve; where they do not (the
-  nanorods, the demo) the Wiener gain is below the Hann window and the filter stays the Hann-windowed
-  ramp.
-
-The filter is linear and the same for prediction and data, so it changes which residuals the data
-term weights most, not what a perfect fit is. Rows are zero-padded to twice their length before the
-FFT, so the filter does not wrap one edge of a row onto the other.
+The gradient of a plain projection loss is a backprojection of the row residual, which weights a
+spatial frequency ``k`` by about ``1 / |k|``, so fine detail is fitted last. Comparing rows after a
+filter whose squared gain is a ramp makes the gradient ``A^T W^2 (A x - b)``, a filtered
+backprojection, in which coarse and fine detail are fitted at a similar rate. The squared gain is
+``(|k| + 1/2)`` (the ``1/2`` keeps a row's mean, its projected mass, in the loss) times a window
+that takes it down where shot noise dominates: :func:`hann_window`, zero at the Nyquist frequency, or
+:func:`data_window`, the larger of the Hann window and a Wiener gain ``1 - 2 N / P(k)`` from the
+frames' row power and noise (:func:`row_power`, :func:`frame_noise_variance`,
+:func:`window_from_statistics`). The filter is linear and the same for prediction and data, so it
+changes which residuals weigh most, not what a perfect fit is; rows are zero-padded to twice their
+length before the FFT. Why the window: docs/benchmarks/defaults.md, "The ramp filter's window".
 """
 
 from __future__ import annotations

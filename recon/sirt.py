@@ -6,7 +6,7 @@ after every iteration (ASTRA's ``MinConstraint = 0``; on by default, the strong 
 ``nonnegative=False``). All slices of the volume are solved at once (the projector is batched over
 the tilt axis ``y``).
 
-Moving window (NOTES.md, "The comparison baseline"): the volume at frame ``i`` is reconstructed from
+Moving window (docs/method.md 3, "The comparison baseline"): the volume at frame ``i`` is reconstructed from
 frames ``i - window//2 .. i + window//2`` (fewer at the ends of the series), each window with its own
 SIRT run. ``warm_start=True`` starts a window from the previous window's volume; the paper's cold
 start (zeros) is ``warm_start=False``, the default (see :func:`moving_window_sirt`).
@@ -164,17 +164,11 @@ def moving_window_sirt(frames: np.ndarray, angles_deg: Sequence[float] | np.ndar
         SIRT iterations per window (the paper: 30).
     warm_start
         Start each window from the previous window's volume instead of zeros. Off by default: the
-        paper's baseline starts cold, and a warm start keeps converging from window to window (in
-        effect hundreds of iterations), which helps sharp specimens but can amplify noise badly.
-        Measured, window 30, 30 iterations, mean RMSE / SSIM vs ground truth (cold -> warm):
-        smooth 32^3 x 60 phantom (``bench/sirt_warm_start.py``), noise-free 6.1 % / 0.97 -> 4.6 % /
-        0.98, 5 % Gaussian noise 10.5 % / 0.89 -> 26.8 % / 0.32; simulator sessions 32^3 x 60
-        (Poisson, 40 e/A^2), nanorod 28.2 % / 0.69 -> 26.6 % / 0.80, nanoshell 43.4 % / 0.70 ->
-        36.8 % / 0.81. So: cold is the faithful, noise-robust default; try warm on sharp specimens.
+        paper's baseline starts cold, and a warm start (in effect hundreds of iterations) helps sharp
+        specimens but can amplify noise badly (docs/benchmarks/defaults.md, "Moving-window SIRT").
     nonnegative
         Clamp volumes to >= 0 after every iteration (ASTRA's ``MinConstraint = 0``). On by default:
-        it is what ASTRA users run and the strong baseline (32^3 x 60 simulator sessions, mean SSIM
-        0.86 clamped against 0.64 unconstrained, issue 9); ``False`` gives the plain algebraic SIRT.
+        it is what ASTRA users run and the stronger baseline; ``False`` gives the plain algebraic SIRT.
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     progress

@@ -1,7 +1,7 @@
 """``tiltstream recon import``: a TIFF tilt-series stack plus an angles/times CSV -> a recorded session.
 
 This is the reference DIP-STER input (a stack in acquisition order and its tilt angles, optionally
-times). The session (DESIGN.md 5) is written with :class:`tiltstream.acquire.session.SessionWriter`, so every
+times). The session (docs/design.md 5) is written with :class:`tiltstream.acquire.session.SessionWriter`, so every
 tiltstream command (``recon train``, ``recon sirt``, ``replay``, ``export``) reads it like an acquired one.
 
 Angles CSV: a header row naming ``angle_deg`` and optionally ``time_s`` (seconds since the start of the
@@ -141,7 +141,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``import`` to the ``recon`` group."""
     parser = subparsers.add_parser(
         "import", help="import a TIFF tilt-series stack and an angles/times CSV as a session",
-        description="Write a session directory (DESIGN.md 5) from a TIFF stack (n, ny, nx) in acquisition "
+        description="Write a session directory (docs/design.md 5) from a TIFF stack (n, ny, nx) in acquisition "
         "order and a CSV with columns angle_deg[,time_s] (degrees, seconds), one row per frame.")
     parser.add_argument("--stack", required=True, metavar="TIF", help="TIFF stack (n, ny, nx)")
     parser.add_argument("--angles", required=True, metavar="CSV", help="angles CSV: angle_deg[,time_s]")

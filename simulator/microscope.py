@@ -1,6 +1,6 @@
 """The simulated STEM microscope: a temscript ``BaseMicroscope`` backend over a dynamic specimen.
 
-It answers the calls the bridge uses (DESIGN.md 4): stage position/status/limits (radians on the
+It answers the calls the bridge uses (docs/design.md 4): stage position/status/limits (radians on the
 wire), instrument mode (STEM), STEM detectors HAADF and BF, STEM acquisition parameters (image size,
 binning, dwell time), acquire, beam blanking and version; every other optics call is accepted and
 remembered as temscript's ``NullMicroscope`` does (its class is the base).

@@ -25,7 +25,7 @@ class ReplaySpecimen:
     Parameters
     ----------
     path
-        Session directory (DESIGN.md 5).
+        Session directory (docs/design.md 5).
     window
         Number of upcoming unused frames an exposure may choose from (>= 1).
     """

@@ -56,7 +56,7 @@ def replay_session(session_dir: Path | str, publish: str, *, resend: str | None 
     Parameters
     ----------
     session_dir
-        The recorded session (DESIGN.md 5).
+        The recorded session (docs/design.md 5).
     publish, resend
         Endpoints to bind (PUB, and ROUTER for resend; None for no resend endpoint).
     speed

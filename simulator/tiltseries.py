@@ -2,7 +2,7 @@
 
 Frame ``i`` is the specimen after ``i`` deformation steps (phantom step ``i``) projected at the GRS angle
 of index ``i`` (Eq. 1, ``min_deg..max_deg``), taken at ``time_s = i * seconds_per_step``, and passed
-through the detector model (:mod:`tiltstream.simulator.detector`). The session follows DESIGN.md 5 and carries
+through the detector model (:mod:`tiltstream.simulator.detector`). The session follows docs/design.md 5 and carries
 ``ground_truth.tif`` (T, Z, Y, X) with ``ground_truth_times.csv`` (volume ``i`` at frame ``i``'s time).
 With ``noise="none"`` and no other detector effect, frame ``i`` equals
 ``tiltstream.recon.projector.project_volume(ground_truth[i], angle_deg[i])``.

@@ -73,7 +73,7 @@ def test_autograd_gradient_is_adjoint_of_residual(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_alpha_zero_is_sum_over_z(device):
-    """At alpha = 0 a frame equals volume.sum(axis=0) (DESIGN.md 2), on both code paths."""
+    """At alpha = 0 a frame equals volume.sum(axis=0) (docs/design.md 2), on both code paths."""
     vol = np.random.default_rng(4).random((7, 5, 9)).astype(np.float32)
     np.testing.assert_allclose(project_volume(vol, 0.0), vol.sum(axis=0), rtol=1e-6)
     frames = ParallelProjector([0.0], vol.shape)(torch.from_numpy(vol).to(device))

@@ -1,7 +1,7 @@
 """``recon sirt`` (non-negative by default) against astra-toolbox's SIRT with ``MinConstraint = 0``.
 
 astra-toolbox is in the ``test`` extra, so it is imported directly: a missing ASTRA is a failure, not
-a skip. Geometry as in ``test_sirt.py`` (NOTES.md field notes): ASTRA 2-D parallel beam, detector
+a skip. Geometry as in ``test_sirt.py`` (docs/method.md 9): ASTRA 2-D parallel beam, detector
 spacing 1, one orthoslice per tilt-axis row (rows = z, columns = x), angles ``-alpha``, ``linear``
 projector, CPU ``SIRT``.
 """
