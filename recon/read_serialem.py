@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,51 +76,43 @@ def _pairs(source: Path) -> list[tuple[Path, Path]]:
             pairs.append((stack, mdoc))
         return pairs
     if source.suffix.lower() == ".mdoc":
-        return [(_stack_of(source, _read_mdoc(source).get("ImageFile", [None])[0]), source)]
+        sections, _ = _read_mdoc(source)
+        return [(_stack_of(source, sections[0].get("ImageFile") if sections else None), source)]
     mdoc = mdoc_beside(source)
     if mdoc is None:
         raise UserError(f"{str(source)!r} has no .mdoc beside it")
     return [(source, mdoc)]
 
 
-def _read_mdoc(path: Path) -> dict[str, list[Any]]:
-    """An ``.mdoc`` as columns (one entry per section; global keys repeated), through ``mdocfile``."""
-    import mdocfile
+def _read_mdoc(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """An ``.mdoc``'s sections (each its global keys overlaid by its own; unset keys left out) and its title
+    lines, through ``mdocfile``'s model (its DataFrame view lets unset global keys hide section values)."""
+    from mdocfile.data_models import Mdoc
 
     log = logging.getLogger("mdocfile")
     level = log.level
     log.setLevel(logging.ERROR)  # "Unknown fields will be preserved": expected (e.g. tiltstream's own keys)
     try:
-        table = mdocfile.read(path)
+        mdoc = Mdoc.from_file(path)
     except Exception as exc:  # a malformed file is the user's to fix, in one line
         raise UserError(f"cannot read {str(path)!r} as a SerialEM .mdoc: {exc}") from None
     finally:
         log.setLevel(level)
-    return {column: [_plain(v) for v in table[column]] for column in table.columns}
-
-
-def _plain(value: Any) -> Any:
-    """None for a missing (NaN) cell, else the value."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
+    shared = {k: v for k, v in mdoc.global_data.model_dump().items() if v is not None}
+    sections = [{**shared, **{k: v for k, v in section.model_dump().items() if v is not None}}
+                for section in mdoc.section_data]
+    return sections, list(mdoc.titles)
 
 
 def _sections(stack: Path, mdoc: Path, file_order: int, count: int) -> tuple[list[_Section], list[str]]:
-    columns = _read_mdoc(mdoc)
-    rows = len(next(iter(columns.values()), []))
-    sections = []
-    for row in range(rows):
-        values = {key: column[row] for key, column in columns.items()}
-        if values.get("ZValue") is None:
-            continue  # a [FrameSet] or [MontSection] block: not a tilt
-        sections.append(_Section(stack, mdoc, file_order, int(values["ZValue"]), values))
+    rows, titles = _read_mdoc(mdoc)
+    sections = [_Section(stack, mdoc, file_order, int(values["ZValue"]), values)
+                for values in rows if values.get("ZValue") is not None]  # [FrameSet]/[MontSection]: no tilt
     if not sections:
         raise UserError(f"{str(mdoc)!r} has no [ZValue] sections; a tilt series mdoc lists one per frame")
     if len(sections) != count or sorted(s.z for s in sections) != list(range(count)):
         raise UserError(f"{str(mdoc)!r} lists {len(sections)} [ZValue] sections but {str(stack)!r} holds "
                         f"{count} frames")
-    titles = list(columns.get("titles", [[]])[0] or [])
     return sections, titles
 
 

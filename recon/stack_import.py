@@ -38,7 +38,8 @@ class ReconImportSettings(pydantic.BaseModel):
     """Settings of ``tiltstream recon import``."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
-    pixel_size_nm: float | None = pydantic.Field(default=None, gt=0, description="pixel size of the frames, nm")
+    pixel_size_nm: float | None = pydantic.Field(default=None, gt=0, description="pixel size of the frames, nm "
+                                                 "(overrides the one the files record)")
     frame_interval_s: float = pydantic.Field(
         default=30.0, gt=0, description="seconds between frames, used when the CSV has no time_s column "
         "(the paper: about 2 frames per minute)")
@@ -189,6 +190,14 @@ def _session_settings(series: ImportedSeries, source: Path, settings: ReconImpor
         **extra)
 
 
+def refuse_existing_session(out: Path | str) -> None:
+    """A UserError when ``out`` already holds a session (an import never continues one)."""
+    from tiltstream.acquire.session import SETTINGS_FILE
+
+    if (Path(out) / SETTINGS_FILE).exists():
+        raise UserError(f"session {str(out)!r} already exists; import into a new or empty directory")
+
+
 def import_series(series: ImportedSeries, source: Path | str, out: Path | str,
                   settings: ReconImportSettings | None = None) -> Path:
     """Write ``series`` as a new session directory ``out``; returns the session path.
@@ -198,12 +207,10 @@ def import_series(series: ImportedSeries, source: Path | str, out: Path | str,
     """
     import numpy as np
 
-    from tiltstream.acquire.session import SETTINGS_FILE, SessionWriter
+    from tiltstream.acquire.session import SessionWriter
 
     settings = settings or ReconImportSettings()
-    out = Path(out)
-    if (out / SETTINGS_FILE).exists():
-        raise UserError(f"session {str(out)!r} already exists; import into a new or empty directory")
+    refuse_existing_session(out)
     count = len(series.angles_deg)
     times = series.times_s if series.times_s is not None else np.arange(count) * settings.frame_interval_s
     doses = series.dose_e_per_A2 if series.dose_e_per_A2 is not None else np.full(count, settings.dose_e_per_A2)
@@ -216,12 +223,6 @@ def import_series(series: ImportedSeries, source: Path | str, out: Path | str,
     return writer.path
 
 
-def import_stack(stack: Path | str, angles_csv: Path | str, out: Path | str,
-                 settings: ReconImportSettings | None = None) -> Path:
-    """Write a session from a TIFF stack (n, ny, nx) and its angles/times CSV; returns the session path."""
-    return import_series(read_series(stack, angles_csv), stack, out, settings)
-
-
 def run_import(args: argparse.Namespace) -> int:
     """Import a tilt series (SOURCE, or --stack and --angles) into a new session directory."""
     settings = load_settings(ReconImportSettings, config_file=args.config,
@@ -229,6 +230,7 @@ def run_import(args: argparse.Namespace) -> int:
     if (args.source is None) == (args.stack is None):
         raise UserError("recon import needs one tilt series: SOURCE, or --stack TIF with --angles CSV")
     source = args.source or args.stack
+    refuse_existing_session(args.out)  # before reading what may be gigabytes
     series = read_series(source, args.angles)
     path = import_series(series, source, args.out, settings)
     print(f"recon import: wrote session {path} ({len(series.angles_deg)} frames "

@@ -121,6 +121,19 @@ def test_prior_record_dose_when_no_exposure_dose(tmp_path):
     assert "PriorRecordDose" in session.settings.model_extra["imported"]["values_from"]["dose_e_per_A2"]
 
 
+def test_timestamp_and_section_pixel_spacing(tmp_path):
+    # no global keys at all: the pixel size is the sections' own; TimeStamp (s) orders the frames
+    _write_mrc(tmp_path / "t.mrc", _stack(3), voxel_A=None)
+    sections = "".join(f"[ZValue = {z}]\nTimeStamp = {t}\nTiltAngle = {a}\nPixelSpacing = 3.3\n\n"
+                       for z, a, t in [(0, 0, 7000.5), (1, 3, 7010.0), (2, -3, 7004.25)])
+    (tmp_path / "t.mrc.mdoc").write_text(sections)
+    assert _import(tmp_path / "t.mrc", tmp_path / "s") == 0
+    session = read_session(tmp_path / "s")
+    np.testing.assert_array_equal(session.times_s, [0.0, 3.75, 9.5])
+    np.testing.assert_array_equal(session.angles_deg, [0, -3, 3])
+    assert session.settings.pixel_size_nm == pytest.approx(0.33)
+
+
 @pytest.mark.parametrize("order", ["acquisition", "angle"])
 def test_export_round_trip(tmp_path, order):
     frames = np.random.default_rng(1).random((4, 6, 8)).astype(np.float32)
