@@ -205,3 +205,21 @@ def test_existing_session_does_not_suggest_resume(tmp_path, capsys):
     line = _one_line_error(capsys, ["recon", "import", str(tmp_path / "a.mrc"), "--out", str(tmp_path / "s")],
                            "already exists", "new or empty directory")
     assert "--resume" not in line
+
+
+def test_emd_with_a_tilt_axis_in_degrees(tmp_path):
+    # an EMD (NCEM flavour, as rosettasciio writes it) whose first axis is the tilt in degrees
+    from rsciio.emd import file_writer
+
+    frames = np.random.default_rng(2).random((5, 6, 7)).astype(np.float32)
+    axes = [{"name": "tilt", "size": 5, "offset": -20.0, "scale": 10.0, "units": "deg", "navigate": True},
+            {"name": "y", "size": 6, "offset": 0.0, "scale": 0.025, "units": "µm", "navigate": False},
+            {"name": "x", "size": 7, "offset": 0.0, "scale": 0.025, "units": "µm", "navigate": False}]
+    file_writer(str(tmp_path / "t.emd"), {"data": frames, "axes": axes, "metadata": {"General": {"title": "t"}, "Signal": {}},
+                                          "original_metadata": {}})
+    assert _import(tmp_path / "t.emd", tmp_path / "s") == 0
+    session = read_session(tmp_path / "s")
+    np.testing.assert_allclose(session.angles_deg, [-20, -10, 0, 10, 20], atol=1e-12)
+    np.testing.assert_array_equal(session.load_frames(), frames)
+    assert session.settings.pixel_size_nm == pytest.approx(25.0)
+    assert "navigation axis 'tilt'" in session.settings.model_extra["imported"]["values_from"]["angles_deg"]
