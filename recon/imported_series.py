@@ -56,6 +56,12 @@ class ImportedSeries:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def float32_decimal(value: float) -> float:
+    """``value`` to the 7 significant digits a float32 holds (3.3600000559630416 -> 3.36): sizes files store
+    as float32 (possibly in other units) are recorded as written, not with float32's rounding error."""
+    return float(f"{float(value):.7g}")
+
+
 def _first_bad(values: np.ndarray) -> list[int]:
     return np.flatnonzero(~np.isfinite(values))[:5].tolist()
 

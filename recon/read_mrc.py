@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tiltstream.errors import UserError
-from tiltstream.recon.imported_series import ImportedSeries
+from tiltstream.recon.imported_series import ImportedSeries, float32_decimal
 
 SUFFIXES = (".mrc", ".st", ".ali", ".preali")
 SIGNED_OFFSET = 32768.0  # FEI/TIA: unsigned counts written as int16 minus this
@@ -69,7 +69,7 @@ def read_mrc_file(path: Path) -> MrcStack:
         data = data[None]
     if data.ndim != 3:
         raise UserError(f"{str(path)!r} holds shape {data.shape}; a tilt series stack is (n, ny, nx)")
-    voxel_nm = voxel_A / 10.0 if voxel_A > 0 and voxel_A != 1.0 else None
+    voxel_nm = float32_decimal(voxel_A / 10.0) if voxel_A > 0 and voxel_A != 1.0 else None
     return MrcStack(data=data, voxel_size_nm=voxel_nm, mode=mode, fei_new=fei_new)
 
 
@@ -178,10 +178,10 @@ def read_mrc_stack(path: Path | str, angles_path: Path | str | None = None) -> I
         details["header_angles_max_difference_deg"] = float(np.max(np.abs(header_angles - angles)))
     pixel_nm = None
     if tia.get("pixel_size") is not None and tia["pixel_size"][0] > 0:
-        pixel_nm = float(tia["pixel_size"][0]) * 1e9
+        pixel_nm = float32_decimal(tia["pixel_size"][0] * 1e9)
         provenance["pixel_size_nm"] = f"{path} FEI/TIA extended header pixel_size (m), frame 0"
     elif stack.fei_new.get("pixel_m") is not None and stack.fei_new["pixel_m"][0] > 0:
-        pixel_nm = float(stack.fei_new["pixel_m"][0]) * 1e9
+        pixel_nm = float32_decimal(stack.fei_new["pixel_m"][0] * 1e9)
         provenance["pixel_size_nm"] = f"{path} FEI extended header Pixel size X (m), frame 0"
     elif stack.voxel_size_nm is not None:
         pixel_nm = stack.voxel_size_nm

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tiltstream.errors import UserError
-from tiltstream.recon.imported_series import ImportedSeries
+from tiltstream.recon.imported_series import ImportedSeries, float32_decimal
 
 PLUGINS = {".dm3": "rsciio.digitalmicrograph", ".dm4": "rsciio.digitalmicrograph", ".emd": "rsciio.emd",
            ".hspy": "rsciio.hspy"}
@@ -98,7 +98,7 @@ def _pixel_size_nm(signal: dict, path: Path) -> tuple[float | None, str | None]:
         pixel = _units().Quantity(float(axis["scale"]), str(units)).to("nm").magnitude
     except Exception:  # pint: unknown or non-length unit -> no pixel size from this axis
         return None, None
-    return float(pixel), f"{path} signal axis {axis.get('name')!r} scale ({units})"
+    return float32_decimal(pixel), f"{path} signal axis {axis.get('name')!r} scale ({units})"
 
 
 def read_rsciio_series(path: Path | str) -> ImportedSeries:
