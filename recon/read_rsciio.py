@@ -42,11 +42,12 @@ def _get(tree: dict, *keys: str) -> Any:
 
 def _image_signal(path: Path) -> dict:
     """The first signal of ``path`` with 3-D (or 2-D) data, through the suffix's rosettasciio plugin."""
-    reader = importlib.import_module(PLUGINS[path.suffix.lower()]).file_reader
+    plugin = PLUGINS[path.suffix.lower()]
+    reader = importlib.import_module(plugin).file_reader
     try:
         signals = reader(str(path))
     except Exception as exc:  # an unreadable file is the user's to fix, in one line
-        raise UserError(f"cannot read {str(path)!r} with rosettasciio ({PLUGINS[path.suffix.lower()]}): {exc}") from None
+        raise UserError(f"cannot read {str(path)!r} with rosettasciio ({plugin}): {exc}") from None
     for signal in signals:
         if np.ndim(signal["data"]) in (2, 3):
             return signal

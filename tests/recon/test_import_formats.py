@@ -215,8 +215,8 @@ def test_emd_with_a_tilt_axis_in_degrees(tmp_path):
     axes = [{"name": "tilt", "size": 5, "offset": -20.0, "scale": 10.0, "units": "deg", "navigate": True},
             {"name": "y", "size": 6, "offset": 0.0, "scale": 0.025, "units": "µm", "navigate": False},
             {"name": "x", "size": 7, "offset": 0.0, "scale": 0.025, "units": "µm", "navigate": False}]
-    file_writer(str(tmp_path / "t.emd"), {"data": frames, "axes": axes, "metadata": {"General": {"title": "t"}, "Signal": {}},
-                                          "original_metadata": {}})
+    metadata = {"General": {"title": "t"}, "Signal": {}}
+    file_writer(str(tmp_path / "t.emd"), {"data": frames, "axes": axes, "metadata": metadata, "original_metadata": {}})
     assert _import(tmp_path / "t.emd", tmp_path / "s") == 0
     session = read_session(tmp_path / "s")
     np.testing.assert_allclose(session.angles_deg, [-20, -10, 0, 10, 20], atol=1e-12)
