@@ -151,6 +151,9 @@ def read_series(source: Path | str, angles: Path | str | None = None) -> Importe
     if not source.exists():
         raise UserError(f"{str(source)!r} does not exist")
     suffix = source.suffix.lower()
+    if angles is not None and (source.is_dir() or suffix not in (*MRC_SUFFIXES, *TIFF_SUFFIXES)):
+        raise UserError(f"--angles {str(angles)!r} applies to an MRC or TIFF stack only; {str(source)!r} "
+                        "records its own tilt angles")
     if source.is_dir() or suffix == ".mdoc":
         series = read_serialem(source)
     elif suffix in MRC_SUFFIXES:

@@ -196,6 +196,8 @@ def test_bad_sources_are_one_line(tmp_path, capsys):
     _one_line_error(capsys, ["recon", "import", str(tmp_path / "series.xyz"), "--out", str(tmp_path / "o7")],
                     "series.xyz", "'.xyz'", "allowed")
     _one_line_error(capsys, ["recon", "import", "--out", str(tmp_path / "o8")], "SOURCE, or --stack")
+    _one_line_error(capsys, ["recon", "import", str(tmp_path / "short.mrc.mdoc"), "--angles",
+                             str(tmp_path / "few.rawtlt"), "--out", str(tmp_path / "o9")], "applies to an MRC or TIFF")
 
 
 def test_existing_session_does_not_suggest_resume(tmp_path, capsys):
