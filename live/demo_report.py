@@ -68,7 +68,8 @@ def evaluate(settings, demo, microscope, acquire_wall_s: float, elapsed_s: float
     shape = truth.shape[1:]
     sirt = moving_window_sirt(frames, angles, shape, window=settings.sirt_window, iterations=settings.sirt_iterations,
                               nonnegative=True)  # the strong baseline, as ASTRA users run it (MinConstraint = 0)
-    write_volumes(demo.out / "sirt_volumes.tif", sirt.astype(np.float32), times)
+    write_volumes(demo.out / "sirt_volumes.tif", sirt.astype(np.float32), times,
+                  voxel_size_nm=session.settings.pixel_size_nm)
     trainer = Trainer.load(demo.run_dir / "checkpoint.pt", device="cpu")
     d = _series_metrics(dipster, truth)
     s = _series_metrics(sirt, truth)

@@ -196,6 +196,7 @@ class RunState:
         path, state
             The file written, and which state it holds in words (:func:`tiltstream.recon.run_dir.state_in_words`).
         """
+        from tiltstream.recon.run_voxel import run_voxel_size_nm
         from tiltstream.recon.volume_io import write_volumes
 
         state = "last state"
@@ -207,5 +208,5 @@ class RunState:
             times = np.linspace(times[0], times[-1], count)
         volumes = np.stack([reconstructor.volume(float(t)) for t in times])
         path = self.path / VOLUMES_FILE
-        write_volumes(path, volumes, times)
+        write_volumes(path, volumes, times, voxel_size_nm=run_voxel_size_nm(self.description))
         return path, state

@@ -4,21 +4,27 @@ Formats
 -------
 ``tif``
     One ImageJ hyperstack TIFF (axes ``TZYX``, float32) that Fiji opens as a 4-D stack; this is also
-    the layout of a simulated session's ``ground_truth.tif``, which :func:`read_volumes` reads.
+    the layout of a simulated session's ``ground_truth.tif``, which :func:`read_volumes` reads. With a voxel
+    size, the TIFF resolution is pixels per nm and ImageJ's ``unit``/``spacing`` are ``nm`` and the voxel
+    size. The times are in the file too: ImageJ ``Properties`` key ``time_s`` (JSON list, seconds), a
+    ``t = ... s`` label on every plane, and ``finterval``/``tunit`` (ImageJ's frame interval) when the
+    volumes are evenly spaced in time.
 ``mrc``
     One MRC file holding a *volume stack* (``ispg = 401``, ``nz = T * Z``, ``mz = Z``): a single file
     per series, read back by ``mrcfile`` and by :func:`read_volumes`; the voxel size (Angstrom, as MRC
-    wants) is written when given. (Chosen over one file per time step so one path names one series.)
+    wants) is written when given, and a header label names the times CSV. (Chosen over one file per time
+    step so one path names one series.)
 
 Both formats store times beside the volumes in ``<stem>_times.csv`` with columns ``index,time_s``
-(seconds since the session start). Both files are written atomically (:mod:`tiltstream.atomic_files`), so a
-reader never sees a half-written series.
+(seconds since the session start), the record both Fiji and IMOD users keep next to the file. Both files
+are written atomically (:mod:`tiltstream.atomic_files`), so a reader never sees a half-written series.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +59,27 @@ def _check_series(volumes: np.ndarray, times_s: np.ndarray) -> None:
         raise UserError("times_s holds NaN or infinite values; every volume needs a finite time in seconds")
 
 
+def _tiff_writer(volumes: np.ndarray, times: np.ndarray, voxel_size_nm: float | None):
+    """The function that writes the ImageJ hyperstack (voxel size and times in its metadata) to a path."""
+    import tifffile
+
+    metadata: dict = {"axes": "TZYX", "unit": "nm" if voxel_size_nm else "pixel",
+                      "Properties": {"time_s": json.dumps([float(t) for t in times])},
+                      "Labels": [f"t = {t:g} s, z = {z}" for t in times for z in range(volumes.shape[1])],
+                      "Info": "tiltstream volume series: Properties time_s holds each volume's time, seconds "
+                              "since the session start"}
+    if voxel_size_nm:
+        metadata["spacing"] = float(voxel_size_nm)
+    steps = np.diff(times)
+    if len(steps) and steps[0] > 0 and np.allclose(steps, steps[0], rtol=1e-6, atol=0):
+        metadata.update(finterval=float(steps[0]), tunit="s")
+    extra = {"resolution": (1.0 / voxel_size_nm, 1.0 / voxel_size_nm)} if voxel_size_nm else {}
+
+    def write(tmp: Path) -> None:
+        tifffile.imwrite(tmp, volumes, imagej=True, metadata=metadata, **extra)
+    return write
+
+
 def write_volumes(path: Path | str, volumes: np.ndarray, times_s: np.ndarray | list[float],
                   format: str | None = None, voxel_size_nm: float | None = None) -> Path:
     """Write a volume-time series and its times CSV.
@@ -83,17 +110,7 @@ def write_volumes(path: Path | str, volumes: np.ndarray, times_s: np.ndarray | l
     _check_series(volumes, times)
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "tif":
-        import tifffile
-
-        extra = {}
-        if voxel_size_nm:
-            extra = {"resolution": (1.0 / voxel_size_nm, 1.0 / voxel_size_nm)}
-
-        def write(tmp: Path) -> None:
-            tifffile.imwrite(tmp, volumes, imagej=True,
-                             metadata={"axes": "TZYX", "unit": "nm" if voxel_size_nm else "pixel",
-                                       **({"spacing": voxel_size_nm} if voxel_size_nm else {})},
-                             **extra)
+        write = _tiff_writer(volumes, times, voxel_size_nm)
     else:
         import mrcfile
 
@@ -102,6 +119,7 @@ def write_volumes(path: Path | str, volumes: np.ndarray, times_s: np.ndarray | l
                 mrc.set_data(volumes)  # 4-D data -> volume stack (ispg 401)
                 if voxel_size_nm:
                     mrc.voxel_size = float(voxel_size_nm) * 10.0  # Angstrom
+                mrc.add_label(f"tiltstream volume series: {len(times)} volumes, times (s) in <stem>_times.csv")
     write_atomic(path, write)
     table = io.StringIO(newline="")
     writer = csv.writer(table)
@@ -112,9 +130,42 @@ def write_volumes(path: Path | str, volumes: np.ndarray, times_s: np.ndarray | l
     return path
 
 
+def recorded_scale(path: Path | str) -> tuple[float | None, np.ndarray | None]:
+    """The voxel size and times a volume file itself records (not its times CSV).
+
+    Returns
+    -------
+    voxel_size_nm : float or None
+        The MRC voxel size, or the TIFF's ImageJ ``spacing`` when its unit is nm (None: not recorded).
+    times_s : np.ndarray or None
+        A TIFF's ImageJ ``Properties`` ``time_s``, shape (T,) (None: not recorded; always for MRC).
+    """
+    path = Path(path)
+    if _format_of(path, None) == "mrc":
+        import mrcfile
+
+        with mrcfile.open(path, permissive=True, header_only=True) as mrc:
+            voxel_A = float(mrc.voxel_size.x)
+        return (voxel_A / 10.0 if voxel_A > 0 else None), None
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        meta = tif.imagej_metadata or {}
+    voxel = float(meta["spacing"]) if meta.get("unit") == "nm" and meta.get("spacing") else None
+    text = (meta.get("Properties") or {}).get("time_s")
+    try:
+        times = None if text is None else np.asarray(json.loads(text), dtype=np.float64)
+    except ValueError:
+        times = None
+    return voxel, times
+
+
 def _read_times(path: Path, count: int, require_times: bool) -> np.ndarray:
     csv_path = times_path(path)
     if not csv_path.is_file():
+        embedded = recorded_scale(path)[1] if _format_of(path, None) == "tif" else None
+        if embedded is not None and embedded.shape == (count,):
+            return embedded
         if require_times:
             raise UserError(f"{str(csv_path)!r} is missing: the times of {str(path)!r} are stored there "
                             "(columns index,time_s)")
@@ -137,7 +188,8 @@ def read_volumes(path: Path | str, require_times: bool = False) -> tuple[np.ndar
     path
         The ``.tif`` or ``.mrc`` file.
     require_times
-        When True, a missing ``<stem>_times.csv`` is an error; otherwise times are NaN.
+        When True, a missing ``<stem>_times.csv`` is an error unless the TIFF records its times itself;
+        otherwise unknown times are NaN.
 
     Returns
     -------

@@ -40,6 +40,10 @@ OPTIONAL_MODULES = {
     "pyqtgraph": ("pyqtgraph", "live"),
     "PySide6": ("PySide6-Essentials", "live"),
     "matplotlib": ("matplotlib", "bench"),
+    "mdocfile": ("mdocfile", "recon"),
+    "rsciio": ("rosettasciio", "recon"),
+    "h5py": ("h5py", "recon"),
+    "pint": ("rosettasciio", "recon"),
 }
 
 
