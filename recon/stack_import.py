@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pydantic
 
-from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.command import register_command
 from tiltstream.errors import UserError
 
 if TYPE_CHECKING:  # numpy is imported where it is used, so `tiltstream --help` does not load it
@@ -128,10 +128,8 @@ def import_stack(stack: Path | str, angles_csv: Path | str, out: Path | str,
     return writer.path
 
 
-def run_import(args: argparse.Namespace) -> int:
+def run_import(settings: ReconImportSettings, args: argparse.Namespace) -> int:
     """Import a stack and its angles CSV into a new session directory."""
-    settings = load_settings(ReconImportSettings, config_file=args.config,
-                             overrides=overrides_from_args(args, ReconImportSettings))
     path = import_stack(args.stack, args.angles, args.out, settings)
     print(f"recon import: wrote session {path}", file=sys.stderr)
     return 0
@@ -139,13 +137,14 @@ def run_import(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``import`` to the ``recon`` group."""
-    parser = subparsers.add_parser(
-        "import", help="import a TIFF tilt-series stack and an angles/times CSV as a session",
+    register_command(
+        subparsers, "import", settings=ReconImportSettings, run=run_import, arguments=_arguments, logs=False,
+        help="import a TIFF tilt-series stack and an angles/times CSV as a session",
         description="Write a session directory (DESIGN.md 5) from a TIFF stack (n, ny, nx) in acquisition "
         "order and a CSV with columns angle_deg[,time_s] (degrees, seconds), one row per frame.")
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", required=True, metavar="TIF", help="TIFF stack (n, ny, nx)")
     parser.add_argument("--angles", required=True, metavar="CSV", help="angles CSV: angle_deg[,time_s]")
     parser.add_argument("--out", required=True, metavar="SESSION", help="new session directory")
-    parser.add_argument("--config", metavar="FILE", help="TOML file with recon import settings")
-    add_model_arguments(parser, ReconImportSettings)
-    parser.set_defaults(run=run_import)
