@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tiltstream.acquire.acquire_settings import AcquireSettings
-from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.command import register_command
 from tiltstream.errors import MicroscopeFault, UserError
 from tiltstream.progress import ProgressLine
 from tiltstream.acquire.session import FRAMES_DIR, RECORDS_FILE, SETTINGS_FILE
@@ -35,11 +35,16 @@ EXIT_INTERRUPTED = 130
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``tiltstream acquire``."""
-    parser = subparsers.add_parser(
-        "acquire", help="acquire a continuous GRS tilt series through the temscript bridge",
+    register_command(
+        subparsers, "acquire", settings=AcquireSettings, run=run, config_name="microscope", arguments=_arguments,
+        rename={"min_deg": "--min", "max_deg": "--max"}, logs=False,
+        help="acquire a continuous GRS tilt series through the temscript bridge",
         description="Drive a continuous tilt series (GRS by default) through a temscript bridge, with "
         "backlash correction, record every frame crash-safely in a session directory and optionally "
         "publish it over ZeroMQ. Ctrl-C ends after the current frame (twice: at once); --resume continues.")
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--session", required=True, type=Path, help="session directory to create (or resume)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the session in --session at its next frame index (its scheme is kept); "
@@ -47,9 +52,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--temperature-log", type=Path, default=None,
                         help="CSV written by the heating-holder program (time and temperature in Celsius "
                         "columns); read at each frame")
-    parser.add_argument("--config", type=Path, default=None, help="TOML settings file over config/microscope.toml")
-    add_model_arguments(parser, AcquireSettings, rename={"min_deg": "--min", "max_deg": "--max"})
-    parser.set_defaults(run=run)
 
 
 def _format_s(seconds: float) -> str:
@@ -92,10 +94,8 @@ def _session_to_start(path: Path) -> bool:
     return True
 
 
-def run(args: argparse.Namespace) -> int:
+def run(settings: AcquireSettings, args: argparse.Namespace) -> int:
     """Run one acquisition; returns 0 when it ended normally, 130 when interrupted."""
-    settings = load_settings(AcquireSettings, name="microscope", config_file=args.config,
-                             overrides=overrides_from_args(args, AcquireSettings))
     from tiltstream.acquire.bridge import BridgeMicroscope, RetryPolicy
     from tiltstream.acquire.executor import AcquisitionControl, Executor, ExecutorConfig
     from tiltstream.acquire.microscope import AcquisitionParams

@@ -6,8 +6,10 @@ from typing import Literal
 
 import pydantic
 
+from tiltstream.acquire.tilt_range import MaxTiltDeg, MinTiltDeg, TiltRange
 
-class AcquireSettings(pydantic.BaseModel):
+
+class AcquireSettings(TiltRange):
     """Bridge, scheme, detector, dose, stage and stream settings of one acquisition process."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
@@ -22,8 +24,8 @@ class AcquireSettings(pydantic.BaseModel):
     scheme: Literal["grs", "incremental", "dose-symmetric"] = pydantic.Field("grs", description="tilt scheme")
     count: int | None = pydantic.Field(None, ge=1, description="number of frames in the session "
                                                                "(unset: until Ctrl-C or a stop request)")
-    min_deg: float = pydantic.Field(-70.0, allow_inf_nan=False, description="lowest tilt angle, degrees")
-    max_deg: float = pydantic.Field(70.0, allow_inf_nan=False, description="highest tilt angle, degrees")
+    min_deg: MinTiltDeg
+    max_deg: MaxTiltDeg
     # stage
     backlash_deg: float = pydantic.Field(2.0, ge=0, description="overshoot below a target approached from "
                                                                 "above, degrees (0: correction off)")
@@ -77,8 +79,6 @@ class AcquireSettings(pydantic.BaseModel):
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> AcquireSettings:
-        if not self.min_deg < self.max_deg:
-            raise ValueError(f"min_deg {self.min_deg} deg must be below max_deg {self.max_deg} deg")
         if self.resend is not None and self.publish is None:
             raise ValueError("a resend endpoint needs a publish endpoint")
         if self.track == "model" and self.model_endpoint is None:

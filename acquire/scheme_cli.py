@@ -10,22 +10,24 @@ from typing import Literal
 import pydantic
 
 from tiltstream.acquire.backlash import HolderLimits, check_backlash_config, plan_moves
-from tiltstream.config import add_model_arguments, describe_validation_error, load_settings, overrides_from_args
+from tiltstream.command import register_command
+from tiltstream.config import describe_validation_error
 from tiltstream.errors import UserError
 from tiltstream.acquire.plan_summary import AcquisitionEstimate, summarize_plan, with_tracking
 from tiltstream.acquire.scheme import SchemeKind, TiltScheme, iter_targets, scheme_angle_deg
 from tiltstream.acquire.scheme_formats import moves_csv, moves_json, rawtlt, serialem_script
+from tiltstream.acquire.tilt_range import MaxTiltDeg, MinTiltDeg, TiltRange
 
 OutputFormat = Literal["csv", "json", "rawtlt", "serialem"]
 
 
-class SchemeSettings(AcquisitionEstimate):
+class SchemeSettings(AcquisitionEstimate, TiltRange):
     """Settings of ``tiltstream scheme`` (defaults also in ``config/scheme.toml``)."""
 
     kind: SchemeKind = pydantic.Field(
         "grs", description="tilt scheme: grs (golden ratio, paper Eq. 1), incremental, dose-symmetric")
-    min_deg: float = pydantic.Field(-70.0, allow_inf_nan=False, description="lowest tilt angle of the scheme (deg)")
-    max_deg: float = pydantic.Field(70.0, allow_inf_nan=False, description="highest tilt angle of the scheme (deg)")
+    min_deg: MinTiltDeg
+    max_deg: MaxTiltDeg
     count: int | None = pydantic.Field(
         None, ge=1, description="number of frames to plan (required: an endless scheme cannot be printed)")
     start_index: int = pydantic.Field(
@@ -51,8 +53,6 @@ class SchemeSettings(AcquisitionEstimate):
 
     @pydantic.model_validator(mode="after")
     def _check_ranges(self) -> SchemeSettings:
-        if not self.min_deg < self.max_deg:
-            raise ValueError(f"min_deg {self.min_deg} deg must be below max_deg {self.max_deg} deg")
         if not self.limit_min_deg < self.limit_max_deg:
             raise ValueError(f"limit_min_deg {self.limit_min_deg} deg must be below "
                              f"limit_max_deg {self.limit_max_deg} deg")
@@ -78,21 +78,15 @@ ESTIMATE_FIELDS = tuple(AcquisitionEstimate.model_fields)
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``tiltstream scheme``."""
-    parser = subparsers.add_parser(
-        "scheme", help="print a tilt plan (targets and backlash moves, time and dose) without a microscope",
+    plan_fields = tuple(name for name in SchemeSettings.model_fields if name not in ESTIMATE_FIELDS)
+    register_command(
+        subparsers, "scheme", settings=SchemeSettings, run=run, config_name="scheme", rename=OPTION_NAMES,
+        groups={"plan": plan_fields, "timing and dose estimate (json summary)": ESTIMATE_FIELDS}, logs=False,
+        help="print a tilt plan (targets and backlash moves, time and dose) without a microscope",
         description="Plan a tilt series without connecting to a microscope: the target angles of a GRS, "
         "incremental or dose-symmetric scheme, the backlash moves that approach every target from below, "
         "and (json) the estimated travel, time, dose and angular coverage per frame. "
         "Settings: config/scheme.toml < --config FILE < TILTSTREAM_<FIELD> environment < options.")
-    plan_fields = tuple(name for name in SchemeSettings.model_fields if name not in ESTIMATE_FIELDS)
-    add_model_arguments(parser.add_argument_group("plan"), SchemeSettings, skip=ESTIMATE_FIELDS,
-                        rename=OPTION_NAMES)
-    add_model_arguments(parser.add_argument_group("timing and dose estimate (json summary)"), SchemeSettings,
-                        skip=plan_fields)
-    parser.add_argument("--config", metavar="FILE", default=None,
-                        help="TOML settings file applied over config/scheme.toml (field names as in the "
-                        "model, e.g. min_deg = -60; units as in the options)")
-    parser.set_defaults(run=run)
 
 
 def _build(settings: SchemeSettings) -> tuple[TiltScheme, HolderLimits]:
@@ -155,10 +149,8 @@ def render_plan(settings: SchemeSettings) -> tuple[str, str]:
     return text, line
 
 
-def run(args: argparse.Namespace) -> int:
-    """Load settings, build the plan, write it to ``--out`` or stdout, and a summary line to stderr."""
-    settings = load_settings(SchemeSettings, name="scheme", config_file=args.config,
-                             overrides=overrides_from_args(args, SchemeSettings))
+def run(settings: SchemeSettings, args: argparse.Namespace) -> int:
+    """Build the plan, write it to ``--out`` or stdout, and a summary line to stderr."""
     text, line = render_plan(settings)
     if settings.out is None:
         sys.stdout.write(text)

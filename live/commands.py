@@ -15,5 +15,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     live_cli.register(subparsers)
     demo.register(subparsers)
-    for command, extra in (("live", "live"), ("view", "live"), ("demo", "all")):
-        subparsers.choices[command].set_defaults(extra=extra)

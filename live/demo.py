@@ -36,9 +36,8 @@ from typing import Literal
 
 import pydantic
 
-from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.command import register_command
 from tiltstream.errors import UserError
-from tiltstream.log_setup import configure_logging
 from tiltstream.recon.presets import PresetName
 from tiltstream.simulator.heating_log import HeatingLog
 
@@ -326,21 +325,16 @@ def summary_lines(report: dict) -> list[str]:
     ]
 
 
-def _run(args: argparse.Namespace) -> int:
-    settings = load_settings(DemoSettings, name="demo", config_file=args.config,
-                             overrides=overrides_from_args(args, DemoSettings))
-    configure_logging()
+def _run(settings: DemoSettings, args: argparse.Namespace) -> int:
     return run_demo(settings)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``tiltstream demo``."""
-    parser = subparsers.add_parser(
-        "demo", help="simulated microscope + GRS acquisition + live DIP-STER + viewer, then a report",
+    """Add ``tiltstream demo`` (every part on one machine: the ``[all]`` extra)."""
+    register_command(
+        subparsers, "demo", settings=DemoSettings, run=_run, config_name="demo", extra="all",
+        help="simulated microscope + GRS acquisition + live DIP-STER + viewer, then a report",
         description="Run a simulated dynamic specimen on an accelerated clock, acquire a GRS tilt series "
         "through the temscript bridge, reconstruct it live with DIP-STER, show it in the viewer (or write "
         "snapshots with --headless), and write volumes, snapshots and a report comparing DIP-STER and "
         "moving-window SIRT against the ground truth.")
-    parser.add_argument("--config", type=str, default=None, help="TOML settings file (see config/demo.toml)")
-    add_model_arguments(parser, DemoSettings)
-    parser.set_defaults(run=_run)

@@ -7,8 +7,8 @@ from typing import Literal
 
 import pydantic
 
-from tiltstream.recon.precision import Precision
-from tiltstream.recon.presets import PresetName
+from tiltstream.recon.train_options import (CompileOption, DeviceOption, HoldoutOption, PrecisionOption,
+                                            PresetOption, SeedOption, ThreadsOption)
 
 
 class LiveSettings(pydantic.BaseModel):
@@ -34,29 +34,22 @@ class LiveSettings(pydantic.BaseModel):
         default=None, description="directory for PNG snapshots of the viewer panels (rendered offscreen)")
     snapshot_interval_s: float = pydantic.Field(default=30.0, gt=0,
                                                 description="seconds between snapshots, wall clock")
-    device: Literal["auto", "cpu", "cuda"] = pydantic.Field(default="auto", description="torch device")
-    threads: int | None = pydantic.Field(
-        default=None, ge=1, description="torch CPU threads for training (default: torch's choice; 1 is "
-        "fastest when other processes share a small CPU)")
+    device: DeviceOption
+    threads: ThreadsOption
     method: Literal["dipster", "sirt"] = pydantic.Field(
         default="dipster", description="reconstruction method: dipster (the network) or sirt (moving-window "
         "SIRT, non-negative, the paper's baseline)")
-    preset: PresetName = pydantic.Field(
-        default="fast", description="DIP-STER preset (network and training settings): paper, fast or kplanes")
-    precision: Precision = pydantic.Field(
-        default="fp32", description="DIP-STER arithmetic, as recon train --precision (tf32: CUDA only)")
-    compile: bool = pydantic.Field(
-        default=False, description="torch.compile DIP-STER's training forward pass, as recon train --compile")
+    preset: PresetOption
+    precision: PrecisionOption
+    compile: CompileOption
     sirt_window: int = pydantic.Field(default=30, ge=1, description="SIRT window width, frames (method sirt)")
     sirt_iterations: int = pydantic.Field(default=30, ge=0,
                                           description="SIRT iterations per window (method sirt)")
-    holdout: float = pydantic.Field(
-        default=0.0, ge=0.0, le=0.5, description="fraction of frames held out of training, evenly spread, "
-        "to track the reprojection error on frames the model never saw (0 to 0.5)")
+    holdout: HoldoutOption = 0.0
     log_interval_s: float = pydantic.Field(
         default=10.0, gt=0, description="seconds between train_log.csv rows (and held-out evaluations), "
         "wall clock")
-    seed: int = pydantic.Field(default=0, description="seed of the network and the sampler")
+    seed: SeedOption
     align_tracked: bool = pydantic.Field(
         default=True, description="shift each frame by minus the specimen shift its tracking measured before "
         "it enters the reconstruction (recon train --preprocess align_from = recorded), so the model is aligned "

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 import pydantic
 
-from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.command import register_command
 from tiltstream.errors import UserError
 
 if TYPE_CHECKING:
@@ -89,15 +89,13 @@ def summarise(rows: list[dict]) -> dict[str, tuple[float, float, float]]:
     return {name: (sum(v) / len(v), min(v), max(v)) for name, v in series.items() if v}
 
 
-def run_metrics(args: argparse.Namespace) -> int:
+def run_metrics(settings: ReconMetricsSettings, args: argparse.Namespace) -> int:
     """Compute and write the metrics table of a volume series against a reference."""
     import numpy as np
 
     from tiltstream.recon.metrics import metrics_table
     from tiltstream.recon.volume_io import read_volumes
 
-    settings = load_settings(ReconMetricsSettings, config_file=args.config,
-                             overrides=overrides_from_args(args, ReconMetricsSettings))
     ref_path, session_voxel_nm = _reference_path(Path(args.reference))
     ref, ref_times = read_volumes(ref_path)
     if Path(args.volumes).is_dir():
@@ -133,17 +131,18 @@ def run_metrics(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``metrics`` to the ``recon`` group."""
-    parser = subparsers.add_parser(
-        "metrics", help="the paper's quality metrics of a volume series against a reference series",
+    register_command(
+        subparsers, "metrics", settings=ReconMetricsSettings, run=run_metrics, arguments=_arguments, logs=False,
+        help="the paper's quality metrics of a volume series against a reference series",
         description="RMSE (percent of the reference range) and SSIM inside Otsu masks, the paper's SSIM "
         "(reconstruction masked by its Otsu mask, whole volume), surface/volume, "
         "volume redistribution (nm^3) and alloying degree, per time, with a mean/min/max summary.")
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--volumes", required=True, metavar="FILE|RUN",
                         help="volume series to assess (.tif or .mrc), or a run directory (live or offline) "
                         "queried at the reference's times")
     parser.add_argument("--reference", required=True, metavar="FILE",
                         help="reference series (.tif/.mrc), or a simulated session directory (its ground truth)")
     parser.add_argument("--out", metavar="CSV", help="write the per-time table here (default: stdout)")
-    parser.add_argument("--config", metavar="FILE", help="TOML file with recon metrics settings")
-    add_model_arguments(parser, ReconMetricsSettings)
-    parser.set_defaults(run=run_metrics)

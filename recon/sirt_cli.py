@@ -17,7 +17,7 @@ from typing import Literal
 
 import pydantic
 
-from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.command import register_command
 from tiltstream.errors import UserError
 from tiltstream.progress import stderr_progress
 
@@ -45,7 +45,7 @@ class ReconSirtSettings(pydantic.BaseModel):
         default=None, ge=1, description="CPU threads for torch (default: torch's choice)")
 
 
-def run_sirt(args: argparse.Namespace) -> int:
+def run_sirt(settings: ReconSirtSettings, args: argparse.Namespace) -> int:
     """Reconstruct a session with moving-window SIRT and write the volume series."""
     import numpy as np
     import torch
@@ -55,8 +55,6 @@ def run_sirt(args: argparse.Namespace) -> int:
     from tiltstream.recon.sirt import moving_window_sirt, sirt, window_bounds
     from tiltstream.recon.volume_io import write_volumes
 
-    settings = load_settings(ReconSirtSettings, name="sirt", config_file=args.config,
-                             overrides=overrides_from_args(args, ReconSirtSettings))
     from tiltstream.recon.session_frames import load_session_frames
 
     world = distributed.world_from_env()
@@ -103,13 +101,15 @@ def run_sirt(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sirt`` to the ``recon`` group."""
-    parser = subparsers.add_parser(
-        "sirt", help="moving-window SIRT of a recorded session (the paper's baseline)",
+    register_command(
+        subparsers, "sirt", settings=ReconSirtSettings, run=run_sirt, config_name="sirt",
+        arguments=_session_and_out, logs=False,
+        help="moving-window SIRT of a recorded session (the paper's baseline)",
         description="Reconstruct one volume per frame with SIRT over the frames around it in time "
         "(window 30 = frames i-15..i+15) and write the series (T, Z, Y, X) float32 in data units with a "
         "times CSV (<stem>_times.csv).")
+
+
+def _session_and_out(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--session", required=True, metavar="DIR", help="recorded session directory")
     parser.add_argument("--out", required=True, metavar="FILE", help="output volume file (.tif or .mrc)")
-    parser.add_argument("--config", metavar="FILE", help="TOML file with recon sirt settings")
-    add_model_arguments(parser, ReconSirtSettings)
-    parser.set_defaults(run=run_sirt)

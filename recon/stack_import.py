@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import pydantic
 
-from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.command import register_command
 from tiltstream.errors import UserError
 
 if TYPE_CHECKING:  # numpy is imported where it is used, so `tiltstream --help` does not load it
@@ -226,10 +226,8 @@ def import_series(series: ImportedSeries, source: Path | str, out: Path | str,
     return writer.path
 
 
-def run_import(args: argparse.Namespace) -> int:
+def run_import(settings: ReconImportSettings, args: argparse.Namespace) -> int:
     """Import a tilt series (SOURCE, or --stack and --angles) into a new session directory."""
-    settings = load_settings(ReconImportSettings, config_file=args.config,
-                             overrides=overrides_from_args(args, ReconImportSettings))
     if (args.source is None) == (args.stack is None):
         raise UserError("recon import needs one tilt series: SOURCE, or --stack TIF with --angles CSV")
     source = args.source or args.stack
@@ -244,12 +242,16 @@ def run_import(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``import`` to the ``recon`` group."""
-    parser = subparsers.add_parser(
-        "import", help="import a tilt series (MRC/IMOD, SerialEM, DM, EMD, HSPY, or TIFF + CSV) as a session",
+    register_command(
+        subparsers, "import", settings=ReconImportSettings, run=run_import, arguments=_arguments, logs=False,
+        help="import a tilt series (MRC/IMOD, SerialEM, DM, EMD, HSPY, or TIFF + CSV) as a session",
         description="Write a session directory (docs/design.md, section 5) from SOURCE: an IMOD/MRC stack with "
         "its .rawtlt/.tlt, a SerialEM stack or per-tilt folder with .mdoc, a .dm3/.dm4/.emd/.hspy tilt series; "
         "or from a TIFF stack (n, ny, nx) in acquisition order and a CSV with columns angle_deg[,time_s] "
         "(degrees, seconds), one row per frame. session.json records where each value came from.")
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", nargs="?", metavar="SOURCE",
                         help="tilt series: .mrc/.st/.ali/.preali (+ .rawtlt/.tlt or .mdoc), .mdoc, a folder of "
                         "SerialEM per-tilt .mrc + .mdoc, .dm3/.dm4/.emd/.hspy, or .tif (with --angles)")
@@ -257,6 +259,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--angles", metavar="FILE", help="angles CSV angle_deg[,time_s] for a TIFF stack; "
                         ".rawtlt/.tlt for an MRC stack (instead of the one beside it)")
     parser.add_argument("--out", required=True, metavar="SESSION", help="new session directory")
-    parser.add_argument("--config", metavar="FILE", help="TOML file with recon import settings")
-    add_model_arguments(parser, ReconImportSettings)
-    parser.set_defaults(run=run_import)

@@ -16,11 +16,12 @@ from typing import Literal
 
 import pydantic
 
-from tiltstream.config import add_model_arguments, describe_validation_error, load_settings, overrides_from_args, read_toml
+from tiltstream.command import register_command
+from tiltstream.config import describe_validation_error, overrides_from_args, read_toml
 from tiltstream.errors import UserError
 from tiltstream.progress import ProgressLine, stderr_progress
-from tiltstream.recon.precision import Precision
-from tiltstream.recon.presets import PresetName
+from tiltstream.recon.train_options import (CompileOption, DeviceOption, HoldoutOption, PrecisionOption,
+                                            PresetOption, SeedOption, ThreadsOption)
 from tiltstream.recon.run_dir import RunDir, state_in_words
 
 
@@ -28,31 +29,18 @@ class ReconTrainSettings(pydantic.BaseModel):
     """Settings of ``tiltstream recon train`` (defaults also in ``config/recon.toml``)."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
-    preset: PresetName = pydantic.Field(
-        default="fast", description="DIP-STER hyperparameters: paper (the paper's network), fast "
-        "(tuned for time-to-quality on a CPU) or kplanes (a factorised space-time field in the network's "
-        "place); ignored when resuming (the run keeps its own)")
+    preset: PresetOption
     steps: int | None = pydantic.Field(
         default=None, ge=0, description="training steps to run in this invocation, steps "
         "(default 2000 when --minutes is not given either)")
     minutes: float | None = pydantic.Field(
         default=None, gt=0, description="wall-clock training budget of this invocation, minutes (with held-out "
         "frames, --refit's steps come after it)")
-    device: Literal["auto", "cpu", "cuda"] = pydantic.Field(
-        default="auto", description="where to train: auto picks CUDA when available")
-    precision: Precision = pydantic.Field(
-        default="fp32", description="arithmetic of the network: fp32; tf32 (CUDA matrix products and "
-        "convolutions in TensorFloat-32); bf16 (the network under bfloat16 autocast, weights and loss "
-        "in float32). See docs/benchmarks/gpu.md 'DIP-STER on a GPU'")
-    compile: bool = pydantic.Field(
-        default=False, description="run the training forward pass through torch.compile (a warm-up "
-        "of tens of seconds, then faster steps on a GPU; on a CPU slower: docs/benchmarks/speed.md)")
-    seed: int = pydantic.Field(default=0, ge=0, description="seed of the initial weights and the sampler")
-    holdout: float = pydantic.Field(
-        default=0.1, ge=0.0, le=0.5, description="fraction of frames held out of training (0 to 0.5, "
-        "evenly spread; none of fewer than 10 frames at 0.1): their reprojection error tracks the "
-        "quality without ground truth, chooses the best state (best/) and stops on a plateau; 0 trains "
-        "on every frame")
+    device: DeviceOption
+    precision: PrecisionOption
+    compile: CompileOption
+    seed: SeedOption
+    holdout: HoldoutOption = 0.1
     refit: float = pydantic.Field(
         default=0.2, ge=0.0, le=1.0, description="at the end, fold the held-out frames into the best "
         "state and train this fraction of its steps more on every frame (refit/, the state recon volumes "
@@ -63,9 +51,7 @@ class ReconTrainSettings(pydantic.BaseModel):
         "waits 4000 steps: docs/benchmarks/stopping.md)")
     eval_every: int = pydantic.Field(
         default=250, ge=1, description="steps between log rows, held-out evaluations and checkpoints")
-    threads: int | None = pydantic.Field(
-        default=None, ge=1, description="CPU threads for torch (1 is often fastest on a shared machine); "
-        "default: torch's choice")
+    threads: ThreadsOption
     preprocess: str = pydantic.Field(
         default="none", description="preprocessing of the frames before a new run trains on them "
         "(recon/preprocess.py): none; paper (the paper's pipeline for experimental data: median "
@@ -119,11 +105,10 @@ class ReconVolumesSettings(pydantic.BaseModel):
         "that the run keeps)")
 
 
-def run_train(args: argparse.Namespace) -> int:
+def run_train(settings: ReconTrainSettings, args: argparse.Namespace) -> int:
     """Train or resume the run directory ``args.out`` on session ``args.session`` (:mod:`tiltstream.recon.training`),
     in this process, as one rank under torchrun, or as ``--workers N`` local ranks."""
     given = overrides_from_args(args, ReconTrainSettings)
-    settings = load_settings(ReconTrainSettings, name="recon", config_file=args.config, overrides=given)
     for option in ("patience", "refit"):
         if given.get(option) and not settings.holdout:
             raise UserError(f"--{option} needs held-out frames: give --holdout FRACTION (e.g. 0.1)")
@@ -191,7 +176,7 @@ def parse_times(text: str) -> str | list[float]:
     return values
 
 
-def run_volumes(args: argparse.Namespace) -> int:
+def run_volumes(settings: ReconVolumesSettings, args: argparse.Namespace) -> int:
     """Write the volume-time series of a trained run (any method, live or offline); under torchrun each
     rank computes every N-th time point and rank 0 writes the file."""
     import numpy as np
@@ -202,8 +187,6 @@ def run_volumes(args: argparse.Namespace) -> int:
     from tiltstream.recon.run_voxel import run_voxel_size_nm
     from tiltstream.recon.volume_io import write_volumes
 
-    settings = load_settings(ReconVolumesSettings, config_file=args.config,
-                             overrides=overrides_from_args(args, ReconVolumesSettings))
     times = parse_times(settings.times)
     world = distributed.start(distributed.world_from_env(), resolve_device(settings.device))
     reconstructor, state = open_state(args.run_dir, device=str(world.device), checkpoint=settings.checkpoint)
@@ -235,27 +218,28 @@ def run_volumes(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train`` and ``volumes`` to the ``recon`` group."""
-    train = subparsers.add_parser(
-        "train", help="train (or resume) a DIP-STER reconstruction of a recorded session",
+    register_command(
+        subparsers, "train", settings=ReconTrainSettings, run=run_train, config_name="recon",
+        arguments=_train_arguments, logs=False,
+        help="train (or resume) a DIP-STER reconstruction of a recorded session",
         description="Train a DIP-STER network on a recorded session and keep it in a run directory "
         "(checkpoint, run.json, train_log.csv). An existing run directory is resumed: steps, loss "
         "and log continue, and frames the session gained since are added.")
-    train.add_argument("--session", required=True, metavar="DIR", help="recorded session directory")
-    train.add_argument("--out", required=True, metavar="RUN", help="run directory (created, or resumed)")
-    train.add_argument("--config", metavar="FILE", help="TOML file with recon train settings")
-    add_model_arguments(train, ReconTrainSettings)
-    train.set_defaults(run=run_train)
-
-    volumes = subparsers.add_parser(
-        "volumes", help="write the volume-time series of a trained run (live or offline)",
+    register_command(
+        subparsers, "volumes", settings=ReconVolumesSettings, run=run_volumes, arguments=_volumes_arguments,
+        logs=False, help="write the volume-time series of a trained run (live or offline)",
         description="Query a trained run for volumes (T, Z, Y, X) float32 in data units (their "
         "projections equal the frames) and write them with a times CSV (<stem>_times.csv). A run with "
         "held-out frames is read at its best state by held-out error unless --checkpoint last.")
-    volumes.add_argument("--run", "--run-dir", dest="run_dir", required=True, metavar="RUN",
-                         help="run directory of recon train or tiltstream live (under torchrun write "
-                         "--run-dir: torchrun reads --run as its own --run-path)")
-    volumes.add_argument("--out", required=True, metavar="FILE", help="output volume file (.tif or .mrc)")
-    volumes.add_argument("--config", metavar="FILE", help="TOML file with recon volumes settings")
-    add_model_arguments(volumes, ReconVolumesSettings)
-    volumes.set_defaults(run=run_volumes)
 
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--session", required=True, metavar="DIR", help="recorded session directory")
+    parser.add_argument("--out", required=True, metavar="RUN", help="run directory (created, or resumed)")
+
+
+def _volumes_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", "--run-dir", dest="run_dir", required=True, metavar="RUN",
+                        help="run directory of recon train or tiltstream live (under torchrun write "
+                        "--run-dir: torchrun reads --run as its own --run-path)")
+    parser.add_argument("--out", required=True, metavar="FILE", help="output volume file (.tif or .mrc)")

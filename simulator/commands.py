@@ -13,5 +13,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     recorded session with the core install alone.
     """
     importlib.import_module("tiltstream.simulator.sim_cli").register(subparsers)
-    subparsers.choices["sim"].set_defaults(extra="sim")
     importlib.import_module("tiltstream.simulator.replay_stream").register(subparsers)

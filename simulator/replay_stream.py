@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 import pydantic
 
-from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.command import register_command
 from tiltstream.errors import UserError
-from tiltstream.log_setup import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +125,9 @@ def replay_session(session_dir: Path | str, publish: str, *, resend: str | None 
     return sent
 
 
-def _run(args: argparse.Namespace) -> int:
-    settings = load_settings(ReplaySettings, name="replay", config_file=args.config,
-                             overrides=overrides_from_args(args, ReplaySettings))
+def _run(settings: ReplaySettings, args: argparse.Namespace) -> int:
     if settings.session is None:
         raise UserError("no session to replay: give --session DIR")
-    configure_logging()
     replay_session(settings.session, settings.publish, resend=settings.resend or None, speed=settings.speed,
                    wait=settings.wait, wait_timeout_s=settings.wait_timeout_s, linger_s=settings.linger_s)
     return 0
@@ -139,11 +135,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``tiltstream replay``."""
-    parser = subparsers.add_parser(
-        "replay", help="stream a recorded session over ZeroMQ with its original timing (scaled by --speed)",
+    register_command(
+        subparsers, "replay", settings=ReplaySettings, run=_run, config_name="replay",
+        help="stream a recorded session over ZeroMQ with its original timing (scaled by --speed)",
         description="Publish a recorded session's frames through the frame publisher (PUB + resend "
         "endpoint), each at its recorded time divided by --speed, starting when the first subscriber "
         "connects (unless --no-wait).")
-    parser.add_argument("--config", type=str, default=None, help="TOML settings file (see config/replay.toml)")
-    add_model_arguments(parser, ReplaySettings)
-    parser.set_defaults(run=_run)

@@ -6,8 +6,10 @@ from typing import Literal
 
 import pydantic
 
+from tiltstream.acquire.tilt_range import MaxTiltDeg, MinTiltDeg, TiltRange
 
-class SimSettings(pydantic.BaseModel):
+
+class SimSettings(TiltRange):
     """Specimen, clock, stage, detector and server settings of one simulated microscope or synthetic session."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
@@ -66,8 +68,8 @@ class SimSettings(pydantic.BaseModel):
         default=0.0, ge=0, le=1, description="fraction of HAADF signal lost at 90 deg tilt (0: off)")
     # tilt series (tiltseries)
     count: int = pydantic.Field(default=100, ge=1, description="frames in a synthetic session")
-    min_deg: float = pydantic.Field(default=-70.0, description="GRS range lower end, degrees")
-    max_deg: float = pydantic.Field(default=70.0, description="GRS range upper end, degrees")
+    min_deg: MinTiltDeg
+    max_deg: MaxTiltDeg
     # server (serve)
     host: str = pydantic.Field(default="127.0.0.1", description="address the bridge server binds")
     port: int = pydantic.Field(default=8080, ge=0, le=65535, description="TCP port of the bridge server (0: any)")
@@ -78,6 +80,4 @@ class SimSettings(pydantic.BaseModel):
     def _ranges(self) -> SimSettings:
         if not self.alpha_min_deg < 0 < self.alpha_max_deg:
             raise ValueError(f"alpha limits must straddle 0 deg; got {self.alpha_min_deg}..{self.alpha_max_deg}")
-        if not self.min_deg < self.max_deg:
-            raise ValueError(f"min_deg {self.min_deg} must be below max_deg {self.max_deg}")
         return self

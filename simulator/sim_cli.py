@@ -9,7 +9,7 @@ import socket
 import sys
 from pathlib import Path
 
-from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
+from tiltstream.command import register_command, register_group
 from tiltstream.errors import UserError
 from tiltstream.simulator.settings import SimSettings
 
@@ -22,14 +22,11 @@ RENAME = {"dose_e_per_A2": "--dose", "dose_rate_e_per_A2_s": "--dose-rate", "min
           "tilt_speed_deg_per_s": "--tilt-speed"}
 
 
-def _settings(args: argparse.Namespace) -> SimSettings:
-    settings = load_settings(SimSettings, name="sim", config_file=args.config,
-                             overrides=overrides_from_args(args, SimSettings))
+def _set_threads(settings: SimSettings) -> None:
     if settings.threads > 0:
         import torch
 
         torch.set_num_threads(settings.threads)
-    return settings
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -58,10 +55,10 @@ def _stop_on_signals() -> None:
         signal.signal(stop, signal.default_int_handler)  # raises KeyboardInterrupt, whichever signal
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def run_serve(settings: SimSettings, args: argparse.Namespace) -> int:
     """Serve a simulated (or replayed) microscope until interrupted."""
     _stop_on_signals()  # also during the slow set-up below (an interrupt there exits 130, nothing to close)
-    settings = _settings(args)
+    _set_threads(settings)
     from tiltstream.simulator.faults import FaultInjector, apply_fault_spec
 
     for spec in args.fault:  # check every spec before the slow set-up
@@ -103,9 +100,9 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_tiltseries(args: argparse.Namespace) -> int:
+def run_tiltseries(settings: SimSettings, args: argparse.Namespace) -> int:
     """Write a synthetic session with ground truth."""
-    settings = _settings(args)
+    _set_threads(settings)
     from tiltstream.simulator.detector import DetectorConfig
     from tiltstream.progress import stderr_progress
     from tiltstream.simulator.tiltseries import write_synthetic_session
@@ -126,31 +123,33 @@ def run_tiltseries(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sim`` with its ``serve`` and ``tiltseries`` subcommands."""
-    sim = subparsers.add_parser("sim", help="simulated microscope and synthetic tilt series",
-                                description="Simulated STEM microscope with dynamic specimens.")
-    sim_sub = sim.add_subparsers(dest="sim_command", metavar="SUBCOMMAND", required=True,
-                                 parser_class=type(sim))
-    serve = sim_sub.add_parser(
-        "serve", help="serve a simulated microscope on the temscript v1 HTTP bridge",
+    sim_sub = register_group(subparsers, "sim", extra="sim", help="simulated microscope and synthetic tilt series",
+                             description="Simulated STEM microscope with dynamic specimens.")
+    register_command(
+        sim_sub, "serve", settings=SimSettings, run=run_serve, config_name="sim", arguments=_serve_arguments,
+        skip=TILTSERIES_ONLY, rename=RENAME, logs=False,
+        help="serve a simulated microscope on the temscript v1 HTTP bridge",
         description="Serve a simulated STEM microscope (dynamic phantom, goniometer with backlash, HAADF/BF "
         "detectors, dose) on the temscript v1 HTTP API, so temscript.RemoteMicroscope and "
         "'tiltstream acquire' drive it unchanged. With --replay, serve a recorded session instead.")
-    serve.add_argument("--config", type=Path, default=None, help="TOML settings file (see config/sim.toml)")
-    serve.add_argument("--replay", type=Path, default=None, metavar="SESSION",
-                       help="serve this recorded session: each exposure returns, of the next "
-                       "--replay-window unused frames, the one nearest the true stage angle")
-    serve.add_argument("--fault", action="append", default=[], metavar="ENDPOINT:KIND[:N]",
-                       help="rehearse a failing bridge (repeatable): KIND error (the next N requests to ENDPOINT "
-                       "answer HTTP 500), drop (the next N are closed unanswered) or delay (every request waits "
-                       "N s); ENDPOINT is the path after /v1/ (acquire, stage_position, ...) or *; "
-                       "e.g. acquire:error:3")
-    add_model_arguments(serve, SimSettings, skip=TILTSERIES_ONLY, rename=RENAME)
-    serve.set_defaults(run=run_serve)
-    tilt = sim_sub.add_parser(
-        "tiltseries", help="write a synthetic GRS session with ground truth",
+    register_command(
+        sim_sub, "tiltseries", settings=SimSettings, run=run_tiltseries, config_name="sim",
+        arguments=_tiltseries_arguments, skip=SERVE_ONLY, rename=RENAME, logs=False,
+        help="write a synthetic GRS session with ground truth",
         description="Write a recorded session (DESIGN.md 5) of a dynamic phantom: frame i is phantom step i "
         "projected at GRS angle i, plus ground_truth.tif (T, Z, Y, X) and ground_truth_times.csv.")
-    tilt.add_argument("--out", type=Path, required=True, metavar="SESSION", help="new session directory")
-    tilt.add_argument("--config", type=Path, default=None, help="TOML settings file (see config/sim.toml)")
-    add_model_arguments(tilt, SimSettings, skip=SERVE_ONLY, rename=RENAME)
-    tilt.set_defaults(run=run_tiltseries)
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--replay", type=Path, default=None, metavar="SESSION",
+                        help="serve this recorded session: each exposure returns, of the next "
+                        "--replay-window unused frames, the one nearest the true stage angle")
+    parser.add_argument("--fault", action="append", default=[], metavar="ENDPOINT:KIND[:N]",
+                        help="rehearse a failing bridge (repeatable): KIND error (the next N requests to "
+                        "ENDPOINT answer HTTP 500), drop (the next N are closed unanswered) or delay (every "
+                        "request waits N s); ENDPOINT is the path after /v1/ (acquire, stage_position, ...) "
+                        "or *; e.g. acquire:error:3")
+
+
+def _tiltseries_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, metavar="SESSION", help="new session directory")

@@ -1,8 +1,9 @@
 """The ``tiltstream`` console command: a thin dispatcher over the subcommands each package registers.
 
-Each package has a ``commands`` module with ``register(subparsers)``; it adds its subcommands and sets
-``run`` (a callable taking the parsed namespace and returning an exit code) and, for a command that
-needs an optional extra, ``extra`` (``recon``, ``sim``, ``live`` or ``all``). Command modules import
+Each package has a ``commands`` module with ``register(subparsers)``; it adds its subcommands with
+:func:`tiltstream.command.register_command` (a settings model plus a function), which sets ``run`` (a
+callable taking the parsed namespace and returning an exit code) and, for a command that needs an
+optional extra, ``extra`` (``recon``, ``sim``, ``live`` or ``all``). Command modules import
 only light modules at top level, so ``tiltstream --help`` is fast and the core install (no torch,
 kornia or Qt) can parse every command; heavy imports happen in ``run``. When one of them fails because
 the extra is not installed, the command ends with one line naming the extra to install (exit 3).
