@@ -49,6 +49,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the session in --session at its next frame index (its scheme is kept); "
                         "a session that does not exist yet is started")
+    parser.add_argument("--extend", action="store_true",
+                        help="with --resume: change the session's frame count to --count (without it, a --count "
+                        "that differs from the session's is refused)")
     parser.add_argument("--temperature-log", type=Path, default=None,
                         help="CSV written by the heating-holder program (time and temperature in Celsius "
                         "columns); read at each frame")
@@ -111,7 +114,11 @@ def run(settings: AcquireSettings, args: argparse.Namespace) -> int:
     elif args.resume:
         writer = SessionWriter.resume(args.session)
         stored = dict(writer.settings.scheme)
-        if settings.count is not None:
+        if settings.count is not None and settings.count != stored.get("count"):
+            if not args.extend:
+                raise UserError(f"--count {settings.count} differs from session {str(args.session)!r}'s count "
+                                f"{stored.get('count')}; leave --count out to continue it, or add --extend to "
+                                "change its count")
             stored["count"] = settings.count
         stored["start_index"] = writer.next_index
         scheme = _scheme(stored)

@@ -76,7 +76,7 @@ def test_resume_continues_tracking_from_the_recorded_frames(tmp_path: Path) -> N
     sim = _sim()
     with running_server(sim) as url:
         assert _acquire(url, tmp_path / "s", "--count", "8", "--track", "previous") == 0
-        assert _acquire(url, tmp_path / "s", "--count", "14", "--track", "previous", "--resume") == 0
+        assert _acquire(url, tmp_path / "s", "--count", "14", "--track", "previous", "--resume", "--extend") == 0
     records = read_session(tmp_path / "s").records
     assert [r.index for r in records] == list(range(14))
     truth = [f.displacement_m[0] * 1e9 - sim.frames[0].displacement_m[0] * 1e9 for f in sim.frames]
@@ -96,3 +96,18 @@ def test_track_model_falls_back_to_previous_when_no_model_answers(tmp_path: Path
     records = read_session(tmp_path / "s").records
     assert [r.tracking.mode for r in records] == ["previous"] * 6
     assert "image_shift" in {endpoint for method, endpoint in sim.requests if method == "PUT"}
+
+
+def test_resume_with_another_count_is_refused_unless_extended(tmp_path: Path, capsys) -> None:
+    sim = _sim()
+    with running_server(sim) as url:
+        assert _acquire(url, tmp_path / "s", "--count", "3") == 0
+        capsys.readouterr()
+        assert _acquire(url, tmp_path / "s", "--count", "5", "--resume") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"tiltstream acquire: error: --count 5 differs from session {str(tmp_path / 's')!r}'s "
+                       "count 3; leave --count out to continue it, or add --extend to change its count"]
+        assert len(read_session(tmp_path / "s").records) == 3
+        assert _acquire(url, tmp_path / "s", "--count", "3", "--resume") == 0  # the same count: nothing to do
+        assert _acquire(url, tmp_path / "s", "--count", "5", "--resume", "--extend") == 0
+    assert [r.index for r in read_session(tmp_path / "s").records] == [0, 1, 2, 3, 4]
