@@ -37,6 +37,7 @@ import numpy as np
 import pydantic
 
 from tiltstream.acquire.session import TrackingRecord
+from tiltstream.recon.metrics import reprojection_error_percent
 from tiltstream.wire import WIRE_VERSION, ArrayHeader, WireError, decode_array, decode_header, encode
 
 TOPIC_STATUS = b"status"
@@ -82,7 +83,8 @@ class ReprojectionHeader(ArrayHeader):
     angle_deg: float = pydantic.Field(description="tilt angle of the frame, degrees")
     time_s: float = pydantic.Field(description="frame time, seconds since session start")
     step: int = pydantic.Field(ge=0, description="training step of the model that reprojected")
-    error_percent: float = pydantic.Field(description="100 * ||measured - reprojection|| / ||measured||")
+    error_percent: float = pydantic.Field(description="RMS of reprojection - measured over the RMS of measured, "
+                                          "percent (tiltstream.recon.metrics.reprojection_error_percent)")
     shape: tuple[int, int, int]
 
     @pydantic.model_validator(mode="after")
@@ -224,8 +226,7 @@ def make_reprojection(session: str, frame_index: int, angle_deg: float, time_s: 
     reprojection = np.asarray(reprojection, dtype=np.float32)
     if measured.shape != reprojection.shape or measured.ndim != 2:
         raise ValueError(f"measured {measured.shape} and reprojection {reprojection.shape} must be equal (ny, nx)")
-    norm = float(np.linalg.norm(measured))
-    error = 100.0 * float(np.linalg.norm(measured - reprojection)) / norm if norm > 0 else 0.0
+    error = reprojection_error_percent(measured, reprojection)
     header = ReprojectionHeader(session=session, dtype="float32", shape=(2, *measured.shape),
                                 frame_index=frame_index, angle_deg=angle_deg, time_s=time_s, step=step,
                                 error_percent=error)

@@ -12,12 +12,13 @@ Order of the steps (NOTES.md, "Experimental preprocessing"):
 5. ``normalise``: each frame to unit standard deviation and a common mean (the mean over frames of
    ``mean / std``), i.e. ``(f - mean_f) / std_f + common``.
 6. ``align``: cross-correlation alignment (:func:`tiltstream.registration.register`, subpixel, the
-   registration acquisition's tracking uses): frames are chained in angle order from the frame nearest
-   0 deg, each registered to its neighbour in angle (so compared frames differ by a small tilt); the
-   shifts add up along the chain and every frame is resampled once (cubic spline). With ``align_from = "recorded"`` the shifts are instead the ones
-   tracking recorded during acquisition (``frames.jsonl`` ``tracking.shift_px``, :func:`recorded_shifts_px`),
-   converted by :func:`recorded_alignment_px` as in the live process: no re-alignment; frames whose
-   tracking lost the specimen are left unshifted and listed in the report.
+   registration acquisition's tracking uses): frames are chained in angle order from the frame nearest 0
+   deg, each registered to its neighbour in angle (so compared frames differ by a small tilt); the shifts
+   add up along the chain and every frame is resampled once (cubic spline). With ``align_from = "recorded"``
+   the shifts are instead the ones tracking recorded during acquisition (``frames.jsonl``
+   ``tracking.shift_px``, :func:`recorded_shifts_px`), converted by :func:`recorded_alignment_px` as in the
+   live process: no re-alignment; frames whose tracking lost the specimen are left unshifted and listed in
+   the report.
 7. ``centre``: shift every frame so the centre of mass of the averaged series lies at the image centre
    (``(n - 1) / 2``).
 8. ``crop_shape``: centred crop to ``(ny, nx)``.
