@@ -68,10 +68,6 @@ class EucentricFit:
     z_nm: float
     y0_nm: float
 
-    def predict_nm(self, alpha_deg: float) -> tuple[float, float]:
-        """Predicted uncorrected displacement (x, y) at ``alpha_deg``, nanometres."""
-        return self.x0_nm + self.z_nm * math.sin(math.radians(alpha_deg)), self.y0_nm
-
 
 def fit_eucentric(alpha_deg: np.ndarray, x_nm: np.ndarray, y_nm: np.ndarray,
                   min_sin_spread: float = 0.2) -> EucentricFit:

@@ -209,16 +209,6 @@ def central_orthoslices(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
             np.ascontiguousarray(volume[:, :, nx // 2], dtype=np.float32))
 
 
-def encode_status(header: StatusHeader) -> list[bytes | memoryview]:
-    """A ``status`` message."""
-    return encode_message(header)
-
-
-def encode_history(header: HistoryHeader) -> list[bytes | memoryview]:
-    """A ``history`` message."""
-    return encode_message(header)
-
-
 def make_reprojection(session: str, frame_index: int, angle_deg: float, time_s: float, step: int,
                       measured: np.ndarray, reprojection: np.ndarray) -> Reprojection:
     """A typed ``reprojection`` message from a measured frame and its reprojection, both (ny, nx)."""
@@ -254,18 +244,6 @@ def encode_message(message: StatusMessage) -> list[bytes | memoryview]:
         flat = np.concatenate([message.xy.ravel(), message.xz.ravel(), message.yz.ravel()])
         return encode(TOPIC_ORTHOSLICES, message.header, flat)
     raise TypeError(f"not a status-stream message: {type(message).__name__}")
-
-
-def encode_reprojection(session: str, frame_index: int, angle_deg: float, time_s: float, step: int,
-                        measured: np.ndarray, reprojection: np.ndarray) -> list[bytes | memoryview]:
-    """A ``reprojection`` message from a measured frame and its reprojection, both (ny, nx)."""
-    return encode_message(make_reprojection(session, frame_index, angle_deg, time_s, step, measured, reprojection))
-
-
-def encode_orthoslices(session: str, volume: np.ndarray, time_s: float, step: int,
-                       request_id: int | None = None) -> list[bytes | memoryview]:
-    """An ``orthoslices`` message with the central slices of ``volume`` (nz, ny, nx) at ``time_s``."""
-    return encode_message(make_orthoslices(session, volume, time_s, step, request_id))
 
 
 def encode_volume_request(request_id: int, time_s: float) -> list[bytes]:
