@@ -21,8 +21,9 @@ properties"; where the paper is loose, the choice made here is stated):
   both counts as perfect agreement. It is therefore higher than the masked mean above, by more the
   smaller the particle is in its box; tables give both, and only the paper's targets are checked
   against it.
-- **Reprojection error** (:func:`reprojection_error_percent`; held-out frames and the live process's
-  reprojections), percent: RMS of the reprojection minus the measured frame over the frame's RMS.
+- **Reprojection error** (:func:`reprojection_error_percent`; held-out frames, the live process's
+  reprojections and the demo's report), percent: RMS of the reprojection minus the measured frame over
+  the frame's RMS.
 - The default **mask** of a comparison is the union of the Otsu masks of the reference and the
   reconstruction, so both missing and spurious material count.
 - **Surface/volume**: Otsu binarise, dilate once (6-connected cross), surface = dilated minus volume,
