@@ -1,8 +1,9 @@
-"""Specimen tracking math: cross-correlation shift, cosine stretch, eucentric-offset fit and prediction (pure).
+"""Specimen tracking math: cosine stretch, eucentric-offset fit and prediction (pure).
 
 Conventions: images are (ny, nx) with x along columns, perpendicular to the tilt axis (rows, y, run
-along it); shifts are ``(x, y)`` pairs in pixels or nanometres; a positive shift means the content of
-``image`` sits at larger x/y than in ``reference``. Angles in degrees.
+along it); positions and corrections are ``(x, y)`` pairs in pixels or nanometres (the stage's and the
+session record's order); shifts are measured by :func:`tiltstream.registration.register`, which returns
+them in numpy's ``(y, x)`` order. Angles in degrees.
 
 The eucentric model (SerialEM's "eucentricity from tilt"): a specimen at height ``z`` above the tilt
 axis appears displaced by ``x0 + z sin(alpha)`` along x; y drifts but does not depend on the tilt.
@@ -19,104 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-
-@dataclass(frozen=True)
-class ShiftEstimate:
-    """A measured shift of ``image`` relative to ``reference``.
-
-    Attributes
-    ----------
-    x_px, y_px
-        Shift, pixels (sub-pixel).
-    peak_quality
-        Normalised cross-correlation at the peak, in [-1, 1]: about 1 for the same content, near 0 for
-        unrelated images (a lost specimen).
-    """
-
-    x_px: float
-    y_px: float
-    peak_quality: float
-
-
-EDGE_FRACTION = 0.125  # of each side tapered to zero (flat in the middle: no pull towards zero shift)
-
-
-def _edge_taper(n: int) -> np.ndarray:
-    """1 in the middle, a raised cosine to 0 over the outer ``EDGE_FRACTION`` of ``n`` samples (Tukey)."""
-    ramp = max(int(round(EDGE_FRACTION * n)), 1)
-    window = np.ones(n)
-    rise = 0.5 - 0.5 * np.cos(np.pi * (np.arange(ramp) + 0.5) / ramp)
-    window[:ramp] = rise
-    window[n - ramp:] = rise[::-1]
-    return window
-
-
-def _prepared(image: np.ndarray) -> np.ndarray:
-    """Mean-free, edge-tapered float64 copy (the frame edges do not correlate)."""
-    image = np.asarray(image, dtype=np.float64)
-    window = np.outer(_edge_taper(image.shape[0]), _edge_taper(image.shape[1]))
-    tapered = (image - np.median(image)) * window
-    return tapered - tapered.mean()
-
-
-_OFFSETS = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)], dtype=np.float64)
-_DESIGN = np.stack([np.ones(9), _OFFSETS[:, 1], _OFFSETS[:, 0], _OFFSETS[:, 1] ** 2, _OFFSETS[:, 0] ** 2,
-                    _OFFSETS[:, 0] * _OFFSETS[:, 1]], axis=1)
-
-
-def _peak_offset(patch: np.ndarray) -> tuple[float, float]:
-    """Sub-pixel peak (dx, dy) of a 3 x 3 patch centred on its maximum.
-
-    A 2-D quadratic (with the xy term, so skewed peaks are not biased) is fitted to the patch, or to its
-    logarithm when every value is positive (exact for Gaussian peaks); its vertex is the peak, clamped to
-    one pixel. (0, 0) when the fit has no maximum.
-    """
-    values = patch.reshape(9)
-    if values.min() > 0:
-        values = np.log(values)
-    _, b, c, d, e, g = np.linalg.lstsq(_DESIGN, values, rcond=None)[0]
-    hessian = np.array([[2 * d, g], [g, 2 * e]])
-    if np.linalg.det(hessian) <= 0 or hessian[0, 0] >= 0:
-        return 0.0, 0.0
-    dx, dy = np.linalg.solve(hessian, [-b, -c])
-    return float(np.clip(dx, -1.0, 1.0)), float(np.clip(dy, -1.0, 1.0))
-
-
-def cross_correlation_shift(reference: np.ndarray, image: np.ndarray,
-                            max_shift_px: float | None = None) -> ShiftEstimate:
-    """Shift of ``image`` relative to ``reference`` from the peak of their cross-correlation.
-
-    Parameters
-    ----------
-    reference, image
-        Same shape (ny, nx), any real dtype.
-    max_shift_px
-        Only peaks within this distance of zero are considered, pixels (None: up to half the frame).
-
-    Returns
-    -------
-    ShiftEstimate
-        Sub-pixel shift (a 2-D quadratic or Gaussian through the peak's 3 x 3 neighbourhood) and peak
-        quality.
-    """
-    if reference.shape != image.shape or reference.ndim != 2:
-        raise ValueError(f"reference {reference.shape} and image {image.shape} must be the same 2-D shape")
-    a, b = _prepared(reference), _prepared(image)
-    norm = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
-    corr = np.fft.ifft2(np.conj(np.fft.fft2(a)) * np.fft.fft2(b)).real
-    corr = np.fft.fftshift(corr)
-    ny, nx = corr.shape
-    cy, cx = ny // 2, nx // 2
-    if max_shift_px is not None:
-        yy, xx = np.mgrid[0:ny, 0:nx]
-        corr = np.where((yy - cy) ** 2 + (xx - cx) ** 2 <= max_shift_px ** 2, corr, -np.inf)
-    py, px = np.unravel_index(int(np.argmax(corr)), corr.shape)
-    peak = float(corr[py, px])
-
-    patch = corr[np.ix_([(py - 1) % ny, py, (py + 1) % ny], [(px - 1) % nx, px, (px + 1) % nx])]
-    dx, dy = _peak_offset(np.where(np.isfinite(patch), patch, peak))
-    quality = peak / norm if norm > 0 else 0.0
-    return ShiftEstimate(x_px=float(px - cx + dx), y_px=float(py - cy + dy), peak_quality=float(quality))
+from tiltstream.registration import register
 
 
 def specimen_centre_x_px(image: np.ndarray) -> float:
@@ -163,10 +67,6 @@ class EucentricFit:
     x0_nm: float
     z_nm: float
     y0_nm: float
-
-    def predict_nm(self, alpha_deg: float) -> tuple[float, float]:
-        """Predicted uncorrected displacement (x, y) at ``alpha_deg``, nanometres."""
-        return self.x0_nm + self.z_nm * math.sin(math.radians(alpha_deg)), self.y0_nm
 
 
 def fit_eucentric(alpha_deg: np.ndarray, x_nm: np.ndarray, y_nm: np.ndarray,
@@ -327,18 +227,19 @@ class Tracker:
         qualities: list[float] = []
         reference: int | None = None
         if model_reference is not None and model_reference.shape == frame.shape:
-            found = cross_correlation_shift(model_reference, frame, self.max_shift_px)
+            found = register(model_reference, frame, self.max_shift_px)
             qualities.append(found.peak_quality)
             if node > 0:
-                new_edges.append((node, -1, found.x_px, found.y_px, 1.0))
+                new_edges.append((node, -1, found.shift_px[1], found.shift_px[0], 1.0))
         for other in self._neighbours(alpha_deg, frame.shape):
             ref = self.observations[other]
             stretched = cosine_stretch(ref.frame, ref.alpha_deg, alpha_deg, specimen_centre_x_px(ref.frame))
-            found = cross_correlation_shift(stretched, frame, self.max_shift_px)
+            found = register(stretched, frame, self.max_shift_px)
             qualities.append(found.peak_quality)
             reference = ref.index if reference is None else reference
             if found.peak_quality >= self.lost_quality:
-                new_edges.append((node, other, found.x_px, found.y_px, edge_weight(abs(alpha_deg - ref.alpha_deg))))
+                y_px, x_px = found.shift_px
+                new_edges.append((node, other, x_px, y_px, edge_weight(abs(alpha_deg - ref.alpha_deg))))
         quality = max(qualities) if qualities else 1.0
         lost = bool(qualities) and quality < self.lost_quality
         trusted = not lost and (node == 0 or bool(new_edges))

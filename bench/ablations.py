@@ -163,19 +163,20 @@ def summarise(phantom: str, rows: list[dict], sirt_rows: list[dict]) -> dict[str
 def run_variant(name: str, base: str, phantom: str, session_path: Path, steps: int, eval_every: int,
                 seed: int, sirt_rows: list[dict], precision: str = "fp32") -> dict[str, Any]:
     """Train one variant on one session; returns its summary, the SSIM curve and the rate."""
+    from tiltstream.recon.frame_feed import add_recorded_frame
     from tiltstream.recon.run_dir import recorded_time_scale_s
+    from tiltstream.recon.session_frames import load_session_frames
     from tiltstream.recon.trainer import Trainer
 
     overrides, options = VARIANTS[name]
     config = base_config(base).model_copy(update=overrides)
-    session = read_session(session_path)
-    frames = session.load_frames()
+    session, frames = load_session_frames(session_path)
     truth, times_s = read_ground_truth(session_path)
     trainer = Trainer(config, frames.shape[1:], recorded_time_scale_s(session), seed=seed, precision=precision)
     if options.get("data_scale") == "mean":
         trainer.data_scale = float(np.mean(frames[0]))
     for record, frame in zip(session.records, frames):
-        trainer.add_frame(record.index, frame, record.angle_deg, record.time_s)
+        add_recorded_frame(trainer, record, frame)
     curve, train_s = [], 0.0
     while trainer.steps_done < steps:
         start = time.perf_counter()

@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print(quality_row(str(iterations), args.phantom, volume, truth, particle), flush=True)
 
     if args.dip_steps:
+        from tiltstream.recon.frame_feed import add_recorded_frame
         from tiltstream.recon.presets import preset
         from tiltstream.recon.run_dir import recorded_time_scale_s
         from tiltstream.recon.trainer import Trainer
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(preset("fast"), static.shape[1:], recorded_time_scale_s(session), seed=args.seed,
                           precision=args.precision)
         for record, frame in zip(session.records, static):
-            trainer.add_frame(record.index, frame, record.angle_deg, record.time_s)
+            add_recorded_frame(trainer, record, frame)
         print(f"\n| static series, DIP-STER fast ({args.precision}), steps (training s) | in-mask SSIM | "
               f"in-mask RMSE % | property |\n|---|---|---|---|")
         done, train_s = 0, 0.0

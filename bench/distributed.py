@@ -66,18 +66,18 @@ def _join_group(rank: int, ranks: int, port: int):
 
 def _session_trainer(session_dir: str, preset_name: str, lr_scale: float, seed: int):
     """A trainer holding every frame of the session, time scale by the live rule."""
-    from tiltstream.acquire.session import read_session
+    from tiltstream.recon.frame_feed import add_recorded_frame
     from tiltstream.recon.presets import preset
     from tiltstream.recon.run_dir import recorded_time_scale_s
+    from tiltstream.recon.session_frames import load_session_frames
     from tiltstream.recon.trainer import Trainer
 
-    session = read_session(session_dir)
-    records = sorted(session.records, key=lambda r: r.index)
+    session, frames = load_session_frames(session_dir)
     config = preset(preset_name)
     config = config.model_copy(update={"lr": config.lr * lr_scale})
-    trainer = Trainer(config, tuple(records[0].shape), recorded_time_scale_s(session), seed=seed)
-    for record in records:
-        trainer.add_frame(record.index, session.load_frame(record), record.angle_deg, record.time_s)
+    trainer = Trainer(config, frames.shape[1:], recorded_time_scale_s(session), seed=seed)
+    for record, frame in sorted(zip(session.records, frames), key=lambda pair: pair[0].index):
+        add_recorded_frame(trainer, record, frame)
     return trainer, session
 
 

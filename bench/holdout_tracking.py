@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tiltstream.acquire.session import read_ground_truth, read_session  # noqa: E402
+from tiltstream.acquire.session import read_ground_truth  # noqa: E402
 from tiltstream.recon import metrics  # noqa: E402
 
 PATIENCES = (2, 4, 8)  # evaluations without a 0.5 % held-out improvement before stopping
@@ -46,20 +46,20 @@ def session_for(work: Path, phantom: str, size: int, count: int, seed: int) -> P
 def track(session_path: Path, preset_name: str, holdout: float, steps: int, eval_every: int,
           seed: int) -> list[dict]:
     """Train with held-out frames; one record per evaluation (steps, held-out RMSE/SSIM, truth SSIM)."""
+    from tiltstream.recon.frame_feed import add_recorded_frame
     from tiltstream.recon.presets import preset
     from tiltstream.recon.run_dir import heldout_positions, recorded_time_scale_s
+    from tiltstream.recon.session_frames import load_session_frames
     from tiltstream.recon.trainer import Trainer
 
-    session = read_session(session_path)
-    frames = session.load_frames()
+    session, frames = load_session_frames(session_path)
     truth, times_s = read_ground_truth(session_path)
     records = sorted(session.records, key=lambda r: r.time_s)
     held = set(heldout_positions(len(records), holdout))
     trainer = Trainer(preset(preset_name), frames.shape[1:], recorded_time_scale_s(session), seed=seed)
     by_index = {r.index: f for r, f in zip(session.records, frames)}
     for position, record in enumerate(records):
-        trainer.add_frame(record.index, by_index[record.index], record.angle_deg, record.time_s,
-                          held_out=position in held)
+        add_recorded_frame(trainer, record, by_index[record.index], held_out=position in held)
     curve = []
     while trainer.steps_done < steps:
         trainer.train_steps(eval_every)

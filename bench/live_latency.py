@@ -38,12 +38,14 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tiltstream.acquire.session import read_ground_truth, read_session  # noqa: E402
+from tiltstream.acquire.session import read_ground_truth  # noqa: E402
 from bench.doc_sections import replace_section  # noqa: E402
 from tiltstream.live.settings import LiveSettings  # noqa: E402
 from tiltstream.live.status import Reprojection, decode_status_message  # noqa: E402
+from tiltstream.recon.frame_feed import add_recorded_frame  # noqa: E402
 from tiltstream.recon.metrics import rmse_percent, ssim  # noqa: E402
 from tiltstream.recon.presets import preset  # noqa: E402
+from tiltstream.recon.session_frames import load_session_frames  # noqa: E402
 from tiltstream.recon.trainer import Trainer  # noqa: E402
 from tiltstream.recon.volume_io import read_volumes  # noqa: E402
 from tiltstream.simulator.replay_stream import replay_session  # noqa: E402
@@ -112,7 +114,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     latencies = np.array([arrived[i] - published[i] for i in sorted(published) if i in arrived])
 
     truth, _ = read_ground_truth(session_dir)
-    session = read_session(session_dir)
+    session, frames = load_session_frames(session_dir)
     times = session.times_s
     live_volumes, live_times = read_volumes(run / "volumes.tif")
     live_trainer = Trainer.load(run / "checkpoint.pt")
@@ -120,9 +122,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     started = time.monotonic()
     offline = Trainer(preset("fast"), tuple(session.records[0].shape), live_trainer.time_scale_s,
                       device=live_trainer.device, seed=args.seed)
-    for record in session.records:
-        offline.add_frame(record.index, session.load_frame(record).astype(np.float32), record.angle_deg,
-                          record.time_s)
+    for record, frame in zip(session.records, frames):
+        add_recorded_frame(offline, record, frame)
     offline.train_steps(live_trainer.steps_done)
     offline_s = time.monotonic() - started
 

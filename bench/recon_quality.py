@@ -160,6 +160,7 @@ def run_dipster(name: str, frames: np.ndarray, session, truth: np.ndarray, minut
     """
     import torch
 
+    from tiltstream.recon.frame_feed import add_recorded_frame
     from tiltstream.recon.run_dir import heldout_positions, recorded_time_scale_s
     from tiltstream.recon.trainer import Trainer
 
@@ -169,7 +170,7 @@ def run_dipster(name: str, frames: np.ndarray, session, truth: np.ndarray, minut
     order = sorted(range(len(session.records)), key=lambda i: session.records[i].time_s)
     held = {order[p] for p in heldout_positions(len(order), holdout)}
     for i, (record, frame) in enumerate(zip(session.records, frames)):
-        trainer.add_frame(record.index, frame, record.angle_deg, record.time_s, held_out=i in held)
+        add_recorded_frame(trainer, record, frame, held_out=i in held)
     probe = (np.linspace(0, len(times) - 1, eval_times).round().astype(int) if eval_times
              else np.arange(len(times)))
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)

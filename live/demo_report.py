@@ -29,13 +29,13 @@ def _series_metrics(rec: np.ndarray, ref: np.ndarray) -> dict:
             "ssim_per_frame": [round(v, 5) for v in ssims]}
 
 
-def reprojection_error_percent(trainer, frames: np.ndarray, angles_deg: np.ndarray, times_s: np.ndarray) -> float:
-    """Mean over frames of ``100 * ||reprojection - frame|| / ||frame||`` for a trained model."""
-    errors = []
-    for frame, angle, time_s in zip(frames, angles_deg, times_s):
-        rep = trainer.reproject(float(time_s), float(angle))
-        errors.append(100.0 * np.linalg.norm(rep - frame) / max(np.linalg.norm(frame), 1e-12))
-    return float(np.mean(errors))
+def mean_reprojection_error_percent(trainer, frames: np.ndarray, angles_deg: np.ndarray,
+                                    times_s: np.ndarray) -> float:
+    """Mean over frames of :func:`tiltstream.recon.metrics.reprojection_error_percent` for a trained model."""
+    from tiltstream.recon.metrics import reprojection_error_percent
+
+    return float(np.mean([reprojection_error_percent(frame, trainer.reproject(float(time_s), float(angle)))
+                          for frame, angle, time_s in zip(frames, angles_deg, times_s)]))
 
 
 def evaluate(settings, demo, microscope, acquire_wall_s: float, elapsed_s: float) -> dict:
@@ -81,7 +81,7 @@ def evaluate(settings, demo, microscope, acquire_wall_s: float, elapsed_s: float
         "session_duration_s": float(times.max() - times.min()),
         "temperature_C_range": [min(temps), max(temps)] if temps else None,
         "training_steps": trainer.steps_done, "time_scale_s": trainer.time_scale_s,
-        "final_reprojection_error_percent": reprojection_error_percent(trainer, frames, angles, times),
+        "final_reprojection_error_percent": mean_reprojection_error_percent(trainer, frames, angles, times),
         "dipster": d, "sirt": {**s, "window": settings.sirt_window, "iterations": settings.sirt_iterations,
                  "nonnegative": True},
         "dipster_beats_sirt": d["ssim_mean"] > s["ssim_mean"],

@@ -8,11 +8,11 @@ tracking record (:class:`tiltstream.acquire.session.TrackingRecord`: measured sh
 by frame index for the status and history messages. A resumed process reads the tracking of the frames
 already in its reconstruction from the session's ``frames.jsonl``.
 
-A frame whose tracking measured the specimen's shift is aligned before it is queued (``align_tracked``,
-on by default): shifted by minus that shift, as ``recon train --preprocess`` does with ``align_from =
-"recorded"`` (cubic spline, zeros shifted in), so the reconstruction holds the specimen where it was in
-the first tracked frame, which is where ``acquire --track model`` expects the reprojections it asks for.
-A frame where tracking lost the specimen is queued unshifted.
+A frame whose tracking measured the specimen's shift is aligned before it is queued (``align_tracked``, on by
+default): shifted by minus that shift by the alignment ``recon train --preprocess`` uses with ``align_from =
+"recorded"`` (:func:`tiltstream.recon.preprocess.aligned_to_recorded`), so the reconstruction holds the
+specimen where it was in the first tracked frame, which is where ``acquire --track model`` expects the
+reprojections it asks for. A frame where tracking lost the specimen is queued unshifted.
 
 A live process started before its session exists says so once and then waits quietly (a throttled
 status line), subscribing only once ``session.json`` is there: the subscriber would otherwise warn on
@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from tiltstream.errors import UserError
 from tiltstream.progress import ProgressLine
 from tiltstream.acquire.session import SETTINGS_FILE, SessionSettings, TrackingRecord, read_session
 from tiltstream.acquire.stream import FrameHeader
 from tiltstream.live.settings import LiveSettings
+from tiltstream.recon.preprocess import aligned_to_recorded
 from tiltstream.recon.run_dir import session_expected_frames
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,6 @@ def describe_tracking(index: int, record: TrackingRecord) -> str:
     defocus = "" if record.defocus_m is None else f", defocus {record.defocus_m * 1e9:+.0f} nm"
     return (f"tracking ({record.mode}): frame {index} shift ({record.shift_px[0]:+.1f}, "
             f"{record.shift_px[1]:+.1f}) px{defocus}")
-
-
-def aligned(frame: np.ndarray, tracking: TrackingRecord) -> np.ndarray:
-    """``frame`` (ny, nx) shifted by minus its measured specimen shift, float32 (unchanged when lost)."""
-    if tracking.shift_px is None:
-        return frame
-    x_px, y_px = tracking.shift_px
-    return ndimage.shift(np.asarray(frame, dtype=np.float32), (-y_px, -x_px), order=3, mode="constant", cval=0.0)
 
 
 @dataclass
@@ -171,7 +163,7 @@ class FrameIntake:
             if header.tracking is not None:
                 self._take_tracking(header.index, header.tracking)
                 if self.settings.align_tracked:
-                    frame = aligned(frame, header.tracking)
+                    frame = aligned_to_recorded(np.asarray(frame, dtype=np.float32), header.tracking.shift_px)
             self.pending.append(Pending(header, frame, time.monotonic()))
             self.frames_seen += 1
             self.last_frame_wall = time.monotonic()

@@ -6,7 +6,9 @@
   session from over-fitting the frames it has (docs/benchmarks/live.md) while a slow machine still
   takes every pending frame at once instead of falling behind the stream;
 - deterministic (``steps_per_frame``): one pending frame per turn, then exactly ``steps_per_frame``
-  steps (:func:`tiltstream.live.schedule.train_chunked`, as offline), then ``final_steps`` after the last frame.
+  steps (in chunks of ``chunk_steps``, which does not change the result: the trainer draws its samples
+  step by step), then ``final_steps`` after the last frame. A run streamed live and the same session
+  read from disk (catch-up) therefore give the same reconstruction.
 
 Moving-window SIRT has finite work (one window per frame): it trains until no window is stale instead
 of for ``final_steps``. Each frame's metadata records the step at which it was added, so the steps
@@ -19,18 +21,26 @@ import logging
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from tiltstream.errors import UserError
 from tiltstream.live.intake import FrameIntake, Pending
-from tiltstream.live.schedule import train_chunked
 from tiltstream.live.settings import LiveSettings
+from tiltstream.recon.frame_feed import add_recorded_frame
 from tiltstream.recon.reconstructor import Reconstructor
 from tiltstream.recon.run_dir import heldout_positions
 
 log = logging.getLogger(__name__)
 
 STEP_ADDED = "step_added"  # frame metadata: the reconstructor's step when the frame was added
+
+
+def train_chunked(reconstructor: Reconstructor, steps: int, chunk_steps: int,
+                  between: Callable[[float], None]) -> None:
+    """Run ``steps`` training steps in chunks of at most ``chunk_steps``; ``between(chunk_loss)`` after each."""
+    done = 0
+    while done < steps:
+        n = min(chunk_steps, steps - done)
+        between(reconstructor.train(steps=n))
+        done += n
 
 
 def held_out(position: int, fraction: float) -> bool:
@@ -145,14 +155,11 @@ class Scheduler:
         r = self.reconstructor
         while pending and (limit is None or len(added) < limit):
             item = pending.popleft()
-            h = item.header
-            metadata = {"dose_e_per_A2": h.dose_e_per_A2, "temperature_C": h.temperature_C,
-                        STEP_ADDED: r.steps_done}
             try:
-                r.add_frame(h.index, np.asarray(item.frame, dtype=np.float32), h.angle_deg, h.time_s,
-                            held_out=held_out(r.n_frames, self.settings.holdout), metadata=metadata)
+                add_recorded_frame(r, item.header, item.frame, held_out=held_out(r.n_frames, self.settings.holdout),
+                                   **{STEP_ADDED: r.steps_done})
             except UserError as exc:
-                log.warning("skipped frame %d: %s", h.index, exc)
+                log.warning("skipped frame %d: %s", item.header.index, exc)
                 continue
             self.idle = False
             added.append(item)

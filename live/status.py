@@ -22,6 +22,7 @@ import numpy as np
 import pydantic
 
 from tiltstream.acquire.session import TrackingRecord
+from tiltstream.recon.metrics import reprojection_error_percent
 from tiltstream.wire import WIRE_VERSION, ArrayHeader, WireError, decode_array, decode_header, encode
 
 TOPIC_STATUS = b"status"
@@ -67,7 +68,8 @@ class ReprojectionHeader(ArrayHeader):
     angle_deg: float = pydantic.Field(description="tilt angle of the frame, degrees")
     time_s: float = pydantic.Field(description="frame time, seconds since session start")
     step: int = pydantic.Field(ge=0, description="training step of the model that reprojected")
-    error_percent: float = pydantic.Field(description="100 * ||measured - reprojection|| / ||measured||")
+    error_percent: float = pydantic.Field(description="RMS of reprojection - measured over the RMS of measured, "
+                                          "percent (tiltstream.recon.metrics.reprojection_error_percent)")
     shape: tuple[int, int, int]
 
     @pydantic.model_validator(mode="after")
@@ -192,16 +194,6 @@ def central_orthoslices(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
             np.ascontiguousarray(volume[:, :, nx // 2], dtype=np.float32))
 
 
-def encode_status(header: StatusHeader) -> list[bytes | memoryview]:
-    """A ``status`` message."""
-    return encode_message(header)
-
-
-def encode_history(header: HistoryHeader) -> list[bytes | memoryview]:
-    """A ``history`` message."""
-    return encode_message(header)
-
-
 def make_reprojection(session: str, frame_index: int, angle_deg: float, time_s: float, step: int,
                       measured: np.ndarray, reprojection: np.ndarray) -> Reprojection:
     """A typed ``reprojection`` message from a measured frame and its reprojection, both (ny, nx)."""
@@ -209,8 +201,7 @@ def make_reprojection(session: str, frame_index: int, angle_deg: float, time_s: 
     reprojection = np.asarray(reprojection, dtype=np.float32)
     if measured.shape != reprojection.shape or measured.ndim != 2:
         raise ValueError(f"measured {measured.shape} and reprojection {reprojection.shape} must be equal (ny, nx)")
-    norm = float(np.linalg.norm(measured))
-    error = 100.0 * float(np.linalg.norm(measured - reprojection)) / norm if norm > 0 else 0.0
+    error = reprojection_error_percent(measured, reprojection)
     header = ReprojectionHeader(session=session, dtype="float32", shape=(2, *measured.shape),
                                 frame_index=frame_index, angle_deg=angle_deg, time_s=time_s, step=step,
                                 error_percent=error)
@@ -238,18 +229,6 @@ def encode_message(message: StatusMessage) -> list[bytes | memoryview]:
         flat = np.concatenate([message.xy.ravel(), message.xz.ravel(), message.yz.ravel()])
         return encode(TOPIC_ORTHOSLICES, message.header, flat)
     raise TypeError(f"not a status-stream message: {type(message).__name__}")
-
-
-def encode_reprojection(session: str, frame_index: int, angle_deg: float, time_s: float, step: int,
-                        measured: np.ndarray, reprojection: np.ndarray) -> list[bytes | memoryview]:
-    """A ``reprojection`` message from a measured frame and its reprojection, both (ny, nx)."""
-    return encode_message(make_reprojection(session, frame_index, angle_deg, time_s, step, measured, reprojection))
-
-
-def encode_orthoslices(session: str, volume: np.ndarray, time_s: float, step: int,
-                       request_id: int | None = None) -> list[bytes | memoryview]:
-    """An ``orthoslices`` message with the central slices of ``volume`` (nz, ny, nx) at ``time_s``."""
-    return encode_message(make_orthoslices(session, volume, time_s, step, request_id))
 
 
 def encode_volume_request(request_id: int, time_s: float) -> list[bytes]:

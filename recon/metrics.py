@@ -3,13 +3,14 @@
 RMSE (Eq. 8) and SSIM (Eq. 9) in two readings each (:func:`rmse_percent` / :func:`ssim` inside the
 mask; :func:`rmse_paper` / :func:`ssim_paper`, the measurement behind the paper's headline figures),
 surface/volume, volume redistribution and the alloying degree (Eq. 10), per volume and per series
-against a reference (:func:`metrics_table`). How each is computed, and the choices made where the
-paper is loose: docs/method.md 5.
+against a reference (:func:`metrics_table`), and the one reprojection error of held-out frames, live
+reprojections and reports (:func:`reprojection_error_percent`). How each is computed, and the choices
+made where the paper is loose: docs/method.md 5.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -232,6 +233,43 @@ def alloying_against_reference(rec_series: np.ndarray, ref_series: np.ndarray) -
     ref = np.array([intensity_spread(v, mask) for v in ref_series])
     rec = np.array([intensity_spread(v, mask) for v in rec_series])
     return (ref - sigma_0) / span, (rec - sigma_0) / span
+
+
+def reprojection_error_percent(measured: np.ndarray, reprojection: np.ndarray) -> float:
+    """RMS of ``reprojection - measured`` over the RMS of ``measured``, percent (both (ny, nx)).
+
+    The one reprojection error: held-out frames (:func:`heldout_metrics`) and the live process's
+    ``reprojection`` messages (:func:`tiltstream.live.status.make_reprojection`).
+    """
+    return 100.0 * float(np.sqrt(np.mean((reprojection - measured) ** 2))
+                         / max(np.sqrt(np.mean(measured ** 2)), 1e-12))
+
+
+def heldout_metrics(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[str, float] | None:
+    """Reprojection error of held-out frames, the one held-out measure of every reconstructor.
+
+    Parameters
+    ----------
+    pairs
+        ``(measured, reprojection)`` per held-out frame, each (ny, nx).
+
+    Returns
+    -------
+    dict or None
+        ``heldout_rmse_percent``: :func:`reprojection_error_percent`, mean over the frames;
+        ``heldout_ssim``: scikit-image SSIM of reprojection vs frame (data range of the frame), mean.
+        None when there is no pair.
+    """
+    from skimage.metrics import structural_similarity
+
+    errors, ssims = [], []
+    for measured, reprojection in pairs:
+        errors.append(reprojection_error_percent(measured, reprojection))
+        data_range = float(measured.max() - measured.min()) or 1.0
+        ssims.append(float(structural_similarity(reprojection, measured, data_range=data_range)))
+    if not errors:
+        return None
+    return {"heldout_rmse_percent": float(np.mean(errors)), "heldout_ssim": float(np.mean(ssims))}
 
 
 def _volume_metrics(pair: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:

@@ -11,12 +11,14 @@ Order of the steps (NOTES.md, "Experimental preprocessing"):
 4. ``mask_otsu_fraction``: set pixels below ``fraction * Otsu threshold`` to zero.
 5. ``normalise``: each frame to unit standard deviation and a common mean (the mean over frames of
    ``mean / std``), i.e. ``(f - mean_f) / std_f + common``.
-6. ``align``: cross-correlation alignment (``skimage.registration.phase_cross_correlation``, subpixel):
-   frames are chained in angle order from the frame nearest 0 deg, each registered to its neighbour in
-   angle (so compared frames differ by a small tilt); the shifts add up along the chain and every frame
-   is resampled once (cubic spline). With ``align_from = "recorded"`` the shifts are instead the ones
-   tracking recorded during acquisition (``frames.jsonl`` ``tracking.shift_px``, :func:`recorded_shifts_px`):
-   no re-alignment; frames whose tracking lost the specimen are left unshifted and listed in the report.
+6. ``align``: cross-correlation alignment (:func:`tiltstream.registration.register`, subpixel, the
+   registration acquisition's tracking uses): frames are chained in angle order from the frame nearest 0
+   deg, each registered to its neighbour in angle (so compared frames differ by a small tilt); the shifts
+   add up along the chain and every frame is resampled once (cubic spline). With ``align_from = "recorded"``
+   the shifts are instead the ones tracking recorded during acquisition (``frames.jsonl``
+   ``tracking.shift_px``, :func:`recorded_shifts_px`), converted by :func:`recorded_alignment_px` as in the
+   live process: no re-alignment; frames whose tracking lost the specimen are left unshifted and listed in
+   the report.
 7. ``centre``: shift every frame so the centre of mass of the averaged series lies at the image centre
    (``(n - 1) / 2``).
 8. ``crop_shape``: centred crop to ``(ny, nx)``.
@@ -37,6 +39,7 @@ import pydantic
 from scipy import ndimage
 
 from tiltstream.errors import UserError
+from tiltstream.registration import register
 
 
 class PreprocessConfig(pydantic.BaseModel):
@@ -53,7 +56,6 @@ class PreprocessConfig(pydantic.BaseModel):
         default=0.9, gt=0, description="zero pixels below this fraction of the frame's Otsu threshold (None: off)")
     normalise: bool = pydantic.Field(default=True, description="unit standard deviation and a common mean per frame")
     align: bool = pydantic.Field(default=True, description="cross-correlation alignment, chained in angle order")
-    upsample: int = pydantic.Field(default=10, ge=1, description="subpixel precision of alignment, 1/pixels")
     align_from: Literal["correlation", "recorded"] = pydantic.Field(
         default="correlation", description="align by cross-correlation, or by the shifts tracking recorded "
         "during acquisition (acquire --track)")
@@ -121,14 +123,12 @@ def correct_high_tilt(frames: np.ndarray, angles_deg: np.ndarray, fit_max_deg: f
     return out, report
 
 
-def alignment_shifts(frames: np.ndarray, angles_deg: np.ndarray, upsample: int = 10) -> np.ndarray:
+def alignment_shifts(frames: np.ndarray, angles_deg: np.ndarray) -> np.ndarray:
     """Shifts (n, 2) in pixels (dy, dx) that register every frame to the frame nearest 0 deg.
 
     Frames are visited in angle order outward from the one nearest 0 deg; each is registered to its
     neighbour in angle (raw frames, no resampling), and the pairwise shifts add up along the chain.
     """
-    from skimage.registration import phase_cross_correlation
-
     order = np.argsort(angles_deg, kind="stable")
     start = int(np.argmin(np.abs(angles_deg[order])))
     shifts = np.zeros((len(frames), 2))
@@ -137,9 +137,7 @@ def alignment_shifts(frames: np.ndarray, angles_deg: np.ndarray, upsample: int =
         position = start + direction
         while 0 <= position < len(order):
             index = int(order[position])
-            pair, _, _ = phase_cross_correlation(frames[prev], frames[index], upsample_factor=upsample,
-                                                 normalization=None)
-            shifts[index] = shifts[prev] + pair
+            shifts[index] = shifts[prev] - np.asarray(register(frames[prev], frames[index]).shift_px)
             prev = index
             position += direction
     return shifts
@@ -164,9 +162,40 @@ def centre_of_mass_shift(frames: np.ndarray) -> np.ndarray:
     return (np.array(mean.shape) - 1) / 2.0 - com
 
 
+def shifted(frame: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
+    """``frame`` (ny, nx) moved by ``shift_px`` (dy, dx), pixels: cubic spline, zeros shifted in; the frame
+    itself when the shift is zero."""
+    return ndimage.shift(frame, shift_px, order=3, mode="constant", cval=0.0) if np.any(shift_px) else frame
+
+
+def recorded_alignment_px(shift_px: tuple[float, float] | None, bin_factor: int = 1) -> np.ndarray:
+    """The shift (dy, dx), pixels, that aligns a frame whose tracking recorded the specimen shift ``shift_px``.
+
+    The one recorded-shift alignment (``align_from = "recorded"`` here, ``align_tracked`` in the live
+    process): minus the recorded shift, in numpy's axis order, in pixels of a frame binned by
+    ``bin_factor``; zero where tracking lost the specimen.
+
+    Parameters
+    ----------
+    shift_px
+        A record's ``tracking.shift_px``, (x, y) pixels of the recorded frame (None or NaN: lost).
+    bin_factor
+        The binning applied to the frame since it was recorded.
+    """
+    if shift_px is None:
+        return np.zeros(2)
+    x_px, y_px = np.nan_to_num(np.asarray(shift_px, dtype=np.float64))
+    return np.array([-y_px, -x_px]) / bin_factor
+
+
+def aligned_to_recorded(frame: np.ndarray, shift_px: tuple[float, float] | None) -> np.ndarray:
+    """A float ``frame`` (ny, nx) aligned by its recorded specimen shift (:func:`recorded_alignment_px`);
+    the frame itself when tracking lost the specimen."""
+    return shifted(frame, recorded_alignment_px(shift_px))
+
+
 def _shift_all(frames: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    return np.stack([ndimage.shift(f, s, order=3, mode="constant", cval=0.0) if np.any(s) else f
-                     for f, s in zip(frames, shifts)])
+    return np.stack([shifted(f, s) for f, s in zip(frames, shifts)])
 
 
 def crop_centre(frames: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -248,13 +277,13 @@ def apply(frames: np.ndarray, angles_deg: np.ndarray, config: PreprocessConfig,
             raise UserError("align_from = recorded needs a session acquired with tracking on (acquire --track "
                             "previous|model); this one has no recorded shifts: use align_from = correlation")
         lost = np.flatnonzero(~np.all(np.isfinite(recorded_shifts), axis=1))
-        shifts = -np.nan_to_num(np.asarray(recorded_shifts, dtype=np.float64))[:, ::-1] / config.bin_factor
+        shifts = np.array([recorded_alignment_px(s, config.bin_factor) for s in recorded_shifts])
         frames = _shift_all(frames, shifts)
         report["align_shifts_px"] = shifts.tolist()
         report["align_unshifted_lost"] = lost.tolist()
         report["steps"].append("align_recorded")
     elif config.align:
-        shifts = alignment_shifts(frames, angles, config.upsample)
+        shifts = alignment_shifts(frames, angles)
         frames = _shift_all(frames, shifts)
         report["align_shifts_px"] = shifts.tolist()
         report["steps"].append("align")

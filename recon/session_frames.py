@@ -1,4 +1,8 @@
-"""A recorded session's frames, checked for reconstruction: present, one shape, finite."""
+"""A recorded session's frames, checked for reconstruction: present, one shape, finite.
+
+The source of recorded frames for ``recon train`` and the benches, which add them with
+:func:`tiltstream.recon.frame_feed.add_recorded_frame` as the live process adds streamed ones.
+"""
 
 from __future__ import annotations
 

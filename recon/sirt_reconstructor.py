@@ -191,29 +191,14 @@ class SirtReconstructor:
         return ParallelProjector([float(angle_deg)], self.volume_shape, n_det=self.frame_shape[1])(volume)[0]
 
     def heldout_metrics(self) -> dict[str, float] | None:
-        """Reprojection error of the held-out frames (as :meth:`tiltstream.recon.trainer.Trainer.heldout_metrics`);
-        None when there are none.
+        """Reprojection error of the held-out frames (:func:`tiltstream.recon.metrics.heldout_metrics`);
+        None when there are none or no window is computed yet."""
+        from tiltstream.recon.metrics import heldout_metrics
 
-        Returns
-        -------
-        dict
-            ``heldout_rmse_percent`` (RMS of reprojection minus frame over the frame's RMS, percent) and
-            ``heldout_ssim`` (scikit-image SSIM, the frame's data range), each the mean over held-out frames.
-        """
-        from skimage.metrics import structural_similarity
-
-        held = [r for r in self._records if r["held_out"]]
-        if not held or not self._train_order():
+        if not self._train_order():
             return None
-        errors, ssims = [], []
-        for record in held:
-            frame = self._frames[record["index"]]
-            pred = self.reproject(record["time_s"], record["angle_deg"])
-            errors.append(100.0 * float(np.sqrt(np.mean((pred - frame) ** 2))
-                                        / max(np.sqrt(np.mean(frame ** 2)), 1e-12)))
-            data_range = float(frame.max() - frame.min()) or 1.0
-            ssims.append(float(structural_similarity(pred, frame, data_range=data_range)))
-        return {"heldout_rmse_percent": float(np.mean(errors)), "heldout_ssim": float(np.mean(ssims))}
+        return heldout_metrics((self._frames[r["index"]], self.reproject(r["time_s"], r["angle_deg"]))
+                               for r in self._records if r["held_out"])
 
     # ------------------------------------------------------------------ state
     def settings(self) -> dict[str, Any]:

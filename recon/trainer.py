@@ -443,29 +443,13 @@ class Trainer:
         return len(slots)
 
     def heldout_metrics(self) -> dict[str, float] | None:
-        """Reprojection error of the held-out frames; None when there are none.
+        """Reprojection error of the held-out frames (:func:`tiltstream.recon.metrics.heldout_metrics`);
+        None when there are none."""
+        from tiltstream.recon.metrics import heldout_metrics
 
-        Returns
-        -------
-        dict
-            ``heldout_rmse_percent``: RMS difference between reprojection and frame over the frames'
-            RMS, percent (mean over held-out frames); ``heldout_ssim``: SSIM of reprojection vs frame
-            (scikit-image, data range of the frame), mean.
-        """
-        from skimage.metrics import structural_similarity
-
-        slots = [s for s, h in enumerate(self.held_out) if h]
-        if not slots:
-            return None
-        errors, ssims = [], []
-        for slot in slots:
-            frame = self._frames[slot].cpu().numpy() * self.data_scale
-            pred = self.reproject(self.times_s[slot], self.angles_deg[slot])
-            errors.append(100.0 * float(np.sqrt(np.mean((pred - frame) ** 2))
-                                        / max(np.sqrt(np.mean(frame ** 2)), 1e-12)))
-            data_range = float(frame.max() - frame.min()) or 1.0
-            ssims.append(float(structural_similarity(pred, frame, data_range=data_range)))
-        return {"heldout_rmse_percent": float(np.mean(errors)), "heldout_ssim": float(np.mean(ssims))}
+        return heldout_metrics((self._frames[slot].cpu().numpy() * self.data_scale,
+                                self.reproject(self.times_s[slot], self.angles_deg[slot]))
+                               for slot, held in enumerate(self.held_out) if held)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

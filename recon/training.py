@@ -27,6 +27,7 @@ from typing import Any
 from tiltstream.errors import UserError
 from tiltstream.progress import ProgressLine
 from tiltstream.recon.distributed import World, peer_failures
+from tiltstream.recon.frame_feed import add_recorded_frame
 from tiltstream.recon.precision import Speed
 from tiltstream.recon.run_dir import (PlateauStopper, RunDir, forget_refit, forget_stale_best, heldout_positions,
                            keep_if_best, keep_refit, open_reconstructor, recorded_time_scale_s)
@@ -92,11 +93,6 @@ class TrainOutcome:
     steps_run: int
     steps_total: int
     budget_spent: bool = False
-
-
-def _frame_metadata(record: Any) -> dict[str, Any]:
-    """The per-frame values kept with a frame in the reconstruction state."""
-    return {"dose_e_per_A2": record.dose_e_per_A2, "temperature_C": record.temperature_C}
 
 
 def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: str, ranks: int = 1,
@@ -165,8 +161,7 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
     known = set(trainer.indices)
     for record, frame in zip(records, frames):
         if record.index not in known:  # a new run, or a session that grew since the last invocation
-            trainer.add_frame(record.index, frame, record.angle_deg, record.time_s,
-                              held_out=record.index in held, metadata=_frame_metadata(record))
+            add_recorded_frame(trainer, record, frame, held_out=record.index in held)
             added += 1
     description["heldout_indices"] = sorted(held)
     description["ranks"] = int(ranks)

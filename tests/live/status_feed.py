@@ -8,8 +8,8 @@ import time
 import numpy as np
 import zmq
 
-from tiltstream.live.status import (HistoryHeader, StatusHeader, encode_history, encode_orthoslices,
-                         encode_reprojection, encode_status)
+from tiltstream.live.status import (HistoryHeader, StatusHeader, encode_message, make_orthoslices,
+                                    make_reprojection)
 
 
 def synthetic_volume(n: int = 16) -> np.ndarray:
@@ -74,9 +74,8 @@ class StatusFeed:
                                     tracking_lost=[i == 5 for i in range(frames)])
             for parts in self.extra:
                 self.socket.send_multipart(parts)
-            self.socket.send_multipart(encode_status(status))
-            self.socket.send_multipart(encode_history(history))
-            self.socket.send_multipart(encode_reprojection("feed", frames - 1, 12.0, 55.0, step, measured,
-                                                           measured * 0.9))
-            self.socket.send_multipart(encode_orthoslices("feed", volume, 55.0, step))
+            for message in (status, history,
+                            make_reprojection("feed", frames - 1, 12.0, 55.0, step, measured, measured * 0.9),
+                            make_orthoslices("feed", volume, 55.0, step)):
+                self.socket.send_multipart(encode_message(message))
             self._stop.wait(self.period_s)

@@ -1,4 +1,4 @@
-"""A session streamed live (replay -> live process) and reconstructed from disk gives the same volumes."""
+"""A session streamed live (replay -> live process) and read from disk (catch-up) gives the same volumes."""
 
 from __future__ import annotations
 
@@ -7,23 +7,24 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
-from tiltstream.live.schedule import reconstruct_session
-from tiltstream.recon.presets import preset
 from tiltstream.recon.trainer import Trainer
 from tiltstream.recon.volume_io import read_volumes
 from tiltstream.simulator.replay_stream import replay_session
 from tests.live.conftest import live_args
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_live_equals_offline(small_session, tmp_path, processes):
-    """Replay at 20x into ``tiltstream live --steps-per-frame 4 --final-steps 6`` (a subprocess), then
-    reconstruct the same session offline with tiltstream.live.schedule.reconstruct_session (same seed, preset,
-    schedule): the written volumes and the checkpoint's weights are equal (assert_allclose, 1e-6). Then the
-    live run directory is read by ``recon volumes`` and resumed by ``recon train`` like an offline run."""
-    run = tmp_path / "run"
+    """Replay at 20x into ``tiltstream live --steps-per-frame 4 --final-steps 6`` (a subprocess, every frame
+    from the stream), and the same schedule in a second live process that reads the recorded session from
+    disk (catch-up, nothing published, other chunks): the written volumes and the checkpoints' weights are
+    equal (assert_allclose, 1e-6). Then the live run directory is read by ``recon volumes`` and resumed by
+    ``recon train`` like an offline run."""
+    run, disk_run = tmp_path / "run", tmp_path / "disk_run"
+    disk = processes.start(*live_args(small_session, disk_run, "tcp://127.0.0.1:1", "--steps-per-frame", "4",
+                                      "--final-steps", "6", "--chunk-steps", "7", "--threads", "1"),
+                           log=tmp_path / "disk.log")
     endpoint = {}
     started = threading.Event()
 
@@ -47,19 +48,15 @@ def test_live_equals_offline(small_session, tmp_path, processes):
         assert proc.wait(100) == 0, (tmp_path / "live.log").read_text()
     finally:
         replay_thread.join(100)
+    assert disk.wait(100) == 0, (tmp_path / "disk.log").read_text()
     live_volumes, times_s = read_volumes(run / "volumes.tif")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the live process: the same reduction order
-    try:
-        offline = reconstruct_session(small_session, preset("fast"), steps_per_frame=4, final_steps=6,
-                                      chunk_steps=7, seed=0, device="cpu")
-    finally:
-        torch.set_num_threads(threads)
+    offline_volumes, offline_times_s = read_volumes(disk_run / "volumes.tif")
     live = Trainer.load(run / "checkpoint.pt")
+    offline = Trainer.load(disk_run / "checkpoint.pt")
     assert live.indices == offline.indices == list(range(10))
     assert live.steps_done == offline.steps_done == 10 * 4 + 6
     assert live.time_scale_s == offline.time_scale_s == 10 * 2.0
-    offline_volumes = np.stack([offline.volume(t) for t in times_s])
+    np.testing.assert_allclose(offline_times_s, times_s)
     np.testing.assert_allclose(live_volumes, offline_volumes, rtol=1e-6, atol=1e-6)
     for name, value in offline.model.state_dict().items():
         np.testing.assert_allclose(live.model.state_dict()[name].numpy(), value.numpy(), rtol=1e-6, atol=1e-7)

@@ -11,6 +11,7 @@ from scipy import ndimage
 from tiltstream.progress import ProgressLine
 from tiltstream.acquire.session import read_session
 from tiltstream.live.intake import FrameIntake
+from tiltstream.recon.preprocess import PreprocessConfig, apply, recorded_shifts_px
 from tiltstream.live.settings import LiveSettings
 from tests.live.test_tracking_panel import FRAMES, _record_tracked_session
 
@@ -53,6 +54,12 @@ def test_a_resumed_intake_knows_the_tracking_of_the_frames_before_it_and_aligns_
                 expected = ndimage.shift(frame, (-y_px, -x_px), order=3, mode="constant", cval=0.0)
                 np.testing.assert_allclose(item.frame, expected, rtol=1e-6, atol=1e-6)
         assert max(abs(s) for s in session.records[5].tracking.shift_px) > 0.05  # the shift is not trivial
+        # the one recorded-shift alignment: recon train --preprocess with align_from = recorded agrees
+        records = [session.records[p.header.index] for p in intake.pending]
+        offline, _ = apply(np.stack([session.load_frame(r) for r in records]), np.array([r.angle_deg for r in records]),
+                           PreprocessConfig(subtract_background=False, mask_otsu_fraction=None, normalise=False,
+                                            centre=False, align_from="recorded"), recorded_shifts_px(records))
+        np.testing.assert_allclose(np.stack([p.frame for p in intake.pending]), offline, rtol=1e-6, atol=1e-5)
         text, lost = intake.latest_tracking()
         assert lost and text.startswith("tracking lost the specimen at frame 9")
     finally:

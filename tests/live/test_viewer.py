@@ -40,10 +40,10 @@ def test_viewer_renders_every_panel_offscreen(tmp_path):
 def test_viewer_skips_malformed_messages(tmp_path):
     """Wrong topic, bad JSON, wrong buffer size and a NaN reprojection on the stream are logged and
     skipped; the viewer still draws every panel and exits normally."""
-    from tiltstream.live.status import encode_reprojection
+    from tiltstream.live.status import encode_message, make_reprojection
 
-    good = [bytes(p) for p in encode_reprojection("feed", 1, 0.0, 1.0, 1, np.ones((4, 4), np.float32),
-                                                  np.ones((4, 4), np.float32))]
+    good = [bytes(p) for p in encode_message(make_reprojection("feed", 1, 0.0, 1.0, 1, np.ones((4, 4), np.float32),
+                                                               np.ones((4, 4), np.float32)))]
     nan = np.full((2, 4, 4), np.nan, np.float32).tobytes()
     extra = [[b"bogus", b"{}", b""], [b"status", b"{not json", b""], [good[0], good[1], good[2][:-4]],
              [good[0], good[1], nan], [b"only-one-part"]]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tiltstream.errors import UserError
+from tiltstream.recon import metrics
 from tiltstream.recon.metrics import (alloying_against_reference, alloying_degree, homogenised, metrics_table, otsu_mask,
                            rmse_paper, rmse_percent, ssim, ssim_paper, ssim_series, surface_to_volume,
                            volume_redistribution)
@@ -197,3 +198,14 @@ def test_paper_ssim_masks_the_reconstruction_and_counts_the_background():
     assert scores[24][1] > scores[24][0]
     row = metrics_table(ref[None], ref[None])[0]
     assert row["ssim_paper"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_reprojection_error_and_heldout_metrics_are_one_measure() -> None:
+    """RMS(reprojection - frame) / RMS(frame) in percent; the held-out metrics average it (and SSIM) over
+    frames, None without frames."""
+    frame = np.full((8, 8), 2.0, dtype=np.float32)
+    assert metrics.reprojection_error_percent(frame, 0.5 * frame) == pytest.approx(50.0)
+    found = metrics.heldout_metrics([(frame, 0.5 * frame), (frame, frame)])
+    assert found["heldout_rmse_percent"] == pytest.approx(25.0)
+    assert found["heldout_ssim"] <= 1.0
+    assert metrics.heldout_metrics([]) is None

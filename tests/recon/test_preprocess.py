@@ -45,7 +45,7 @@ def test_alignment_recovers_known_shifts(specimen, tol_y, tol_x):
     clean = specimen(angles)
     applied = np.random.default_rng(0).uniform(-3, 3, (len(angles), 2))
     shifted = np.stack([ndimage.shift(f, s, order=3) for f, s in zip(clean, applied)])
-    out, report = apply(shifted, angles, PreprocessConfig(**{**OFF, "align": True, "upsample": 100}))
+    out, report = apply(shifted, angles, PreprocessConfig(**{**OFF, "align": True}))
     ref = int(np.argmin(np.abs(angles)))
     found = np.array(report["align_shifts_px"])
     np.testing.assert_allclose(found[:, 0], -(applied[:, 0] - applied[ref, 0]), atol=tol_y)
