@@ -60,7 +60,10 @@ class ReconTrainSettings(pydantic.BaseModel):
     workers: int = pydantic.Field(
         default=1, ge=1, description="local data-parallel ranks to start (torch.distributed launcher, "
         "gloo on CPU, NCCL on CUDA); each rank trains on its own batch, so the effective batch is "
-        "workers x the preset's batch. Ignored under torchrun, which starts the ranks itself")
+        "workers x the preset's batch. Ignored under torchrun, which starts the ranks itself. More than the "
+        "machine's CPUs (GPUs on CUDA) is refused unless --force-workers")
+    force_workers: bool = pydantic.Field(
+        default=False, description="start --workers ranks even when they outnumber the CPUs (GPUs on CUDA)")
     peer_timeout_s: float = pydantic.Field(
         default=120.0, gt=0, description="with several ranks: seconds a rank waits for the others "
         "before it gives up with one line (a dead or hung peer)")
@@ -114,8 +117,14 @@ def run_train(settings: ReconTrainSettings, args: argparse.Namespace) -> int:
             raise UserError(f"--{option} needs held-out frames: give --holdout FRACTION (e.g. 0.1)")
     preprocess_config = _preprocess_config(settings.preprocess)
     if settings.workers > 1 and "WORLD_SIZE" not in os.environ:
+        from tiltstream.recon.device import local_ranks_allowed, resolve_device
         from tiltstream.recon.distributed import launch_local
         from tiltstream.recon.session_frames import load_session_frames
+
+        allowed, what = local_ranks_allowed(resolve_device(settings.device))
+        if settings.workers > allowed and not settings.force_workers:
+            raise UserError(f"--workers {settings.workers} is more than this machine's {allowed} {what}: each "
+                            f"rank wants one; give at most {allowed}, or add --force-workers")
 
         load_session_frames(Path(args.session))  # a bad session: one line here, not one per rank
         return launch_local(settings.workers, ["-m", "tiltstream", *sys.argv[1:]], "tiltstream recon train")

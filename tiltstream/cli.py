@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given (e.g. to repeat it)
-    prog = f"tiltstream {args.command}"
+    prog = getattr(args, "command_path", f"tiltstream {args.command}")  # e.g. "tiltstream recon train"
     previous = _terminate_as_interrupt()
     try:
         return int(args.run(args) or 0)
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         needs = missing_extra(exc, getattr(args, "extra", None))
         if needs is None:
             return _internal_error(prog, exc)
-        print(f"{getattr(args, 'command_path', prog)}: {needs}", file=sys.stderr)
+        print(f"{prog}: {needs}", file=sys.stderr)
         return EXIT_MISSING_EXTRA
     except Exception as exc:
         return _internal_error(prog, exc)

@@ -243,3 +243,12 @@ def test_a_budget_that_ends_while_the_held_out_error_falls_says_so(tmp_path: Pat
     assert ("the budget ran out before the held-out error levelled off (--patience 16 not reached; its least "
             f"at step {best['step']} of {last_step})") in proc.stderr
 
+
+
+def test_more_workers_than_cpus_is_refused_before_any_rank_starts(tmp_path: Path) -> None:
+    result = _cli("recon", "train", "--session", str(tmp_path / "s"), "--out", str(tmp_path / "r"),
+                  "--workers", "999", "--device", "cpu")
+    assert result.returncode == 2 and not (tmp_path / "r").exists()
+    assert result.stderr.strip().startswith("tiltstream recon train: error: --workers 999 is more than this "
+                                            "machine's ")
+    assert result.stderr.strip().endswith("or add --force-workers") and "Traceback" not in result.stderr

@@ -88,7 +88,7 @@ def test_port_in_use_one_line(tmp_path):
                                 text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"tiltstream sim: error: port {port} on 127.0.0.1 is already in use; stop the other server "
+        f"tiltstream sim serve: error: port {port} on 127.0.0.1 is already in use; stop the other server "
         "or choose another --port"]
 
 
