@@ -39,9 +39,10 @@ class AcquireSettings(pydantic.BaseModel):
     binning: int = pydantic.Field(1, ge=1, description="binning factor, pixels")
     dwell_time_s: float = pydantic.Field(1.6e-6, gt=0, description="STEM dwell time per pixel, seconds")
     exposure_s: float = pydantic.Field(1.0, ge=0, description="camera exposure time, seconds (camera detectors)")
-    beam_current_pA: float = pydantic.Field(60.0, ge=0, description="beam (screen) current for the dose, "
-                                                                     "picoampere")
-    pixel_size_nm: float = pydantic.Field(0.44, gt=0, description="pixel size at the specimen, nanometres")
+    beam_current_pA: float = pydantic.Field(60.0, ge=0, description="beam current for the dose, picoampere, "
+                                            "used only when the microscope reports no screen current")
+    pixel_size_nm: float = pydantic.Field(0.44, gt=0, description="unbinned pixel size at the specimen, "
+                                          "nanometres, used only when the microscope reports none")
     # tracking and focus (DESIGN.md 4: image shift, probe defocus, stage x/y only, within these limits)
     track: Literal["off", "previous", "model"] = pydantic.Field(
         "off", description="tracking between frames: off, previous (cross-correlation with the recorded frames "
