@@ -227,7 +227,8 @@ def _tracking(settings: AcquireSettings, pixel_size_nm: float) -> tuple[Any, Any
         model_link = ModelLink(settings.model_endpoint, timeout_s=settings.model_timeout_s)
     loop = TrackingLoop(settings.track, settings.focus, pixel_size_nm,
                         lost_quality=settings.lost_quality, model=model_link, sweep_every=settings.focus_every,
-                        sweep_step_m=settings.focus_step_nm * 1e-9)
+                        sweep_step_m=settings.focus_step_nm * 1e-9,
+                        centre=settings.track != "off" if settings.centre is None else settings.centre)
     return loop, model_link
 
 

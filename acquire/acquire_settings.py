@@ -47,6 +47,10 @@ class AcquireSettings(pydantic.BaseModel):
     track: Literal["off", "previous", "model"] = pydantic.Field(
         "off", description="tracking between frames: off, previous (cross-correlation with the recorded frames "
         "nearest in angle) or model (with the live reconstruction's reprojection, else previous)")
+    centre: bool | None = pydantic.Field(
+        None, description="bring the specimen to the frame centre from the second frame on (the first frame's "
+        "centre of mass, by image shift within its limit; the first GRS jumps pre-corrected from the centroids' "
+        "height fit); needs --track (unset: on when tracking)")
     focus: Literal["off", "tilt-model", "measure"] = pydantic.Field(
         "off", description="focus between frames: off, tilt-model (probe defocus follows the fitted eucentric "
         "height; no dose) or measure (tilt-model plus a 5-scan sharpness sweep every focus_every frames: "
@@ -82,6 +86,9 @@ class AcquireSettings(pydantic.BaseModel):
             raise ValueError(f"min_deg {self.min_deg} deg must be below max_deg {self.max_deg} deg")
         if self.resend is not None and self.publish is None:
             raise ValueError("a resend endpoint needs a publish endpoint")
+        if self.centre and self.track == "off":
+            raise ValueError("--centre needs --track previous or model (it moves the specimen by the tracking "
+                             "corrections)")
         if self.track == "model" and self.model_endpoint is None:
             raise ValueError("--track model needs --model-endpoint (the live process's request endpoint)")
         return self
