@@ -55,8 +55,8 @@ def test_acquire_track_centres_a_specimen_200_nm_off_the_eucentric_height(tmp_pa
     """8 nm pixels, 64 px frames, 200 nm eucentric offset, 0.3 px/frame drift: the first frame (-70 deg) has the
     specimen 23 px off-centre, cut by the frame edge. ``--track previous`` (centring on by default) brings it
     to the centre: measured at most 3.9 px off from frame 4 on, 1.2 px at frame 4 (frames 1-3 move before the
-    height is fitted: 7, 22, 12 px; from frame 8 on the tracker's own error, as without centring, dominates). Without centring it settles 20-27 px off-centre (from frame 10 on), where the first frame had
-    it."""
+    height is fitted: 7, 22, 12 px; from frame 8 on the tracker's own error, as without centring, dominates).
+    Without centring it settles 20-27 px off-centre (from frame 10 on), where the first frame had it."""
     results = {}
     for centre in ("--centre", "--no-centre"):
         sim = _sim(8.0, 64, 200.0, 0.3)
