@@ -100,6 +100,7 @@ def _session_to_start(path: Path) -> bool:
 def run(settings: AcquireSettings, args: argparse.Namespace) -> int:
     """Run one acquisition; returns 0 when it ended normally, 130 when interrupted."""
     from tiltstream.acquire.bridge import BridgeMicroscope, RetryPolicy
+    from tiltstream.acquire.calibration import read_calibration
     from tiltstream.acquire.executor import AcquisitionControl, Executor, ExecutorConfig
     from tiltstream.acquire.microscope import AcquisitionParams
     from tiltstream.acquire.session import SessionSettings, SessionWriter
@@ -139,18 +140,20 @@ def run(settings: AcquireSettings, args: argparse.Namespace) -> int:
     params = AcquisitionParams(image_size=params.image_size, binning=params.binning,
                                dwell_time_s=params.dwell_time_s if kind == "stem" else None,
                                exposure_s=params.exposure_s if kind == "camera" else None)
+    scope.set_acquisition_params(settings.detector, params)  # the reported pixel size depends on them
+    calibration = read_calibration(scope, settings.detector, settings.pixel_size_nm * settings.binning,
+                                   settings.beam_current_pA)
     if writer is None:
         writer = SessionWriter.create(args.session, SessionSettings(
             scheme=scheme.model_dump(),
             microscope={"bridge": settings.bridge, "backlash_deg": settings.backlash_deg,
-                        "angle_tolerance_deg": settings.angle_tolerance_deg,
-                        "beam_current_pA": settings.beam_current_pA},
+                        "angle_tolerance_deg": settings.angle_tolerance_deg, **calibration.record()},
             detector={"name": settings.detector, "kind": kind, "image_size": settings.image_size,
                       "binning": settings.binning, "dwell_time_s": params.dwell_time_s,
                       "exposure_s": params.exposure_s},
-            pixel_size_nm=settings.pixel_size_nm))
-    config = ExecutorConfig(detector=settings.detector, params=params, beam_current_pA=settings.beam_current_pA,
-                            pixel_size_nm=settings.pixel_size_nm, backlash_deg=settings.backlash_deg,
+            pixel_size_nm=calibration.pixel_size_nm))
+    config = ExecutorConfig(detector=settings.detector, params=params, beam_current_pA=calibration.beam_current_pA,
+                            pixel_size_nm=calibration.pixel_size_nm, backlash_deg=settings.backlash_deg,
                             angle_tolerance_deg=settings.angle_tolerance_deg,
                             stage_timeout_s=settings.stage_timeout_s, speed=settings.stage_speed)
     publisher = None
@@ -159,7 +162,7 @@ def run(settings: AcquireSettings, args: argparse.Namespace) -> int:
 
         curve = load_server_keys(settings.curve_secret_key) if settings.curve_secret_key else None
         publisher = FramePublisher(settings.publish, writer.path, resend_endpoint=settings.resend, curve=curve)
-    tracking, model_link = _tracking(settings)
+    tracking, model_link = _tracking(settings, calibration.pixel_size_nm)
     if tracking is not None and writer.records:
         from tiltstream.acquire.session import read_session
 
@@ -217,8 +220,9 @@ def _resume_command(args: argparse.Namespace) -> str:
     return "tiltstream " + shlex.join(argv if "--resume" in argv else [*argv, "--resume"])
 
 
-def _tracking(settings: AcquireSettings) -> tuple[Any, Any]:
-    """The run's tracking loop and model link (None, None with tracking and focus off)."""
+def _tracking(settings: AcquireSettings, pixel_size_nm: float) -> tuple[Any, Any]:
+    """The run's tracking loop and model link (None, None with tracking and focus off); frame pixels of
+    ``pixel_size_nm``."""
     if settings.track == "off" and settings.focus == "off":
         return None, None
     from tiltstream.acquire.corrections import TrackingLoop
@@ -228,9 +232,10 @@ def _tracking(settings: AcquireSettings) -> tuple[Any, Any]:
         from tiltstream.acquire.model_link import ModelLink
 
         model_link = ModelLink(settings.model_endpoint, timeout_s=settings.model_timeout_s)
-    loop = TrackingLoop(settings.track, settings.focus, settings.pixel_size_nm * settings.binning,
+    loop = TrackingLoop(settings.track, settings.focus, pixel_size_nm,
                         lost_quality=settings.lost_quality, model=model_link, sweep_every=settings.focus_every,
-                        sweep_step_m=settings.focus_step_nm * 1e-9)
+                        sweep_step_m=settings.focus_step_nm * 1e-9,
+                        centre=settings.track != "off" if settings.centre is None else settings.centre)
     return loop, model_link
 
 

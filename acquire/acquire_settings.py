@@ -41,13 +41,18 @@ class AcquireSettings(TiltRange):
     binning: int = pydantic.Field(1, ge=1, description="binning factor, pixels")
     dwell_time_s: float = pydantic.Field(1.6e-6, gt=0, description="STEM dwell time per pixel, seconds")
     exposure_s: float = pydantic.Field(1.0, ge=0, description="camera exposure time, seconds (camera detectors)")
-    beam_current_pA: float = pydantic.Field(60.0, ge=0, description="beam (screen) current for the dose, "
-                                                                     "picoampere")
-    pixel_size_nm: float = pydantic.Field(0.44, gt=0, description="pixel size at the specimen, nanometres")
+    beam_current_pA: float = pydantic.Field(60.0, ge=0, description="beam current for the dose, picoampere, "
+                                            "used only when the microscope reports no screen current")
+    pixel_size_nm: float = pydantic.Field(0.44, gt=0, description="unbinned pixel size at the specimen, "
+                                          "nanometres, used only when the microscope reports none")
     # tracking and focus (DESIGN.md 4: image shift, probe defocus, stage x/y only, within these limits)
     track: Literal["off", "previous", "model"] = pydantic.Field(
         "off", description="tracking between frames: off, previous (cross-correlation with the recorded frames "
         "nearest in angle) or model (with the live reconstruction's reprojection, else previous)")
+    centre: bool | None = pydantic.Field(
+        None, description="bring the specimen to the frame centre from the second frame on (the first frame's "
+        "centre of mass, by image shift within its limit; the first GRS jumps pre-corrected from the centroids' "
+        "height fit); needs --track (unset: on when tracking)")
     focus: Literal["off", "tilt-model", "measure"] = pydantic.Field(
         "off", description="focus between frames: off, tilt-model (probe defocus follows the fitted eucentric "
         "height; no dose) or measure (tilt-model plus a 5-scan sharpness sweep every focus_every frames: "
@@ -81,6 +86,9 @@ class AcquireSettings(TiltRange):
     def _check(self) -> AcquireSettings:
         if self.resend is not None and self.publish is None:
             raise ValueError("a resend endpoint needs a publish endpoint")
+        if self.centre and self.track == "off":
+            raise ValueError("--centre needs --track previous or model (it moves the specimen by the tracking "
+                             "corrections)")
         if self.track == "model" and self.model_endpoint is None:
             raise ValueError("--track model needs --model-endpoint (the live process's request endpoint)")
         return self

@@ -10,6 +10,11 @@ the frame keeps the detector's dtype.
 Both STEM detectors (``stem_detectors``, ``stem_acquisition_param``, dwell time) and cameras
 (``cameras``, ``camera_param``, exposure time) are handled: ``temscript-server --null`` offers only a
 camera ``CCD`` and no STEM detector.
+
+What the microscope reports for the record: a camera's pixel size at the specimen is its
+``pixel_size(um)`` times the binning over the ``indicated_magnification``; temscript has no STEM field
+of view, so a STEM pixel size is read only from an extra ``pixel_size(m)`` key of the STEM acquisition
+parameters (the simulator's). The beam current is the ``screen_current``.
 """
 
 from __future__ import annotations
@@ -37,13 +42,14 @@ TRANSIENT = (OSError, http.client.HTTPException, RuntimeError)
 
 
 #: Every temscript call this client may make (its allow-list): stage, beam blanking, detectors and
-#: acquisition, and for tracking and focus only image shift and probe defocus. Column valves, lenses,
+#: acquisition, two reads for the record (screen current, indicated magnification), and for tracking and focus only image shift and probe defocus. Column valves, lenses,
 #: beam shift/tilt and everything else are refused before anything is sent.
 ALLOWED_CALLS = frozenset({
     "get_version", "get_stage_position", "set_stage_position", "get_stage_status", "get_stage_limits",
     "get_beam_blanked", "set_beam_blanked", "get_cameras", "get_stem_detectors", "get_camera_param",
     "set_camera_param", "get_stem_acquisition_param", "set_stem_acquisition_param", "acquire",
     "get_image_shift", "set_image_shift", "get_probe_defocus", "set_probe_defocus",
+    "get_screen_current", "get_indicated_magnification",
 })
 STAGE_AXES = frozenset({"a", "x", "y", "z"})  # beta is never moved
 
@@ -255,8 +261,10 @@ class BridgeMicroscope:
                 names = self._call(f"list {kind} detectors", lambda r, g=getter: getattr(r, g)())
             except NotOffered:
                 continue
-            for name in names or {}:
-                found[str(name)] = DetectorInfo(name=str(name), kind=kind)  # type: ignore[arg-type]
+            for name, info in (names or {}).items():
+                fraction = info.get("detected_fraction_per_unit") if isinstance(info, dict) else None
+                found[str(name)] = DetectorInfo(name=str(name), kind=kind,  # type: ignore[arg-type]
+                                                detected_fraction_per_unit=_positive(fraction))
         self._kinds = {name: info.kind for name, info in found.items()}
         return found
 
@@ -303,6 +311,35 @@ class BridgeMicroscope:
         self._acquirer = None
         return actual
 
+    def pixel_size_nm(self, detector: str) -> float | None:
+        """Pixel size at the specimen as the microscope reports it, nm (None: not reported).
+
+        Camera: ``pixel_size(um)`` x binning / indicated magnification. STEM: the ``pixel_size(m)`` key of
+        the STEM acquisition parameters, when the server adds one (temscript itself reports no STEM field).
+        """
+        if self._kind(detector) == "stem":
+            raw = self._call("read STEM acquisition parameters", lambda r: r.get_stem_acquisition_param())
+            size_m = _positive(raw.get("pixel_size(m)"))
+            return None if size_m is None else size_m * 1e9
+        camera = self._call("list camera detectors", lambda r: r.get_cameras()).get(detector, {})
+        size_um = _positive(camera.get("pixel_size(um)"))
+        try:
+            magnification = _positive(self._call("read indicated magnification",
+                                                 lambda r: r.get_indicated_magnification()))
+        except NotOffered:
+            magnification = None
+        if size_um is None or magnification is None:
+            return None
+        return size_um * 1e3 * self.acquisition_params(detector).binning / magnification
+
+    def beam_current_pA(self) -> float | None:
+        """The beam current the microscope measures (its ``screen_current``), pA; None when not positive."""
+        try:
+            current_A = _positive(self._call("read screen current", lambda r: r.get_screen_current()))
+        except NotOffered:
+            return None
+        return None if current_A is None else current_A * 1e12
+
     def acquire(self, detector: str) -> np.ndarray:
         """One image on ``detector``, in the dtype the bridge's packed ``type`` names, shape (ny, nx)."""
         self._kind(detector)
@@ -319,6 +356,15 @@ class BridgeMicroscope:
                 self._frame_time_s = frame_s
                 self._acquirer = None
         return image
+
+
+def _positive(value: Any) -> float | None:
+    """``value`` as a float when it is a finite positive number, else None (not reported)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
 
 
 def frame_time_s(params: AcquisitionParams, shape: tuple[int, int] | None) -> float:

@@ -9,6 +9,14 @@ Conventions (the simulator's; a real microscope needs its image-shift and stage 
 image, which is not done here): image shift and stage x/y move the image by the same amount and sign
 along the frame's x (columns) and y (rows); the correction in effect is the image shift and stage x/y
 moved since the run's start.
+
+Centring (``centre=True``): the target is the frame centre, not where the first frame had the specimen.
+Each frame's thresholded centre of mass (:mod:`tiltstream.acquire.centring`) says where the specimen sits
+relative to the centre; until the tracker has :data:`CENTRE_WARMUP_FRAMES` trusted frames the correction
+is predicted from these alone (``x0 + z sin(alpha)`` fitted as soon as two angles are in, so the first
+large GRS jumps are pre-corrected), then from the tracker's positions moved by the first frame's offset
+from the centre (the median over the frames of centre of mass minus tracked position). The centring part
+is kept within the image-shift limit.
 """
 
 from __future__ import annotations
@@ -21,14 +29,16 @@ from typing import Literal
 
 import numpy as np
 
+from tiltstream.acquire.centring import specimen_offset_px
 from tiltstream.acquire.focus import tilt_model_defocus_m
 from tiltstream.acquire.session import FrameRecord, StagePosition, TrackingRecord
-from tiltstream.acquire.tracking import Tracker
+from tiltstream.acquire.tracking import Tracker, fit_eucentric
 
 log = logging.getLogger(__name__)
 
 TrackMode = Literal["off", "previous", "model"]
 FocusMode = Literal["off", "tilt-model", "measure"]
+CENTRE_WARMUP_FRAMES = 8  # trusted tracked frames before the tracker's positions take over from the centroids
 
 
 @dataclass(frozen=True)
@@ -127,10 +137,13 @@ class TrackingLoop:
         ``focus="measure"``: a sharpness sweep before every this many frames.
     sweep_step_m
         ``focus="measure"``: defocus step of the sweep, metres.
+    centre
+        Bring the specimen to the frame centre from the second frame on (with ``track`` on only).
     """
 
     def __init__(self, track: TrackMode, focus: FocusMode, pixel_size_nm: float, *, lost_quality: float = 0.3,
-                 model: object | None = None, sweep_every: int = 10, sweep_step_m: float = 50e-9) -> None:
+                 model: object | None = None, sweep_every: int = 10, sweep_step_m: float = 50e-9,
+                 centre: bool = False) -> None:
         self.track = track
         self.focus = focus
         self.tracker = Tracker(pixel_size_nm=pixel_size_nm, lost_quality=lost_quality)
@@ -140,6 +153,9 @@ class TrackingLoop:
         self.start: OpticsState | None = None
         self.focus_offset_m = 0.0  # measured focus minus the tilt model, from the last sweep
         self.frames_seen = 0
+        self.centre = bool(centre) and track != "off"
+        self.centroids_nm: list[tuple[float, float, float]] = []  # (alpha deg, uncorrected x, y nm from the centre)
+        self.first_offsets_px: list[tuple[float, float]] = []  # the first frame's offset from the centre, per frame
 
     def seed(self, records: Sequence[FrameRecord], load_frame: Callable[[FrameRecord], np.ndarray],
              keep: int = 100) -> int:
@@ -156,8 +172,10 @@ class TrackingLoop:
             if record.tracking.shift_px is None:
                 continue
             state = OpticsState(record.tracking.image_shift_m, record.stage, record.tracking.defocus_m or 0.0)
-            self.tracker.add_known(record.index, record.angle_deg, load_frame(record), record.tracking.shift_px,
-                                   correction_in_effect_nm(state, self.start))
+            frame, correction_nm = load_frame(record), correction_in_effect_nm(state, self.start)
+            self.tracker.add_known(record.index, record.angle_deg, frame, record.tracking.shift_px, correction_nm)
+            if self.centre:
+                self._observe_centre(record.angle_deg, frame, correction_nm, record.tracking.shift_px)
         self.frames_seen = len(records)
         return len(self.tracker.observations)
 
@@ -181,7 +199,7 @@ class TrackingLoop:
             self.start = state
         command = CorrectionCommand()
         if self.track != "off":
-            wanted_nm = self.tracker.correction_for(alpha_deg)
+            wanted_nm = self._wanted_nm(alpha_deg, limits)
             if wanted_nm is not None:
                 command = lateral_command(wanted_nm, state, self.start, limits)
         if self.focus != "off" and self.tracker.fit() is not None:
@@ -204,6 +222,8 @@ class TrackingLoop:
                 log.debug("no model reprojection for frame %d; measuring against the previous frames", index)
         correction_nm = correction_in_effect_nm(state, self.start)
         found = self.tracker.measure(index, alpha_deg, frame, correction_nm, model_reference=reference)
+        if self.centre:
+            self._observe_centre(alpha_deg, frame, correction_nm, found.position_px)
         pixel_nm = self.tracker.pixel_size_nm
         shift_px = None if found.lost else found.position_px
         return TrackingRecord(
@@ -211,3 +231,49 @@ class TrackingLoop:
             shift_nm=None if shift_px is None else (shift_px[0] * pixel_nm, shift_px[1] * pixel_nm),
             peak_quality=found.peak_quality, lost=found.lost, image_shift_m=state.image_shift_m,
             defocus_m=state.defocus_m if self.focus != "off" else None)
+
+    # -- centring --------------------------------------------------------------------------------
+    def _wanted_nm(self, alpha_deg: float, limits: CorrectionLimits) -> tuple[float, float] | None:
+        """The correction in effect (x, y nm) wanted at ``alpha_deg``: the tracker's, centred when asked."""
+        if self.centre and sum(o.trusted for o in self.tracker.observations) < CENTRE_WARMUP_FRAMES:
+            predicted = self._centroid_correction_nm(alpha_deg)
+            if predicted is not None:
+                return predicted
+        wanted = self.tracker.correction_for(alpha_deg)
+        if wanted is None or not self.centre:
+            return wanted
+        limit_nm = limits.image_shift_m * 1e9
+        offset_nm = [float(np.clip(v * self.tracker.pixel_size_nm, -limit_nm, limit_nm)) for v in self.first_offset_px]
+        return wanted[0] - offset_nm[0], wanted[1] - offset_nm[1]
+
+    @property
+    def first_offset_px(self) -> tuple[float, float]:
+        """The first frame's specimen offset from the frame centre (x, y), pixels: the median over the frames of
+        centre of mass minus tracked position (0 on an axis never measured)."""
+        if not self.first_offsets_px:
+            return 0.0, 0.0
+        offsets = np.array(self.first_offsets_px)
+        return tuple(0.0 if np.isnan(axis).all() else float(np.nanmedian(axis)) for axis in offsets.T)  # type: ignore
+
+    def _observe_centre(self, alpha_deg: float, frame: np.ndarray, correction_nm: tuple[float, float],
+                        position_px: tuple[float, float]) -> None:
+        """Take a frame's centre of mass: as an uncorrected position for the prediction, and as an estimate of
+        the first frame's offset from the centre (with its tracked position)."""
+        x_px, y_px = specimen_offset_px(frame)
+        pixel_nm = self.tracker.pixel_size_nm
+        self.centroids_nm.append((float(alpha_deg), x_px * pixel_nm - correction_nm[0],
+                                  y_px * pixel_nm - correction_nm[1]))
+        self.first_offsets_px.append((x_px - position_px[0], y_px - position_px[1]))
+        self.tracker.target_px = tuple(-v for v in self.first_offset_px)  # type: ignore[assignment]
+
+    def _centroid_correction_nm(self, alpha_deg: float) -> tuple[float, float] | None:
+        """The correction that puts the centre of mass on the frame centre at ``alpha_deg``, from the centroids:
+        the last one moved along the height fitted to them (once two angles are in), negated."""
+        rows = np.array(self.centroids_nm).reshape(-1, 3)
+        known_x = rows[np.isfinite(rows[:, 1])]
+        if not known_x.size:
+            return None
+        z_nm = fit_eucentric(known_x[:, 0], known_x[:, 1], np.zeros(len(known_x))).z_nm
+        step = math.sin(math.radians(alpha_deg)) - math.sin(math.radians(float(known_x[-1, 0])))
+        known_y = rows[np.isfinite(rows[:, 2]), 2]
+        return -(float(known_x[-1, 1]) + z_nm * step), -(float(known_y[-1]) if known_y.size else 0.0)

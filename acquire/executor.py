@@ -3,8 +3,9 @@
 The plan is data (:func:`tiltstream.acquire.backlash.plan_moves` over :func:`tiltstream.acquire.scheme.iter_targets`); this
 is the one place that acts on it. For each frame: the stage moves (overshoot first when the target is
 below the current angle), the executor waits for ``READY``, reads the reported angle back and checks it
-against the target, unblanks, acquires, blanks, stamps the exposure midpoint, appends the frame to the
-session (durably) and publishes it. The beam is blanked whenever the stage moves and on every way out.
+against the target, unblanks, acquires, blanks, stamps the exposure midpoint, checks the frame against
+its dose (:mod:`tiltstream.acquire.frame_check`, warnings only), appends the frame to the session
+(durably) and publishes it. The beam is blanked whenever the stage moves and on every way out.
 
 With tracking or focus on (:class:`tiltstream.acquire.corrections.TrackingLoop`), each frame is pre-corrected
 once the stage is at its target: the executor reads image shift, stage and defocus, asks the loop what
@@ -32,6 +33,7 @@ from tiltstream.acquire.backlash import HolderLimits, check_backlash_config, pla
 from tiltstream.acquire.corrections import CorrectionCommand, CorrectionLimits, OpticsState, TrackingLoop, limit_violation
 from tiltstream.acquire.focus import best_defocus_m, sharpness, sweep_defocus_m
 from tiltstream.acquire.dose import camera_dose_e_per_A2, stem_dose_e_per_A2
+from tiltstream.acquire.frame_check import FrameCheck
 from tiltstream.errors import MicroscopeFault, UserError
 from tiltstream.acquire.microscope import STAGE_READY, AcquisitionParams, Microscope
 from tiltstream.acquire.publisher import FramePublisher
@@ -64,9 +66,10 @@ class ExecutorConfig:
     params
         Acquisition parameters to set on the detector before the first frame.
     beam_current_pA
-        Probe/beam current for the dose, picoampere.
+        Probe/beam current for the dose, picoampere (:func:`tiltstream.acquire.calibration.read_calibration`:
+        what the microscope reports).
     pixel_size_nm
-        Pixel size at the specimen, nanometres.
+        Frame pixel size at the specimen, nanometres (likewise).
     backlash_deg
         Overshoot below a target approached from above, degrees (0: correction off).
     angle_tolerance_deg
@@ -242,6 +245,7 @@ class Executor:
         self.pause_reason: str | None = None  # the last reason the executor paused the run itself
         self._sweep_dose_e_per_A2 = 0.0  # focus-sweep dose not yet counted in a frame's record
         self.beam_blanked: bool | None = None  # whether the blank on the way out of run() was confirmed
+        self.frame_check: FrameCheck | None = None  # set up with the detector in prepare()
 
     # -- the run -------------------------------------------------------------------------------
     def prepare(self) -> HolderLimits:
@@ -255,6 +259,8 @@ class Executor:
                             f"{', '.join(sorted(detectors)) or 'none'}")
         self.microscope.set_beam_blanked(True)
         self.params = self.microscope.set_acquisition_params(self.config.detector, self.config.params)
+        self.frame_check = FrameCheck(self.config.pixel_size_nm,
+                                      detectors[self.config.detector].detected_fraction_per_unit)
         return limits
 
     def run(self) -> RunSummary:
@@ -411,6 +417,8 @@ class Executor:
             self.microscope.set_beam_blanked(True)
         temperature_C = self.temperature.read_C() if self.temperature is not None else None
         exposure_s, dose = self._exposure_and_dose(frame.shape)
+        if self.frame_check is not None:
+            self.frame_check.check(index, frame, dose)
         dose, self._sweep_dose_e_per_A2 = dose + self._sweep_dose_e_per_A2, 0.0  # a focus sweep's dose counts here
         self.cumulative_dose_e_per_A2 += dose
         time_s = 0.5 * (begin_s + end_s) - session_start_unix_s(self.writer)

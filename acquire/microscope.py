@@ -1,7 +1,8 @@
 """The microscope as the executor sees it: a small typed Protocol (degrees at this surface), and its value types.
 
 Only what a continuous tilt series needs: stage alpha (read, move, status, limits), stage position for
-the record, beam blanking, detectors, acquisition parameters and one acquisition; for tracking and
+the record, beam blanking, detectors, acquisition parameters and one acquisition, the pixel size and
+beam current the microscope reports (for the record and the dose); for tracking and
 focus only, image shift, probe defocus and stage x/y/z moves (the executor checks every value against
 its configured limits before it calls them). The bridge client
 (:mod:`tiltstream.acquire.bridge`) implements it over the temscript v1 HTTP API; anything else that satisfies it
@@ -32,10 +33,15 @@ class DetectorInfo:
         The name the microscope uses (``"HAADF"``, ``"CCD"``, ...).
     kind
         ``"stem"`` (a scanned detector: frame time = dwell time x pixels) or ``"camera"`` (an exposure).
+    detected_fraction_per_unit
+        For a counting detector with gain-normalised frames (the simulator's): the fraction of the incident
+        electrons a pixel of frame value 1 detects, so one detected electron is ``1 / (fraction x electrons
+        per pixel)`` of frame value. None when the microscope does not report it.
     """
 
     name: str
     kind: DetectorKind
+    detected_fraction_per_unit: float | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,14 @@ class Microscope(Protocol):
 
     def acquire(self, detector: str) -> np.ndarray:
         """Acquire one image on ``detector``: a 2-D array (ny, nx) in the detector's own dtype."""
+        ...
+
+    def pixel_size_nm(self, detector: str) -> float | None:
+        """The pixel size at the specimen of ``detector``'s frames as set now, nanometres (None: not reported)."""
+        ...
+
+    def beam_current_pA(self) -> float | None:
+        """The beam current the microscope measures, picoampere (None: not reported)."""
         ...
 
     def image_shift_m(self) -> tuple[float, float]:

@@ -193,14 +193,18 @@ class Tracker:
     max_shift_px
         Largest shift searched, pixels (None: half the frame).
     max_offset_fraction
-        A frame whose specimen sits further than this fraction of the frame's width from its first-frame
+        A frame whose specimen sits further than this fraction of the frame's width from its target
         position is partly cut off and measured poorly: it is recorded but neither fitted nor a reference.
+    target_px
+        Where the corrections aim to keep the specimen, relative to its first-frame position (x, y), pixels
+        (not (0, 0) when centring: the frame centre).
     """
 
     pixel_size_nm: float
     lost_quality: float = 0.3
     max_shift_px: float | None = None
     max_offset_fraction: float = 0.25
+    target_px: tuple[float, float] = (0.0, 0.0)
     observations: list[Observation] = field(default_factory=list)
     edges: list[tuple[int, int, float, float, float]] = field(default_factory=list)
     positions_px: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
@@ -251,7 +255,8 @@ class Tracker:
         self.edges.extend(new_edges)
         self.positions_px = self._solve()
         position = self.positions_px[node].copy()
-        if math.hypot(*position) > self.max_offset_fraction * min(frame.shape):
+        if math.hypot(position[0] - self.target_px[0], position[1] - self.target_px[1]) > \
+                self.max_offset_fraction * min(frame.shape):
             self.observations[node] = Observation(index, float(alpha_deg), frame, correction, False)
             self.edges = [e for e in self.edges if node not in (e[0], e[1])]
             self.positions_px = self._solve()

@@ -8,8 +8,17 @@ remembered as temscript's ``NullMicroscope`` does (its class is the base).
 Time: a clock (:mod:`tiltstream.simulator.clock`) drives the specimen (phantom step ``floor(t /
 seconds_per_step)``, the last step held afterwards) and frame times. Realistic mode: an acquisition
 lasts ``dwell * pixels`` of clock time (the image is taken at the exposure midpoint) and the stage
-needs travel + settling; instant mode: both take no time. Dose: ``dose_rate`` times all clock time the
-beam was unblanked (acquisitions included), plus each instant-mode frame's dose.
+needs travel + settling; instant mode: both take no time. Dose: the dose rate times all clock time the
+beam was unblanked (acquisitions included), plus each instant-mode frame's dose. The dose rate is the
+probe current spread over the scanned field (``dose_rate_e_per_A2_s`` overrides it), so a STEM frame
+receives ``I * dwell / e / pixel_area``; a binned or reduced scan has fewer, larger pixels and takes
+``dwell`` per scanned pixel.
+
+What it reports about itself (honest channels that ``temscript.RemoteMicroscope`` passes unchanged):
+the probe current as the screen current (amperes), the scan pixel size at the specimen as the extra key
+``pixel_size(m)`` of the STEM acquisition parameters, and per STEM detector the extra key
+``detected_fraction_per_unit``: the fraction of the incident electrons a pixel of frame value 1 detects
+(frames are gain-normalised, see :mod:`tiltstream.simulator.detector`).
 
 Images are rendered at the **true** specimen angle (backlash, see :mod:`tiltstream.simulator.stage`), not the
 reported one; :attr:`SimulatedMicroscope.frames` logs each image's time, angles, dose, shift and blur.
@@ -35,6 +44,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from scipy.constants import elementary_charge as ELEMENTARY_CHARGE_C
 from temscript import NullMicroscope
 from temscript.base_microscope import parse_enum
 from temscript.enums import InstrumentMode
@@ -241,7 +251,21 @@ class SimulatedMicroscope(NullMicroscope):
         self._instrument_mode = parse_enum(InstrumentMode, mode)
 
     def get_stem_detectors(self) -> dict[str, dict]:
-        return {name: {"type": "STEM_DETECTOR", "binnings": [1, 2, 4, 8]} for name in DETECTORS}
+        detectors = {name: {"type": "STEM_DETECTOR", "binnings": [1, 2, 4, 8]} for name in DETECTORS}
+        if self.specimen.through_detector:  # recorded frames (replay) carry no counting statistics
+            detectors["HAADF"]["detected_fraction_per_unit"] = self.settings.haadf_efficiency
+            detectors["BF"]["detected_fraction_per_unit"] = 1.0
+        return detectors
+
+    def get_stem_acquisition_param(self) -> dict:
+        param = super().get_stem_acquisition_param()
+        param["pixel_size(m)"] = self.settings.pixel_size_nm * 1e-9 * self._scan_factor(param)
+        return param
+
+    def set_stem_acquisition_param(self, param, ignore_errors=False) -> None:
+        param = dict(param)
+        param.pop("pixel_size(m)", None)  # reported, not settable: the field of view is the specimen's
+        super().set_stem_acquisition_param(param, ignore_errors=ignore_errors)
 
     def get_stem_detector_param(self, name):
         if name not in DETECTORS:
@@ -252,6 +276,23 @@ class SimulatedMicroscope(NullMicroscope):
         self.get_stem_detector_param(name)
 
     # --- beam and dose ----------------------------------------------------------------------------
+    @property
+    def dose_rate_e_per_A2_s(self) -> float:
+        """Dose rate with the beam unblanked, e/A^2/s: the setting, else the probe current over the full field."""
+        if self.settings.dose_rate_e_per_A2_s is not None:
+            return self.settings.dose_rate_e_per_A2_s
+        electrons_per_s = self.settings.beam_current_pA * 1e-12 / ELEMENTARY_CHARGE_C
+        return electrons_per_s / self._field_area_A2()
+
+    def _field_area_A2(self) -> float:
+        """Area of the full scanned field at the specimen, square angstrom."""
+        ny, nx = self.specimen.shape
+        return ny * nx * (self.settings.pixel_size_nm * 10.0) ** 2
+
+    def get_screen_current(self) -> float:
+        """The probe current, amperes: the dose rate over the field, as a current."""
+        return self.dose_rate_e_per_A2_s * self._field_area_A2() * ELEMENTARY_CHARGE_C
+
     def get_beam_blanked(self) -> bool:
         with self._lock:
             return self._beam_on_since is None
@@ -260,7 +301,7 @@ class SimulatedMicroscope(NullMicroscope):
         with self._lock:
             now = self.clock.now_s()
             if bool(mode) and self._beam_on_since is not None:
-                self._beam_dose += self.settings.dose_rate_e_per_A2_s * (now - self._beam_on_since)
+                self._beam_dose += self.dose_rate_e_per_A2_s * (now - self._beam_on_since)
                 self._beam_on_since = None
             elif not bool(mode) and self._beam_on_since is None:
                 self._beam_on_since = now
@@ -271,14 +312,18 @@ class SimulatedMicroscope(NullMicroscope):
         with self._lock:
             open_dose = 0.0
             if self._beam_on_since is not None:
-                open_dose = self.settings.dose_rate_e_per_A2_s * (self.clock.now_s() - self._beam_on_since)
+                open_dose = self.dose_rate_e_per_A2_s * (self.clock.now_s() - self._beam_on_since)
             return self._beam_dose + open_dose + self._instant_dose
 
     # --- acquisition ------------------------------------------------------------------------------
+    @staticmethod
+    def _scan_factor(param: dict) -> int:
+        """Scan step in specimen pixels: the image size divisor times the binning."""
+        return SIZE_DIVISORS[param["image_size"]] * max(int(param.get("binning", 1)), 1)
+
     def frame_shape(self) -> tuple[int, int]:
         """Shape (ny, nx) of the next image, from the specimen shape, image size and binning."""
-        param = self.get_stem_acquisition_param()
-        factor = SIZE_DIVISORS[param["image_size"]] * max(int(param.get("binning", 1)), 1)
+        factor = self._scan_factor(self.get_stem_acquisition_param())
         return self.specimen.shape[0] // factor, self.specimen.shape[1] // factor
 
     def acquire(self, *detectors):
@@ -289,10 +334,11 @@ class SimulatedMicroscope(NullMicroscope):
         if not detectors:
             return {}
         param = self.get_stem_acquisition_param()
-        factor = SIZE_DIVISORS[param["image_size"]] * max(int(param.get("binning", 1)), 1)
-        exposure_s = float(param["dwell_time(s)"]) * self.specimen.shape[0] * self.specimen.shape[1]
+        factor = self._scan_factor(param)
+        ny, nx = self.frame_shape()
+        exposure_s = float(param["dwell_time(s)"]) * ny * nx  # one dwell per scanned (binned) pixel
         blanked = self.get_beam_blanked()
-        dose = 0.0 if blanked else self.settings.dose_rate_e_per_A2_s * exposure_s
+        dose = 0.0 if blanked else self.dose_rate_e_per_A2_s * exposure_s
         if self.instant:
             time_s = self.clock.now_s()
             with self._lock:

@@ -50,8 +50,12 @@ class SimSettings(TiltRange):
     pixel_size_nm: float = pydantic.Field(default=0.5, gt=0, description="specimen pixel (voxel) size, nm")
     dose_e_per_A2: float = pydantic.Field(
         default=40.0, ge=0, description="electron dose per frame (tiltseries), electrons per square angstrom")
-    dose_rate_e_per_A2_s: float = pydantic.Field(
-        default=50.0, ge=0, description="dose rate with the beam unblanked (serve), e/A^2 per second")
+    beam_current_pA: float = pydantic.Field(
+        default=60.0, ge=0, description="probe current (serve), picoampere (paper Methods: 60 pA); reported as "
+        "the screen current; with the beam unblanked it is spread over the scanned field")
+    dose_rate_e_per_A2_s: float | None = pydantic.Field(
+        default=None, ge=0, description="dose rate with the beam unblanked (serve), e/A^2 per second "
+        "(unset: the probe current over the scanned field)")
     dwell_time_s: float = pydantic.Field(default=1e-4, gt=0, description="initial STEM dwell time, seconds")
     noise: Literal["none", "poisson"] = pydantic.Field(default="poisson", description="shot noise model")
     haadf_efficiency: float = pydantic.Field(

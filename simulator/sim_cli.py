@@ -14,7 +14,7 @@ from tiltstream.errors import UserError
 from tiltstream.simulator.settings import SimSettings
 
 SERVE_ONLY = ("mode", "time_factor", "tilt_speed_deg_per_s", "settle_s", "backlash_deg", "alpha_min_deg",
-              "alpha_max_deg", "dose_rate_e_per_A2_s", "dwell_time_s", "host", "port", "steps",
+              "alpha_max_deg", "beam_current_pA", "dose_rate_e_per_A2_s", "dwell_time_s", "host", "port", "steps",
               "replay_window", "eucentric_offset_nm", "convergence_mrad")
 TILTSERIES_ONLY = ("count", "min_deg", "max_deg", "dose_e_per_A2")
 RENAME = {"dose_e_per_A2": "--dose", "dose_rate_e_per_A2_s": "--dose-rate", "min_deg": "--min",

@@ -60,8 +60,15 @@ def test_null_server_ccd_run_approaches_every_target_from_below(recording_null_s
             remaining.pop(0)
         position = angle
     assert remaining == []
-    # camera dose: 100 pA * 1 ms / e / (64*64 px * 100 A^2) = 6.2415e5 e / 409600 A^2 = 1.5238 e/A^2
-    assert records[0].dose_e_per_A2 == pytest.approx(1.52381, rel=1e-4)
+    # what the null microscope reports wins over --pixel-size-nm 1.0 and --beam-current-pA 100: its CCD's
+    # 24 um pixels x binning 8 / magnification 100000 = 1.92 nm, and a screen current of 1 nA
+    session = read_session(tmp_path / "s")
+    assert session.settings.pixel_size_nm == pytest.approx(1.92)
+    assert session.settings.microscope["pixel_size_source"] == "microscope"
+    assert session.settings.microscope["beam_current_pA"] == pytest.approx(1000.0)
+    assert session.settings.microscope["beam_current_source"] == "microscope"
+    # camera dose: 1000 pA * 1 ms / e / (64*64 px * 368.64 A^2) = 6.2415e6 e / 1509949 A^2 = 4.1336 e/A^2
+    assert records[0].dose_e_per_A2 == pytest.approx(4.13359, rel=1e-4)
 
 
 def test_kill_9_mid_session_then_resume(null_server: str, tmp_path: Path) -> None:
