@@ -7,7 +7,6 @@ The two command lines are read from README.md's tour; only the port, the session
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
 import sys
