@@ -39,6 +39,7 @@ import pydantic
 from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
 from tiltstream.errors import UserError
 from tiltstream.log_setup import configure_logging
+from tiltstream.live.run_state import ENDPOINTS_FILE
 from tiltstream.recon.presets import PresetName
 from tiltstream.simulator.heating_log import HeatingLog
 
@@ -193,7 +194,7 @@ class Demo:
             acquire_args += ["--temperature-log", str(self.out / "temperature.csv")]
         acquire = self.start("acquire", _cli(*acquire_args))
         acquire_started = time.monotonic()
-        endpoints = self.run_dir / "endpoints.json"
+        endpoints = self.run_dir / ENDPOINTS_FILE
         status_sub = None
         acquire_wall = None
         deadline = time.monotonic() + s.timeout_s

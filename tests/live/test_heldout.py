@@ -36,9 +36,9 @@ def test_heldout_error_is_logged_and_drawn(small_session, tmp_path, processes):
     assert "heldout" in json.loads((snapshots / "panels.json").read_text())
     best = RunDir(run).best_record()  # least error since the last frame arrived: least from its step on
     after = [float(r["heldout_rmse_percent"]) for r in RunDir(run).read_log()
-             if r["heldout_rmse_percent"] and int(r["step"]) >= best["step"]]
-    assert best["n_frames"] == FRAMES and best["heldout_rmse_percent"] == after[0] == min(after)
-    assert f"(best state (step {best['step']}, held-out error" in (tmp_path / "live.log").read_text()
+             if r["heldout_rmse_percent"] and int(r["step"]) >= best.step]
+    assert best.n_frames == FRAMES and best.heldout_rmse_percent == after[0] == min(after)
+    assert f"(best state (step {best.step}, held-out error" in (tmp_path / "live.log").read_text()
     _assert_volumes_of(run, open_reconstructor(run, checkpoint="best"))
 
 
@@ -63,7 +63,7 @@ def test_the_final_volumes_are_the_state_recon_volumes_reads(small_session, tmp_
     settings = LiveSettings(session=small_session, out=run, holdout=0.2, device="cpu")
     state = RunState(settings, "cpu")
     last = state.resume()
-    best_step = RunDir(run).best_record()["step"]
+    best_step = RunDir(run).best_record().step
     last.train(steps=20)  # past the best, without an evaluation: best/ stays
     state.checkpoint(last)
     path, described = state.write_volumes(last, 0)

@@ -97,7 +97,7 @@ def test_recon_train_keeps_the_refit_state_and_recon_volumes_reads_it(tmp_path: 
     assert result.returncode == 0, result.stderr
     assert "refit" not in json.loads((run / "run.json").read_text()) and not (run / "refit").exists()
     assert RunDir(run).refit_record() is None
-    assert open_reconstructor(run, checkpoint="auto").steps_done == RunDir(run).best_record()["step"]
+    assert open_reconstructor(run, checkpoint="auto").steps_done == RunDir(run).best_record().step
 
 
 @pytest.mark.timeout(120)

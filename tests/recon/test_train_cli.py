@@ -241,5 +241,5 @@ def test_a_budget_that_ends_while_the_held_out_error_falls_says_so(tmp_path: Pat
     best, rows = RunDir(run).best_record(), RunDir(run).read_log()
     last_step = int(rows[-1]["step"])
     assert ("the budget ran out before the held-out error levelled off (--patience 16 not reached; its least "
-            f"at step {best['step']} of {last_step})") in proc.stderr
+            f"at step {best.step} of {last_step})") in proc.stderr
 

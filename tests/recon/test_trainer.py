@@ -115,7 +115,7 @@ def test_adding_frames_never_changes_earlier_time_coordinates() -> None:
     seen = []
     for i, time_s in enumerate([0.0, 20.0, 45.0, 300.0, 1000.0]):  # later times beyond the scale
         trainer.add_frame(i, frames[i], angles[i], time_s)
-        seen.append(trainer._times.tolist())
+        seen.append(trainer.store.times.tolist())
         trainer.train_steps(1)
     for k, coords in enumerate(seen):
         assert coords == pytest.approx([0.0, 0.4, 0.9, 6.0, 20.0][:k + 1], abs=1e-7)
