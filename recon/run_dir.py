@@ -3,10 +3,11 @@
 Layout (one format for ``tiltstream live`` and ``recon train``)::
 
     RUN/
-      run.json          ``method`` (``dipster``, ``sirt``: the :mod:`tiltstream.recon.reconstructor` class that
-                        reads the state), session path, settings, held-out frame indices, time scale
-      checkpoint.pt     DIP-STER state (:meth:`tiltstream.recon.trainer.Trainer.save`: model, optimiser, scheduler,
-                        sampler, frames and their metadata); SIRT keeps ``sirt_state.npz`` instead
+      run.json          :class:`RunDescription`: ``method`` (``dipster``, ``sirt``: the
+                        :mod:`tiltstream.recon.reconstructor` class that reads the state), session path,
+                        settings, held-out frame indices, time scale, kept-state records
+      STATE_FILE        the method's state, written by its ``save`` (``checkpoint.pt`` for DIP-STER:
+                        :mod:`tiltstream.recon.checkpoint`; ``sirt_state.npz`` for SIRT)
       train_log.csv     step, elapsed_s, loss, lr, heldout_rmse_percent, heldout_ssim (one row per log
                         interval; the held-out columns are empty when no frame is held out)
       best/             with held-out frames: the state of the lowest held-out reprojection error so far
@@ -17,10 +18,14 @@ Layout (one format for ``tiltstream live`` and ``recon train``)::
                         held-out frames folded in and trained on (a run directory as ``best/``);
                         run.json's ``refit`` records ``from_step``, ``steps`` and ``n_frames``
 
-Any run is opened with :func:`open_reconstructor`, at its last state, its best or its refit
-(:data:`CHECKPOINTS`).
+:class:`RunDir` is the one reader and writer of run.json: every change goes through
+:meth:`RunDir.update` (read, change, write atomically), so no copy of it is kept in memory. A
+reconstructor's ``save`` writes its own ``STATE_FILE`` (:meth:`RunDir.state_path`) and records its
+method (and settings) with :meth:`RunDir.update`. Any run is opened with :func:`open_reconstructor`,
+at its last state, its best or its refit (:data:`CHECKPOINTS`), by the same ``load`` call whatever
+its method.
 A run directory that exists is resumed from its last state: steps and elapsed time continue and log rows
-are appended. A run without ``run.json`` but with a ``checkpoint.pt`` (a live run of before this
+are appended. A run without ``run.json`` but with DIP-STER's state file (a live run of before this
 format) is read as ``dipster``.
 
 The best state (:func:`keep_if_best`) is written after the last state's evaluation when its held-out

@@ -423,31 +423,32 @@ class Trainer:
             "loss_history": torch.tensor(self.loss_history, dtype=torch.float32),
         }
 
-    def save(self, path: str | Path) -> None:
-        """Write the state atomically into run directory ``path`` (its :attr:`STATE_FILE`, the directory
+    def save(self, run_dir: str | Path) -> None:
+        """Write the state atomically into run directory ``run_dir`` (its :attr:`STATE_FILE`, the directory
         created if needed, the method recorded by :class:`tiltstream.recon.run_dir.RunDir`) or, when
-        ``path`` ends in ``.pt``, to that checkpoint file alone."""
-        if is_checkpoint_file(path):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            write_checkpoint(Path(path), self.state_dict())
+        ``run_dir`` ends in ``.pt``, to that checkpoint file alone."""
+        if is_checkpoint_file(run_dir):
+            Path(run_dir).parent.mkdir(parents=True, exist_ok=True)
+            write_checkpoint(Path(run_dir), self.state_dict())
             return
-        run = RunDir(path)
+        run = RunDir(run_dir)
         run.path.mkdir(parents=True, exist_ok=True)
         write_checkpoint(run.state_path(self.STATE_FILE), self.state_dict())
         run.update(method=self.method)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu", precision: Precision | str = "fp32",
+    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu", precision: Precision | str = "fp32",
              compile_model: bool = False) -> Trainer:
-        """Restore onto ``device`` what :meth:`save` wrote into run directory (or ``.pt`` file) ``path``
-        (``precision`` and ``compile_model`` as in the constructor).
+        """Restore onto ``device`` what :meth:`save` wrote into run directory ``run_dir`` (or into a ``.pt``
+        file) (``precision`` and ``compile_model`` as in the constructor).
 
         Raises
         ------
         UserError
             A missing or unreadable checkpoint.
         """
-        state = read_checkpoint(Path(path) if is_checkpoint_file(path) else RunDir(path).state_path(cls.STATE_FILE))
+        path = Path(run_dir) if is_checkpoint_file(run_dir) else RunDir(run_dir).state_path(cls.STATE_FILE)
+        state = read_checkpoint(path)
         trainer = cls(DipsterConfig.model_validate(state["config"]), tuple(state["frame_shape"]),
                       state["time_scale_s"], device=device, seed=state["seed"], precision=precision,
                       compile_model=compile_model)

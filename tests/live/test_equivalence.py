@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from tiltstream.live.run_state import VOLUMES_FILE
 from tiltstream.live.schedule import reconstruct_session
+from tiltstream.recon.checkpoint import CHECKPOINT_FILE
 from tiltstream.recon.presets import preset
+from tiltstream.recon.run_dir import RUN_FILE
 from tiltstream.recon.trainer import Trainer
 from tiltstream.recon.volume_io import read_volumes
 from tiltstream.simulator.replay_stream import replay_session
@@ -47,7 +50,7 @@ def test_live_equals_offline(small_session, tmp_path, processes):
         assert proc.wait(100) == 0, (tmp_path / "live.log").read_text()
     finally:
         replay_thread.join(100)
-    live_volumes, times_s = read_volumes(run / "volumes.tif")
+    live_volumes, times_s = read_volumes(run / VOLUMES_FILE)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the live process: the same reduction order
     try:
@@ -55,7 +58,7 @@ def test_live_equals_offline(small_session, tmp_path, processes):
                                       chunk_steps=7, seed=0, device="cpu")
     finally:
         torch.set_num_threads(threads)
-    live = Trainer.load(run / "checkpoint.pt")
+    live = Trainer.load(run / CHECKPOINT_FILE)
     assert live.indices == offline.indices == list(range(10))
     assert live.steps_done == offline.steps_done == 10 * 4 + 6
     assert live.time_scale_s == offline.time_scale_s == 10 * 2.0
@@ -66,7 +69,7 @@ def test_live_equals_offline(small_session, tmp_path, processes):
 
     # the live run directory is a run directory: recon volumes reads it (the same volumes) and recon train
     # resumes it (3 more steps, the frames' dose kept, no frame added twice)
-    description = json.loads((run / "run.json").read_text())
+    description = json.loads((run / RUN_FILE).read_text())
     assert description["method"] == "dipster" and description["time_scale_s"] == 20.0
     proc = processes.start("recon", "volumes", "--run", str(run), "--out", str(tmp_path / "again.tif"),
                            "--device", "cpu", log=tmp_path / "volumes.log")

@@ -16,8 +16,8 @@ from tiltstream.acquire.session import read_session
 from tiltstream.live.run_state import RunState
 from tiltstream.live.settings import LiveSettings
 from tiltstream.recon.distributed import World
-from tiltstream.recon.run_dir import (BestRecord, PlateauStopper, RunDescription, RunDir, forget_stale_best,
-                                      heldout_positions, keep_if_best, open_reconstructor)
+from tiltstream.recon.run_dir import (BEST_DIR, LOG_FILE, RUN_FILE, BestRecord, PlateauStopper, RunDescription, RunDir,
+                                      forget_stale_best, heldout_positions, keep_if_best, open_reconstructor)
 from tiltstream.recon.trainer import Trainer
 from tiltstream.recon.training import Budget, train_loop
 from tiltstream.recon.volume_io import read_volumes
@@ -56,7 +56,7 @@ def _trainer_on(session_dir: Path, holdout: float, count: int | None = None) -> 
 
 
 def _log(run: Path) -> list[dict[str, str]]:
-    with open(run / "train_log.csv", newline="") as handle:
+    with open(run / LOG_FILE, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -79,7 +79,7 @@ def test_training_keeps_the_state_of_the_lowest_heldout_error_and_volumes_read_i
     errors = np.array([float(r["heldout_rmse_percent"]) for r in rows])
     best_step = int(rows[int(np.argmin(errors))]["step"])
     assert best_step < STEPS, "precondition: training went on past the held-out minimum (measured: 350)"
-    record = json.loads((run.path / "run.json").read_text())["best"]
+    record = json.loads((run.path / RUN_FILE).read_text())["best"]
     assert record["step"] == best_step and record["n_frames"] == 8
     assert record["heldout_rmse_percent"] == pytest.approx(errors.min(), rel=1e-12)
 
@@ -127,7 +127,7 @@ def test_a_best_state_needs_the_frames_of_the_last(tmp_path: Path) -> None:
     assert kept == [True, False, True, False]
     assert run.best_record() == BestRecord(step=30, heldout_rmse_percent=4.0, n_frames=4)
     assert open_reconstructor(run.path, checkpoint="best").steps_done == 30
-    assert json.loads((run.path / "run.json").read_text())["session"] == "s"
+    assert json.loads((run.path / RUN_FILE).read_text())["session"] == "s"
 
     forget_stale_best(run, 4)  # same frames: kept
     assert run.best_record() is not None
@@ -135,8 +135,8 @@ def test_a_best_state_needs_the_frames_of_the_last(tmp_path: Path) -> None:
     trainer.add_frame(record.index, read_session(session).load_frame(record), record.angle_deg, record.time_s)
     forget_stale_best(run, trainer.n_frames)
     assert run.best_record() is None and not run.best.exists() and "best" not in json.loads(
-        (run.path / "run.json").read_text())
-    assert json.loads((run.path / "run.json").read_text())["session"] == "s"
+        (run.path / RUN_FILE).read_text())
+    assert json.loads((run.path / RUN_FILE).read_text())["session"] == "s"
     trainer.steps_done = 50
     trainer.save(run.path)
     with pytest.raises(UserError, match="keeps no best state"):
@@ -173,7 +173,7 @@ def test_checkpoint_best_of_a_run_without_heldout_frames_is_one_line(tmp_path: P
     result = _cli("recon", "train", "--session", str(session), "--out", str(run), "--steps", "4",
                   "--threads", "1", "--holdout", "0")
     assert result.returncode == 0, result.stderr
-    assert not (run / "best").exists()
+    assert not (run / BEST_DIR).exists()
     _one_line_error(_cli("recon", "volumes", "--run", str(run), "--out", str(tmp_path / "v.tif"),
                          "--checkpoint", "best"), "keeps no best state")
     auto = _cli("recon", "volumes", "--run", str(run), "--out", str(tmp_path / "v.tif"))

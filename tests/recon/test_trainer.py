@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tiltstream.errors import UserError
+from tiltstream.recon.checkpoint import CHECKPOINT_FILE
 from tiltstream.recon.model import DipsterNet, stage_sizes
 from tiltstream.recon.presets import DipsterConfig, preset
 from tiltstream.recon.projector import project, project_volume
@@ -291,7 +292,7 @@ def test_trainer_is_a_reconstructor_whose_run_directory_keeps_frame_metadata(tmp
     with pytest.raises(UserError, match="exactly one"):
         a.train(steps=1, seconds=1.0)
     a.save(tmp_path / "run")
-    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    assert (tmp_path / "run" / CHECKPOINT_FILE).is_file()
     b = Trainer.load(tmp_path / "run")
     assert b.frame_records == a.frame_records and b.steps_done == a.steps_done
     for t in (a, b):
