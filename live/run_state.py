@@ -1,9 +1,9 @@
 """The live process's run directory: the same format as ``recon train`` (:mod:`tiltstream.recon.run_dir`), plus endpoints.
 
 ``RUN/`` holds ``run.json`` (method, session, settings, time scale, held-out frames), the
-reconstructor's state (:meth:`tiltstream.recon.reconstructor.Reconstructor.save`, its ``STATE_FILE``; per-frame
-metadata such as dose and temperature inside it), ``train_log.csv`` (one row per log interval, with the held-out reprojection error when frames are held
-out), ``best/`` (DIP-STER with held-out frames: the state of the lowest held-out error since the frames
+reconstructor's state (:meth:`tiltstream.recon.reconstructor.Reconstructor.save`, its ``STATE_FILE``;
+per-frame metadata such as dose and temperature inside it), ``train_log.csv`` (one row per log
+interval, with the held-out reprojection error when frames are held out), ``best/`` (DIP-STER with held-out frames: the state of the lowest held-out error since the frames
 last changed, :func:`tiltstream.recon.run_dir.keep_if_best`), ``endpoints.json`` (the bound status and request
 endpoints, for clients that start later) and at the end ``volumes.tif`` + ``volumes_times.csv`` (of the
 state ``recon volumes`` reads by default: ``best/`` when kept, else the last). ``recon volumes``,

@@ -100,60 +100,6 @@ def _frame_metadata(record: Any) -> dict[str, Any]:
     return {"dose_e_per_A2": record.dose_e_per_A2, "temperature_C": record.temperature_C}
 
 
-def _resume_run(run: RunDir, session_path: Path, records: list, frames: Any, device: str,
-                speed: Speed) -> tuple[Trainer, set[int]]:
-    """The DIP-STER run in ``run`` (at its last state) and the indices of its held-out frames.
-
-    Raises
-    ------
-    UserError
-        A run of another method or frame shape, or a preprocessed run whose session gained frames.
-    """
-    description = run.read()
-    if description.method != Trainer.method:
-        raise UserError(f"run {str(run.path)!r} is a {description.method} run; recon train continues DIP-STER runs")
-    trainer = open_reconstructor(run.path, device=device, speed=speed)
-    session_shape = description.session_frame_shape or list(trainer.frame_shape)
-    if list(session_shape) != list(frames.shape[1:]):
-        raise UserError(f"run {str(run.path)!r} was trained on frames {list(session_shape)}; "
-                        f"session {str(session_path)!r} has {list(frames.shape[1:])}")
-    known = set(trainer.indices)
-    grown = [r.index for r in records if r.index not in known]
-    if description.preprocess and grown:
-        raise UserError(f"run {str(run.path)!r} was preprocessed (aligned) as a whole; the session has "
-                        f"{len(grown)} new frame(s) it cannot take consistently: start a new run")
-    run.truncate_log(trainer.steps_done)
-    held = {r["index"] for r in trainer.frame_records if r["held_out"]}
-    return trainer, held | set(description.heldout_indices or [])
-
-
-def _new_run(run: RunDir, session_path: Path, session: Any, frames: Any, new: NewRunSettings, device: str,
-             speed: Speed) -> tuple[Trainer, set[int], Any]:
-    """A new DIP-STER run in ``run`` (run.json and the log started): its trainer (no frames yet), the
-    indices of the frames to hold out and the frames to train on (preprocessed when asked)."""
-    from tiltstream.recon.presets import preset
-
-    records = session.records
-    raw_shape = list(frames.shape[1:])
-    report = None
-    if new.preprocess is not None:
-        from tiltstream.recon.preprocess import apply, recorded_shifts_px
-
-        frames, report = apply(frames, session.angles_deg, new.preprocess, recorded_shifts_px(session.records))
-    config = preset(new.preset)
-    time_scale_s = recorded_time_scale_s(session)
-    trainer = Trainer(config, frames.shape[1:], time_scale_s, device=device, seed=new.seed,
-                      **speed.trainer_kwargs())
-    held = {records[p].index for p in heldout_positions(len(records), new.holdout)}
-    run.create(RunDescription(
-        method=trainer.method, session=str(Path(session_path).resolve()),
-        created=dt.datetime.now(dt.timezone.utc).isoformat(), preset=new.preset,
-        config=config.model_dump(mode="json"), seed=new.seed, frame_shape=list(frames.shape[1:]),
-        time_scale_s=time_scale_s, heldout_indices=sorted(held), device=device,
-        session_frame_shape=raw_shape, preprocess=report))
-    return trainer, held, frames
-
-
 def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: str, ranks: int = 1,
                 speed: Speed = Speed()) -> tuple[Trainer, str]:
     """Create or resume the run in ``run`` and add every session frame it lacks (``speed``: the
@@ -172,15 +118,51 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
     from tiltstream.recon.session_frames import load_session_frames
 
     session, frames = load_session_frames(session_path)
+    records = session.records
     if run.exists():
-        trainer, held = _resume_run(run, session_path, session.records, frames, device, speed)
+        description = run.read()
+        if description.method != Trainer.method:
+            raise UserError(f"run {str(run.path)!r} is a {description.method} run; recon train continues "
+                            "DIP-STER runs")
+        trainer = open_reconstructor(run.path, device=device, speed=speed)
+        session_shape = description.session_frame_shape or list(trainer.frame_shape)
+        if list(session_shape) != list(frames.shape[1:]):
+            raise UserError(f"run {str(run.path)!r} was trained on frames {list(session_shape)}; "
+                            f"session {str(session_path)!r} has {list(frames.shape[1:])}")
+        known = set(trainer.indices)
+        grown = [r.index for r in records if r.index not in known]
+        if description.preprocess and grown:
+            raise UserError(f"run {str(run.path)!r} was preprocessed (aligned) as a whole; the session has "
+                            f"{len(grown)} new frame(s) it cannot take consistently: start a new run")
+        run.truncate_log(trainer.steps_done)
+        held = {r["index"] for r in trainer.frame_records if r["held_out"]}
+        held |= set(description.heldout_indices or [])
         status = f"resumed at step {trainer.steps_done}"
     else:
-        trainer, held, frames = _new_run(run, session_path, session, frames, new, device, speed)
+        from tiltstream.recon.presets import preset
+
+        raw_shape = list(frames.shape[1:])
+        report = None
+        if new.preprocess is not None:
+            from tiltstream.recon.preprocess import apply, recorded_shifts_px
+
+            frames, report = apply(frames, session.angles_deg, new.preprocess, recorded_shifts_px(session.records))
+        config = preset(new.preset)
+        time_scale_s = recorded_time_scale_s(session)
+        trainer = Trainer(config, frames.shape[1:], time_scale_s, device=device, seed=new.seed,
+                          **speed.trainer_kwargs())
+        held = {records[p].index for p in heldout_positions(len(records), new.holdout)}
+        run.create(RunDescription(
+            method=trainer.method, session=str(Path(session_path).resolve()),
+            created=dt.datetime.now(dt.timezone.utc).isoformat(),
+            preset=new.preset, config=config.model_dump(mode="json"), seed=new.seed,
+            frame_shape=list(frames.shape[1:]), time_scale_s=time_scale_s,
+            heldout_indices=sorted(held), device=device,
+            session_frame_shape=raw_shape, preprocess=report))
         status = "new run"
     added = 0
     known = set(trainer.indices)
-    for record, frame in zip(session.records, frames):
+    for record, frame in zip(records, frames):
         if record.index not in known:  # a new run, or a session that grew since the last invocation
             trainer.add_frame(record.index, frame, record.angle_deg, record.time_s,
                               held_out=record.index in held, metadata=_frame_metadata(record))
