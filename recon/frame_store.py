@@ -22,7 +22,7 @@ from tiltstream.recon.frame_checks import checked_frame
 from tiltstream.recon.row_filter import row_power
 
 
-def robust_max(frame: np.ndarray) -> float:
+def _robust_max(frame: np.ndarray) -> float:
     """The 99.9th percentile of ``|frame|`` (the maximum for tiny frames), never below tiny positive."""
     value = float(np.percentile(np.abs(frame), 99.9))
     return value if value > 0 else float(np.abs(frame).max())
@@ -87,7 +87,7 @@ class FrameStore:
         """
         frame = checked_frame(index, frame, angle_deg, time_s, self.frame_shape, self.slot_of)
         if self.data_scale is None:
-            scale = robust_max(frame)
+            scale = _robust_max(frame)
             if scale <= 0:
                 raise UserError(f"the first frame (index {index}) is all zero; normalisation needs signal")
             self.data_scale = scale
