@@ -161,7 +161,7 @@ def single_process_speed(session_dir: str, preset_name: str, commit: str, steps:
     new, _ = _session_trainer(session_dir, preset_name, 1.0, seed=0)
     old = _old_trainer_class(commit)(new.config, new.frame_shape, new.time_scale_s, seed=0)
     for index, angle, time_s, slot in zip(new.indices, new.angles_deg, new.times_s, range(new.n_frames)):
-        old.add_frame(index, new._frames[slot].numpy() * new.data_scale, angle, time_s)
+        old.add_frame(index, new.store.frame(slot), angle, time_s)
     rates: dict[str, list[float]] = {"old": [], "new": []}
     for trainer in (old, new):
         trainer.train_steps(10)  # warm-up

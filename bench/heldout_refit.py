@@ -67,7 +67,7 @@ def run_one(args: argparse.Namespace, phantom: str) -> dict:
         raise RuntimeError(f"recon train failed on {phantom}: {result.stderr[-2000:]}")
     print(result.stderr.strip().splitlines()[-1], file=sys.stderr, flush=True)
     truth, times_s = read_ground_truth(session)
-    description = RunDir(run).read_description()
+    description = RunDir(run).read().to_json()
     rows = {"best": evaluate(run, "best", phantom, truth, times_s)}
     if description.get("refit"):
         rows["refit"] = evaluate(run, "refit", phantom, truth, times_s)

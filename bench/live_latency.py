@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from tiltstream.acquire.session import read_ground_truth  # noqa: E402
 from bench.doc_sections import replace_section  # noqa: E402
+from tiltstream.live.run_state import ENDPOINTS_FILE, VOLUMES_FILE  # noqa: E402
 from tiltstream.live.settings import LiveSettings  # noqa: E402
 from tiltstream.live.status import Reprojection, decode_status_message  # noqa: E402
 from tiltstream.recon.frame_feed import add_recorded_frame  # noqa: E402
@@ -86,7 +87,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         + (["--steps-per-frame", str(args.steps_per_frame)] if args.steps_per_frame is not None else []),
         stdout=subprocess.DEVNULL, stderr=open(work / "live.log", "w"), env=dict(os.environ))
     try:
-        while not (run / "endpoints.json").is_file():
+        while not (run / ENDPOINTS_FILE).is_file():
             if live.poll() is not None:
                 raise RuntimeError(f"live exited: {(work / 'live.log').read_text()[-2000:]}")
             time.sleep(0.05)
@@ -94,7 +95,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         sub = context.socket(zmq.SUB)
         sub.linger = 0
         sub.subscribe(b"reprojection")
-        sub.connect(json.loads((run / "endpoints.json").read_text())["status"])
+        sub.connect(json.loads((run / ENDPOINTS_FILE).read_text())["status"])
         while live.poll() is None:
             if sub.poll(100):
                 parts = sub.recv_multipart()
@@ -116,8 +117,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     truth, _ = read_ground_truth(session_dir)
     session, frames = load_session_frames(session_dir)
     times = session.times_s
-    live_volumes, live_times = read_volumes(run / "volumes.tif")
-    live_trainer = Trainer.load(run / "checkpoint.pt")
+    live_volumes, live_times = read_volumes(run / VOLUMES_FILE)
+    live_trainer = Trainer.load(run)
     torch.set_num_threads(args.threads)  # as the live process
     started = time.monotonic()
     offline = Trainer(preset("fast"), tuple(session.records[0].shape), live_trainer.time_scale_s,

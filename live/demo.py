@@ -38,6 +38,7 @@ import pydantic
 
 from tiltstream.command import register_command
 from tiltstream.errors import UserError
+from tiltstream.live.run_state import ENDPOINTS_FILE
 from tiltstream.recon.presets import PresetName
 from tiltstream.simulator.heating_log import HeatingLog
 
@@ -198,7 +199,7 @@ class Demo:
             acquire_args += ["--temperature-log", str(self.out / "temperature.csv")]
         acquire = self.start("acquire", _cli(*acquire_args))
         acquire_started = time.monotonic()
-        endpoints = self.run_dir / "endpoints.json"
+        endpoints = self.run_dir / ENDPOINTS_FILE
         status_sub = None
         acquire_wall = None
         deadline = time.monotonic() + s.timeout_s

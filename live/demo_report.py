@@ -43,6 +43,7 @@ def evaluate(settings, demo, microscope, acquire_wall_s: float, elapsed_s: float
     import time
 
     from tiltstream.acquire.session import read_session, write_ground_truth
+    from tiltstream.live.run_state import VOLUMES_FILE
     from tiltstream.recon.sirt import moving_window_sirt
     from tiltstream.recon.trainer import Trainer
     from tiltstream.recon.volume_io import read_volumes, write_volumes
@@ -59,7 +60,7 @@ def evaluate(settings, demo, microscope, acquire_wall_s: float, elapsed_s: float
     truth = ground_truth_series(microscope, n)
     write_ground_truth(demo.session, truth, times)
 
-    volumes, vol_times = read_volumes(demo.run_dir / "volumes.tif")
+    volumes, vol_times = read_volumes(demo.run_dir / VOLUMES_FILE)
     order = np.argsort(times)
     if len(vol_times) != n or not np.allclose(np.sort(vol_times), times[order]):
         raise UserError("the live run's volumes are not one per frame time; was it run with --volumes-out 0?")
@@ -70,7 +71,7 @@ def evaluate(settings, demo, microscope, acquire_wall_s: float, elapsed_s: float
                               nonnegative=True)  # the strong baseline, as ASTRA users run it (MinConstraint = 0)
     write_volumes(demo.out / "sirt_volumes.tif", sirt.astype(np.float32), times,
                   voxel_size_nm=session.settings.pixel_size_nm)
-    trainer = Trainer.load(demo.run_dir / "checkpoint.pt", device="cpu")
+    trainer = Trainer.load(demo.run_dir, device="cpu")
     d = _series_metrics(dipster, truth)
     s = _series_metrics(sirt, truth)
     doses = np.array([r.dose_e_per_A2 for r in records])
@@ -87,9 +88,9 @@ def evaluate(settings, demo, microscope, acquire_wall_s: float, elapsed_s: float
         "dipster_beats_sirt": d["ssim_mean"] > s["ssim_mean"],
         "acquisition_wall_s": acquire_wall_s, "evaluation_wall_s": time.monotonic() - started,
         "total_wall_s": elapsed_s + time.monotonic() - started,
-        "paths": {"session": str(demo.session), "volumes": str(demo.run_dir / "volumes.tif"),
+        "paths": {"session": str(demo.session), "volumes": str(demo.run_dir / VOLUMES_FILE),
                   "sirt_volumes": str(demo.out / "sirt_volumes.tif"), "snapshots": str(demo.snapshots),
-                  "checkpoint": str(demo.run_dir / "checkpoint.pt")},
+                  "checkpoint": str(demo.run_dir / Trainer.STATE_FILE)},
         "report_md": str(demo.out / "report.md"),
     }
 

@@ -1,10 +1,9 @@
 """The live process's run directory: the same format as ``recon train`` (:mod:`tiltstream.recon.run_dir`), plus endpoints.
 
 ``RUN/`` holds ``run.json`` (method, session, settings, time scale, held-out frames), the
-reconstructor's state (:meth:`tiltstream.recon.reconstructor.Reconstructor.save`: ``checkpoint.pt`` for DIP-STER,
-``sirt_state.npz`` for SIRT; per-frame metadata such as dose and temperature inside it),
-``train_log.csv`` (one row per log interval, with the held-out reprojection error when frames are held
-out), ``best/`` (DIP-STER with held-out frames: the state of the lowest held-out error since the frames
+reconstructor's state (:meth:`tiltstream.recon.reconstructor.Reconstructor.save`, its ``STATE_FILE``;
+per-frame metadata such as dose and temperature inside it), ``train_log.csv`` (one row per log
+interval, with the held-out reprojection error when frames are held out), ``best/`` (DIP-STER with held-out frames: the state of the lowest held-out error since the frames
 last changed, :func:`tiltstream.recon.run_dir.keep_if_best`), ``endpoints.json`` (the bound status and request
 endpoints, for clients that start later) and at the end ``volumes.tif`` + ``volumes_times.csv`` (of the
 state ``recon volumes`` reads by default: ``best/`` when kept, else the last). ``recon volumes``,
@@ -27,14 +26,13 @@ from tiltstream.errors import UserError
 from tiltstream.live.settings import LiveSettings
 from tiltstream.recon.precision import Speed
 from tiltstream.recon.reconstructor import Reconstructor
-from tiltstream.recon.run_dir import (CHECKPOINT_FILE, LOG_COLUMNS, RUN_FILE, RunDir, forget_refit, forget_stale_best,
-                           keep_if_best, open_reconstructor, open_state)
+from tiltstream.recon.run_dir import (RunDescription, RunDir, forget_refit, forget_stale_best, keep_if_best,
+                                      open_reconstructor, open_state)
 
 log = logging.getLogger(__name__)
 
 ENDPOINTS_FILE = "endpoints.json"
 VOLUMES_FILE = "volumes.tif"
-STATE_FILES = {"dipster": CHECKPOINT_FILE, "sirt": "sirt_state.npz"}  # each method's state in RUN/
 
 
 def new_reconstructor(settings: LiveSettings, frame_shape: tuple[int, int], time_scale_s: float | None,
@@ -81,7 +79,6 @@ class RunState:
         if self.run.path.exists() and not self.run.path.is_dir():
             raise UserError(f"run directory {str(self.run.path)!r} is a file; choose a directory")
         self.run.path.mkdir(parents=True, exist_ok=True)
-        self.description: dict[str, Any] = {}
         self.elapsed0_s = 0.0  # training seconds logged before this process (a resumed run)
         self.last_checkpoint = time.monotonic()
         self.last_log = 0.0
@@ -103,16 +100,14 @@ class RunState:
         """
         if not self.run.exists():
             return None
-        if (self.path / RUN_FILE).is_file():
-            self.description = self.run.read_description()
         method = self.run.method()
         if method != self.settings.method:
             raise UserError(f"run directory {str(self.path)!r} holds a {method} reconstruction; give "
                             f"--method {method} or choose another --out")
-        if not (self.path / STATE_FILES[method]).is_file():
+        if not self.run.has_state():
             return None  # run.json written, no state yet: a run stopped before its first checkpoint
         reconstructor = open_reconstructor(self.path, device=self.device, speed=speed_of(self.settings))
-        forget_refit(self.run, self.description)  # recon train's refit would not continue what trains now
+        forget_refit(self.run)  # recon train's refit would not continue what trains now
         self.run.truncate_log(reconstructor.steps_done)
         self.elapsed0_s = self.run.last_elapsed_s()
         self.logged_step = reconstructor.steps_done
@@ -124,21 +119,16 @@ class RunState:
     def start(self, reconstructor: Reconstructor, session: str, time_scale_s: float | None) -> None:
         """Record a new run in run.json and start its log."""
         s = self.settings
-        self.description = {
-            "method": reconstructor.method, "source": "live",
-            "session": str(Path(s.session).resolve()) if s.session is not None else session,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(), "seed": s.seed, "device": self.device,
-            "time_scale_s": time_scale_s, "holdout": s.holdout, "heldout_indices": [], "preprocess": None,
-        }
+        description = RunDescription(
+            method=reconstructor.method, source="live",
+            session=str(Path(s.session).resolve()) if s.session is not None else session,
+            created=dt.datetime.now(dt.timezone.utc).isoformat(), seed=s.seed, device=self.device,
+            time_scale_s=time_scale_s, holdout=s.holdout, heldout_indices=[], preprocess=None,
+            frame_shape=list(reconstructor.frame_shape))
         if reconstructor.method == "dipster":
-            self.description.update(preset=s.preset, config=reconstructor.config.model_dump(mode="json"),
-                                    frame_shape=list(reconstructor.frame_shape))
-        else:
-            self.description.update(frame_shape=list(reconstructor.frame_shape))
-        self.run.write_description(self.description)
-        if not self.run.log.is_file():
-            with open(self.run.log, "w") as handle:
-                handle.write(",".join(LOG_COLUMNS) + "\n")
+            description.preset, description.config = s.preset, reconstructor.config.model_dump(mode="json")
+        self.run.write(description)
+        self.run.start_log()
 
     def log_due(self, reconstructor: Reconstructor) -> bool:
         """Whether a train_log.csv row is due: ``log_interval_s`` passed and steps were trained since the last."""
@@ -162,7 +152,7 @@ class RunState:
             self.heldout_step.append(reconstructor.steps_done)
             self.heldout_rmse_percent.append(heldout["heldout_rmse_percent"])
             if reconstructor.method == "dipster":  # SIRT recomputes its windows from the frames: last is best
-                keep_if_best(self.run, self.description, reconstructor, heldout["heldout_rmse_percent"])
+                keep_if_best(self.run, reconstructor, heldout["heldout_rmse_percent"])
         row: dict[str, Any] = {"step": reconstructor.steps_done, "elapsed_s": round(self.elapsed0_s + train_s, 3),
                                "loss": loss, "lr": getattr(reconstructor, "learning_rate", None), **(heldout or {})}
         self.run.append_log(row)
@@ -173,10 +163,9 @@ class RunState:
         """Save the reconstructor's state (atomically) and keep run.json's held-out list in step; a best
         state of fewer frames is dropped first."""
         held = sorted(r["index"] for r in reconstructor.frame_records if r["held_out"])
-        if self.description and held != self.description.get("heldout_indices"):
-            self.description["heldout_indices"] = held
-            self.run.write_description(self.description)
-        forget_stale_best(self.run, self.description, reconstructor.n_frames)
+        if self.run.read().heldout_indices is not None:  # a run started here or by recon train
+            self.run.update(heldout_indices=held)
+        forget_stale_best(self.run, reconstructor.n_frames)
         reconstructor.save(self.path)
         self.last_checkpoint = time.monotonic()
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from tiltstream.errors import UserError
 from tiltstream.acquire.session import read_session
-from tiltstream.live.run_state import STATE_FILES
 from tiltstream.live.status import HistoryHeader, Orthoslices, StatusHeader, make_orthoslices, tracking_history
 from tiltstream.recon.reconstructor import Reconstructor
 from tiltstream.recon.run_dir import RUN_FILE, RunDir, open_state
@@ -62,7 +61,7 @@ class RunSource:
         if not self.run.exists():
             raise UserError(f"{str(path)!r} is not a run directory (no {RUN_FILE} there); give the --out of "
                             "tiltstream live or recon train")
-        self.description = self.run.read_description() if (self.run.path / RUN_FILE).is_file() else {}
+        self.description = self.run.read()
         self.method = self.run.method()
         try:
             rows = [(int(r["step"]), _number(r.get("loss")), _number(r.get("heldout_rmse_percent")))
@@ -76,14 +75,14 @@ class RunSource:
         self.reconstructor: Reconstructor | None = None
         self.records: list[dict] = []
         self.state = "no saved state"
-        if self.method in STATE_FILES and (self.run.path / STATE_FILES[self.method]).is_file():
+        if self.run.has_state():
             self.reconstructor, self.state = open_state(self.run.path, device=device, checkpoint=checkpoint)
             self.records = sorted(self.reconstructor.frame_records, key=lambda r: r["index"])
-        self.session_name = Path(str(self.description.get("session", self.run.path.name))).name
+        self.session_name = Path(str(self.description.session or self.run.path.name)).name
 
     def _session_tracking(self) -> dict:
         """Frame index -> tracking record from the run's session, when it is still on disk ({} otherwise)."""
-        session = self.description.get("session")
+        session = self.description.session
         if not session or not (Path(session) / "frames.jsonl").is_file():
             return {}
         try:

@@ -25,6 +25,10 @@ class Reconstructor(Protocol):
     method: ClassVar[str]
     """Name recorded in ``run.json`` (``"dipster"``, ``"sirt"``)."""
 
+    STATE_FILE: ClassVar[str]
+    """The file in a run directory that holds the state (:meth:`save` writes it through
+    :class:`tiltstream.recon.run_dir.RunDir`, which also records :attr:`method` in run.json)."""
+
     @property
     def n_frames(self) -> int:
         """Frames added so far (training and held-out)."""
@@ -57,11 +61,15 @@ class Reconstructor(Protocol):
         them); None when no frame is held out."""
 
     def save(self, run_dir: str | Path) -> None:
-        """Write the full state (atomically) into ``run_dir``, so that :meth:`load` continues exactly."""
+        """Write the full state (atomically) into run directory ``run_dir`` (:attr:`STATE_FILE`, and the
+        method and its settings in run.json), so that :meth:`load` continues exactly."""
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "cpu") -> Reconstructor:
-        """Restore the state :meth:`save` wrote into ``run_dir``."""
+    def load(cls, run_dir: str | Path, device: str = "cpu", precision: str = "fp32",
+             compile_model: bool = False) -> Reconstructor:
+        """Restore the state :meth:`save` wrote into ``run_dir``, computing on ``device`` with
+        ``precision`` and ``compile_model`` (:class:`tiltstream.recon.precision.Speed`; a method without a
+        network ignores them), the same call for every method."""
 
 
 METHODS: dict[str, str] = {

@@ -3,10 +3,11 @@
 Layout (one format for ``tiltstream live`` and ``recon train``)::
 
     RUN/
-      run.json          ``method`` (``dipster``, ``sirt``: the :mod:`tiltstream.recon.reconstructor` class that
-                        reads the state), session path, settings, held-out frame indices, time scale
-      checkpoint.pt     DIP-STER state (:meth:`tiltstream.recon.trainer.Trainer.save`: model, optimiser, scheduler,
-                        sampler, frames and their metadata); SIRT keeps ``sirt_state.npz`` instead
+      run.json          :class:`RunDescription`: ``method`` (``dipster``, ``sirt``: the
+                        :mod:`tiltstream.recon.reconstructor` class that reads the state), session path,
+                        settings, held-out frame indices, time scale, kept-state records
+      STATE_FILE        the method's state, written by its ``save`` (``checkpoint.pt`` for DIP-STER:
+                        :mod:`tiltstream.recon.checkpoint`; ``sirt_state.npz`` for SIRT)
       train_log.csv     step, elapsed_s, loss, lr, heldout_rmse_percent, heldout_ssim (one row per log
                         interval; the held-out columns are empty when no frame is held out)
       best/             with held-out frames: the state of the lowest held-out reprojection error so far
@@ -17,10 +18,14 @@ Layout (one format for ``tiltstream live`` and ``recon train``)::
                         held-out frames folded in and trained on (a run directory as ``best/``);
                         run.json's ``refit`` records ``from_step``, ``steps`` and ``n_frames``
 
-Any run is opened with :func:`open_reconstructor`, at its last state, its best or its refit
-(:data:`CHECKPOINTS`).
+:class:`RunDir` is the one reader and writer of run.json: every change goes through
+:meth:`RunDir.update` (read, change, write atomically), so no copy of it is kept in memory. A
+reconstructor's ``save`` writes its own ``STATE_FILE`` (:meth:`RunDir.state_path`) and records its
+method (and settings) with :meth:`RunDir.update`. Any run is opened with :func:`open_reconstructor`,
+at its last state, its best or its refit (:data:`CHECKPOINTS`), by the same ``load`` call whatever
+its method.
 A run directory that exists is resumed from its last state: steps and elapsed time continue and log rows
-are appended. A run without ``run.json`` but with a ``checkpoint.pt`` (a live run of before this
+are appended. A run without ``run.json`` but with DIP-STER's state file (a live run of before this
 format) is read as ``dipster``.
 
 The best state (:func:`keep_if_best`) is written after the last state's evaluation when its held-out
@@ -41,7 +46,6 @@ first frame interval, for live and offline runs alike (:func:`session_time_scale
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import shutil
@@ -49,7 +53,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pydantic
+
 from tiltstream.atomic_files import write_atomic, write_json_atomic
+from tiltstream.config import describe_validation_error
 from tiltstream.errors import UserError
 from tiltstream.recon.precision import Speed
 
@@ -57,14 +64,11 @@ if TYPE_CHECKING:
     from tiltstream.acquire.session import Session
 
 RUN_FILE = "run.json"
-CHECKPOINT_FILE = "checkpoint.pt"
 DEFAULT_METHOD = "dipster"  # the method of a run directory whose run.json does not name one
 LOG_FILE = "train_log.csv"
 LOG_COLUMNS = ("step", "elapsed_s", "loss", "lr", "heldout_rmse_percent", "heldout_ssim")
 BEST_DIR = "best"
-BEST_KEY = "best"  # run.json's record of the best state
 REFIT_DIR = "refit"
-REFIT_KEY = "refit"  # run.json's record of the refit state
 CHECKPOINTS = ("auto", "refit", "best", "last")
 """Which state of a run to open: ``last`` (the latest checkpoint), ``best`` (the lowest held-out error;
 an error when the run keeps none), ``refit`` (the best trained on with its held-out frames; an error
@@ -169,15 +173,75 @@ class PlateauStopper:
         self.since_best = int(state.get("since_best", 0))
 
 
+class BestRecord(pydantic.BaseModel):
+    """run.json's ``best``: the state of least held-out error kept in ``best/``."""
+
+    step: int
+    heldout_rmse_percent: float
+    n_frames: int
+
+
+class RefitRecord(pydantic.BaseModel):
+    """run.json's ``refit``: the best state of step ``from_step`` trained ``steps`` more on every frame."""
+
+    from_step: int
+    steps: int
+    n_frames: int
+
+
+class SirtSettings(pydantic.BaseModel):
+    """run.json's ``sirt``: the settings a SIRT reconstruction is rebuilt with (frames ``(ny, nx)``, pixels;
+    window width, frames; iterations per window; non-negativity)."""
+
+    frame_shape: list[int]
+    window: int
+    iterations: int
+    nonnegative: bool
+
+
+KEPT_STATES = ("best", "refit")  # run.json's records of kept states: absent from the file when None
+
+
+class RunDescription(pydantic.BaseModel):
+    """run.json: what a run is (every field optional; a field never set is not written).
+
+    Keys other than these (written by an older tiltstream) are kept as they are.
+    """
+
+    model_config = pydantic.ConfigDict(extra="allow", validate_assignment=True)
+    method: str = pydantic.Field(default=DEFAULT_METHOD, description="the Reconstructor class that reads the "
+                                 "state (tiltstream.recon.reconstructor.METHODS)")
+    source: str | None = pydantic.Field(default=None, description="live for a tiltstream live run")
+    session: str | None = pydantic.Field(default=None, description="the session directory, absolute")
+    created: str | None = pydantic.Field(default=None, description="ISO 8601 time the run was created, UTC")
+    preset: str | None = None
+    config: dict[str, Any] | None = pydantic.Field(default=None, description="DIP-STER's DipsterConfig")
+    seed: int | None = None
+    device: str | None = None
+    frame_shape: list[int] | None = pydantic.Field(default=None, description="(ny, nx) of trained frames, px")
+    session_frame_shape: list[int] | None = pydantic.Field(default=None, description="(ny, nx) of the session's "
+                                                           "frames before preprocessing, px")
+    time_scale_s: float | None = pydantic.Field(default=None, description="seconds per unit of network time")
+    holdout: float | None = pydantic.Field(default=None, description="fraction of frames held out")
+    heldout_indices: list[int] | None = None
+    preprocess: dict[str, Any] | None = pydantic.Field(default=None, description="what preprocessing did")
+    ranks: int | None = pydantic.Field(default=None, description="data-parallel ranks of the last invocation")
+    stopper: dict[str, Any] | None = pydantic.Field(default=None, description="PlateauStopper state")
+    sirt: SirtSettings | None = None
+    best: BestRecord | None = None
+    refit: RefitRecord | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields set (a kept-state record only when there is one), as JSON values."""
+        data = self.model_dump(mode="json", exclude_unset=True)
+        return {k: v for k, v in data.items() if not (k in KEPT_STATES and v is None)}
+
+
 class RunDir:
-    """Paths and small files of one run directory."""
+    """Paths and files of one run directory: the one reader and writer of its run.json."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.path / CHECKPOINT_FILE
 
     @property
     def log(self) -> Path:
@@ -188,40 +252,40 @@ class RunDir:
         """The best state's directory."""
         return self.path / BEST_DIR
 
-    def _kept_record(self, key: str, directory: Path) -> dict[str, Any] | None:
-        """run.json's record ``key`` of a kept state, or None when there is none or ``directory`` is gone."""
-        if not (self.path / RUN_FILE).is_file():
-            return None
-        record = self.read_description().get(key)
-        return record if record and directory.is_dir() else None
-
-    def best_record(self) -> dict[str, Any] | None:
-        """run.json's record of the best state (``step``, ``heldout_rmse_percent``, ``n_frames``), or None
-        when the run keeps none."""
-        return self._kept_record(BEST_KEY, self.best)
-
     @property
     def refit(self) -> Path:
         """The refit state's directory."""
         return self.path / REFIT_DIR
 
-    def refit_record(self) -> dict[str, Any] | None:
-        """run.json's record of the refit state (``from_step``, ``steps``, ``n_frames``), or None when
-        the run keeps none."""
-        return self._kept_record(REFIT_KEY, self.refit)
+    def state_path(self, name: str) -> Path:
+        """Where a reconstructor keeps its state file ``name`` (its ``STATE_FILE``)."""
+        return self.path / name
+
+    def has_state(self) -> bool:
+        """True when the recorded method's state file is here (a run stopped before its first checkpoint
+        has run.json only)."""
+        return (self.path / _state_file(self.method())).is_file()
+
+    def best_record(self) -> BestRecord | None:
+        """run.json's record of the best state, or None when the run keeps none (or ``best/`` is gone)."""
+        record = self.read().best
+        return record if record is not None and self.best.is_dir() else None
+
+    def refit_record(self) -> RefitRecord | None:
+        """run.json's record of the refit state, or None when the run keeps none (or ``refit/`` is gone)."""
+        record = self.read().refit
+        return record if record is not None and self.refit.is_dir() else None
 
     def exists(self) -> bool:
-        """True when a run was started here: its run.json exists, or a DIP-STER checkpoint alone (a live
-        run of before run.json)."""
-        return (self.path / RUN_FILE).is_file() or self.checkpoint.is_file()
+        """True when a run was started here: its run.json exists, or the default method's state alone (a
+        live run of before run.json)."""
+        return (self.path / RUN_FILE).is_file() or (self.path / _state_file(DEFAULT_METHOD)).is_file()
 
     def method(self) -> str:
         """The reconstruction method recorded in run.json (``dipster`` when it names none)."""
-        if not (self.path / RUN_FILE).is_file():
-            return DEFAULT_METHOD
-        return str(self.read_description().get("method", DEFAULT_METHOD))
+        return self.read().method
 
-    def create(self, description: dict[str, Any]) -> None:
+    def create(self, description: RunDescription) -> None:
         """Start a new run: the directory (new or empty), run.json and the log header."""
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"run directory {str(self.path)!r} is a file; choose a directory")
@@ -229,39 +293,47 @@ class RunDir:
             raise UserError(f"{str(self.path)!r} is not empty and holds no run to resume; choose a new "
                             "or empty directory")
         self.path.mkdir(parents=True, exist_ok=True)
-        self.write_description(description)
-        with open(self.log, "w", newline="") as handle:
-            csv.writer(handle).writerow(LOG_COLUMNS)
+        self.write(description)
+        self.start_log()
 
-    def read_description(self) -> dict[str, Any]:
-        """run.json as a dict."""
+    def start_log(self) -> None:
+        """Write the log's header when there is no log yet."""
+        if not self.log.is_file():
+            with open(self.log, "w", newline="") as handle:
+                csv.writer(handle).writerow(LOG_COLUMNS)
+
+    def read(self) -> RunDescription:
+        """run.json (an empty description, method ``dipster``, when there is none).
+
+        Raises
+        ------
+        UserError
+            run.json cannot be read or is not a run description.
+        """
+        path = self.path / RUN_FILE
+        if not path.is_file():
+            return RunDescription()
         try:
-            return json.loads((self.path / RUN_FILE).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{self.path / RUN_FILE}: not readable ({exc}); is {str(self.path)!r} a run?") from None
+            return RunDescription.model_validate_json(path.read_bytes())
+        except (OSError, pydantic.ValidationError) as exc:
+            reason = describe_validation_error(exc) if isinstance(exc, pydantic.ValidationError) else exc
+            raise UserError(f"{path}: not readable ({reason}); is {str(self.path)!r} a run?") from None
 
-    def record_method(self, method: str) -> None:
-        """Make run.json name ``method`` (created with only that key when missing; written only on change)."""
-        path = self.path / RUN_FILE
-        description = self.read_description() if path.is_file() else {}
-        if description.get("method") != method:
-            description["method"] = method
-            self.write_description(description)
+    def write(self, description: RunDescription) -> None:
+        """Replace run.json by ``description``, atomically."""
+        write_json_atomic(self.path / RUN_FILE, description.to_json())
 
-    def write_description(self, description: dict[str, Any]) -> None:
-        """Write run.json atomically."""
-        write_json_atomic(self.path / RUN_FILE, description)
-
-    def merge_description(self, changes: dict[str, Any]) -> None:
-        """Set ``changes`` in run.json (a key set to None is removed), keeping its other keys; atomic."""
-        path = self.path / RUN_FILE
-        description = self.read_description() if path.is_file() else {}
+    def update(self, **changes: Any) -> RunDescription:
+        """Set ``changes`` (fields of :class:`RunDescription`; a kept-state record set to None is dropped)
+        in run.json, keeping its other fields; written (atomically) only when it changes. Returns the
+        description as written."""
+        description = self.read()
+        before = description.to_json()
         for key, value in changes.items():
-            if value is None:
-                description.pop(key, None)
-            else:
-                description[key] = value
-        self.write_description(description)
+            setattr(description, key, value)
+        if description.to_json() != before or not (self.path / RUN_FILE).is_file():
+            self.write(description)
+        return description
 
     def append_log(self, row: dict[str, Any]) -> None:
         """Append one row (missing columns empty) and flush it to disk."""
@@ -295,20 +367,24 @@ class RunDir:
         return float(rows[-1]["elapsed_s"]) if rows else 0.0
 
 
-def keep_if_best(run: RunDir, description: dict[str, Any], reconstructor: Any, heldout_rmse_percent: float) -> bool:
+def _state_file(method: str) -> str:
+    """The state file of ``method``'s reconstructor class (its ``STATE_FILE``)."""
+    from tiltstream.recon.reconstructor import reconstructor_class
+
+    return reconstructor_class(method).STATE_FILE
+
+
+def keep_if_best(run: RunDir, reconstructor: Any, heldout_rmse_percent: float) -> bool:
     """Save ``reconstructor`` as the run's best state when its held-out error is the lowest so far.
 
     It is the best when no best is recorded, when the recorded one holds another number of frames, or
     when ``heldout_rmse_percent`` is below the recorded error. The state goes to ``best/`` (atomically,
-    by the reconstructor's own :meth:`save`), then ``description[BEST_KEY]`` is set and merged into
-    run.json (keys written there by others, e.g. a method's settings, are kept).
+    by the reconstructor's own :meth:`save`), then run.json's ``best`` is set.
 
     Parameters
     ----------
     run
         The run directory.
-    description
-        run.json's content, kept by the caller (updated in place).
     reconstructor
         A :class:`tiltstream.recon.reconstructor.Reconstructor` just evaluated.
     heldout_rmse_percent
@@ -319,70 +395,66 @@ def keep_if_best(run: RunDir, description: dict[str, Any], reconstructor: Any, h
     bool
         True when it was saved as the best.
     """
-    record = description.get(BEST_KEY)
-    if (record and record.get("n_frames") == reconstructor.n_frames and run.best.is_dir()
-            and not heldout_rmse_percent < float(record["heldout_rmse_percent"])):
+    record = run.best_record()
+    if (record is not None and record.n_frames == reconstructor.n_frames
+            and not heldout_rmse_percent < record.heldout_rmse_percent):
         return False
     reconstructor.save(run.best)
-    description[BEST_KEY] = {"step": int(reconstructor.steps_done),
-                             "heldout_rmse_percent": float(heldout_rmse_percent),
-                             "n_frames": int(reconstructor.n_frames)}
-    run.merge_description({BEST_KEY: description[BEST_KEY]})
+    run.update(best=BestRecord(step=int(reconstructor.steps_done), heldout_rmse_percent=float(heldout_rmse_percent),
+                               n_frames=int(reconstructor.n_frames)))
     return True
 
 
-def forget_stale_best(run: RunDir, description: dict[str, Any], n_frames: int) -> None:
+def forget_stale_best(run: RunDir, n_frames: int) -> None:
     """Drop the best state when it holds another number of frames than ``n_frames`` (the state about to
     be saved as the last): run.json's record first, then ``best/``."""
-    record = description.get(BEST_KEY)
-    if record is not None and record.get("n_frames") == n_frames:
+    record = run.read().best
+    if record is not None and record.n_frames == n_frames:
         return
     if record is not None:
-        del description[BEST_KEY]
-        run.merge_description({BEST_KEY: None})
+        run.update(best=None)
     if run.best.is_dir():
         shutil.rmtree(run.best)
 
 
-def keep_refit(run: RunDir, description: dict[str, Any], reconstructor: Any, from_step: int) -> None:
+def keep_refit(run: RunDir, reconstructor: Any, from_step: int) -> None:
     """Save ``reconstructor`` (the best state of step ``from_step`` trained on with its held-out frames
     folded in) as the run's refit state: ``refit/`` first, then run.json's record."""
     reconstructor.save(run.refit)
-    description[REFIT_KEY] = {"from_step": int(from_step), "steps": int(reconstructor.steps_done - from_step),
-                              "n_frames": int(reconstructor.n_frames)}
-    run.merge_description({REFIT_KEY: description[REFIT_KEY]})
+    run.update(refit=RefitRecord(from_step=int(from_step), steps=int(reconstructor.steps_done - from_step),
+                                 n_frames=int(reconstructor.n_frames)))
 
 
-def forget_refit(run: RunDir, description: dict[str, Any]) -> None:
+def forget_refit(run: RunDir) -> None:
     """Drop the refit state before the run trains on (it would no longer continue the best): run.json's
     record first, then ``refit/``."""
-    if description.pop(REFIT_KEY, None) is not None:
-        run.merge_description({REFIT_KEY: None})
+    if run.read().refit is not None:
+        run.update(refit=None)
     if run.refit.is_dir():
         shutil.rmtree(run.refit)
 
 
-def _chosen_state(run: RunDir, checkpoint: str) -> tuple[str, dict[str, Any] | None]:
+def _chosen_state(run: RunDir, checkpoint: str) -> tuple[str, BestRecord | RefitRecord | None]:
     """Which state ``checkpoint`` opens (``refit``, ``best`` or ``last``) and its run.json record."""
-    if checkpoint in ("auto", "refit"):
+    if checkpoint in ("auto", REFIT_DIR):
         record = run.refit_record()
-        if record is not None or checkpoint == "refit":
-            return "refit", record
-    if checkpoint in ("auto", "best"):
+        if record is not None or checkpoint == REFIT_DIR:
+            return REFIT_DIR, record
+    if checkpoint in ("auto", BEST_DIR):
         record = run.best_record()
-        if record is not None or checkpoint == "best":
-            return "best", record
+        if record is not None or checkpoint == BEST_DIR:
+            return BEST_DIR, record
     return "last", None
 
 
-def state_in_words(kind: str, record: dict[str, Any] | None) -> str:
+def state_in_words(kind: str, record: BestRecord | RefitRecord | None) -> str:
     """A kept state (``refit``, ``best`` or ``last``) and its run.json record in words: "last state",
     "best state (step S, held-out error E %)" or "refit state (best step S + R steps on every frame)"."""
     if record is None:
         return "last state"
-    if kind == "refit":
-        return f"refit state (best step {record['from_step']} + {record['steps']} steps on every frame)"
-    return f"best state (step {record['step']}, held-out error {record['heldout_rmse_percent']:.2f} %)"
+    if isinstance(record, RefitRecord):
+        return f"refit state (best step {record.from_step} + {record.steps} steps on every frame)"
+    return f"best state (step {record.step}, held-out error {record.heldout_rmse_percent:.2f} %)"
 
 
 def open_reconstructor(run_dir: str | Path, device: str = "cpu", checkpoint: str = "last",
@@ -405,8 +477,8 @@ def open_state(run_dir: str | Path, device: str = "cpu", checkpoint: str = "last
     checkpoint
         One of :data:`CHECKPOINTS`: ``last`` (what training resumes from), ``best``, ``refit`` or ``auto``.
     speed
-        How a DIP-STER run computes from here on (precision, compilation); SIRT has no network to
-        speed up and ignores it.
+        How the loaded state computes from here on (precision, compilation; a method without a network
+        ignores it).
 
     Returns
     -------
@@ -424,15 +496,15 @@ def open_state(run_dir: str | Path, device: str = "cpu", checkpoint: str = "last
         raise UserError(f"checkpoint {checkpoint!r} is not one of {', '.join(CHECKPOINTS)}")
     run = RunDir(run_dir)
     if not run.exists():
-        raise UserError(f"{str(run_dir)!r} is not a trained run (no run.json and checkpoint.pt there)")
+        raise UserError(f"{str(run_dir)!r} is not a trained run (no {RUN_FILE} and "
+                        f"{_state_file(DEFAULT_METHOD)} there)")
     kind, record = _chosen_state(run, checkpoint)
-    if kind == "best" and record is None:
+    if kind == BEST_DIR and record is None:
         raise UserError(f"run {str(run_dir)!r} keeps no best state (it has no held-out frames, or no "
                         "evaluation since its frames last changed); use --checkpoint last")
-    if kind == "refit" and record is None:
+    if kind == REFIT_DIR and record is None:
         raise UserError(f"run {str(run_dir)!r} keeps no refit state (recon train --refit keeps one when "
                         "frames are held out; a live run keeps none); use --checkpoint best or last")
-    state = {"refit": run.refit, "best": run.best, "last": run.path}[kind]
-    method = run.method()
-    options = speed.trainer_kwargs() if method == "dipster" else {}
-    return reconstructor_class(method).load(state, device=device, **options), state_in_words(kind, record)
+    state = {REFIT_DIR: run.refit, BEST_DIR: run.best, "last": run.path}[kind]
+    reconstructor = reconstructor_class(run.method()).load(state, device=device, **speed.trainer_kwargs())
+    return reconstructor, state_in_words(kind, record)

@@ -8,9 +8,9 @@ recomputes stale windows (newest first, so a live viewer sees the latest time fi
 volume per training frame. Held-out frames are never in a window. Non-negative by default, as ASTRA
 users run SIRT (``MinConstraint = 0``).
 
-State in a run directory: ``run.json`` (``"method": "sirt"`` and the settings, merged into what is
-there) and ``sirt_state.npz`` (frames, their records, cached volumes, counters), both written
-atomically.
+State in a run directory: :attr:`SirtReconstructor.STATE_FILE` (frames, their records, cached volumes,
+counters), written atomically, and the settings in run.json's ``sirt`` (through
+:class:`tiltstream.recon.run_dir.RunDir`).
 """
 
 from __future__ import annotations
@@ -23,12 +23,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tiltstream.atomic_files import write_atomic, write_json_atomic
+from tiltstream.atomic_files import write_atomic
 from tiltstream.errors import UserError
 from tiltstream.recon.frame_checks import checked_frame
+from tiltstream.recon.run_dir import RUN_FILE, RunDir, SirtSettings
 
-STATE_FILE = "sirt_state.npz"
-RUN_FILE = "run.json"
 STATE_VERSION = 1
 
 
@@ -50,6 +49,7 @@ class SirtReconstructor:
     """
 
     method: ClassVar[str] = "sirt"
+    STATE_FILE: ClassVar[str] = "sirt_state.npz"
 
     def __init__(self, frame_shape: tuple[int, int], window: int = 30, iterations: int = 30,
                  nonnegative: bool = True, device: str = "cpu") -> None:
@@ -201,15 +201,16 @@ class SirtReconstructor:
                                for r in self._records if r["held_out"])
 
     # ------------------------------------------------------------------ state
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> SirtSettings:
         """The constructor's settings (recorded in run.json)."""
-        return {"frame_shape": list(self.frame_shape), "window": self.window, "iterations": self.iterations,
-                "nonnegative": self.nonnegative}
+        return SirtSettings(frame_shape=list(self.frame_shape), window=self.window, iterations=self.iterations,
+                            nonnegative=self.nonnegative)
 
     def save(self, run_dir: str | Path) -> None:
-        """Write ``sirt_state.npz`` and merge ``method``/settings into ``run.json`` (both atomic)."""
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        """Write :attr:`STATE_FILE` into run directory ``run_dir`` (atomically) and record the method and
+        settings in its run.json."""
+        run = RunDir(run_dir)
+        run.path.mkdir(parents=True, exist_ok=True)
         indices = [r["index"] for r in self._records]
         cached = sorted(self._volumes)
         empty = np.zeros((0, *self.frame_shape), np.float32)
@@ -224,26 +225,26 @@ class SirtReconstructor:
             "steps_done": np.array(self._steps_done),
             "loss_history": np.array(self.loss_history, dtype=np.float64),
         }
-        write_atomic(run_dir / STATE_FILE, lambda tmp: _save_npz(tmp, arrays))
-        description = _read_json(run_dir / RUN_FILE)
-        description.update({"method": self.method, "sirt": self.settings()})
-        write_json_atomic(run_dir / RUN_FILE, description)
+        write_atomic(run.state_path(self.STATE_FILE), lambda tmp: _save_npz(tmp, arrays))
+        run.update(method=self.method, sirt=self.settings())
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "cpu") -> SirtReconstructor:
-        """Restore what :meth:`save` wrote into ``run_dir``.
+    def load(cls, run_dir: str | Path, device: str = "cpu", precision: str = "fp32",
+             compile_model: bool = False) -> SirtReconstructor:
+        """Restore what :meth:`save` wrote into ``run_dir`` (``precision`` and ``compile_model``, how a
+        network computes, are accepted as every reconstructor's ``load`` accepts them: SIRT has none).
 
         Raises
         ------
         UserError
             No SIRT state there, or an unreadable one.
         """
-        run_dir = Path(run_dir)
-        settings = _read_json(run_dir / RUN_FILE).get("sirt")
-        path = run_dir / STATE_FILE
+        run = RunDir(run_dir)
+        settings = run.read().sirt
+        path = run.state_path(cls.STATE_FILE)
         if settings is None or not path.is_file():
             raise UserError(f"{str(run_dir)!r} holds no SIRT reconstruction ({RUN_FILE} with 'sirt' "
-                            f"settings and {STATE_FILE})")
+                            f"settings and {cls.STATE_FILE})")
         try:
             with np.load(path, allow_pickle=False) as state:
                 arrays = {k: state[k] for k in state.files}
@@ -251,8 +252,8 @@ class SirtReconstructor:
             raise UserError(f"{path}: not readable ({exc})") from None
         if int(arrays["version"]) != STATE_VERSION:
             raise UserError(f"{path}: state version {int(arrays['version'])}; this tiltstream reads {STATE_VERSION}")
-        rec = cls(tuple(settings["frame_shape"]), window=settings["window"], iterations=settings["iterations"],
-                  nonnegative=settings["nonnegative"], device=device)
+        rec = cls(tuple(settings.frame_shape), window=settings.window, iterations=settings.iterations,
+                  nonnegative=settings.nonnegative, device=device)
         rec._records = json.loads(str(arrays["records"]))
         rec._frames = {r["index"]: arrays["frames"][k] for k, r in enumerate(rec._records)}
         rec._volumes = {int(i): arrays["volumes"][k] for k, i in enumerate(arrays["volume_indices"])}
@@ -265,12 +266,3 @@ class SirtReconstructor:
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as handle:  # a file handle: np.savez would append ".npz" to a bare path
         np.savez(handle, **arrays)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not readable JSON ({exc})") from None

@@ -29,8 +29,9 @@ from tiltstream.progress import ProgressLine
 from tiltstream.recon.distributed import World, peer_failures
 from tiltstream.recon.frame_feed import add_recorded_frame
 from tiltstream.recon.precision import Speed
-from tiltstream.recon.run_dir import (PlateauStopper, RunDir, forget_refit, forget_stale_best, heldout_positions,
-                           keep_if_best, keep_refit, open_reconstructor, recorded_time_scale_s)
+from tiltstream.recon.run_dir import (PlateauStopper, RunDescription, RunDir, forget_refit, forget_stale_best,
+                                      heldout_positions, keep_if_best, keep_refit, open_reconstructor,
+                                      recorded_time_scale_s)
 from tiltstream.recon.trainer import Trainer
 
 CONTINUE, BUDGET_SPENT, PLATEAU = 0, 1, 2  # rank 0's decision after a chunk
@@ -96,14 +97,14 @@ class TrainOutcome:
 
 
 def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: str, ranks: int = 1,
-                speed: Speed = Speed()) -> tuple[Trainer, dict[str, Any], str]:
+                speed: Speed = Speed()) -> tuple[Trainer, str]:
     """Create or resume the run in ``run`` and add every session frame it lacks (``speed``: the
     trainer's precision and compilation, default fp32 eager).
 
     Returns
     -------
-    trainer, description, message
-        The :class:`tiltstream.recon.trainer.Trainer`, run.json's content and a one-line summary.
+    trainer, message
+        The :class:`tiltstream.recon.trainer.Trainer` (saved in ``run``) and a one-line summary.
 
     Raises
     ------
@@ -115,23 +116,23 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
     session, frames = load_session_frames(session_path)
     records = session.records
     if run.exists():
-        description = run.read_description() if (run.path / "run.json").is_file() else {}
-        method = run.method()
-        if method != "dipster":
-            raise UserError(f"run {str(run.path)!r} is a {method} run; recon train continues DIP-STER runs")
+        description = run.read()
+        if description.method != Trainer.method:
+            raise UserError(f"run {str(run.path)!r} is a {description.method} run; recon train continues "
+                            "DIP-STER runs")
         trainer = open_reconstructor(run.path, device=device, speed=speed)
-        session_shape = description.get("session_frame_shape", list(trainer.frame_shape))
+        session_shape = description.session_frame_shape or list(trainer.frame_shape)
         if list(session_shape) != list(frames.shape[1:]):
             raise UserError(f"run {str(run.path)!r} was trained on frames {list(session_shape)}; "
                             f"session {str(session_path)!r} has {list(frames.shape[1:])}")
         known = set(trainer.indices)
         grown = [r.index for r in records if r.index not in known]
-        if description.get("preprocess") and grown:
+        if description.preprocess and grown:
             raise UserError(f"run {str(run.path)!r} was preprocessed (aligned) as a whole; the session has "
                             f"{len(grown)} new frame(s) it cannot take consistently: start a new run")
         run.truncate_log(trainer.steps_done)
         held = {r["index"] for r in trainer.frame_records if r["held_out"]}
-        held |= set(description.get("heldout_indices", []))
+        held |= set(description.heldout_indices or [])
         status = f"resumed at step {trainer.steps_done}"
     else:
         from tiltstream.recon.presets import preset
@@ -147,15 +148,13 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
         trainer = Trainer(config, frames.shape[1:], time_scale_s, device=device, seed=new.seed,
                           **speed.trainer_kwargs())
         held = {records[p].index for p in heldout_positions(len(records), new.holdout)}
-        description = {
-            "method": trainer.method, "session": str(Path(session_path).resolve()),
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-            "preset": new.preset, "config": config.model_dump(mode="json"), "seed": new.seed,
-            "frame_shape": list(frames.shape[1:]), "time_scale_s": time_scale_s,
-            "heldout_indices": sorted(held), "device": device,
-            "session_frame_shape": raw_shape, "preprocess": report,
-        }
-        run.create(description)
+        run.create(RunDescription(
+            method=trainer.method, session=str(Path(session_path).resolve()),
+            created=dt.datetime.now(dt.timezone.utc).isoformat(),
+            preset=new.preset, config=config.model_dump(mode="json"), seed=new.seed,
+            frame_shape=list(frames.shape[1:]), time_scale_s=time_scale_s,
+            heldout_indices=sorted(held), device=device,
+            session_frame_shape=raw_shape, preprocess=report))
         status = "new run"
     added = 0
     known = set(trainer.indices)
@@ -163,17 +162,15 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
         if record.index not in known:  # a new run, or a session that grew since the last invocation
             add_recorded_frame(trainer, record, frame, held_out=record.index in held)
             added += 1
-    description["heldout_indices"] = sorted(held)
-    description["ranks"] = int(ranks)
-    forget_stale_best(run, description, trainer.n_frames)  # the session grew: the best saw fewer frames
-    forget_refit(run, description)  # the run trains on: its refit state would not continue the best
+    forget_stale_best(run, trainer.n_frames)  # the session grew: the best saw fewer frames
+    forget_refit(run)  # the run trains on: its refit state would not continue the best
     trainer.save(run.path)  # the state every rank starts from (and a new run is resumable at once)
-    run.write_description(description)
+    description = run.update(heldout_indices=sorted(held), ranks=int(ranks))
     ny, nx = trainer.frame_shape
     message = (f"{status}; {trainer.n_train_frames} training + {trainer.n_frames - trainer.n_train_frames} "
-               f"held-out frames ({added} new), {ny}x{nx} px, preset {description.get('preset', '?')}, "
+               f"held-out frames ({added} new), {ny}x{nx} px, preset {description.preset or '?'}, "
                f"device {device}" + (f", {ranks} ranks" if ranks > 1 else ""))
-    return trainer, description, message
+    return trainer, message
 
 
 def _progress_text(done: int, total: int | None, elapsed_s: float, budget_s: float | None, loss: float,
@@ -186,8 +183,8 @@ def _progress_text(done: int, total: int | None, elapsed_s: float, budget_s: flo
     return f"step {done}{of}  {rate:.1f} steps/s  loss {loss:.3e}  lr {lr:.2e}{extra}  ETA {eta:.0f} s"
 
 
-def train_loop(trainer: Trainer, run: RunDir, description: dict[str, Any], budget: Budget, world: World,
-               stopper: PlateauStopper, progress: ProgressLine | None = None) -> TrainOutcome:
+def train_loop(trainer: Trainer, run: RunDir, budget: Budget, world: World, stopper: PlateauStopper,
+               progress: ProgressLine | None = None) -> TrainOutcome:
     """Train ``trainer`` for ``budget``; rank 0 checkpoints into ``run`` and logs after every chunk.
 
     Every rank runs the same chunks (so the collectives match); only rank 0 writes and decides stops.
@@ -217,9 +214,8 @@ def train_loop(trainer: Trainer, run: RunDir, description: dict[str, Any], budge
                     decision = PLATEAU
             trainer.save(run.path)
             if metrics is not None:
-                keep_if_best(run, description, trainer, metrics["heldout_rmse_percent"])
-            description["stopper"] = stopper.state_dict()
-            run.write_description(description)
+                keep_if_best(run, trainer, metrics["heldout_rmse_percent"])
+            run.update(stopper=stopper.state_dict())
             run.append_log(row)
             if decision == CONTINUE and budget.seconds is not None and elapsed >= budget.seconds:
                 decision = BUDGET_SPENT
@@ -236,8 +232,8 @@ def train_loop(trainer: Trainer, run: RunDir, description: dict[str, Any], budge
     return TrainOutcome(stop_reason, done, trainer.steps_done, budget_spent=decision == BUDGET_SPENT)
 
 
-def refit_best(run: RunDir, description: dict[str, Any], budget: Budget, world: World, device: str,
-               speed: Speed, progress: ProgressLine | None = None) -> None:
+def refit_best(run: RunDir, budget: Budget, world: World, device: str, speed: Speed,
+               progress: ProgressLine | None = None) -> None:
     """Fold the held-out frames into the run's best state and train ``budget.refit`` x its steps more.
 
     Held-out stopping chose the best state on 90 % of the frames (at the default holdout); the tenth
@@ -248,7 +244,7 @@ def refit_best(run: RunDir, description: dict[str, Any], budget: Budget, world: 
     """
     world.barrier()  # rank 0 has written the last best state and its record
     record = run.best_record()
-    steps = round(budget.refit * record["step"]) if record is not None else 0
+    steps = round(budget.refit * record.step) if record is not None else 0
     if steps <= 0:
         return
     trainer = Trainer.load(run.best, device=device, **speed.trainer_kwargs())
@@ -262,9 +258,9 @@ def refit_best(run: RunDir, description: dict[str, Any], budget: Budget, world: 
         done += chunk
         if progress is not None:
             progress.update(f"refit: {done}/{steps} steps on every frame from the best state (step "
-                            f"{record['step']}), loss {loss:.4g}", final=done == steps)
+                            f"{record.step}), loss {loss:.4g}", final=done == steps)
     if world.is_main:
-        keep_refit(run, description, trainer, record["step"])
+        keep_refit(run, trainer, record.step)
 
 
 def train_session(session_path: Path, run_dir: Path, new: NewRunSettings, budget: Budget, device: str,
@@ -293,21 +289,20 @@ def train_session(session_path: Path, run_dir: Path, new: NewRunSettings, budget
     """
     run = RunDir(run_dir)
     if world.is_main:
-        trainer, description, message = prepare_run(Path(session_path), run, new, device, world.size, speed)
+        trainer, message = prepare_run(Path(session_path), run, new, device, world.size, speed)
         say(f"recon train: {message}")
     world.barrier()
     with peer_failures(world):
         if not world.is_main:
             trainer = Trainer.load(run.path, device=device, **speed.trainer_kwargs())
-            description = run.read_description()
         if world.distributed:
             trainer.data_parallel(world.rank, world.size)
         stopper = PlateauStopper(budget.patience)
-        stopper.load_state_dict(description.get("stopper", {}))
-        outcome = train_loop(trainer, run, description, budget, world, stopper, progress)
+        stopper.load_state_dict(run.read().stopper or {})
+        outcome = train_loop(trainer, run, budget, world, stopper, progress)
         if world.is_main:
             trainer.save(run.path)
         if budget.refit > 0:
-            refit_best(run, description, budget, world, device, speed, progress)
+            refit_best(run, budget, world, device, speed, progress)
     return outcome
 

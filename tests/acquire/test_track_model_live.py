@@ -23,6 +23,7 @@ import pytest
 
 from tiltstream.acquire.bridge import BridgeMicroscope, RetryPolicy
 from tiltstream.acquire.session import read_session
+from tiltstream.live.run_state import ENDPOINTS_FILE
 from tests.acquire.conftest import _stop, _wait_listening, free_port
 from tests.live.conftest import wait_for
 
@@ -60,8 +61,8 @@ def test_track_model_follows_the_live_reconstruction(tmp_path: Path, processes) 
                                "--status", "tcp://127.0.0.1:*", "--volume-endpoint", request, "--headless",
                                "--device", "cpu", "--threads", "1", "--method", "sirt", "--sirt-iterations", "10",
                                log=tmp_path / "live.log")
-        wait_for(lambda: (run / "endpoints.json").is_file(), 60, "the live process's endpoints", live)
-        assert json.loads((run / "endpoints.json").read_text())["volume"] == request
+        wait_for(lambda: (run / ENDPOINTS_FILE).is_file(), 60, "the live process's endpoints", live)
+        assert json.loads((run / ENDPOINTS_FILE).read_text())["volume"] == request
         acquire = subprocess.run(
             [sys.executable, "-m", "tiltstream", "acquire", "--bridge", f"http://127.0.0.1:{bridge_port}",
              "--session", str(session), "--count", str(FRAMES), "--dwell-time-s", "1e-6", "--pixel-size-nm",

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from tiltstream.live.run_state import VOLUMES_FILE
 from tiltstream.recon.volume_io import read_volumes
 
 REDUCED = ["--size", "24", "--frames", "40", "--time-factor", "4", "--seconds-per-step", "1.0",
@@ -34,7 +35,7 @@ def test_demo_headless_beats_moving_window_sirt(tmp_path):
     assert report["dipster_beats_sirt"] is True
     low_C, high_C = report["temperature_C_range"]
     assert 25.0 <= low_C < high_C <= 300.0
-    volumes, times_s = read_volumes(out / "run" / "volumes.tif")
+    volumes, times_s = read_volumes(out / "run" / VOLUMES_FILE)
     assert volumes.shape == (40, 24, 24, 24) and len(times_s) == 40
     assert (out / "snapshots" / "final.png").stat().st_size > 10_000
     assert sorted(json.loads((out / "snapshots" / "panels.json").read_text())) == sorted(

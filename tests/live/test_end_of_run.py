@@ -6,6 +6,8 @@ import threading
 
 import pytest
 
+from tiltstream.live.run_state import VOLUMES_FILE
+from tiltstream.recon.checkpoint import CHECKPOINT_FILE
 from tiltstream.recon.trainer import Trainer
 from tiltstream.simulator.replay_stream import replay_session
 from tests.live.conftest import FRAMES
@@ -33,5 +35,5 @@ def test_live_finishes_at_end_of_run(small_session, tmp_path, processes):
     finally:
         thread.join(60)
     assert "the publisher ended the run after 10 frames" in (tmp_path / "live.log").read_text()
-    assert Trainer.load(run / "checkpoint.pt").indices == list(range(FRAMES))
-    assert (run / "volumes.tif").is_file()
+    assert Trainer.load(run / CHECKPOINT_FILE).indices == list(range(FRAMES))
+    assert (run / VOLUMES_FILE).is_file()

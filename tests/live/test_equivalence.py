@@ -8,6 +8,9 @@ import threading
 import numpy as np
 import pytest
 
+from tiltstream.live.run_state import VOLUMES_FILE
+from tiltstream.recon.checkpoint import CHECKPOINT_FILE
+from tiltstream.recon.run_dir import RUN_FILE
 from tiltstream.recon.trainer import Trainer
 from tiltstream.recon.volume_io import read_volumes
 from tiltstream.simulator.replay_stream import replay_session
@@ -49,10 +52,10 @@ def test_live_equals_offline(small_session, tmp_path, processes):
     finally:
         replay_thread.join(100)
     assert disk.wait(100) == 0, (tmp_path / "disk.log").read_text()
-    live_volumes, times_s = read_volumes(run / "volumes.tif")
-    offline_volumes, offline_times_s = read_volumes(disk_run / "volumes.tif")
-    live = Trainer.load(run / "checkpoint.pt")
-    offline = Trainer.load(disk_run / "checkpoint.pt")
+    live_volumes, times_s = read_volumes(run / VOLUMES_FILE)
+    offline_volumes, offline_times_s = read_volumes(disk_run / VOLUMES_FILE)
+    live = Trainer.load(run / CHECKPOINT_FILE)
+    offline = Trainer.load(disk_run / CHECKPOINT_FILE)
     assert live.indices == offline.indices == list(range(10))
     assert live.steps_done == offline.steps_done == 10 * 4 + 6
     assert live.time_scale_s == offline.time_scale_s == 10 * 2.0
@@ -63,7 +66,7 @@ def test_live_equals_offline(small_session, tmp_path, processes):
 
     # the live run directory is a run directory: recon volumes reads it (the same volumes) and recon train
     # resumes it (3 more steps, the frames' dose kept, no frame added twice)
-    description = json.loads((run / "run.json").read_text())
+    description = json.loads((run / RUN_FILE).read_text())
     assert description["method"] == "dipster" and description["time_scale_s"] == 20.0
     proc = processes.start("recon", "volumes", "--run", str(run), "--out", str(tmp_path / "again.tif"),
                            "--device", "cpu", log=tmp_path / "volumes.log")

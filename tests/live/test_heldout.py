@@ -10,7 +10,7 @@ import pytest
 
 from tiltstream.live.run_state import VOLUMES_FILE, RunState
 from tiltstream.live.settings import LiveSettings
-from tiltstream.recon.run_dir import RunDir, open_reconstructor
+from tiltstream.recon.run_dir import BEST_DIR, REFIT_DIR, RUN_FILE, RunDir, open_reconstructor
 from tiltstream.recon.trainer import Trainer
 from tiltstream.recon.volume_io import read_volumes
 from tests.live.conftest import FRAMES, live_args
@@ -30,15 +30,15 @@ def test_heldout_error_is_logged_and_drawn(small_session, tmp_path, processes):
     trainer = Trainer.load(run)
     assert [r["index"] for r in trainer.frame_records if r["held_out"]] == [4, 9]
     assert trainer.n_frames == FRAMES and trainer.n_train_frames == FRAMES - 2
-    assert json.loads((run / "run.json").read_text())["heldout_indices"] == [4, 9]
+    assert json.loads((run / RUN_FILE).read_text())["heldout_indices"] == [4, 9]
     errors = [float(r["heldout_rmse_percent"]) for r in RunDir(run).read_log() if r["heldout_rmse_percent"]]
     assert len(errors) >= 2 and all(math.isfinite(e) and 0 < e < 1000 for e in errors)
     assert "heldout" in json.loads((snapshots / "panels.json").read_text())
     best = RunDir(run).best_record()  # least error since the last frame arrived: least from its step on
     after = [float(r["heldout_rmse_percent"]) for r in RunDir(run).read_log()
-             if r["heldout_rmse_percent"] and int(r["step"]) >= best["step"]]
-    assert best["n_frames"] == FRAMES and best["heldout_rmse_percent"] == after[0] == min(after)
-    assert f"(best state (step {best['step']}, held-out error" in (tmp_path / "live.log").read_text()
+             if r["heldout_rmse_percent"] and int(r["step"]) >= best.step]
+    assert best.n_frames == FRAMES and best.heldout_rmse_percent == after[0] == min(after)
+    assert f"(best state (step {best.step}, held-out error" in (tmp_path / "live.log").read_text()
     _assert_volumes_of(run, open_reconstructor(run, checkpoint="best"))
 
 
@@ -63,7 +63,7 @@ def test_the_final_volumes_are_the_state_recon_volumes_reads(small_session, tmp_
     settings = LiveSettings(session=small_session, out=run, holdout=0.2, device="cpu")
     state = RunState(settings, "cpu")
     last = state.resume()
-    best_step = RunDir(run).best_record()["step"]
+    best_step = RunDir(run).best_record().step
     last.train(steps=20)  # past the best, without an evaluation: best/ stays
     state.checkpoint(last)
     path, described = state.write_volumes(last, 0)
@@ -94,7 +94,7 @@ def test_kplanes_without_holdout_is_warned_about(caplog, tmp_path):
         return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
 
     (message,) = warnings_for(preset="kplanes", holdout=0.0)
-    assert "--holdout 0" in message and str(tmp_path / "run" / "best") in message
+    assert "--holdout 0" in message and str(tmp_path / "run" / BEST_DIR) in message
     assert warnings_for(preset="kplanes", holdout=0.1) == []
     assert warnings_for(preset="fast", holdout=0.0) == []
 
@@ -113,10 +113,10 @@ def test_a_live_process_resuming_a_refit_run_drops_its_refit(small_session, tmp_
                               "--refit", "0.5", "--device", "cpu", "--threads", "1"],
                              capture_output=True, text=True, timeout=120)
     assert trained.returncode == 0, trained.stderr
-    assert RunDir(run).refit_record() is not None and (run / "refit").is_dir()
+    assert RunDir(run).refit_record() is not None and (run / REFIT_DIR).is_dir()
     proc = processes.start(*live_args(small_session, run, "tcp://127.0.0.1:1", "--holdout", "0.2",
                                       "--final-steps", "5", "--threads", "1"), log=tmp_path / "live.log")
     assert proc.wait(90) == 0, (tmp_path / "live.log").read_text()
-    assert RunDir(run).refit_record() is None and not (run / "refit").exists()
-    assert "refit" not in json.loads((run / "run.json").read_text())
+    assert RunDir(run).refit_record() is None and not (run / REFIT_DIR).exists()
+    assert "refit" not in json.loads((run / RUN_FILE).read_text())
     assert Trainer.load(run).steps_done > 30

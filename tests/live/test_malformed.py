@@ -11,6 +11,8 @@ import zmq
 
 from tiltstream.acquire.session import read_session
 from tiltstream.acquire.stream import TOPIC_FRAME, FrameHeader
+from tiltstream.live.run_state import ENDPOINTS_FILE
+from tiltstream.recon.checkpoint import CHECKPOINT_FILE
 from tiltstream.wire import encode
 from tiltstream.live.status import TOPIC_ORTHOSLICES, decode_status_message, encode_volume_request
 from tiltstream.recon.trainer import Trainer
@@ -59,8 +61,8 @@ def test_live_survives_malformed_messages(small_session, tmp_path, processes):
     try:
         proc = processes.start(*live_args(small_session, run, f"tcp://127.0.0.1:{port}", "--final-steps", "600",
                                           "--chunk-steps", "5", "--threads", "1"), log=tmp_path / "live.log")
-        wait_for(lambda: (run / "endpoints.json").is_file(), 60, "endpoints.json", proc)
-        dealer.connect(json.loads((run / "endpoints.json").read_text())["volume"])
+        wait_for(lambda: (run / ENDPOINTS_FILE).is_file(), 60, "endpoints.json", proc)
+        dealer.connect(json.loads((run / ENDPOINTS_FILE).read_text())["volume"])
         for bad in ([b"", b"volume-request", b"{oops", b""], [b"", b"nonsense"], [b"", b"volume-request",
                                                                                b'{"request_id": -1}', b""]):
             dealer.send_multipart(bad)
@@ -85,4 +87,4 @@ def test_live_survives_malformed_messages(small_session, tmp_path, processes):
     for reason in ("unexpected topic", "not UTF-8 JSON", "buffer has", "3 parts", "NaN",
                    "skipped a malformed volume request"):
         assert reason in log, reason
-    assert Trainer.load(run / "checkpoint.pt").indices == list(range(FRAMES))
+    assert Trainer.load(run / CHECKPOINT_FILE).indices == list(range(FRAMES))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tiltstream.recon.checkpoint import CHECKPOINT_FILE
 from tiltstream.recon.trainer import Trainer
 from tests.live.conftest import FRAMES, live_args, wait_for
 
@@ -16,7 +17,7 @@ from tests.live.conftest import FRAMES, live_args, wait_for
 def _checkpoint_frames(run) -> int:
     """Frames in the run directory's checkpoint (0 while there is none; it is replaced atomically)."""
     try:
-        return len(torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["indices"])
+        return len(torch.load(run / CHECKPOINT_FILE, map_location="cpu", weights_only=True)["indices"])
     except FileNotFoundError:
         return 0
 
@@ -36,13 +37,13 @@ def test_kill_9_and_resume(small_session, tmp_path, processes):
     wait_for(lambda: _checkpoint_frames(run) >= 3, 90, "a checkpoint with 3 frames", first)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
-    shutil.copy(run / "checkpoint.pt", tmp_path / "killed.pt")
+    shutil.copy(run / CHECKPOINT_FILE, tmp_path / "killed.pt")
     killed = Trainer.load(tmp_path / "killed.pt")
     assert 3 <= killed.n_frames < FRAMES
     second = processes.start(*args, log=tmp_path / "second.log")
     assert second.wait(100) == 0, (tmp_path / "second.log").read_text()
     assert "resumed from" in (tmp_path / "second.log").read_text()
-    final = Trainer.load(run / "checkpoint.pt")
+    final = Trainer.load(run / CHECKPOINT_FILE)
     assert final.indices == list(range(FRAMES))
     assert final.steps_done == FRAMES * 6 + 4 == len(final.loss_history)
     assert final.loss_history[:killed.steps_done] == killed.loss_history
@@ -51,6 +52,6 @@ def test_kill_9_and_resume(small_session, tmp_path, processes):
                                        "--final-steps", "4", "--chunk-steps", "2", "--threads", "1"),
                             log=tmp_path / "uninterrupted.log")
     assert third.wait(100) == 0, (tmp_path / "uninterrupted.log").read_text()
-    offline = Trainer.load(whole / "checkpoint.pt")
+    offline = Trainer.load(whole / CHECKPOINT_FILE)
     np.testing.assert_allclose(final.volume(9.0), offline.volume(9.0), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(final.loss_history, offline.loss_history, rtol=1e-6)

@@ -14,7 +14,9 @@ import pytest
 
 from tiltstream.acquire.model_link import ModelLink
 from tiltstream.acquire.session import read_session
+from tiltstream.live.run_state import ENDPOINTS_FILE, VOLUMES_FILE
 from tiltstream.recon.projector import ParallelProjector
+from tiltstream.recon.run_dir import RUN_FILE
 from tiltstream.recon.sirt import moving_window_sirt
 from tiltstream.recon.sirt_reconstructor import SirtReconstructor
 from tiltstream.recon.volume_io import read_volumes
@@ -39,7 +41,7 @@ def test_sirt_live_waits_for_its_session_then_equals_offline(small_session, tmp_
     session = tmp_path / "session"
     run = tmp_path / "run"
     proc = processes.start(*live_args(session, run, "tcp://127.0.0.1:1", *SIRT_ARGS), log=tmp_path / "live.log")
-    wait_for(lambda: (run / "endpoints.json").is_file(), 60, "endpoints.json", proc)
+    wait_for(lambda: (run / ENDPOINTS_FILE).is_file(), 60, "endpoints.json", proc)
     time.sleep(2.0)
     shutil.copytree(small_session, tmp_path / "staging")
     os.rename(tmp_path / "staging", session)
@@ -49,10 +51,10 @@ def test_sirt_live_waits_for_its_session_then_equals_offline(small_session, tmp_
     assert "catch-up from" not in log
     assert f"finished: sirt, {FRAMES} frames, {FRAMES} steps" in log  # one window per frame
     expected, times_s = _offline(small_session)
-    volumes, written_times = read_volumes(run / "volumes.tif")
+    volumes, written_times = read_volumes(run / VOLUMES_FILE)
     np.testing.assert_allclose(written_times, times_s)
     np.testing.assert_allclose(volumes, expected, rtol=1e-5, atol=1e-5)
-    assert json.loads((run / "run.json").read_text())["method"] == "sirt"
+    assert json.loads((run / RUN_FILE).read_text())["method"] == "sirt"
     state = SirtReconstructor.load(run)
     assert [r["index"] for r in state.frame_records] == list(range(FRAMES))
     assert state.frame_records[0]["dose_e_per_A2"] == read_session(small_session).records[0].dose_e_per_A2
@@ -67,8 +69,8 @@ def test_reprojection_request_is_answered_from_the_model(small_session, tmp_path
     run = tmp_path / "run"
     proc = processes.start(*live_args(small_session, run, "tcp://127.0.0.1:1", *SIRT_ARGS, "--expected-frames",
                                       "25"), log=tmp_path / "live.log")
-    wait_for(lambda: (run / "endpoints.json").is_file(), 60, "endpoints.json", proc)
-    link = ModelLink(json.loads((run / "endpoints.json").read_text())["volume"], timeout_s=2.0)
+    wait_for(lambda: (run / ENDPOINTS_FILE).is_file(), 60, "endpoints.json", proc)
+    link = ModelLink(json.loads((run / ENDPOINTS_FILE).read_text())["volume"], timeout_s=2.0)
     expected, times_s = _offline(small_session)
     project = ParallelProjector([33.0], (SIZE, SIZE, SIZE))
     try:

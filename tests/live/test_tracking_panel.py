@@ -14,6 +14,7 @@ import pytest
 
 from tiltstream.acquire.session import RECORDS_FILE, read_session
 from tiltstream.cli import main
+from tiltstream.live.run_state import ENDPOINTS_FILE
 from tiltstream.simulator.bridge_server import running_server
 from tiltstream.simulator.clock import ManualClock
 from tiltstream.simulator.microscope import SimulatedMicroscope
@@ -53,8 +54,8 @@ def test_tracking_reaches_history_status_and_viewer_panel(tmp_path, processes):
     _record_tracked_session(recorded)
     live = processes.start(*live_args(session, run, "tcp://127.0.0.1:1", "--method", "sirt", "--sirt-iterations",
                                       "5", "--threads", "1"), log=tmp_path / "live.log")
-    wait_for(lambda: (run / "endpoints.json").is_file(), 60, "endpoints.json", live)
-    status_endpoint = json.loads((run / "endpoints.json").read_text())["status"]
+    wait_for(lambda: (run / ENDPOINTS_FILE).is_file(), 60, "endpoints.json", live)
+    status_endpoint = json.loads((run / ENDPOINTS_FILE).read_text())["status"]
     probe = subprocess.Popen([sys.executable, "-m", "tests.live.viewer_tracking_probe", status_endpoint, str(FRAMES)],
                              env=dict(os.environ, QT_QPA_PLATFORM="offscreen"), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)

@@ -92,10 +92,10 @@ def test_view_run_draws_the_state_recon_volumes_reads(small_session, tmp_path):
         assert probe.returncode == 0, probe.stderr[-2000:]
         shown[checkpoint] = json.loads(probe.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(shown["auto"]["first"]["xy"], best_volume[nz // 2], rtol=1e-6, atol=1e-7)
-    assert shown["auto"]["step"] == best["step"] and f"best state (step {best['step']}," in shown["auto"]["title"]
-    assert f"; drawn: best state (step {best['step']}," in shown["auto"]["status_line"]
+    assert shown["auto"]["step"] == best.step and f"best state (step {best.step}," in shown["auto"]["title"]
+    assert f"; drawn: best state (step {best.step}," in shown["auto"]["status_line"]
     np.testing.assert_allclose(shown["last"]["first"]["xy"], last.volume(10.0)[nz // 2], rtol=1e-6, atol=1e-7)
-    assert shown["last"]["step"] == last.steps_done > best["step"] and "last state" in shown["last"]["title"]
+    assert shown["last"]["step"] == last.steps_done > best.step and "last state" in shown["last"]["title"]
     assert shown["last"]["status_line"].endswith("; drawn: last state")
 
     proc = subprocess.run([sys.executable, "-m", "tiltstream", "view", "--run", str(run), "--checkpoint", "refit",

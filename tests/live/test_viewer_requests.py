@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from tests.live.conftest import live_args, wait_for
+from tiltstream.live.run_state import ENDPOINTS_FILE
 
 
 @pytest.mark.timeout(120)
@@ -20,8 +21,8 @@ def test_slider_requests_volume_from_live_process(small_session, tmp_path, proce
     run = tmp_path / "run"
     live = processes.start(*live_args(small_session, run, "tcp://127.0.0.1:1", "--final-steps", "100000",
                                       "--threads", "1"), log=tmp_path / "live.log")
-    wait_for(lambda: (run / "endpoints.json").is_file(), 60, "endpoints.json", live)
-    status = json.loads((run / "endpoints.json").read_text())["status"]
+    wait_for(lambda: (run / ENDPOINTS_FILE).is_file(), 60, "endpoints.json", live)
+    status = json.loads((run / ENDPOINTS_FILE).read_text())["status"]
     probe = subprocess.run([sys.executable, "-m", "tests.live.viewer_request_probe", status],
                            env=dict(os.environ, QT_QPA_PLATFORM="offscreen"), capture_output=True, text=True,
                            timeout=90)

@@ -9,6 +9,7 @@ import time
 import pytest
 import zmq
 
+from tiltstream.live.run_state import ENDPOINTS_FILE
 from tiltstream.live.status import StatusHeader, decode_status_message
 from tiltstream.recon.trainer import Trainer
 from tests.live.conftest import FRAMES, live_args, wait_for
@@ -26,12 +27,12 @@ def test_the_schedule_waits_for_the_next_frame(small_session, tmp_path, processe
     proc = processes.start(*live_args(small_session, run, "tcp://127.0.0.1:1", schedule, "5",
                                       "--expected-frames", str(2 * FRAMES), "--idle-timeout-s", "6",
                                       "--threads", "1"), log=tmp_path / "live.log")
-    wait_for(lambda: (run / "endpoints.json").is_file(), 60, "endpoints.json", proc)
+    wait_for(lambda: (run / ENDPOINTS_FILE).is_file(), 60, "endpoints.json", proc)
     context = zmq.Context()
     sub = context.socket(zmq.SUB)
     sub.linger = 0
     sub.subscribe(b"status")
-    sub.connect(json.loads((run / "endpoints.json").read_text())["status"])
+    sub.connect(json.loads((run / ENDPOINTS_FILE).read_text())["status"])
     try:
         steps, counted, started = [], 0, None
         deadline = time.monotonic() + 60

@@ -16,8 +16,8 @@ from tiltstream.acquire.session import read_session
 from tiltstream.live.run_state import RunState
 from tiltstream.live.settings import LiveSettings
 from tiltstream.recon.distributed import World
-from tiltstream.recon.run_dir import (PlateauStopper, RunDir, forget_stale_best, heldout_positions, keep_if_best,
-                           open_reconstructor)
+from tiltstream.recon.run_dir import (BEST_DIR, LOG_FILE, RUN_FILE, BestRecord, PlateauStopper, RunDescription, RunDir,
+                                      forget_stale_best, heldout_positions, keep_if_best, open_reconstructor)
 from tiltstream.recon.trainer import Trainer
 from tiltstream.recon.training import Budget, train_loop
 from tiltstream.recon.volume_io import read_volumes
@@ -56,7 +56,7 @@ def _trainer_on(session_dir: Path, holdout: float, count: int | None = None) -> 
 
 
 def _log(run: Path) -> list[dict[str, str]]:
-    with open(run / "train_log.csv", newline="") as handle:
+    with open(run / LOG_FILE, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -69,10 +69,9 @@ def test_training_keeps_the_state_of_the_lowest_heldout_error_and_volumes_read_i
     session = _session(tmp_path / "s", count=8)
     run = RunDir(tmp_path / "run")
     trainer = _trainer_on(session, holdout=0.25)
-    description = {"method": "dipster", "session": str(session)}
-    run.create(description)
+    run.create(RunDescription(method="dipster", session=str(session)))
     trainer.save(run.path)
-    train_loop(trainer, run, description, Budget(steps=STEPS, seconds=None, eval_every=EVAL_EVERY), World(),
+    train_loop(trainer, run, Budget(steps=STEPS, seconds=None, eval_every=EVAL_EVERY), World(),
                PlateauStopper(0))
 
     rows = _log(run.path)
@@ -80,7 +79,7 @@ def test_training_keeps_the_state_of_the_lowest_heldout_error_and_volumes_read_i
     errors = np.array([float(r["heldout_rmse_percent"]) for r in rows])
     best_step = int(rows[int(np.argmin(errors))]["step"])
     assert best_step < STEPS, "precondition: training went on past the held-out minimum (measured: 350)"
-    record = json.loads((run.path / "run.json").read_text())["best"]
+    record = json.loads((run.path / RUN_FILE).read_text())["best"]
     assert record["step"] == best_step and record["n_frames"] == 8
     assert record["heldout_rmse_percent"] == pytest.approx(errors.min(), rel=1e-12)
 
@@ -118,33 +117,33 @@ def test_a_best_state_needs_the_frames_of_the_last(tmp_path: Path) -> None:
     session = _session(tmp_path / "s", count=5)
     trainer = _trainer_on(session, holdout=0.25, count=4)
     run = RunDir(tmp_path / "run")
-    description = {"method": "dipster"}
-    run.create(description)
-    run.merge_description({"sirt": {"window": 3}})  # a key another writer merged in
+    run.create(RunDescription(method="dipster"))
+    run.update(session="s")  # a field another writer set
     trainer.save(run.path)
     kept = []
     for step, error in ((10, 5.0), (20, 6.0), (30, 4.0), (40, 4.0)):
         trainer.steps_done = step
-        kept.append(keep_if_best(run, description, trainer, error))
+        kept.append(keep_if_best(run, trainer, error))
     assert kept == [True, False, True, False]
-    assert run.best_record() == {"step": 30, "heldout_rmse_percent": 4.0, "n_frames": 4}
+    assert run.best_record() == BestRecord(step=30, heldout_rmse_percent=4.0, n_frames=4)
     assert open_reconstructor(run.path, checkpoint="best").steps_done == 30
-    assert json.loads((run.path / "run.json").read_text())["sirt"] == {"window": 3}
+    assert json.loads((run.path / RUN_FILE).read_text())["session"] == "s"
 
-    forget_stale_best(run, description, 4)  # same frames: kept
+    forget_stale_best(run, 4)  # same frames: kept
     assert run.best_record() is not None
     record = read_session(session).records[4]
     trainer.add_frame(record.index, read_session(session).load_frame(record), record.angle_deg, record.time_s)
-    forget_stale_best(run, description, trainer.n_frames)
-    assert run.best_record() is None and not run.best.exists() and "best" not in description
-    assert json.loads((run.path / "run.json").read_text())["sirt"] == {"window": 3}
+    forget_stale_best(run, trainer.n_frames)
+    assert run.best_record() is None and not run.best.exists() and "best" not in json.loads(
+        (run.path / RUN_FILE).read_text())
+    assert json.loads((run.path / RUN_FILE).read_text())["session"] == "s"
     trainer.steps_done = 50
     trainer.save(run.path)
     with pytest.raises(UserError, match="keeps no best state"):
         open_reconstructor(run.path, checkpoint="best")
     assert open_reconstructor(run.path, checkpoint="auto").steps_done == 50
-    assert keep_if_best(run, description, trainer, 9.0)  # the first evaluation of 5 frames
-    assert run.best_record() == {"step": 50, "heldout_rmse_percent": 9.0, "n_frames": 5}
+    assert keep_if_best(run, trainer, 9.0)  # the first evaluation of 5 frames
+    assert run.best_record() == BestRecord(step=50, heldout_rmse_percent=9.0, n_frames=5)
 
 
 def test_live_run_state_keeps_the_best_and_drops_it_when_a_frame_arrives(tmp_path: Path) -> None:
@@ -158,8 +157,8 @@ def test_live_run_state_keeps_the_best_and_drops_it_when_a_frame_arrives(tmp_pat
     state.log_row(trainer, 0.1, 1.0)
     state.checkpoint(trainer)
     record = state.run.best_record()
-    assert record is not None and record["step"] == 5 and record["n_frames"] == 4
-    assert record["heldout_rmse_percent"] == pytest.approx(state.heldout_rmse_percent[-1])
+    assert record is not None and record.step == 5 and record.n_frames == 4
+    assert record.heldout_rmse_percent == pytest.approx(state.heldout_rmse_percent[-1])
     record5 = read_session(session).records[4]
     trainer.add_frame(record5.index, read_session(session).load_frame(record5), record5.angle_deg, record5.time_s)
     state.checkpoint(trainer)
@@ -174,7 +173,7 @@ def test_checkpoint_best_of_a_run_without_heldout_frames_is_one_line(tmp_path: P
     result = _cli("recon", "train", "--session", str(session), "--out", str(run), "--steps", "4",
                   "--threads", "1", "--holdout", "0")
     assert result.returncode == 0, result.stderr
-    assert not (run / "best").exists()
+    assert not (run / BEST_DIR).exists()
     _one_line_error(_cli("recon", "volumes", "--run", str(run), "--out", str(tmp_path / "v.tif"),
                          "--checkpoint", "best"), "keeps no best state")
     auto = _cli("recon", "volumes", "--run", str(run), "--out", str(tmp_path / "v.tif"))

@@ -23,6 +23,7 @@ import torch.multiprocessing as mp
 from skimage.metrics import structural_similarity
 
 from tiltstream.recon.presets import DipsterConfig
+from tiltstream.recon.run_dir import LOG_FILE, REFIT_DIR, RUN_FILE
 from tiltstream.recon.sampler import FrameSampler
 from tiltstream.recon.projector import project_volume
 from tiltstream.recon.trainer import Trainer
@@ -267,17 +268,17 @@ def test_workers_run_resumes_on_one_process_and_volumes_and_sirt_split_across_ra
                  "--eval-every", "10", "--holdout", "0.2", "--workers", "2")
     assert first.returncode == 0, first.stderr
     assert first.stderr.count("recon train: new run") == 1 and "2 ranks" in first.stderr
-    description = json.loads((run / "run.json").read_text())
+    description = json.loads((run / RUN_FILE).read_text())
     assert description["ranks"] == 2
     best_step, refit = description["best"]["step"], description["refit"]  # refit_best under 2 gloo ranks
     assert refit == {"from_step": best_step, "steps": round(0.2 * best_step), "n_frames": 8} and refit["steps"] > 0
-    refitted = Trainer.load(run / "refit")
+    refitted = Trainer.load(run / REFIT_DIR)
     assert refitted.steps_done == best_step + refit["steps"] and not any(refitted.held_out)
     second = _cli("recon", "train", "--session", str(session), "--out", str(run), "--steps", "10",
                   "--eval-every", "10", "--threads", "1")
     assert second.returncode == 0, second.stderr
     assert "resumed at step 20" in second.stderr
-    rows = (run / "train_log.csv").read_text().splitlines()[1:]
+    rows = (run / LOG_FILE).read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == [10, 20, 30]
     assert Trainer.load(run).steps_done == 30
 
@@ -319,7 +320,7 @@ def test_a_killed_rank_ends_the_other_with_one_line_and_the_checkpoint_resumes(t
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     try:
         deadline = time.monotonic() + 90
-        while not ((run / "train_log.csv").is_file() and len((run / "train_log.csv").read_text().splitlines()) > 1):
+        while not ((run / LOG_FILE).is_file() and len((run / LOG_FILE).read_text().splitlines()) > 1):
             assert time.monotonic() < deadline and ranks[0].poll() is None, "training did not start"
             time.sleep(0.2)
         ranks[1].send_signal(signal.SIGKILL)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tiltstream.recon.run_dir import RunDir, open_reconstructor
+from tiltstream.recon.run_dir import BEST_DIR, REFIT_DIR, RUN_FILE, RunDir, open_reconstructor
 from tiltstream.recon.trainer import Trainer
 from tiltstream.recon.volume_io import read_volumes
 from tests.recon.test_train_cli import _cli, _one_line_error, _session
@@ -59,15 +59,15 @@ def test_recon_train_keeps_the_refit_state_and_recon_volumes_reads_it(tmp_path: 
                   "--eval-every", "10", "--holdout", "0.2", "--patience", "0", "--refit", "0.5",
                   "--device", "cpu", "--threads", "1")
     assert result.returncode == 0, result.stderr
-    description = json.loads((run / "run.json").read_text())
+    description = json.loads((run / RUN_FILE).read_text())
     best, refit = description["best"], description["refit"]
     assert refit["from_step"] == best["step"] and refit["steps"] == round(0.5 * best["step"]) > 0
     assert refit["n_frames"] == best["n_frames"] == 10
     assert f"refit state (best step {best['step']} + {refit['steps']} steps on every frame)" in result.stderr
 
-    kept = Trainer.load(run / "refit")
+    kept = Trainer.load(run / REFIT_DIR)
     assert kept.steps_done == best["step"] + refit["steps"] and not any(kept.held_out)
-    by_hand = Trainer.load(run / "best")
+    by_hand = Trainer.load(run / BEST_DIR)
     by_hand.fold_in_held_out()
     by_hand.train(steps=refit["steps"])
     t_s = kept.times_s[-1]
@@ -82,22 +82,22 @@ def test_recon_train_keeps_the_refit_state_and_recon_volumes_reads_it(tmp_path: 
                   "--checkpoint", "best")
     assert result.returncode == 0 and "best state" in result.stderr, result.stderr
     best_volumes, _ = read_volumes(tmp_path / "b.tif")
-    np.testing.assert_allclose(best_volumes[-1], Trainer.load(run / "best").volume(times_s[-1]), atol=1e-5)
+    np.testing.assert_allclose(best_volumes[-1], Trainer.load(run / BEST_DIR).volume(times_s[-1]), atol=1e-5)
     assert np.abs(best_volumes[-1] - volumes[-1]).max() > 1e-4  # the refit trained on
 
     result = _cli("recon", "train", "--session", str(session), "--out", str(run), "--steps", "20",
                   "--eval-every", "10", "--refit", "0.5", "--device", "cpu", "--threads", "1")
     assert result.returncode == 0, result.stderr
-    description = json.loads((run / "run.json").read_text())
+    description = json.loads((run / RUN_FILE).read_text())
     assert description["refit"]["from_step"] == description["best"]["step"]
-    assert Trainer.load(run / "refit").steps_done == description["best"]["step"] + description["refit"]["steps"]
+    assert Trainer.load(run / REFIT_DIR).steps_done == description["best"]["step"] + description["refit"]["steps"]
 
     result = _cli("recon", "train", "--session", str(session), "--out", str(run), "--steps", "10",
                   "--eval-every", "10", "--refit", "0", "--device", "cpu", "--threads", "1")
     assert result.returncode == 0, result.stderr
-    assert "refit" not in json.loads((run / "run.json").read_text()) and not (run / "refit").exists()
+    assert "refit" not in json.loads((run / RUN_FILE).read_text()) and not (run / REFIT_DIR).exists()
     assert RunDir(run).refit_record() is None
-    assert open_reconstructor(run, checkpoint="auto").steps_done == RunDir(run).best_record()["step"]
+    assert open_reconstructor(run, checkpoint="auto").steps_done == RunDir(run).best_record().step
 
 
 @pytest.mark.timeout(120)

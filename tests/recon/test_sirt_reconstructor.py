@@ -11,6 +11,7 @@ from tiltstream.errors import UserError
 from tiltstream.acquire.session import read_session
 from tiltstream.recon.projector import ParallelProjector
 from tiltstream.recon.reconstructor import Reconstructor, reconstructor_class
+from tiltstream.recon.run_dir import RUN_FILE
 from tiltstream.recon.sirt import moving_window_sirt
 from tiltstream.recon.sirt_reconstructor import SirtReconstructor
 from tiltstream.simulator.tiltseries import write_synthetic_session
@@ -86,14 +87,14 @@ def test_reproject_projects_the_window_volume(session):
 def test_save_load_round_trip(session, tmp_path):
     """Save half-trained, load, finish: equal to finishing without the round trip; records and metadata
     (dose, temperature) survive; run.json says method sirt and keeps what was there."""
-    (tmp_path / "run.json").write_text(json.dumps({"session": "s"}))
+    (tmp_path / RUN_FILE).write_text(json.dumps({"session": "s"}))
     rec = _filled(session)
     rec.add_frame(50, session[1][0], 0.0, 1.0, held_out=True)
     rec.train(steps=5)
     rec.save(tmp_path)
     loaded = SirtReconstructor.load(tmp_path)
-    assert json.loads((tmp_path / "run.json").read_text())["method"] == "sirt"
-    assert json.loads((tmp_path / "run.json").read_text())["session"] == "s"
+    assert json.loads((tmp_path / RUN_FILE).read_text())["method"] == "sirt"
+    assert json.loads((tmp_path / RUN_FILE).read_text())["session"] == "s"
     assert loaded.frame_records == rec.frame_records
     assert loaded.frame_records[0]["dose_e_per_A2"] == session[0].records[0].dose_e_per_A2
     assert loaded.frame_records[-1]["held_out"] is True

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from tiltstream.acquire.session import SessionSettings, SessionWriter
+from tiltstream.recon.checkpoint import CHECKPOINT_FILE
 from tiltstream.recon.projector import project_volume
-from tiltstream.recon.run_dir import PlateauStopper, RunDir, heldout_positions
+from tiltstream.recon.run_dir import BEST_DIR, LOG_FILE, RUN_FILE, PlateauStopper, RunDir, heldout_positions
 from tiltstream.recon.volume_io import read_volumes
 
 
@@ -81,13 +82,13 @@ def test_train_resume_and_volumes(tmp_path: Path) -> None:
                   "--eval-every", "10", "--threads", "1")
     assert second.returncode == 0, second.stderr
     assert "resumed at step 20" in second.stderr
-    with open(run / "train_log.csv", newline="") as handle:
+    with open(run / LOG_FILE, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["step"]) for r in rows] == [10, 20, 30]
     assert all(float(r["heldout_ssim"]) <= 1 and float(r["heldout_rmse_percent"]) > 0 for r in rows)
     elapsed = [float(r["elapsed_s"]) for r in rows]
     assert elapsed == sorted(elapsed)
-    description = json.loads((run / "run.json").read_text())
+    description = json.loads((run / RUN_FILE).read_text())
     assert description["heldout_indices"] == [4, 9] and description["preset"] == "fast"
 
     out = tmp_path / "vol.tif"
@@ -128,7 +129,7 @@ def test_preprocess_runs_before_training_and_is_recorded(tmp_path: Path) -> None
     result = _cli("recon", "train", "--session", str(session), "--out", str(run), "--steps", "20",
                   "--threads", "1", "--preprocess", "paper")
     assert result.returncode == 0, result.stderr
-    description = json.loads((run / "run.json").read_text())
+    description = json.loads((run / RUN_FILE).read_text())
     report = description["preprocess"]
     assert report["config"]["align"] is True and report["input_shape"] == [6, 16, 16]
     assert len(report["steps"]) >= 4  # background, mask, normalise, align, centre
@@ -164,9 +165,9 @@ def test_a_live_format_run_is_read_by_volumes_and_resumed_by_train(tmp_path: Pat
                        metadata={"dose_e_per_A2": record.dose_e_per_A2, "temperature_C": 21.5})
     live.train(steps=3)
     live.save(tmp_path / "live")
-    assert json.loads((tmp_path / "live" / "run.json").read_text()) == {"method": "dipster"}
+    assert json.loads((tmp_path / "live" / RUN_FILE).read_text()) == {"method": "dipster"}
     (tmp_path / "bare").mkdir()
-    live.save(tmp_path / "bare" / "checkpoint.pt")
+    live.save(tmp_path / "bare" / CHECKPOINT_FILE)
 
     for run in (tmp_path / "live", tmp_path / "bare"):
         result = _cli("recon", "volumes", "--run", str(run), "--out", str(tmp_path / f"{run.name}.tif"))
@@ -197,7 +198,7 @@ def test_a_live_format_run_is_read_by_volumes_and_resumed_by_train(tmp_path: Pat
     result = _cli("recon", "train", "--session", str(session_dir), "--out", str(tmp_path / "new"),
                   "--steps", "2", "--threads", "1")
     assert result.returncode == 0, result.stderr
-    description = json.loads((tmp_path / "new" / "run.json").read_text())
+    description = json.loads((tmp_path / "new" / RUN_FILE).read_text())
     assert description["method"] == "dipster" and description["time_scale_s"] == 60.0
 
 
@@ -211,18 +212,18 @@ def test_by_default_a_tenth_of_the_frames_is_held_out_and_holdout_0_trains_on_al
                    "20", "--eval-every", "10", "--threads", "1")
     assert default.returncode == 0, default.stderr
     assert "18 training + 2 held-out frames" in default.stderr
-    description = json.loads((tmp_path / "default" / "run.json").read_text())
+    description = json.loads((tmp_path / "default" / RUN_FILE).read_text())
     assert description["heldout_indices"] == [9, 19] and description["best"]["n_frames"] == 20
     assert "steps done; 20 steps this run" in default.stderr  # 2 evaluations: patience 16 cannot stop it
     assert "levelled off" not in default.stderr  # the steps, not the time budget, ended it
-    assert (tmp_path / "default" / "best" / "checkpoint.pt").is_file()
+    assert (tmp_path / "default" / BEST_DIR / CHECKPOINT_FILE).is_file()
 
     everything = _cli("recon", "train", "--session", str(session), "--out", str(tmp_path / "all"), "--steps",
                       "20", "--eval-every", "10", "--threads", "1", "--holdout", "0")
     assert everything.returncode == 0, everything.stderr
     assert "20 training + 0 held-out frames" in everything.stderr
-    assert json.loads((tmp_path / "all" / "run.json").read_text())["heldout_indices"] == []
-    assert not (tmp_path / "all" / "best").exists()
+    assert json.loads((tmp_path / "all" / RUN_FILE).read_text())["heldout_indices"] == []
+    assert not (tmp_path / "all" / BEST_DIR).exists()
     _one_line_error(_cli("recon", "train", "--session", str(session), "--out", str(tmp_path / "p"), "--holdout",
                          "0", "--patience", "3"), "--patience needs held-out frames")
 
@@ -241,7 +242,7 @@ def test_a_budget_that_ends_while_the_held_out_error_falls_says_so(tmp_path: Pat
     best, rows = RunDir(run).best_record(), RunDir(run).read_log()
     last_step = int(rows[-1]["step"])
     assert ("the budget ran out before the held-out error levelled off (--patience 16 not reached; its least "
-            f"at step {best['step']} of {last_step})") in proc.stderr
+            f"at step {best.step} of {last_step})") in proc.stderr
 
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tiltstream.errors import UserError
+from tiltstream.recon.checkpoint import CHECKPOINT_FILE
 from tiltstream.recon.model import DipsterNet, stage_sizes
 from tiltstream.recon.presets import DipsterConfig, preset
 from tiltstream.recon.projector import project, project_volume
@@ -115,7 +116,7 @@ def test_adding_frames_never_changes_earlier_time_coordinates() -> None:
     seen = []
     for i, time_s in enumerate([0.0, 20.0, 45.0, 300.0, 1000.0]):  # later times beyond the scale
         trainer.add_frame(i, frames[i], angles[i], time_s)
-        seen.append(trainer._times.tolist())
+        seen.append(trainer.store.times.tolist())
         trainer.train_steps(1)
     for k, coords in enumerate(seen):
         assert coords == pytest.approx([0.0, 0.4, 0.9, 6.0, 20.0][:k + 1], abs=1e-7)
@@ -291,7 +292,7 @@ def test_trainer_is_a_reconstructor_whose_run_directory_keeps_frame_metadata(tmp
     with pytest.raises(UserError, match="exactly one"):
         a.train(steps=1, seconds=1.0)
     a.save(tmp_path / "run")
-    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    assert (tmp_path / "run" / CHECKPOINT_FILE).is_file()
     b = Trainer.load(tmp_path / "run")
     assert b.frame_records == a.frame_records and b.steps_done == a.steps_done
     for t in (a, b):
