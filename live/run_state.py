@@ -197,5 +197,5 @@ class RunState:
             times = np.linspace(times[0], times[-1], count)
         volumes = np.stack([reconstructor.volume(float(t)) for t in times])
         path = self.path / VOLUMES_FILE
-        write_volumes(path, volumes, times, voxel_size_nm=run_voxel_size_nm(self.description))
+        write_volumes(path, volumes, times, voxel_size_nm=run_voxel_size_nm(self.run.read()))
         return path, state

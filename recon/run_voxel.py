@@ -9,9 +9,12 @@ records all three.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
+
+if TYPE_CHECKING:
+    from tiltstream.recon.run_dir import RunDescription
 
 
 def preprocess_pixel_scale(report: dict[str, Any] | None) -> float:
@@ -29,12 +32,12 @@ def preprocess_pixel_scale(report: dict[str, Any] | None) -> float:
     return scale
 
 
-def run_voxel_size_nm(description: dict[str, Any]) -> float | None:
+def run_voxel_size_nm(description: RunDescription) -> float | None:
     """Voxel edge of the volumes of the run ``description`` (run.json), nm; None when its session is not
     a recorded session directory (a live stream) or records no pixel size."""
     from tiltstream.acquire.session import SETTINGS_FILE, SessionSettings
 
-    session = description.get("session")
+    session = description.session
     settings_path = Path(str(session)) / SETTINGS_FILE if session else None
     if settings_path is None or not settings_path.is_file():
         return None
@@ -44,4 +47,4 @@ def run_voxel_size_nm(description: dict[str, Any]) -> float | None:
         return None
     if pixel_nm is None:
         return None
-    return float(pixel_nm) * preprocess_pixel_scale(description.get("preprocess"))
+    return float(pixel_nm) * preprocess_pixel_scale(description.preprocess)

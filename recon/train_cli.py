@@ -193,7 +193,7 @@ def run_volumes(settings: ReconVolumesSettings, args: argparse.Namespace) -> int
 
     from tiltstream.recon import distributed
     from tiltstream.recon.device import resolve_device
-    from tiltstream.recon.run_dir import RUN_FILE, RunDir, open_state
+    from tiltstream.recon.run_dir import RunDir, open_state
     from tiltstream.recon.run_voxel import run_voxel_size_nm
     from tiltstream.recon.volume_io import write_volumes
 
@@ -216,8 +216,7 @@ def run_volumes(settings: ReconVolumesSettings, args: argparse.Namespace) -> int
     if results is None:
         return 0
     volumes = np.stack(results).astype(np.float32)
-    run = RunDir(args.run_dir)
-    voxel_nm = run_voxel_size_nm(run.read_description()) if (run.path / RUN_FILE).is_file() else None
+    voxel_nm = run_voxel_size_nm(RunDir(args.run_dir).read())
     path = write_volumes(args.out, volumes, np.asarray(times_s, dtype=np.float64), format=settings.format,
                          voxel_size_nm=voxel_nm)
     print(f"recon volumes: wrote {len(times_s)} volumes {volumes.shape[1:]} (Z, Y, X) of the "

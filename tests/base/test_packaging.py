@@ -1,7 +1,7 @@
 """The distribution installs one import name: a wheel in a fresh venv adds ``tiltstream`` and its script only.
 
-The wheel is built from this checkout (``pip wheel --no-deps --no-build-isolation``, setuptools from the
-``[test]`` extra) and installed with ``--no-deps`` into a new virtual environment; what it adds to
+The wheel is built from a copy of this checkout's sources (``pip wheel --no-deps --no-build-isolation``,
+setuptools from the ``[test]`` extra; a copy, so no stale ``build/`` of an earlier build leaks into it) and installed with ``--no-deps`` into a new virtual environment; what it adds to
 site-packages and bin/ is compared with what was there before. ``python -m tiltstream --help`` then runs
 from that venv (its dependencies reached through ``PYTHONPATH`` from this interpreter's site-packages,
 which hold no ``tiltstream`` of their own: the editable install is a finder, not a folder).
@@ -10,6 +10,7 @@ which hold no ``tiltstream`` of their own: the editable install is a finder, not
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -28,9 +29,12 @@ def _listing(directory: Path) -> set[str]:
 
 
 def test_wheel_adds_only_tiltstream(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info",
+                                                                 "__pycache__", ".pytest_cache", "tiltstream-demo"))
     wheels = tmp_path / "wheels"
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(wheels), str(REPO)], capture_output=True, text=True, timeout=180)
+                            "-w", str(wheels), str(source)], capture_output=True, text=True, timeout=180)
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = wheels.glob("tiltstream-*.whl")
 

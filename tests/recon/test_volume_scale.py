@@ -13,6 +13,7 @@ import tifffile
 from tiltstream.acquire.session import SessionSettings, SessionWriter
 from tiltstream.cli import main
 from tiltstream.recon.projector import project_volume
+from tiltstream.recon.run_dir import RunDescription
 from tiltstream.recon.run_voxel import preprocess_pixel_scale, run_voxel_size_nm
 from tiltstream.recon.volume_io import read_volumes, recorded_scale, times_path, write_volumes
 
@@ -64,12 +65,12 @@ def test_preprocess_pixel_scale():
 
 def test_run_voxel_size_follows_the_session(tmp_path):
     SessionWriter.create(tmp_path / "s", SessionSettings(pixel_size_nm=0.5))
-    assert run_voxel_size_nm({"session": str(tmp_path / "s")}) == 0.5
+    assert run_voxel_size_nm(RunDescription(session=str(tmp_path / "s"))) == 0.5
     report = {"input_shape": [3, 32, 32], "config": {"bin_factor": 2}}
-    assert run_voxel_size_nm({"session": str(tmp_path / "s"), "preprocess": report}) == 1.0
-    assert run_voxel_size_nm({"session": "tcp://127.0.0.1:5555"}) is None
+    assert run_voxel_size_nm(RunDescription(session=str(tmp_path / "s"), preprocess=report)) == 1.0
+    assert run_voxel_size_nm(RunDescription(session="tcp://127.0.0.1:5555")) is None
     SessionWriter.create(tmp_path / "bare", SessionSettings())
-    assert run_voxel_size_nm({"session": str(tmp_path / "bare")}) is None
+    assert run_voxel_size_nm(RunDescription(session=str(tmp_path / "bare"))) is None
 
 
 @pytest.mark.timeout(200)
