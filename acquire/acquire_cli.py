@@ -102,45 +102,17 @@ def run(settings: AcquireSettings, args: argparse.Namespace) -> int:
     from tiltstream.acquire.bridge import BridgeMicroscope, RetryPolicy
     from tiltstream.acquire.calibration import read_calibration
     from tiltstream.acquire.executor import AcquisitionControl, Executor, ExecutorConfig
-    from tiltstream.acquire.microscope import AcquisitionParams
     from tiltstream.acquire.session import SessionSettings, SessionWriter
     from tiltstream.acquire.temperature import TemperatureLog
 
     scope = BridgeMicroscope(settings.bridge, timeout_s=settings.bridge_timeout_s,
                              retry=RetryPolicy(attempts=settings.retries, backoff_s=settings.retry_backoff_s),
                              speed=settings.stage_speed)
-    writer = None
-    if args.resume and _session_to_start(args.session):
-        print(f"tiltstream acquire: no session in {args.session} yet; starting it", file=sys.stderr)
-    elif args.resume:
-        writer = SessionWriter.resume(args.session)
-        stored = dict(writer.settings.scheme)
-        if settings.count is not None and settings.count != stored.get("count"):
-            if not args.extend:
-                raise UserError(f"--count {settings.count} differs from session {str(args.session)!r}'s count "
-                                f"{stored.get('count')}; leave --count out to continue it, or add --extend to "
-                                "change its count")
-            stored["count"] = settings.count
-        stored["start_index"] = writer.next_index
-        scheme = _scheme(stored)
-        if scheme.end_index is not None and writer.next_index >= scheme.end_index:
-            print(f"tiltstream acquire: session {args.session} already has {writer.next_index} frames "
-                  f"(count {scheme.count}); nothing to do", file=sys.stderr)
-            return 0
-    if writer is None:
-        scheme = _scheme({"kind": settings.scheme, "min_deg": settings.min_deg, "max_deg": settings.max_deg,
-                          "count": settings.count})
-    params = AcquisitionParams(image_size=settings.image_size, binning=settings.binning,
-                               dwell_time_s=settings.dwell_time_s, exposure_s=settings.exposure_s)
-    detectors = scope.detectors()
-    if settings.detector not in detectors:
-        raise UserError(f"detector {settings.detector!r} is not offered by the microscope at {settings.bridge}; "
-                        f"available: {', '.join(sorted(detectors)) or 'none'}")
-    kind = detectors[settings.detector].kind
-    params = AcquisitionParams(image_size=params.image_size, binning=params.binning,
-                               dwell_time_s=params.dwell_time_s if kind == "stem" else None,
-                               exposure_s=params.exposure_s if kind == "camera" else None)
-    scope.set_acquisition_params(settings.detector, params)  # the reported pixel size depends on them
+    opened = _open_session(settings, args)
+    if opened is None:
+        return 0
+    writer, scheme = opened
+    kind, params = _set_detector_up(scope, settings)
     calibration = read_calibration(scope, settings.detector, settings.pixel_size_nm * settings.binning,
                                    settings.beam_current_pA)
     if writer is None:
@@ -166,8 +138,7 @@ def run(settings: AcquireSettings, args: argparse.Namespace) -> int:
     if tracking is not None and writer.records:
         from tiltstream.acquire.session import read_session
 
-        session = read_session(writer.path)
-        seeded = tracking.seed(writer.records, session.load_frame)
+        seeded = tracking.seed(writer.records, read_session(writer.path).load_frame)
         if seeded:
             print(f"tiltstream acquire: tracking continues from {seeded} recorded frames", file=sys.stderr)
     control = AcquisitionControl()
@@ -177,6 +148,62 @@ def run(settings: AcquireSettings, args: argparse.Namespace) -> int:
                         temperature=TemperatureLog(args.temperature_log) if args.temperature_log else None,
                         control=control, progress=lambda progress: line.update(progress_text(progress)),
                         tracking=tracking, limits=_limits(settings), pause_on_lost=settings.pause_on_lost)
+    try:
+        return _execute(executor, args, line, interrupted)
+    finally:
+        if publisher is not None:
+            publisher.close()
+        if model_link is not None:
+            model_link.close()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _open_session(settings: AcquireSettings, args: argparse.Namespace) -> tuple[Any, Any] | None:
+    """The session writer to resume (None for a new session) and the scheme to run; None when a resumed
+    session already has all its frames."""
+    from tiltstream.acquire.session import SessionWriter
+
+    if args.resume and _session_to_start(args.session):
+        print(f"tiltstream acquire: no session in {args.session} yet; starting it", file=sys.stderr)
+    elif args.resume:
+        writer = SessionWriter.resume(args.session)
+        stored = dict(writer.settings.scheme)
+        if settings.count is not None and settings.count != stored.get("count"):
+            if not args.extend:
+                raise UserError(f"--count {settings.count} differs from session {str(args.session)!r}'s count "
+                                f"{stored.get('count')}; leave --count out to continue it, or add --extend to "
+                                "change its count")
+            stored["count"] = settings.count
+        stored["start_index"] = writer.next_index
+        scheme = _scheme(stored)
+        if scheme.end_index is not None and writer.next_index >= scheme.end_index:
+            print(f"tiltstream acquire: session {args.session} already has {writer.next_index} frames "
+                  f"(count {scheme.count}); nothing to do", file=sys.stderr)
+            return None
+        return writer, scheme
+    return None, _scheme({"kind": settings.scheme, "min_deg": settings.min_deg, "max_deg": settings.max_deg,
+                          "count": settings.count})
+
+
+def _set_detector_up(scope: Any, settings: AcquireSettings) -> tuple[str, Any]:
+    """Check the detector is offered and send its acquisition parameters; returns its kind and them."""
+    from tiltstream.acquire.microscope import AcquisitionParams
+
+    detectors = scope.detectors()
+    if settings.detector not in detectors:
+        raise UserError(f"detector {settings.detector!r} is not offered by the microscope at {settings.bridge}; "
+                        f"available: {', '.join(sorted(detectors)) or 'none'}")
+    kind = detectors[settings.detector].kind
+    params = AcquisitionParams(image_size=settings.image_size, binning=settings.binning,
+                               dwell_time_s=settings.dwell_time_s if kind == "stem" else None,
+                               exposure_s=settings.exposure_s if kind == "camera" else None)
+    scope.set_acquisition_params(settings.detector, params)  # the reported pixel size depends on them
+    return kind, params
+
+
+def _execute(executor: Any, args: argparse.Namespace, line: ProgressLine, interrupted: list[bool]) -> int:
+    """Run the executor and say how it ended: the summary, or the beam's state and the resume command."""
+    writer = executor.writer
     started = time.monotonic()
     try:
         summary = executor.run()
@@ -192,12 +219,6 @@ def run(settings: AcquireSettings, args: argparse.Namespace) -> int:
     except UserError:
         line.end()
         raise
-    finally:
-        if publisher is not None:
-            publisher.close()
-        if model_link is not None:
-            model_link.close()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     line.end()
     print(f"tiltstream acquire: {summary.ended}: {summary.frames} frames in {_format_s(time.monotonic() - started)}; "
           f"session {writer.path} has {len(writer.records)} frames (next index {summary.next_index}); "

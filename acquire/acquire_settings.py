@@ -45,7 +45,7 @@ class AcquireSettings(TiltRange):
                                             "used only when the microscope reports no screen current")
     pixel_size_nm: float = pydantic.Field(0.44, gt=0, description="unbinned pixel size at the specimen, "
                                           "nanometres, used only when the microscope reports none")
-    # tracking and focus (DESIGN.md 4: image shift, probe defocus, stage x/y only, within these limits)
+    # tracking and focus (docs/design.md 4: image shift, probe defocus, stage x/y only, within these limits)
     track: Literal["off", "previous", "model"] = pydantic.Field(
         "off", description="tracking between frames: off, previous (cross-correlation with the recorded frames "
         "nearest in angle) or model (with the live reconstruction's reprojection, else previous)")

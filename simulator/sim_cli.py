@@ -136,7 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sim_sub, "tiltseries", settings=SimSettings, run=run_tiltseries, config_name="sim",
         arguments=_tiltseries_arguments, skip=SERVE_ONLY, rename=RENAME, logs=False,
         help="write a synthetic GRS session with ground truth",
-        description="Write a recorded session (DESIGN.md 5) of a dynamic phantom: frame i is phantom step i "
+        description="Write a recorded session (docs/design.md 5) of a dynamic phantom: frame i is phantom step i "
         "projected at GRS angle i, plus ground_truth.tif (T, Z, Y, X) and ground_truth_times.csv.")
 
 
