@@ -165,8 +165,9 @@ def run_train(settings: ReconTrainSettings, args: argparse.Namespace) -> int:
                 for kind, record, directory in (("best", best, out.best), ("refit", refit, out.refit)) if record]
         print(f"recon train: {outcome.stop_reason}; {outcome.steps_run} steps this run, {outcome.steps_total} "
               f"in total; checkpoint {out.state_path(Trainer.STATE_FILE)}" + "".join(kept), file=sys.stderr)
-        if outcome.budget_spent and best is not None and settings.patience > 0:
-            print(f"recon train: the budget ran out before the held-out error levelled off (--patience "
+        if not outcome.levelled_off and best is not None and settings.patience > 0:
+            ended = "budget" if outcome.budget_spent else "steps"
+            print(f"recon train: the {ended} ran out before the held-out error levelled off (--patience "
                   f"{settings.patience} not reached; its least at step {best.step} of {outcome.steps_total}): "
                   "run the same command again to train on, or give a longer --refit (e.g. 0.4; "
                   "docs/benchmarks/stopping.md 'How long a refit')", file=sys.stderr)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tiltstream.errors import UserError
 from tiltstream.progress import ProgressLine
 from tiltstream.recon.distributed import World, peer_failures
@@ -35,6 +37,7 @@ from tiltstream.recon.run_dir import (PlateauStopper, RunDescription, RunDir, fo
 from tiltstream.recon.trainer import Trainer
 
 CONTINUE, BUDGET_SPENT, PLATEAU = 0, 1, 2  # rank 0's decision after a chunk
+PROGRESS_STEPS = 25  # most steps between progress updates inside an evaluation chunk
 
 
 @dataclass(frozen=True)
@@ -88,12 +91,14 @@ class Budget:
 @dataclass
 class TrainOutcome:
     """What an invocation did: ``stop_reason``, ``steps_run`` now and ``steps_total`` in the run;
-    ``budget_spent`` when the time budget (not the steps or the held-out patience) ended it."""
+    ``budget_spent`` when the time budget (not the steps or the held-out patience) ended it, ``levelled_off``
+    when the held-out patience did."""
 
     stop_reason: str
     steps_run: int
     steps_total: int
     budget_spent: bool = False
+    levelled_off: bool = False
 
 
 def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: str, ranks: int = 1,
@@ -183,6 +188,21 @@ def _progress_text(done: int, total: int | None, elapsed_s: float, budget_s: flo
     return f"step {done}{of}  {rate:.1f} steps/s  loss {loss:.3e}  lr {lr:.2e}{extra}  ETA {eta:.0f} s"
 
 
+def _train_chunk(trainer: Trainer, steps: int, show: Callable[[int, float], None] | None) -> float:
+    """Train ``steps`` steps in growing parts (1, 2, 4, ... up to :data:`PROGRESS_STEPS`) so progress shows
+    from the first step on, even where a step takes seconds; returns their mean loss, as one
+    ``trainer.train(steps=steps)`` does (the parts depend on ``steps`` only, so every rank runs the same)."""
+    done, part = 0, 1
+    while done < steps:
+        n = min(part, steps - done)
+        loss = trainer.train(steps=n)
+        done += n
+        if show is not None and done < steps:
+            show(done, loss)
+        part = min(2 * part, PROGRESS_STEPS)
+    return float(np.mean(trainer.loss_history[-steps:]))
+
+
 def train_loop(trainer: Trainer, run: RunDir, budget: Budget, world: World, stopper: PlateauStopper,
                progress: ProgressLine | None = None) -> TrainOutcome:
     """Train ``trainer`` for ``budget``; rank 0 checkpoints into ``run`` and logs after every chunk.
@@ -197,7 +217,11 @@ def train_loop(trainer: Trainer, run: RunDir, budget: Budget, world: World, stop
         chunk = budget.eval_every - trainer.steps_done % budget.eval_every
         if total is not None:
             chunk = min(chunk, total - done)
-        loss = trainer.train(steps=chunk)
+        def show(steps: int, loss: float) -> None:
+            progress.update(_progress_text(done + steps, total, time.perf_counter() - start, budget.seconds,
+                                           loss, trainer.learning_rate, ""))
+
+        loss = _train_chunk(trainer, chunk, show if progress is not None else None)
         done += chunk
         decision = CONTINUE
         if world.is_main:
@@ -229,7 +253,8 @@ def train_loop(trainer: Trainer, run: RunDir, budget: Budget, world: World, stop
         if decision == PLATEAU:
             stop_reason = f"held-out error has not improved for {budget.patience} evaluations"
             break
-    return TrainOutcome(stop_reason, done, trainer.steps_done, budget_spent=decision == BUDGET_SPENT)
+    return TrainOutcome(stop_reason, done, trainer.steps_done, budget_spent=decision == BUDGET_SPENT,
+                        levelled_off=decision == PLATEAU)
 
 
 def refit_best(run: RunDir, budget: Budget, world: World, device: str, speed: Speed,

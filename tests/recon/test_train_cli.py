@@ -215,7 +215,10 @@ def test_by_default_a_tenth_of_the_frames_is_held_out_and_holdout_0_trains_on_al
     description = json.loads((tmp_path / "default" / RUN_FILE).read_text())
     assert description["heldout_indices"] == [9, 19] and description["best"]["n_frames"] == 20
     assert "steps done; 20 steps this run" in default.stderr  # 2 evaluations: patience 16 cannot stop it
-    assert "levelled off" not in default.stderr  # the steps, not the time budget, ended it
+    # the steps ended it before patience 16 could: it says so, and where the least held-out error was
+    best = RunDir(tmp_path / "default").best_record()
+    assert ("recon train: the steps ran out before the held-out error levelled off (--patience 16 not reached; "
+            f"its least at step {best.step} of 20)") in default.stderr
     assert (tmp_path / "default" / BEST_DIR / CHECKPOINT_FILE).is_file()
 
     everything = _cli("recon", "train", "--session", str(session), "--out", str(tmp_path / "all"), "--steps",
@@ -231,7 +234,7 @@ def test_by_default_a_tenth_of_the_frames_is_held_out_and_holdout_0_trains_on_al
 @pytest.mark.timeout(120)
 def test_a_budget_that_ends_while_the_held_out_error_falls_says_so(tmp_path: Path) -> None:
     """When the time budget ends a run before its held-out error levels off (patience not reached), one
-    line says so, where its least error was, and how to train on (a run ended by its steps says nothing:
+    line says so, where its least error was, and how to train on (a run ended by its steps says so too:
     the test above)."""
     session = _session(tmp_path / "s", count=10)
     run = tmp_path / "run"
