@@ -1,20 +1,10 @@
 """The microscope over the temscript v1 HTTP bridge: :class:`BridgeMicroscope` implements :class:`tiltstream.acquire.microscope.Microscope`.
 
-The client is ``temscript.RemoteMicroscope`` (SI units on the wire: radians, metres); this module
-converts to degrees at its surface, retries transport failures and server errors with exponential
-backoff (reconnecting, since ``RemoteMicroscope`` drops its connection after a timeout), and turns what
-cannot be recovered into one :class:`BridgeError` line. Images arrive packed (``width``, ``height``,
-``type``, ``endianness``, ``BASE64`` data); ``temscript.marshall.unpack_array`` reads their ``type``, so
-the frame keeps the detector's dtype.
-
-Both STEM detectors (``stem_detectors``, ``stem_acquisition_param``, dwell time) and cameras
-(``cameras``, ``camera_param``, exposure time) are handled: ``temscript-server --null`` offers only a
-camera ``CCD`` and no STEM detector.
-
-What the microscope reports for the record: a camera's pixel size at the specimen is its
-``pixel_size(um)`` times the binning over the ``indicated_magnification``; temscript has no STEM field
-of view, so a STEM pixel size is read only from an extra ``pixel_size(m)`` key of the STEM acquisition
-parameters (the simulator's). The beam current is the ``screen_current``.
+The client is ``temscript.RemoteMicroscope`` (SI units on the wire); this module converts to degrees at
+its surface, retries transport failures and server errors with exponential backoff (reconnecting), and
+turns what cannot be recovered into one :class:`BridgeError` line. It handles STEM detectors and
+cameras, keeps the detector's dtype, and reads the pixel size and beam current for the record. The
+calls it uses and what it reads: docs/design.md 4.
 """
 
 from __future__ import annotations

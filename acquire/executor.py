@@ -1,20 +1,11 @@
 """Performs a tilt-series plan against a microscope, frame by frame: move, check, expose, record, publish.
 
-The plan is data (:func:`tiltstream.acquire.backlash.plan_moves` over :func:`tiltstream.acquire.scheme.iter_targets`); this
-is the one place that acts on it. For each frame: the stage moves (overshoot first when the target is
-below the current angle), the executor waits for ``READY``, reads the reported angle back and checks it
-against the target, unblanks, acquires, blanks, stamps the exposure midpoint, checks the frame against
-its dose (:mod:`tiltstream.acquire.frame_check`, warnings only), appends the frame to the session
-(durably) and publishes it. The beam is blanked whenever the stage moves and on every way out.
-
-With tracking or focus on (:class:`tiltstream.acquire.corrections.TrackingLoop`), each frame is pre-corrected
-once the stage is at its target: the executor reads image shift, stage and defocus, asks the loop what
-to set, checks it against the configured limits BEFORE sending (a correction outside pauses the run
-with the beam blanked and one clear line; nothing is sent), sends it, and after the exposure records
-the measured shift in the frame's ``tracking`` record. Tracking uses the recorded frame: no extra dose.
-
-Between frames a hook receives :class:`BetweenFrames`, a pause holds the run with the beam blanked, and
-a stop request ends the run after the current frame.
+:class:`Executor` is the one place that acts on a plan (:func:`tiltstream.acquire.backlash.plan_moves`):
+per frame it moves the stage, checks the reported angle, exposes, checks the frame against its dose,
+appends it durably to the session and publishes it; with tracking or focus on, each correction is
+checked against its limits before it is sent. The beam is blanked whenever the stage moves and on
+every way out. Between frames :class:`BetweenFrames` reaches a hook, and a pause or stop takes effect.
+The sequence in full: docs/architecture.md, "A frame's path"; the bridge calls: docs/design.md 4.
 """
 
 from __future__ import annotations

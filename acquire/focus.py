@@ -1,16 +1,9 @@
 """Focus between frames (pure): the tilt-model defocus from the fitted eucentric height, and a sharpness sweep.
 
-``tilt-model``: a specimen ``z`` above the tilt axis changes height by ``z (cos(alpha) - 1)`` when tilted,
-so the probe defocus that keeps it in focus is the defocus at the start plus that change (the eucentric
-height comes from the lateral fit of :mod:`tiltstream.acquire.tracking`; no exposure, no time beyond one
-``probe_defocus`` call).
-
-``measure``: every N frames the executor takes :data:`SWEEP_STEPS` extra scans, with the frame's own
-acquisition parameters, at defocus values around the tilt-model value, keeps the sharpest
-(:func:`best_defocus_m`) and carries the difference to the tilt model forward. Cost per sweep:
-SWEEP_STEPS frames' time and dose (plus one defocus call each), i.e. SWEEP_STEPS / N extra frames per
-frame on average: with N = 10, +50 % dose and exposure time. The sweep's dose is counted in the dose of
-the frame it precedes.
+``tilt-model``: the probe defocus follows the height change ``z (cos(alpha) - 1)`` of a specimen ``z``
+above the tilt axis (no exposure). ``measure``: every N frames :data:`SWEEP_STEPS` extra scans around
+the tilt-model value, the sharpest (:func:`best_defocus_m`) carried forward; its cost in dose and time
+is counted in the frame it precedes. The model and its cost: docs/method.md 11.
 """
 
 from __future__ import annotations

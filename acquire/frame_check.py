@@ -1,17 +1,9 @@
 """Checks each recorded frame against the dose recorded for it; warns once per kind of disagreement.
 
-Two checks, each said once per run, with the numbers:
-
-- a mostly empty frame (more than :data:`EMPTY_FRACTION` of its pixels exactly zero): too few electrons for
-  a reconstruction to use, whatever the record says. At a usable dose a small specimen still leaves its
-  background at zero: the simulator's nanorod and nanostar at 24 e/A^2 leave 83-90 % of a frame empty,
-  against 98 % at 0.08 e/A^2;
-- the dose the frame's shot noise implies against the recorded dose, where the detector reports how much
-  of the beam a unit of frame value detects (``detected_fraction_per_unit`` of
-  :class:`tiltstream.acquire.microscope.DetectorInfo`): the frame of a counting detector, gain-normalised, holds whole multiples of one detected electron ``q``,
-  so ``q`` gives the electrons per pixel, ``1 / (q x fraction)``, and the dose. A ratio beyond
-  :data:`DOSE_RATIO_LIMIT` either way is reported. Frames that are not such multiples (read noise, an
-  integrating detector) are not judged.
+Two checks, each said once per run with the numbers: a mostly empty frame (more than
+:data:`EMPTY_FRACTION` of its pixels exactly zero), and the dose the frame's shot noise implies against
+the recorded one (beyond :data:`DOSE_RATIO_LIMIT` either way; only frames of whole detected electrons are
+judged). How the dose is inferred: docs/method.md 11; why the threshold: docs/benchmarks/defaults.md.
 """
 
 from __future__ import annotations

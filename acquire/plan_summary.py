@@ -1,16 +1,9 @@
 """What a plan costs and buys (pure): per-frame angular coverage, stage travel, time and electron dose.
 
-Time model, per frame: every stage move takes ``|distance| / tilt_speed_deg_per_s + settle_s``
-(backlash overshoots included), then tracking/focusing takes ``tracking_s`` and the exposure
-``exposure_s``. A frame's time is the middle of its exposure (as ``time_s`` in a recorded session);
-the total is the end of the last exposure. Dose, per frame: ``tracking_dose_e_per_A2`` for tracking
-plus ``frame_dose_e_per_A2`` for the recorded image. Defaults follow the paper (Methods): 28 s of
-manual tracking/focusing and ~20 e/A^2 of tracking dose per frame, 30-62 e/A^2 per frame, 1024^2
-pixels at 1.6 us dwell = 1.68 s exposure.
-
-With automatic tracking and focus (``tiltstream acquire --track previous --focus tilt-model``) the
-overhead is the measured :data:`AUTO_TRACKING_S` per frame and no tracking dose (the recorded frame is
-what is tracked): :func:`with_tracking` ``("auto")``.
+Per frame: stage moves (``|distance| / tilt_speed_deg_per_s + settle_s``, backlash overshoots
+included), then tracking and the exposure; a frame's time is the middle of its exposure. Defaults follow
+the paper's manual tracking; :func:`with_tracking` ``("auto")`` uses the measured
+:data:`AUTO_TRACKING_S` and no tracking dose. The time and dose model in full: docs/method.md 11.
 """
 
 from __future__ import annotations

@@ -1,22 +1,10 @@
 """Publishes each recorded frame on a ZeroMQ PUB socket and serves missed frames by index (docs/design.md 6).
 
-Live stream (PUB, topic ``b"frame"``): ``[b"frame", header, buffer]`` per frame, sent after the frame
-is durable in the session directory; at the end of a run ``[b"end", {"v", "session", "next_index"}, b""]``.
-Every header has a pydantic model in :mod:`tiltstream.acquire.stream` (``FrameHeader``, ``EndOfRun``,
-``ResendRequest``, ``Resent``, ``ErrorReply``).
-
-Resend endpoint (ROUTER, served by a background thread from the session directory), for a consumer on
-another machine that started late or dropped messages. Protocol (a DEALER client)::
-
-    request  [b"resend", {"v": 1, "req": ID, "start": I, "stop": J or null}]
-    replies  [b"frame", header, buffer]   for each recorded index I <= i < J, at most MAX_BATCH of them
-             [b"resent", {"v": 1, "req": ID, "session": NAME, "start": I, "until": K, "next_index": N}, b""]
-
-where frames ``I..K-1`` were sent (those recorded) and ``N`` is the index the session continues with;
-a client asks again from ``K`` while ``K < N``. A bad request gets ``[b"error", {"v": 1, "error": TEXT}, b""]``.
-
-Endpoints bind to loopback unless told otherwise (``tcp://127.0.0.1:PORT``); with :class:`CurveServerKeys`
-both sockets are CURVE servers (encrypted; clients must know the server's public key).
+Live stream (PUB): ``[b"frame", header, buffer]`` per frame once it is durable in the session
+directory, ``[b"end", ...]`` at the end of a run; the headers' models are in :mod:`tiltstream.acquire.stream`.
+A ROUTER resend endpoint, served by a background thread from the session directory, answers a late or
+lossy consumer in batches of at most :data:`MAX_BATCH` frames (the protocol: docs/design.md 6).
+Endpoints bind to loopback unless told otherwise; with :class:`CurveServerKeys` both are CURVE servers.
 """
 
 from __future__ import annotations

@@ -1,16 +1,8 @@
 """Tilt schemes as pure functions: golden-ratio (GRS, the paper's Eq. 1), incremental, dose-symmetric.
 
-A scheme maps a frame index to a target tilt angle in degrees. Nothing here talks to a microscope;
-:mod:`tiltstream.acquire.backlash` turns the targets into stage moves.
-
-- ``grs``: ``theta_i = ((i * phi * (max - min)) mod (max - min)) + min``, ``phi = (1 + sqrt 5) / 2``,
-  ``i`` from 0, so frame 0 is at ``min``. Evaluated with exact rational arithmetic (phi to 60
-  digits), so the angle is Eq. 1 correctly rounded for any index, not only for small ones.
-- ``incremental``: ``min`` to ``max`` in equal steps. With ``count`` frames the step is
-  ``(max - min) / (count - 1)``; with ``count=None`` the step is ``step_deg`` and the sweep repeats
-  from ``min`` after the last angle ``<= max``, forever.
-- ``dose-symmetric`` (Hagen et al. 2017): ``0, +s, -s, +2s, -2s, ...`` with ``s = step_deg``,
-  skipping angles outside ``[min, max]``; finite (``count=None`` means every angle in the range).
+A scheme maps a frame index to a target tilt angle in degrees (``grs`` exactly rounded for any index);
+nothing here talks to a microscope, and :mod:`tiltstream.acquire.backlash` turns the targets into stage
+moves. The schemes' definitions: docs/design.md 3.
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
 """Recorded session on disk (format version 1): crash-safe writer, torn-line-tolerant reader.
 
-Layout (docs/design.md 5)::
-
-    SESSION/
-      session.json          settings (format_version, scheme, microscope, detector, pixel_size_nm, created)
-      frames.jsonl          one FrameRecord per line, appended and fsynced after the frame file is durable
-      frames/000000.tif     one TIFF per frame (tifffile)
-      ground_truth.tif      simulated sessions only: (T, Z, Y, X) float32
-      ground_truth_times.csv  simulated sessions only: index,time_s
-
-A frame is durable (temporary file written, fsynced, renamed, directory fsynced) before its record is
-appended, so every record points to a complete file. A torn last line (a crash mid-append) is ignored
-on read and cut off when the session is opened for resume; a frame file with no record is overwritten.
+Layout and records: docs/design.md 5 (``session.json``, ``frames.jsonl``, ``frames/NNNNNN.tif``, and for
+simulated sessions the ground truth). A frame file is durable before its record is appended, so every
+record points to a complete file; a torn last line is ignored on read and cut off on resume.
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """Data-parallel ranks for recon commands: the torchrun world, its process group, rank-0 decisions, local launch.
 
-A recon command runs as one process or as one of N ranks started by ``torchrun`` (or by
-:func:`launch_local`, the ``--workers N`` shortcut, through the ``torch.distributed.launcher`` API that
-torchrun uses). A rank learns its place from the environment torchrun sets (``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``). The process group uses NCCL
-on CUDA (one GPU per local rank) and gloo on the CPU, with a bounded timeout so a lost peer ends every
-rank instead of hanging it: gloo raises when a peer's connection closes; NCCL aborts on a timed-out
-collective (``TORCH_NCCL_ASYNC_ERROR_HANDLING``). Such a failure becomes :class:`PeerLost`, which the
-command reports in one line. Rank 0 alone writes files and progress; decisions that depend on rank 0's
-clock or its held-out evaluation reach the others through :meth:`World.rank0_decides`. Commands that
-compute independent items (``recon volumes``: time points, ``recon sirt``: windows) take
-:func:`my_share` of them and :func:`gather_on_rank0`, which writes the one output file.
+A command runs as one process or one of N ranks (``torchrun``, or :func:`launch_local` for
+``--workers N``); a lost peer becomes :class:`PeerLost`, reported in one line. Rank 0 alone writes;
+its decisions reach the others through :meth:`World.rank0_decides`, and independent items are split with
+:func:`my_share` and collected with :func:`gather_on_rank0`. The environment and backends:
+docs/design.md 7; how ranks work together: docs/architecture.md, "Offline training and data-parallel ranks".
 """
 
 from __future__ import annotations

@@ -1,25 +1,9 @@
 """A space-time field factorised into six planes (K-planes), as a second network for the DIP-STER trainer.
 
-Where DIP-STER's MAPNET and CNN generate an orthoslice from ``(y, t)``, this field stores it: the
-density at voxel ``(z, y, x)`` and time ``t`` is a linear read-out of ``F`` features, each the product
-of six plane samples (Fridovich-Keil et al., K-planes, CVPR 2023; HexPlane, Cao & Johnson 2023):
-
-``f(z, y, x, t) = P_zx[z, x] * P_zy[z, y] * P_xy[x, y] * P_zt[z, t] * P_xt[x, t] * P_yt[y, t]``
-
-- The three space planes start uniform in [0.1, 0.5], the three time planes at 1, so the field starts
-  static and learns change only where the data asks for it.
-- Several scales (``plane_scales``: 1 = one cell per voxel, 2 = one per 2 voxels, ...) are summed by
-  the read-out; a coarse scale's product is upsampled bilinearly to the slice.
-- Time has ``plane_time_cells`` cells over ``t`` in [0, 1], sampled linearly; a time beyond the range
-  reads the end cell.
-- :meth:`KPlanesField.prior_loss` is the prior the trainer adds to the data term: squared differences
-  of neighbouring cells of every plane along its space axes (``plane_smooth_weight``) and squared
-  second differences along time (``plane_time_smooth_weight``), K-planes' total-variation and
-  smoothness terms.
-
-The interface is :class:`tiltstream.recon.model.DipsterNet`'s: coordinates ``(N, 3)`` = ``(y / N_y, t,
-theta_rad)`` in, non-negative orthoslices ``(N, nz, nx)`` in normalised data units out (theta is not
-used: one field serves every angle).
+:class:`KPlanesField` stores an orthoslice instead of generating it: the density at ``(z, y, x, t)`` is a
+linear read-out of products of six plane samples, at several scales, and :meth:`KPlanesField.prior_loss`
+is its smoothness prior. Its interface is :class:`tiltstream.recon.model.DipsterNet`'s: coordinates
+``(N, 3)`` in, non-negative orthoslices ``(N, nz, nx)`` out. The model: docs/method.md 10.
 """
 
 from __future__ import annotations

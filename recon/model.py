@@ -1,21 +1,9 @@
 """The DIP-STER network: MAPNET (fully connected) -> latent map -> generative CNN -> orthoslice.
 
-Paper Supplementary Fig. 2: a coordinate ``c = (y_k / N_y, t_i, theta_i)`` goes through a fully
-connected mapping network to a latent vector, which is reshaped to a small ``(C, h0, w0)`` map; each
-CNN stage upsamples by two (bilinear, or nearest-neighbour with ``upsample``) and applies two 3x3
-convolutions; a 1x1 convolution gives one
-channel at ``(nz, nx)``. Optionally (``centre_coords``) a fixed affine map centres ``y / N_y`` and
-``t`` on 0 before the MAPNET (``t_gain`` scales the time coordinate), and (``y_bands``, ``t_bands``)
-fixed Fourier features ``sin(2^k pi c), cos(2^k pi c)`` of the row and time coordinates are appended
-to its input (a positional encoding against the spectral bias of fully connected layers).
-
-Differences from the public reference code, on purpose:
-
-- GroupNorm instead of BatchNorm: statistics are per sample, so a slice is the same whatever batch it
-  is computed in, in training and inference alike.
-- The output is ``softplus(.) / nz``: smooth and non-negative (a ReLU output can die and give an
-  all-zero reconstruction), scaled so a slice of O(1) values projects to rows of O(1) (the trainer
-  normalises the data so its rows are O(1)).
+:class:`DipsterNet` maps coordinates ``(y / N_y, t, theta)`` to non-negative orthoslices ``(nz, nx)``
+(paper Supplementary Fig. 2), with optional centred coordinates and Fourier features. It differs from
+the public reference code on purpose: GroupNorm instead of BatchNorm (a slice does not depend on its
+batch) and a ``softplus(.) / nz`` output. The architecture and why: docs/method.md 10.
 """
 
 from __future__ import annotations

@@ -1,22 +1,10 @@
 """Arithmetic precision and compilation of DIP-STER's network: ``fp32``, ``tf32`` or ``bf16``, compiled or not.
 
-The network is where a training step spends its arithmetic (the projector and the loss are a few small
-kernels); on a GPU at the presets' batch sizes the step is bound by kernel launches instead, which is
-what compilation addresses. The settings:
-
-- ``fp32``: plain float32 everywhere (the default; bit-for-bit reproducible on the CPU). On CUDA the
-  step runs with TensorFloat-32 switched off, also for cuDNN convolutions (which PyTorch otherwise
-  allows by default), so fp32 means fp32 on every device.
-- ``tf32``: float32 tensors, but CUDA matrix products and convolutions use TensorFloat-32 (10-bit
-  mantissa inputs, float32 accumulation). CUDA only.
-- ``bf16``: the network's forward pass runs under ``torch.autocast`` in bfloat16; its output, the
-  projection, the loss, the weights and the optimiser state stay float32.
-
-The TF32 switches are set for the duration of a step or query and restored afterwards, so trainers of
-different precisions can share a process. ``compile`` wraps the training forward pass in
-``torch.compile`` (queries stay eager: their batch sizes vary); on CUDA with ``mode="reduce-overhead"``
-(CUDA graphs), because a step there is bound by kernel launches, not arithmetic. Measured in
-``bench/train_speed.py`` (docs/benchmarks/gpu.md "DIP-STER on a GPU").
+``fp32`` (the default) is float32 on every device, TensorFloat-32 off; ``tf32`` lets CUDA use
+TensorFloat-32; ``bf16`` runs the forward pass under autocast while weights, loss and optimiser stay
+float32. The switches are set for a step or query and restored afterwards; ``compile`` wraps the
+training forward pass in ``torch.compile``. The settings: docs/design.md 10; measured in
+docs/benchmarks/gpu.md ("DIP-STER on a GPU") and docs/benchmarks/speed.md.
 """
 
 from __future__ import annotations

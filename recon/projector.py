@@ -1,19 +1,9 @@
 """Parallel-beam projector for the tiltstream geometry, with its exact adjoint, batched, differentiable.
 
-Geometry (docs/design.md 2): an orthoslice is ``(nz, nx)`` (``volume[:, k, :]``); a point at centred
-coordinates ``(z, x)`` lands on detector coordinate ``u = x cos(alpha) + z sin(alpha)``; centres are
-at index ``(n - 1) / 2``. The projection is voxel driven: each voxel's value is split between the two
-detector pixels around ``u`` with linear weights, so mass is conserved exactly for voxels whose
-footprint stays on the detector, and at ``alpha = 0`` a row equals ``slice.sum(axis=0)``.
-
-The forward operator is a scatter-add with weights ``w`` at indices ``i``; the adjoint is the gather
-with the same ``(i, w)``, so the pair is an exact transpose (dot-product test to float64 precision).
-:class:`ProjectFunction` is the autograd wrapper whose backward *is* that adjoint.
-
-:class:`ParallelProjector` (a fixed angle set over whole volumes) stores the same footprint once as a
-sparse CSR matrix ``M`` (``n_angles * n_det`` x ``nz * nx``, two entries per voxel and angle) and its
-transpose, per dtype and device, and applies them to all ``ny`` slices at once with a sparse-dense
-product; forward and adjoint are again exact transposes, and its autograd backward is the other one.
+Geometry: docs/design.md 2. The projection is voxel driven with linear weights (mass conserving);
+:class:`ProjectFunction` is the autograd wrapper whose backward is the exact adjoint, and
+:class:`ParallelProjector` applies a cached sparse footprint matrix for a fixed angle set to whole
+volumes. How and why: docs/method.md 10.
 """
 
 from __future__ import annotations

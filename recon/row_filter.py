@@ -1,16 +1,9 @@
 """A ramp filter along the detector for the data term, so its gradient is a filtered backprojection.
 
-The gradient of a plain projection loss is a backprojection of the row residual, which weights a
-spatial frequency ``k`` by about ``1 / |k|``, so fine detail is fitted last. Comparing rows after a
-filter whose squared gain is a ramp makes the gradient ``A^T W^2 (A x - b)``, a filtered
-backprojection, in which coarse and fine detail are fitted at a similar rate. The squared gain is
-``(|k| + 1/2)`` (the ``1/2`` keeps a row's mean, its projected mass, in the loss) times a window
-that takes it down where shot noise dominates: :func:`hann_window`, zero at the Nyquist frequency, or
-:func:`data_window`, the larger of the Hann window and a Wiener gain ``1 - 2 N / P(k)`` from the
-frames' row power and noise (:func:`row_power`, :func:`frame_noise_variance`,
-:func:`window_from_statistics`). The filter is linear and the same for prediction and data, so it
-changes which residuals weigh most, not what a perfect fit is; rows are zero-padded to twice their
-length before the FFT. Why the window: docs/benchmarks/defaults.md, "The ramp filter's window".
+Rows are compared after a filter whose squared gain is ``(|k| + 1/2)`` times a window against shot
+noise: :func:`hann_window`, or :func:`data_window` from the frames' statistics (:func:`row_power`,
+:func:`frame_noise_variance`, :func:`window_from_statistics`). The method: docs/method.md 10; why the
+window: docs/benchmarks/defaults.md, "The ramp filter's window".
 """
 
 from __future__ import annotations

@@ -1,46 +1,11 @@
 """A run directory, live or offline: run description, method state, training log, time scale, held-out rule.
 
-Layout (one format for ``tiltstream live`` and ``recon train``)::
-
-    RUN/
-      run.json          :class:`RunDescription`: ``method`` (``dipster``, ``sirt``: the
-                        :mod:`tiltstream.recon.reconstructor` class that reads the state), session path,
-                        settings, held-out frame indices, time scale, kept-state records
-      STATE_FILE        the method's state, written by its ``save`` (``checkpoint.pt`` for DIP-STER:
-                        :mod:`tiltstream.recon.checkpoint`; ``sirt_state.npz`` for SIRT)
-      train_log.csv     step, elapsed_s, loss, lr, heldout_rmse_percent, heldout_ssim (one row per log
-                        interval; the held-out columns are empty when no frame is held out)
-      best/             with held-out frames: the state of the lowest held-out reprojection error so far
-                        among states holding the same frames as the last one (itself a run directory:
-                        ``run.json`` naming the method, the method's state file); run.json's ``best``
-                        records its ``step``, ``heldout_rmse_percent`` and ``n_frames``
-      refit/            ``recon train --refit`` at the end of an invocation: the best state with its
-                        held-out frames folded in and trained on (a run directory as ``best/``);
-                        run.json's ``refit`` records ``from_step``, ``steps`` and ``n_frames``
-
-:class:`RunDir` is the one reader and writer of run.json: every change goes through
-:meth:`RunDir.update` (read, change, write atomically), so no copy of it is kept in memory. A
-reconstructor's ``save`` writes its own ``STATE_FILE`` (:meth:`RunDir.state_path`) and records its
-method (and settings) with :meth:`RunDir.update`. Any run is opened with :func:`open_reconstructor`,
-at its last state, its best or its refit (:data:`CHECKPOINTS`), by the same ``load`` call whatever
-its method.
-A run directory that exists is resumed from its last state: steps and elapsed time continue and log rows
-are appended. A run without ``run.json`` but with DIP-STER's state file (a live run of before this
-format) is read as ``dipster``.
-
-The best state (:func:`keep_if_best`) is written after the last state's evaluation when its held-out
-error is below the recorded best's over the same frames (any improvement, unlike
-:class:`PlateauStopper`'s 0.5 %); when the frames change (a live run's next frame, a resumed run whose
-session grew) the old best no longer describes the same data and :func:`forget_stale_best` drops it
-before the last state with the new frames is saved. So a recorded best always holds every frame the
-last state holds. run.json's record is written after ``best/`` and removed before it, so a recorded
-best always exists on disk. The refit state is derived from the best at the end of a ``recon train``
-invocation (:func:`keep_refit`); any further training drops it first (:func:`forget_refit`), so a
-recorded refit always continues the recorded best.
-
-The time scale of a new run (seconds per unit of the network's time coordinate) is
-:func:`derive_time_scale_s` of the session's expected frames (:func:`session_expected_frames`) and its
-first frame interval, for live and offline runs alike (:func:`session_time_scale_s`).
+:class:`RunDir` is the one reader and writer of ``run.json`` (a :class:`RunDescription`; every change
+through :meth:`RunDir.update`); a reconstructor's ``save`` writes its own state file at
+:meth:`RunDir.state_path`. :func:`open_reconstructor` opens any run at a state of :data:`CHECKPOINTS`;
+:func:`keep_if_best`, :func:`forget_stale_best`, :func:`keep_refit` and :func:`forget_refit` keep the
+best and refit states true to the last one; :func:`recorded_time_scale_s` gives a new run's time scale.
+Layout and rules: docs/design.md 9.
 """
 
 from __future__ import annotations

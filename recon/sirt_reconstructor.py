@@ -1,16 +1,9 @@
 """Moving-window SIRT behind the :class:`tiltstream.recon.reconstructor.Reconstructor` protocol (method ``"sirt"``).
 
-Frames are added one at a time (live) or all at once (offline); the training frames, in index
-(acquisition) order, form the moving windows of :func:`tiltstream.recon.sirt.moving_window_sirt`: the volume at
-training frame ``i`` is a cold-started SIRT of frames ``i - window//2 .. i + window//2``. One "step"
-is one window reconstructed. A new frame makes the windows that contain it stale; :meth:`train`
-recomputes stale windows (newest first, so a live viewer sees the latest time first) and caches one
-volume per training frame. Held-out frames are never in a window. Non-negative by default, as ASTRA
-users run SIRT (``MinConstraint = 0``).
-
-State in a run directory: :attr:`SirtReconstructor.STATE_FILE` (frames, their records, cached volumes,
-counters), written atomically, and the settings in run.json's ``sirt`` (through
-:class:`tiltstream.recon.run_dir.RunDir`).
+:class:`SirtReconstructor` keeps one volume per training frame, each a cold-started SIRT of
+:func:`tiltstream.recon.sirt.moving_window_sirt`'s window around it; one step is one window, and a new
+frame's stale windows are recomputed newest first. Held-out frames are never in a window. Its state is
+:attr:`SirtReconstructor.STATE_FILE` in a run directory (docs/design.md 9); the method: docs/method.md 3.
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
 """Offline DIP-STER training of a recorded session into a run directory, in one process or N data-parallel ranks.
 
-:func:`train_session` is what ``tiltstream recon train`` runs: it starts a new run (preprocessing,
-held-out choice, the live time-scale rule :func:`tiltstream.recon.run_dir.recorded_time_scale_s`) or resumes any
-DIP-STER run directory, live or offline (one format, :mod:`tiltstream.recon.run_dir`), adds the frames the
-session gained since, and trains for a budget of steps or seconds in chunks of ``eval_every`` steps.
-After each chunk rank 0 evaluates the held-out frames, writes the checkpoint (and the best state by
-held-out error, :func:`tiltstream.recon.run_dir.keep_if_best`), run.json and a log row, updates the progress line
-and decides whether to stop (budget spent, held-out plateau); the other ranks follow that decision
-(:meth:`tiltstream.recon.distributed.World.rank0_decides`). With ``Budget.refit`` every rank then loads the best
-state, folds its held-out frames in and trains ``refit`` x its steps more (:func:`refit_best`); rank 0
-keeps the result as the run's refit state (:func:`tiltstream.recon.run_dir.keep_refit`).
-
-Under ``torchrun`` rank 0 prepares the run and saves it; every other rank loads that same state from the
-run directory, so all ranks start from identical weights, frames and time scale.
+:func:`train_session` is what ``tiltstream recon train`` runs: start or resume a run, add the frames
+the session gained, train in chunks of ``eval_every`` steps while rank 0 evaluates the held-out frames,
+saves and decides when to stop; :func:`refit_best` folds the held-out frames into the best state.
+The flow and the ranks' roles: docs/architecture.md, "Offline training and data-parallel ranks".
 """
 
 from __future__ import annotations

@@ -1,23 +1,9 @@
 """Volume-time series on disk: float32 TIFF hyperstack or MRC volume stack, plus a times CSV.
 
-Formats
--------
-``tif``
-    One ImageJ hyperstack TIFF (axes ``TZYX``, float32) that Fiji opens as a 4-D stack; this is also
-    the layout of a simulated session's ``ground_truth.tif``, which :func:`read_volumes` reads. With a voxel
-    size, the TIFF resolution is pixels per nm and ImageJ's ``unit``/``spacing`` are ``nm`` and the voxel
-    size. The times are in the file too: ImageJ ``Properties`` key ``time_s`` (JSON list, seconds), a
-    ``t = ... s`` label on every plane, and ``finterval``/``tunit`` (ImageJ's frame interval) when the
-    volumes are evenly spaced in time.
-``mrc``
-    One MRC file holding a *volume stack* (``ispg = 401``, ``nz = T * Z``, ``mz = Z``): a single file
-    per series, read back by ``mrcfile`` and by :func:`read_volumes`; the voxel size (Angstrom, as MRC
-    wants) is written when given, and a header label names the times CSV. (Chosen over one file per time
-    step so one path names one series.)
-
-Both formats store times beside the volumes in ``<stem>_times.csv`` with columns ``index,time_s``
-(seconds since the session start), the record both Fiji and IMOD users keep next to the file. Both files
-are written atomically (:mod:`tiltstream.atomic_files`), so a reader never sees a half-written series.
+``tif``: one ImageJ hyperstack (``TZYX``) that Fiji opens as a 4-D stack, also the layout of a
+simulated session's ``ground_truth.tif``; ``mrc``: one MRC volume stack. Both keep ``<stem>_times.csv``
+(``index,time_s``) beside them and are written atomically; :func:`read_volumes` reads either. The
+formats in full: docs/design.md 9.
 """
 
 from __future__ import annotations

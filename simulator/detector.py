@@ -1,18 +1,9 @@
 """STEM detector model: projected mass -> HAADF/BF frame with shot noise, read noise, drift, scan distortion, shadowing.
 
-The HAADF signal is proportional to projected mass: a pixel receives ``N = dose * pixel_A^2`` electrons
-(``dose`` in e/A^2, ``pixel_A`` the pixel edge in angstrom) of which a fraction ``efficiency * mass``
-is scattered to the annular detector (``mass`` is the frame value of :func:`tiltstream.recon.projector.project_volume`,
-voxel units). Frames are returned gain-normalised, in projected-mass units (counts / (N * efficiency)),
-so with every effect off a frame equals the projection exactly. The BF detector sees the complement:
-the transmitted fraction ``exp(-efficiency * mass)`` (1 in vacuum, darker where there is mass).
-
-Effects, each off at 0 and drawn from the model's own seeded generator, in this order:
-shadowing (signal times :func:`shadow_factor`, beyond ``shadow_start_deg``, as in the paper's
-Supplementary Fig. 12), drift (a random walk of the image shift, pixels) plus the deterministic shift the
-microscope passes in (eucentric offset, image shift, stage x/y), scan distortion (a per-frame random
-affine jitter about the frame centre), probe blur (a Gaussian of the width the microscope passes in, for a
-specimen out of focus), Poisson shot noise, Gaussian read noise (counts).
+Frames are gain-normalised, in projected-mass units, so with every effect off a HAADF frame equals the
+projection (:func:`tiltstream.recon.projector.project_volume`) exactly; BF sees the transmitted
+fraction. Each effect is off at 0 and drawn from the model's own seeded generator; :func:`shadow_factor`
+is the high-tilt shadowing. The model and the effects' order: docs/method.md 4.
 """
 
 from __future__ import annotations

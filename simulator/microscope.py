@@ -1,38 +1,11 @@
 """The simulated STEM microscope: a temscript ``BaseMicroscope`` backend over a dynamic specimen.
 
-It answers the calls the bridge uses (docs/design.md 4): stage position/status/limits (radians on the
-wire), instrument mode (STEM), STEM detectors HAADF and BF, STEM acquisition parameters (image size,
-binning, dwell time), acquire, beam blanking and version; every other optics call is accepted and
-remembered as temscript's ``NullMicroscope`` does (its class is the base).
-
-Time: a clock (:mod:`tiltstream.simulator.clock`) drives the specimen (phantom step ``floor(t /
-seconds_per_step)``, the last step held afterwards) and frame times. Realistic mode: an acquisition
-lasts ``dwell * pixels`` of clock time (the image is taken at the exposure midpoint) and the stage
-needs travel + settling; instant mode: both take no time. Dose: the dose rate times all clock time the
-beam was unblanked (acquisitions included), plus each instant-mode frame's dose. The dose rate is the
-probe current spread over the scanned field (``dose_rate_e_per_A2_s`` overrides it), so a STEM frame
-receives ``I * dwell / e / pixel_area``; a binned or reduced scan has fewer, larger pixels and takes
-``dwell`` per scanned pixel.
-
-What it reports about itself (honest channels that ``temscript.RemoteMicroscope`` passes unchanged):
-the probe current as the screen current (amperes), the scan pixel size at the specimen as the extra key
-``pixel_size(m)`` of the STEM acquisition parameters, and per STEM detector the extra key
-``detected_fraction_per_unit``: the fraction of the incident electrons a pixel of frame value 1 detects
-(frames are gain-normalised, see :mod:`tiltstream.simulator.detector`).
-
-Images are rendered at the **true** specimen angle (backlash, see :mod:`tiltstream.simulator.stage`), not the
-reported one; :attr:`SimulatedMicroscope.frames` logs each image's time, angles, dose, shift and blur.
-
-Eucentric height (``eucentric_offset_nm`` Z, 0 by default): the specimen sits Z above the tilt axis, so
-at true tilt alpha its image is displaced along the detector x (columns) by ``Z sin(alpha)`` and its
-height changes by ``Z (cos(alpha) - 1)``. The detector's random drift comes on top. What is imaged
-obeys the corrections temscript offers (SI units, this simulator's sign convention):
-
-- image displacement (x, y), metres = ``(Z sin(alpha), 0) + image_shift + (stage_xy - stage_xy at start)``:
-  ``set_image_shift`` and stage x/y moves move the image by the same amount (content moves by +shift);
-- height error, metres = ``Z (cos(alpha) - 1) + (stage_z - stage_z at start) - probe_defocus``: the probe is
-  in focus when ``probe_defocus`` follows the height; out of focus the frame is blurred by a Gaussian of
-  standard deviation ``|height error| x convergence semi-angle`` (``get/set_convergence_angle``, radians).
+:class:`SimulatedMicroscope` answers the calls the bridge uses (docs/design.md 4), accepts and
+remembers every other one as temscript's ``NullMicroscope`` does, and reports its probe current, pixel
+size and detected fraction per unit. A clock (:mod:`tiltstream.simulator.clock`) drives the specimen and
+frame times; images are rendered at the true angle (:mod:`tiltstream.simulator.stage`) and
+:attr:`SimulatedMicroscope.frames` logs each one. Time, dose and eucentric height: docs/method.md 4;
+the correction sign convention: docs/design.md 4.
 """
 
 from __future__ import annotations

@@ -1,26 +1,10 @@
 """Dynamic phantoms: seeded volume-time series (T, Z, Y, X) of the paper's four specimens.
 
-Every phantom is a float32 array ``(steps, size, size, size)``; ``volumes[0]`` is the initial
-specimen and ``volumes[i]`` the specimen after ``i`` deformation steps (the paper's Methods:
-"the volume after deformation step i was projected at the i-th angle"). Intensities are HAADF
-mass-thickness units per voxel: Au 1.0, Ag 0.3, silica 0.05. Lengths are given at the paper's
-128^3 grid and scaled with ``size / 128``.
-
-- ``nanoshell``: hollow Au cage (a spherical shell pierced by six windows) degrading by beam damage:
-  knock-on removal of surface voxels (probability ``knock_on * rate * exposed/6`` per step, exposed =
-  empty 6-neighbours) and elastic deformation (a smooth random displacement field of amplitude
-  ``elastic`` voxels, then re-thresholding that keeps the voxel count). Paper strengths 0.5 / 0.55.
-  Material only ever decreases.
-- ``nanorod``: Au@Ag core-shell rod alloying by Eq. 5 (see :func:`_alloy_step`): outer shape and total
-  intensity constant.
-- ``nanostar``: Au star whose branches shrink into a growing core; the voxel count is exactly constant.
-- ``nanocube``: silica-coated Au@Ag cube alloying inside its fixed metal shape (same step as the rod);
-  the silica shell is static, so outer shape and total intensity are constant.
-
-All randomness comes from one CPU ``torch.Generator`` seeded with ``seed``, so a phantom is the same
-on any device. Work is vectorised torch (FFT convolution, grid_sample, shifted sums) on ``device``,
-restricted to the box around the specimen (exact: see :func:`_box`). On a shared CPU, one torch thread
-(``torch.set_num_threads(1)``) is often several times faster than two (see bench/phantom_speed.py).
+:func:`make_phantom` gives a float32 array ``(steps, size, size, size)`` of ``nanoshell``, ``nanorod``,
+``nanostar`` or ``nanocube``; ``volumes[i]`` is the specimen after ``i`` deformation steps, in HAADF
+mass-thickness units (Au 1.0, Ag 0.3, silica 0.05). One seeded CPU generator makes it the same on any
+device; work is vectorised torch restricted to the box around the specimen (:func:`_box`). The
+specimens: docs/method.md 4; speed and threads: docs/benchmarks/speed.md.
 """
 
 from __future__ import annotations

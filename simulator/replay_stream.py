@@ -1,15 +1,10 @@
 """``tiltstream replay``: stream a recorded session with its original timing, through the frame publisher.
 
-Frames go out through :class:`tiltstream.acquire.publisher.FramePublisher` (the same codec and resend endpoint
-as a live acquisition), frame ``i`` at ``(time_s[i] - time_s[0]) / speed`` seconds after the start.
-The publisher's resend endpoint must not hand out frames before their time, so the publisher serves a
-staging copy of the session (a temporary directory of the same name) that receives each frame just
-before it is published; a consumer catching up through resend gets exactly the frames already sent.
-The start waits until a subscriber's subscription reaches the publisher's XPUB socket
-(:meth:`FramePublisher.wait_for_subscriber`) unless ``wait`` is off; a subscriber that still misses
-frames catches them up from the session directory or the resend endpoint.
-
-This module is light at import (the CLI imports it); zmq is imported when a replay runs.
+Frame ``i`` goes out through :class:`tiltstream.acquire.publisher.FramePublisher` at
+``(time_s[i] - time_s[0]) / speed`` seconds after the start, from a staging copy of the session so
+the resend endpoint never hands out a frame before its time. The start waits for a subscriber unless
+``wait`` is off. Light at import (the CLI imports it); zmq is imported when a replay runs.
+How it fits: docs/architecture.md, "A frame's path".
 """
 
 from __future__ import annotations

@@ -1,24 +1,10 @@
 """Settings for every process: one pydantic model each, loaded by pydantic-settings from TOML, environment and command line.
 
-Priority, lowest first:
-
-1. the model's field defaults;
-2. ``config/NAME.toml`` in the repository (the documented defaults for that use);
-3. a file given with ``--config FILE``;
-4. environment variables ``TILTSTREAM_<FIELD>`` (upper case; a JSON list, object or ``null`` is
-   parsed as JSON, any other value is passed as text, like a command-line value);
-5. command-line options.
-
-Any invalid value raises :class:`tiltstream.errors.UserError` with one line naming the field, the value,
-where it came from and what is allowed.
-
-How: :func:`load_settings` derives a ``pydantic_settings.BaseSettings`` class from the process's model
-(so its validators apply unchanged) whose ``settings_customise_sources`` lists the sources above,
-highest priority first: the command-line values as init kwargs (our argparse layer,
-:func:`add_model_arguments`, builds them), an ``EnvSettingsSource`` (prefix ``TILTSTREAM_``, nested
-fields with ``__``, ``null`` for None) and two ``TomlConfigSettingsSource`` (``--config FILE``, then
-``config/NAME.toml``). Each source is labelled, so an unknown key or a bad value names where it came
-from; the validated values come back as an instance of the process's own model.
+Priority, lowest first: the model's defaults, ``config/NAME.toml``, ``--config FILE``, environment
+variables ``TILTSTREAM_<FIELD>``, command-line options (docs/design.md 7). :func:`load_settings` builds
+the model; :func:`add_model_arguments` adds its command-line options. Any invalid value raises
+:class:`tiltstream.errors.UserError` with one line naming the field, the value, its source and what is
+allowed. How the sources are layered: docs/architecture.md, "Commands".
 """
 
 from __future__ import annotations
