@@ -205,6 +205,8 @@ def _execute(executor: Any, args: argparse.Namespace, line: ProgressLine, interr
     """Run the executor and say how it ended: the summary, or the beam's state and the resume command."""
     writer = executor.writer
     started = time.monotonic()
+    print(f"tiltstream acquire: session {writer.path}, starting at frame {writer.next_index}: checking the plan "
+          "against the holder, moving to the first angle", file=sys.stderr)  # a first line before the first frame
     try:
         summary = executor.run()
     except KeyboardInterrupt:
