@@ -105,10 +105,11 @@ def encode_reply(request: ReprojectionRequest, session: str, image: np.ndarray |
                  error_percent: float | None = None, reason: str | None = None) -> list[bytes | memoryview]:
     """The three message parts answering ``request`` with ``image`` (converted to float32, (ny, nx)); None
     answers with an empty image and ``reason`` (the model is not ready)."""
-    image = np.zeros((0, 0), np.float32) if image is None else np.ascontiguousarray(image, dtype=np.float32)
-    header = ReprojectionReply(session=session, dtype="float32", shape=image.shape, request_id=request.request_id,
-                               angle_deg=request.angle_deg, time_s=request.time_s, step=step,
-                               error_percent=error_percent, reason=reason)
+    if image is not None:
+        image = np.ascontiguousarray(image, dtype=np.float32)
+    header = ReprojectionReply(session=session, dtype="float32", shape=(0, 0) if image is None else image.shape,
+                               request_id=request.request_id, angle_deg=request.angle_deg, time_s=request.time_s,
+                               step=step, error_percent=error_percent, reason=reason)
     return encode(TOPIC_REPLY, header, image)
 
 

@@ -119,6 +119,8 @@ class ReprojectionService:
                 self._publish_new()
             except UserError as exc:
                 log.warning("reprojection service: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - the thread outlives one failed query; the loop goes on
+                log.error("reprojection service: internal error: %s: %s", type(exc).__name__, exc)
 
     def _poll_intake(self) -> None:
         """Take the frames that came during a chunk (only while the training thread trains)."""
