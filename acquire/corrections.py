@@ -23,7 +23,6 @@ is kept within the image-shift limit.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -36,8 +35,6 @@ from tiltstream.acquire.focus import tilt_model_defocus_m
 from tiltstream.acquire.model_reference import MAX_ERROR_PERCENT, ModelReference, ModelSource
 from tiltstream.acquire.session import FrameRecord, StagePosition, TrackingRecord
 from tiltstream.acquire.tracking import Tracker, fit_eucentric
-
-log = logging.getLogger(__name__)
 
 TrackMode = Literal["off", "previous", "model"]
 FocusMode = Literal["off", "tilt-model", "measure"]
