@@ -29,6 +29,7 @@ import logging
 import math
 import signal
 import subprocess
+import threading
 import time
 
 import numpy as np
@@ -90,6 +91,7 @@ class LiveReconstruction:
         self.intake = FrameIntake(settings, max((r["index"] for r in records), default=-1) + 1, self.progress)
         self.intake.frames_seen = len(records)
         self.snapshots = None
+        self.snapshot_lock = threading.Lock()
         self.server = StatusServer(settings.status, settings.volume_endpoint, listener=self._to_snapshots)
         self.run_state.write_endpoints(self.server.status_endpoint, self.server.request_endpoint)
         self.service = ReprojectionService(self.server, self.intake, lambda: self.session_name)
@@ -130,8 +132,15 @@ class LiveReconstruction:
 
     # ------------------------------------------------------------------ publishing
     def _to_snapshots(self, message) -> None:
+        """Feed a published message to the snapshot renderer (from either thread; never while it renders)."""
         if self.snapshots is not None:
-            self.snapshots.feed(message)
+            with self.snapshot_lock:
+                self.snapshots.feed(message)
+
+    def write_snapshot(self, name: str | None = None) -> None:
+        """Render and write a snapshot (the reprojection service's messages wait meanwhile)."""
+        with self.snapshot_lock:
+            self.snapshots.write(name)
 
     def publish_status(self) -> None:
         r = self.reconstructor
@@ -245,7 +254,7 @@ class LiveReconstruction:
         if now - self.run_state.last_checkpoint >= s.checkpoint_interval_s:
             self.checkpoint()
         if self.snapshots is not None and now - self.last_snapshot >= s.snapshot_interval_s:
-            self.snapshots.write()
+            self.write_snapshot()
             self.last_snapshot = now
         if not added and not self.scheduler.finished():
             self.publish_status()
@@ -291,7 +300,7 @@ class LiveReconstruction:
                 self.publish_orthoslices()
             self.publish_status()
             if self.snapshots is not None:
-                self.snapshots.write("final.png")
+                self.write_snapshot("final.png")
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
