@@ -31,6 +31,7 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import AbstractContextManager
 
 import numpy as np
 
@@ -203,7 +204,7 @@ class LiveReconstruction:
         return True
 
     # ------------------------------------------------------------------ training
-    def _training(self):
+    def _training(self) -> AbstractContextManager:
         """The context a chunk trains in: the reprojection service takes the frames that come meanwhile."""
         r = self.reconstructor
         return self.service.intake_open({rec["index"] for rec in r.frame_records}, r.n_frames)
