@@ -224,7 +224,8 @@ def _execute(executor: Any, args: argparse.Namespace, line: ProgressLine, interr
     line.end()
     print(f"tiltstream acquire: {summary.ended}: {summary.frames} frames in {_format_s(time.monotonic() - started)}; "
           f"session {writer.path} has {len(writer.records)} frames (next index {summary.next_index}); "
-          f"total dose {summary.cumulative_dose_e_per_A2:.4g} e/A^2" + (
+          f"total dose {summary.cumulative_dose_e_per_A2:.4g} e/A^2"
+          + (f"; {tracking.model.summary()}" if tracking is not None and tracking.model is not None else "") + (
               f"; {_beam_state(executor.beam_blanked)}; continue with: {_resume_command(args)}"
               if summary.ended != "completed" else ""), file=sys.stderr)
     return EXIT_INTERRUPTED if interrupted else 0

@@ -2,7 +2,9 @@
 
 Pure except for the optional :class:`tiltstream.acquire.model_link.ModelLink` read: :class:`TrackingLoop` turns the
 tracker's prediction (:mod:`tiltstream.acquire.tracking`) and the focus model (:mod:`tiltstream.acquire.focus`) into a
-:class:`CorrectionCommand`; :func:`limit_violation` says whether a command leaves the configured limits.
+:class:`CorrectionCommand`; :func:`limit_violation` says whether a command leaves the configured limits. With
+``track="model"`` each frame is measured against the live model's reprojection when
+:class:`tiltstream.acquire.model_reference.ModelReference` judges it good enough, else against the previous frames.
 The executor (the one place with side effects) checks, sends and records.
 
 Conventions (the simulator's; a real microscope needs its image-shift and stage axes calibrated to the
@@ -21,7 +23,6 @@ is kept within the image-shift limit.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -31,10 +32,9 @@ import numpy as np
 
 from tiltstream.acquire.centring import specimen_offset_px
 from tiltstream.acquire.focus import tilt_model_defocus_m
+from tiltstream.acquire.model_reference import MAX_ERROR_PERCENT, ModelReference, ModelSource
 from tiltstream.acquire.session import FrameRecord, StagePosition, TrackingRecord
 from tiltstream.acquire.tracking import Tracker, fit_eucentric
-
-log = logging.getLogger(__name__)
 
 TrackMode = Literal["off", "previous", "model"]
 FocusMode = Literal["off", "tilt-model", "measure"]
@@ -131,8 +131,11 @@ class TrackingLoop:
     lost_quality
         Correlation peaks below this mark the specimen lost.
     model
-        Source of reprojections for ``track="model"`` (anything with ``reprojection(angle_deg, time_s)``,
-        returning None when it has none; then the previous frames are the reference).
+        Source of reprojections for ``track="model"`` (anything with ``answer(angle_deg, time_s)`` like
+        :class:`tiltstream.acquire.model_link.ModelLink`; when it has none, or none good enough, the previous
+        frames are the reference).
+    model_max_error_percent
+        Largest prediction error the live model may report for its reprojection to be used, percent.
     sweep_every
         ``focus="measure"``: a sharpness sweep before every this many frames.
     sweep_step_m
@@ -142,12 +145,12 @@ class TrackingLoop:
     """
 
     def __init__(self, track: TrackMode, focus: FocusMode, pixel_size_nm: float, *, lost_quality: float = 0.3,
-                 model: object | None = None, sweep_every: int = 10, sweep_step_m: float = 50e-9,
-                 centre: bool = False) -> None:
+                 model: ModelSource | None = None, model_max_error_percent: float = MAX_ERROR_PERCENT,
+                 sweep_every: int = 10, sweep_step_m: float = 50e-9, centre: bool = False) -> None:
         self.track = track
         self.focus = focus
         self.tracker = Tracker(pixel_size_nm=pixel_size_nm, lost_quality=lost_quality)
-        self.model = model
+        self.model = None if model is None or track != "model" else ModelReference(model, model_max_error_percent)
         self.sweep_every = int(sweep_every)
         self.sweep_step_m = float(sweep_step_m)
         self.start: OpticsState | None = None
@@ -213,13 +216,9 @@ class TrackingLoop:
             self.start = state
         self.frames_seen += 1
         reference = None
-        mode = "previous"
-        if self.track == "model" and self.model is not None:
-            reference = self.model.reprojection(alpha_deg, time_s)
-            if reference is not None:
-                mode = "model"
-            else:
-                log.debug("no model reprojection for frame %d; measuring against the previous frames", index)
+        if self.model is not None:
+            reference = self.model.reference(index, alpha_deg, frame, time_s, self.tracker)
+        mode = "previous" if reference is None else "model"
         correction_nm = correction_in_effect_nm(state, self.start)
         found = self.tracker.measure(index, alpha_deg, frame, correction_nm, model_reference=reference)
         if self.centre:

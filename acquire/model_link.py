@@ -9,15 +9,19 @@ connected to the live process's ROUTER request endpoint:
   C-order float32 image (ny, nx) (:func:`tiltstream.wire.encode` / :func:`tiltstream.wire.decode_array`).
 
 The ROUTER sees ``[identity, topic, header, buffer]`` and answers ``[identity, topic, header, buffer]``;
-the DEALER adds and strips no delimiter frame. A live process with no model yet does not answer (or
-answers with an empty ``shape``); :meth:`ModelLink.reprojection` then returns None after its timeout,
-and the tracker falls back to the previous-frame reference.
+the DEALER adds and strips no delimiter frame. The reply also says how good the model is: the training
+``step`` of the weights that answered and ``error_percent``, the model's recent prediction error (the
+reprojection error of the newest frames before it trained on them, or of its held-out frames). A live
+process with no model yet answers with an empty ``shape`` and a ``reason`` (an older one does not answer
+at all); :meth:`ModelLink.answer` then says why there is no image (:class:`ModelAnswer`), and the tracker
+falls back to the previous-frame reference.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
 import pydantic
@@ -48,6 +52,33 @@ class ReprojectionReply(ArrayHeader):
     request_id: str
     angle_deg: float
     time_s: float | None = None
+    step: int | None = pydantic.Field(None, description="training step of the weights that answered")
+    error_percent: float | None = pydantic.Field(
+        None, description="the model's recent prediction error, percent (None: not measured yet)")
+    reason: str | None = pydantic.Field(None, description="why the image is empty (the model is not ready)")
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    """What the live process answered to one request.
+
+    Attributes
+    ----------
+    image
+        The reprojection, float32 (ny, nx); None when there is none (see ``reason``).
+    reason
+        Why there is no image: ``"timeout"`` (no answer in time) or the live process's reason (the model
+        is not ready); None with an image.
+    step
+        Training step of the weights that answered (None: not said).
+    error_percent
+        The model's recent prediction error, percent (None: not measured yet).
+    """
+
+    image: np.ndarray | None
+    reason: str | None = None
+    step: int | None = None
+    error_percent: float | None = None
 
 
 def encode_request(request: ReprojectionRequest) -> list[bytes | memoryview]:
@@ -70,11 +101,15 @@ def decode_request(parts: list[bytes]) -> ReprojectionRequest:
         raise WireError(f"invalid reprojection request: {exc.errors()[0]['msg']}") from None
 
 
-def encode_reply(request: ReprojectionRequest, session: str, image: np.ndarray) -> list[bytes | memoryview]:
-    """The three message parts answering ``request`` with ``image`` (converted to float32, (ny, nx))."""
-    image = np.ascontiguousarray(image, dtype=np.float32)
-    header = ReprojectionReply(session=session, dtype="float32", shape=image.shape, request_id=request.request_id,
-                               angle_deg=request.angle_deg, time_s=request.time_s)
+def encode_reply(request: ReprojectionRequest, session: str, image: np.ndarray | None, *, step: int | None = None,
+                 error_percent: float | None = None, reason: str | None = None) -> list[bytes | memoryview]:
+    """The three message parts answering ``request`` with ``image`` (converted to float32, (ny, nx)); None
+    answers with an empty image and ``reason`` (the model is not ready)."""
+    if image is not None:
+        image = np.ascontiguousarray(image, dtype=np.float32)
+    header = ReprojectionReply(session=session, dtype="float32", shape=(0, 0) if image is None else image.shape,
+                               request_id=request.request_id, angle_deg=request.angle_deg, time_s=request.time_s,
+                               step=step, error_percent=error_percent, reason=reason)
     return encode(TOPIC_REPLY, header, image)
 
 
@@ -117,6 +152,11 @@ class ModelLink:
 
     def reprojection(self, angle_deg: float, time_s: float | None = None) -> np.ndarray | None:
         """The model's reprojection at ``angle_deg`` (float32, (ny, nx)), or None (no answer in time, no model)."""
+        return self.answer(angle_deg, time_s).image
+
+    def answer(self, angle_deg: float, time_s: float | None = None) -> ModelAnswer:
+        """The live process's answer at ``angle_deg`` (and ``time_s``; None: the latest it knows): the image
+        with the model's step and error, or why there is none."""
         import zmq
 
         while self._socket.poll(0):  # replies to requests that timed out earlier
@@ -129,11 +169,13 @@ class ModelLink:
                 header, image = decode_reply(self._socket.recv_multipart())
             except WireError as exc:
                 log.warning("model link %s: %s", self.endpoint, exc)
-                return None
+                return ModelAnswer(None, reason=f"malformed reply ({exc})")
             if header.request_id == request.request_id:
-                return image.copy() if image.ndim == 2 and image.size else None
+                if image.ndim == 2 and image.size:
+                    return ModelAnswer(image.copy(), step=header.step, error_percent=header.error_percent)
+                return ModelAnswer(None, reason=header.reason or "model not ready", step=header.step)
             deadline_ms = 0  # a stale reply; take only what is already there
-        return None
+        return ModelAnswer(None, reason="timeout")
 
     def close(self) -> None:
         """Close the socket (pending requests are dropped)."""

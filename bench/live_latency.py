@@ -7,6 +7,15 @@ seconds) into a ``tiltstream live`` subprocess (continuous schedule capped at
 to the live status stream and records when each frame's ``reprojection`` message arrives. Latency of
 frame i = arrival of its reprojection - return of ``publish`` for frame i.
 
+The live process answers reprojection requests and publishes each new frame's reprojection from a thread
+(:mod:`tiltstream.live.reprojection_service`), so the latency does not wait for a training chunk.
+
+Training rate with and without that thread (same process, interleaved): a trainer with the session's
+frames trains chunks of ``--chunk-steps`` steps, alternately alone and while a thread reprojects from a
+:class:`tiltstream.live.query_replica.QueryReplica` (refreshed after every chunk) at ``--query-hz``
+(default: two per frame interval, the new frame's reprojection and acquire's request); the median
+steps/s of each and their ratio.
+
 Quality: SSIM/RMSE (tiltstream.recon.metrics, Otsu masks) against the ground truth at the last frame's time and
 averaged over all frame times, for the live result and for an offline reconstruction of the same
 session with the same preset, seed and total number of steps (all frames added first, then trained).
@@ -40,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from tiltstream.acquire.session import read_ground_truth  # noqa: E402
 from bench.doc_sections import replace_section  # noqa: E402
+from tiltstream.live.query_replica import QueryReplica  # noqa: E402
 from tiltstream.live.run_state import ENDPOINTS_FILE, VOLUMES_FILE  # noqa: E402
 from tiltstream.live.settings import LiveSettings  # noqa: E402
 from tiltstream.live.status import Reprojection, decode_status_message  # noqa: E402
@@ -127,6 +137,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         add_recorded_frame(offline, record, frame)
     offline.train_steps(live_trainer.steps_done)
     offline_s = time.monotonic() - started
+    rate = training_rate(offline, args)
 
     def quality(volume_at) -> dict:
         ssims = [ssim(volume_at(t), g) for t, g in zip(times, truth)]
@@ -143,9 +154,43 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         "latency_max_s": float(latencies.max()),
         "steps": live_trainer.steps_done,
         "live": quality(lambda t: live_by_time[round(float(t), 6)]),
-        "offline": quality(offline.volume), "offline_train_s": offline_s,
+        "offline": quality(offline.volume), "offline_train_s": offline_s, **rate,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, device {args.device}",
     }
+
+
+def training_rate(trainer: Trainer, args: argparse.Namespace) -> dict:
+    """Median steps/s of chunks trained alone and beside a reprojecting thread, interleaved (module docstring)."""
+    replica = QueryReplica()
+    replica.refresh(trainer)
+    angles = trainer.angles_deg
+    querying = threading.Event()
+    done = threading.Event()
+    queries = [0]
+
+    def query() -> None:
+        while not done.is_set():
+            if not querying.wait(0.05):
+                continue
+            replica.reproject(None, angles[queries[0] % len(angles)])
+            queries[0] += 1
+            done.wait(1.0 / args.query_hz)
+
+    thread = threading.Thread(target=query, daemon=True)
+    thread.start()
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for round_ in range(2 * args.rate_rounds):
+        with_service = round_ % 2 == 1
+        (querying.set if with_service else querying.clear)()
+        started = time.perf_counter()
+        trainer.train_steps(args.chunk_steps)
+        rates[with_service].append(args.chunk_steps / (time.perf_counter() - started))
+        replica.refresh(trainer)
+    done.set()
+    thread.join(5)
+    alone, beside = float(np.median(rates[False])), float(np.median(rates[True]))
+    return {"steps_per_s_alone": alone, "steps_per_s_with_service": beside, "rate_ratio": beside / alone,
+            "query_hz": args.query_hz, "queries": queries[0]}
 
 
 def write_section(result: dict, path: Path) -> None:
@@ -173,6 +218,9 @@ def write_section(result: dict, path: Path) -> None:
         f"| publication -> reprojection, p90 | {result['latency_p90_s']:.2f} s |",
         f"| publication -> reprojection, max | {result['latency_max_s']:.2f} s |",
         f"| reprojections received | {result['reprojections']} / {result['frames']} |",
+        f"| training rate alone / beside the reprojection service ({result['query_hz']:.2g} reprojections/s) | "
+        f"{result['steps_per_s_alone']:.1f} / {result['steps_per_s_with_service']:.1f} steps/s "
+        f"({100 * (1 - result['rate_ratio']):+.1f} % loss) |",
         f"| training steps (live, incl. final) | {result['steps']} |",
         f"| SSIM vs ground truth at the last frame: live / offline | {lv['ssim_last']:.3f} / {off['ssim_last']:.3f} |",
         f"| SSIM vs ground truth, mean over frames: live / offline | {lv['ssim_mean']:.3f} / {off['ssim_mean']:.3f} |",
@@ -201,8 +249,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the live process")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--query-hz", type=float, default=None,
+                        help="reprojections per second beside training in the rate comparison "
+                        "(default: 2 per --interval-s)")
+    parser.add_argument("--rate-rounds", type=int, default=10, help="chunks trained alone (and as many beside)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "live.md")
     args = parser.parse_args()
+    if args.query_hz is None:
+        args.query_hz = 2.0 / args.interval_s
     with tempfile.TemporaryDirectory() as work:
         result = measure(args, Path(work))
     print(json.dumps(result, indent=2))

@@ -12,7 +12,10 @@
 - :class:`tiltstream.live.run_state.RunState`: the run directory (the format of ``recon train``), checkpoints,
   the training log, endpoints and the final volumes;
 - :class:`tiltstream.live.status_server.StatusServer`: status, reprojections, orthoslices and history on the PUB
-  endpoint; volume and reprojection requests on the ROUTER endpoint.
+  endpoint; volume and reprojection requests on the ROUTER endpoint;
+- :class:`tiltstream.live.reprojection_service.ReprojectionService`: a thread that answers those requests and
+  publishes each new frame's reprojection as the frame arrives, from a copy of the weights the loop
+  refreshes after every chunk, so neither waits for a chunk to end.
 
 The state is checkpointed every ``checkpoint_interval_s``, on SIGINT/SIGTERM and at the end (in the
 deterministic schedule only between frames). Restarted (even after kill -9), the process loads the
@@ -26,16 +29,19 @@ import logging
 import math
 import signal
 import subprocess
+import threading
 import time
+from contextlib import AbstractContextManager
 
 import numpy as np
 
 from tiltstream.progress import ProgressLine
-from tiltstream.live.intake import FrameIntake, Pending
+from tiltstream.live.intake import FrameIntake
+from tiltstream.live.reprojection_service import ReprojectionService
 from tiltstream.live.run_state import RunState, new_reconstructor
 from tiltstream.live.scheduler import Scheduler
 from tiltstream.live.settings import LiveSettings
-from tiltstream.live.status import HistoryHeader, StatusHeader, make_orthoslices, make_reprojection, tracking_history
+from tiltstream.live.status import HistoryHeader, StatusHeader, make_orthoslices, tracking_history
 from tiltstream.live.status_server import StatusServer
 from tiltstream.recon.device import resolve_device
 from tiltstream.recon.reconstructor import Reconstructor
@@ -86,10 +92,14 @@ class LiveReconstruction:
         self.intake = FrameIntake(settings, max((r["index"] for r in records), default=-1) + 1, self.progress)
         self.intake.frames_seen = len(records)
         self.snapshots = None
+        self.snapshot_lock = threading.Lock()
         self.server = StatusServer(settings.status, settings.volume_endpoint, listener=self._to_snapshots)
         self.run_state.write_endpoints(self.server.status_endpoint, self.server.request_endpoint)
-        self.scheduler = Scheduler(settings, self.intake, on_chunk=self._chunk_done)
+        self.service = ReprojectionService(self.server, self.intake, lambda: self.session_name)
+        self.scheduler = Scheduler(settings, self.intake, on_chunk=self._chunk_done, training=self._training)
         self.scheduler.reconstructor = reconstructor
+        if reconstructor is not None:
+            self.service.refresh(reconstructor)
         self.stop_requested = False
         self.state = "waiting"
         self.last_history = self.last_slices = self.last_snapshot = 0.0
@@ -123,8 +133,15 @@ class LiveReconstruction:
 
     # ------------------------------------------------------------------ publishing
     def _to_snapshots(self, message) -> None:
+        """Feed a published message to the snapshot renderer (from either thread; never while it renders)."""
         if self.snapshots is not None:
-            self.snapshots.feed(message)
+            with self.snapshot_lock:
+                self.snapshots.feed(message)
+
+    def write_snapshot(self, name: str | None = None) -> None:
+        """Render and write a snapshot (the reprojection service's messages wait meanwhile)."""
+        with self.snapshot_lock:
+            self.snapshots.write(name)
 
     def publish_status(self) -> None:
         r = self.reconstructor
@@ -155,13 +172,6 @@ class LiveReconstruction:
             **tracking_history([rec["index"] for rec in records], self.intake.tracking)))
         self.last_history = time.monotonic()
 
-
-    def publish_reprojection(self, item: Pending) -> None:
-        h = item.header
-        rep = self.reconstructor.reproject(h.time_s, h.angle_deg)
-        self.server.publish(make_reprojection(self.session_name, h.index, h.angle_deg, h.time_s,
-                                              self.reconstructor.steps_done, item.frame, rep))
-
     def publish_orthoslices(self) -> None:
         r = self.reconstructor
         if r is None or r.n_frames == 0:
@@ -169,10 +179,6 @@ class LiveReconstruction:
         time_s = self._times()[1]
         self.server.publish(make_orthoslices(self.session_name, r.volume(time_s), time_s, r.steps_done))
         self.last_slices = time.monotonic()
-
-    def serve_requests(self) -> None:
-        """Answer waiting volume and reprojection requests (non-blocking)."""
-        self.server.serve(self.reconstructor, self.session_name)
 
     # ------------------------------------------------------------------ frames
     def _ensure_reconstructor(self) -> bool:
@@ -198,10 +204,15 @@ class LiveReconstruction:
         return True
 
     # ------------------------------------------------------------------ training
+    def _training(self) -> AbstractContextManager:
+        """The context a chunk trains in: the reprojection service takes the frames that come meanwhile."""
+        r = self.reconstructor
+        return self.service.intake_open({rec["index"] for rec in r.frame_records}, r.n_frames)
+
     def _chunk_done(self) -> None:
-        """After each chunk of training: answer requests, publish status, redraw the progress line."""
+        """After each chunk of training: refresh the service's weights, publish status, redraw the progress line."""
         self.state = "training"
-        self.serve_requests()
+        self.service.refresh(self.reconstructor)
         self.publish_status()
         r, sched = self.reconstructor, self.scheduler
         expected = f"/{self.expected}" if self.expected else ""
@@ -227,15 +238,13 @@ class LiveReconstruction:
         self.intake.poll(0.0 if (self.scheduler.busy() or self.intake.pending) else 0.2,
                          {rec["index"] for rec in r.frame_records} if r is not None else set(),
                          r.n_frames if r is not None else 0)
-        self.serve_requests()
+        self.service.submit(self.intake.pending)
         if not self._ensure_reconstructor():
             self.publish_status()
             return
         added = self.scheduler.advance()
         if added:
             self.state = "training"
-        for item in added:
-            self.publish_reprojection(item)
         now = time.monotonic()
         if self.run_state.log_due(self.reconstructor):
             self._log_row()
@@ -246,7 +255,7 @@ class LiveReconstruction:
         if now - self.run_state.last_checkpoint >= s.checkpoint_interval_s:
             self.checkpoint()
         if self.snapshots is not None and now - self.last_snapshot >= s.snapshot_interval_s:
-            self.snapshots.write()
+            self.write_snapshot()
             self.last_snapshot = now
         if not added and not self.scheduler.finished():
             self.publish_status()
@@ -271,6 +280,7 @@ class LiveReconstruction:
         previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start_viewers()
+            self.service.start()
             while not self.stop_requested:
                 self.step()
                 if self.scheduler.finished() or self.idle_too_long():
@@ -283,6 +293,7 @@ class LiveReconstruction:
                 if self.reconstructor.steps_done > self.run_state.logged_step:
                     self._log_row()
                 self.checkpoint()
+                self.service.drain()
                 if self.state == "finished":
                     path, state = self.run_state.write_volumes(self.reconstructor, self.settings.volumes_out)
                     log.info("wrote %s (%s)", path, state)
@@ -290,14 +301,16 @@ class LiveReconstruction:
                 self.publish_orthoslices()
             self.publish_status()
             if self.snapshots is not None:
-                self.snapshots.write("final.png")
+                self.write_snapshot("final.png")
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return self.state
 
     def close(self) -> None:
-        """Close the intake and the endpoints, the snapshot window; leaves a viewer window open."""
+        """Stop the reprojection service; close the intake and the endpoints, the snapshot window; leaves a
+        viewer window open."""
+        self.service.stop()
         self.intake.close()
         self.server.close()
         if self.snapshots is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 from tiltstream.errors import UserError
 from tiltstream.live.intake import FrameIntake, Pending
@@ -33,13 +34,14 @@ log = logging.getLogger(__name__)
 STEP_ADDED = "step_added"  # frame metadata: the reconstructor's step when the frame was added
 
 
-def train_chunked(reconstructor: Reconstructor, steps: int, chunk_steps: int,
+def train_chunked(train: Callable[[int], float], steps: int, chunk_steps: int,
                   between: Callable[[float], None]) -> None:
-    """Run ``steps`` training steps in chunks of at most ``chunk_steps``; ``between(chunk_loss)`` after each."""
+    """Run ``steps`` training steps through ``train(n) -> loss`` in chunks of at most ``chunk_steps``;
+    ``between(chunk_loss)`` after each."""
     done = 0
     while done < steps:
         n = min(chunk_steps, steps - done)
-        between(reconstructor.train(steps=n))
+        between(train(n))
         done += n
 
 
@@ -59,13 +61,17 @@ class Scheduler:
     intake
         Where pending frames and the frames expected come from.
     on_chunk
-        Called after every chunk of training (serve requests, publish status, progress).
+        Called after every chunk of training (refresh the reprojection service, publish status, progress).
+    training
+        Returns the context every chunk trains in (the reprojection service polls the intake meanwhile).
     """
 
-    def __init__(self, settings: LiveSettings, intake: FrameIntake, on_chunk: Callable[[], None]) -> None:
+    def __init__(self, settings: LiveSettings, intake: FrameIntake, on_chunk: Callable[[], None],
+                 training: Callable[[], AbstractContextManager] = nullcontext) -> None:
         self.settings = settings
         self.intake = intake
         self.on_chunk = on_chunk
+        self.training = training
         self.reconstructor: Reconstructor | None = None
         self.finite_work = settings.method == "sirt"
         self.idle = False  # the last chunk found nothing to do (SIRT with every window current)
@@ -171,10 +177,15 @@ class Scheduler:
         self.train_s += seconds
         self.on_chunk()
 
+    def _train(self, steps: int) -> float:
+        """One chunk of ``steps`` steps inside :attr:`training`; its mean loss."""
+        with self.training():
+            return self.reconstructor.train(steps=steps)
+
     def _timed_chunk(self, steps: int) -> None:
         r = self.reconstructor
         started, before = time.monotonic(), r.steps_done
-        loss = r.train(steps=steps)
+        loss = self._train(steps)
         self.idle = r.steps_done == before
         self._chunk_done(loss, r.steps_done - before, time.monotonic() - started)
 
@@ -190,7 +201,7 @@ class Scheduler:
                 def between(loss: float) -> None:
                     self._chunk_done(loss, r.steps_done - before, time.monotonic() - started)
 
-                train_chunked(r, s.steps_per_frame, s.chunk_steps, between)
+                train_chunked(self._train, s.steps_per_frame, s.chunk_steps, between)
             if not added and self.all_frames_in():
                 if self.finite_work and not self.idle:
                     self._timed_chunk(s.chunk_steps)

@@ -2,23 +2,28 @@
 
 The PUB socket sends every status-stream message (:mod:`tiltstream.live.status`): each is built once as a typed
 message, encoded once, and handed as that same object to an optional in-process listener (the snapshot
-renderer), so nothing is decoded in the process that encoded it.
+renderer), so nothing is decoded in the process that encoded it. Two threads publish (the training loop
+and the reprojection service, :mod:`tiltstream.live.reprojection_service`), one at a time under a lock.
 
-The ROUTER socket answers two kinds of request, by topic:
+The ROUTER socket, used by the reprojection service's thread only, answers two kinds of request, by topic,
+from the :class:`tiltstream.live.query_replica.QueryReplica` (the weights of the last training chunk):
 
 - ``volume-request`` (:class:`tiltstream.live.status.VolumeRequest`, from the viewer): one ``orthoslices`` reply
   with the volume at the requested time;
 - ``reproject?`` (:class:`tiltstream.acquire.model_link.ReprojectionRequest`, from ``tiltstream acquire --track
   model``): one ``reprojected`` reply with the reconstruction's predicted frame at the requested angle
-  and time (the latest frame time when the request gives none).
+  and time (the latest frame time when the request gives none), the step of its weights and the model's
+  recent prediction error.
 
-A request that arrives before the reconstruction holds a frame gets no reply (the client times out).
-A DEALER that sends an empty delimiter frame first (the viewer) gets its reply with one too.
+Before the first chunk a ``reproject?`` request is answered with an empty image and the reason, a volume
+request not at all (the viewer asks again). A DEALER that sends an empty delimiter frame first (the
+viewer) gets its reply with one too.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 import zmq
@@ -26,8 +31,8 @@ import zmq
 from tiltstream.acquire import model_link
 from tiltstream.errors import UserError
 from tiltstream.wire import WireError
+from tiltstream.live.query_replica import QueryReplica
 from tiltstream.live.status import StatusMessage, decode_volume_request, encode_message, make_orthoslices
-from tiltstream.recon.reconstructor import Reconstructor
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +70,23 @@ class StatusServer:
         self.status_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self.request_endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.listener = listener
+        self._publish_lock = threading.Lock()
 
     def publish(self, message: StatusMessage) -> None:
-        """Send one typed message on the status stream (and give it to the listener)."""
-        self.pub.send_multipart(encode_message(message), copy=False)
-        if self.listener is not None:
-            self.listener(message)
+        """Send one typed message on the status stream (and give it to the listener); from any thread."""
+        parts = encode_message(message)
+        with self._publish_lock:
+            self.pub.send_multipart(parts, copy=False)
+            if self.listener is not None:
+                self.listener(message)
 
-    def serve(self, reconstructor: Reconstructor | None, session: str) -> int:
-        """Answer every waiting request without blocking; malformed ones are logged and skipped.
+    def wait(self, timeout_s: float) -> bool:
+        """Wait at most ``timeout_s`` seconds for a request; whether one is waiting."""
+        return bool(self.router.poll(int(timeout_s * 1000), zmq.POLLIN))
+
+    def serve(self, replica: QueryReplica, session: str, error_percent: float | None) -> int:
+        """Answer every waiting request from ``replica`` without blocking (``error_percent``: the model's
+        recent prediction error, sent with reprojections); malformed ones are logged and skipped.
 
         Returns
         -------
@@ -87,7 +100,7 @@ class StatusServer:
             delimiter = [b""] if body and body[0] == b"" else []
             body = body[len(delimiter):]
             try:
-                reply = self._answer(body, reconstructor, session)
+                reply = self._answer(body, replica, session, error_percent)
             except WireError as exc:
                 what = "reprojection" if body and body[0] == model_link.TOPIC_REQUEST else "volume"
                 log.warning("skipped a malformed %s request: %s", what, exc)
@@ -98,23 +111,21 @@ class StatusServer:
         return answered
 
     @staticmethod
-    def _answer(body: list[bytes], reconstructor: Reconstructor | None, session: str) -> list | None:
-        """The reply parts to one request (None when there is no model to answer from yet)."""
+    def _answer(body: list[bytes], replica: QueryReplica, session: str, error_percent: float | None) -> list | None:
+        """The reply parts to one request (None for a volume request before the first chunk)."""
         topic = body[0] if body else b""
         if topic == model_link.TOPIC_REQUEST:
             request = model_link.decode_request(body)
-            if reconstructor is None or reconstructor.n_frames == 0:
-                return None
-            time_s = request.time_s
-            if time_s is None:
-                time_s = max(r["time_s"] for r in reconstructor.frame_records)
-            image = reconstructor.reproject(time_s, request.angle_deg)
-            return model_link.encode_reply(request.model_copy(update={"time_s": time_s}), session, image)
+            if not replica.ready:
+                return model_link.encode_reply(request, session, None, reason="no training chunk done yet")
+            image, time_s, step = replica.reproject(request.time_s, request.angle_deg)
+            return model_link.encode_reply(request.model_copy(update={"time_s": time_s}), session, image, step=step,
+                                           error_percent=error_percent)
         request = decode_volume_request(body)
-        if reconstructor is None or reconstructor.n_frames == 0:
+        if not replica.ready:
             return None
-        return encode_message(make_orthoslices(session, reconstructor.volume(request.time_s), request.time_s,
-                                               reconstructor.steps_done, request_id=request.request_id))
+        volume, step = replica.volume(request.time_s)
+        return encode_message(make_orthoslices(session, volume, request.time_s, step, request_id=request.request_id))
 
     def close(self) -> None:
         """Close both sockets (the PUB lingers 0.5 s so the last messages go out)."""

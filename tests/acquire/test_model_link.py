@@ -65,3 +65,14 @@ def test_model_link_gets_the_reprojection_or_none_after_timeout(answer: bool) ->
         assert image is not None and image.shape == (4, 5) and float(image[0, 0]) == 30.0
     else:
         assert image is None
+
+
+def test_reply_without_image_says_why() -> None:
+    """A live process with no model yet answers with an empty image and its reason; a model's answer carries
+    the step of its weights and its prediction error."""
+    request = ReprojectionRequest(request_id="r2", angle_deg=10.0)
+    header, image = decode_reply([bytes(p) for p in encode_reply(request, "s", None, reason="no chunk yet")])
+    assert image.size == 0 and header.reason == "no chunk yet"
+    header, image = decode_reply([bytes(p) for p in encode_reply(request, "s", np.ones((2, 3)), step=7,
+                                                                 error_percent=12.5)])
+    assert image.shape == (2, 3) and header.step == 7 and header.error_percent == 12.5 and header.reason is None
