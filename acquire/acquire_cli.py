@@ -203,7 +203,7 @@ def _set_detector_up(scope: Any, settings: AcquireSettings) -> tuple[str, Any]:
 
 def _execute(executor: Any, args: argparse.Namespace, line: ProgressLine, interrupted: list[bool]) -> int:
     """Run the executor and say how it ended: the summary, or the beam's state and the resume command."""
-    writer = executor.writer
+    writer, tracking = executor.writer, executor.tracking
     started = time.monotonic()
     print(f"tiltstream acquire: session {writer.path}, starting at frame {writer.next_index}: checking the plan "
           "against the holder, moving to the first angle", file=sys.stderr)  # a first line before the first frame
