@@ -9,6 +9,7 @@ filled; duplicates are dropped; malformed messages are logged and skipped.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,35 +32,41 @@ Frame = tuple[FrameHeader, np.ndarray]
 class SkippedMessages:
     """Messages a subscriber skipped (malformed, or another session's), said at most once a minute.
 
-    The first skip is logged at once; later ones are counted and summarised when a minute has passed
-    since the last report, and at :meth:`report` (the subscriber's close), so a foreign publisher on the
-    port costs one line a minute, not one per message.
+    The first skip is logged at once; later ones are counted by kind (the reason with its numbers
+    folded) and summarised when a minute has passed since the last report, and at :meth:`report` (the
+    subscriber's close), so a foreign publisher on the port costs one line a minute, not one per message.
     """
+
+    KINDS_SHOWN = 6  # kinds a summary names, most frequent first
 
     def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.every_s = every_s
         self.clock = clock
         self.total = 0  # skipped since the subscriber started
-        self._pending = 0  # skipped since the last report
-        self._latest = ""
+        self._pending: dict[str, list] = {}  # kind -> [count, an example], since the last report
         self._last_report_s: float | None = None
 
     def skip(self, what: str) -> None:
         """Count one skipped message (``what``: which, and why); report when due."""
         self.total += 1
-        self._pending += 1
-        self._latest = what
+        entry = self._pending.setdefault(re.sub(r"\d+", "N", what), [0, what])
+        entry[0] += 1
+        entry[1] = what
         if self._last_report_s is None or self.clock() - self._last_report_s >= self.every_s:
             self.report()
 
     def report(self) -> None:
         """Log what was skipped since the last report (nothing when nothing was)."""
-        if self._pending == 1:
-            log.warning("skipped %s", self._latest)
-        elif self._pending > 1:
-            log.warning("skipped %d messages in the last %.0f s (%d since the start); the latest: %s", self._pending,
-                        self.clock() - (self._last_report_s or 0.0), self.total, self._latest)
-        self._pending = 0
+        count = sum(n for n, _ in self._pending.values())
+        if count == 1:
+            log.warning("skipped %s", next(iter(self._pending.values()))[1])
+        elif count > 1:
+            kinds = sorted(self._pending.values(), key=lambda entry: -entry[0])
+            named = "; ".join(f"{n} x {example}" for n, example in kinds[:self.KINDS_SHOWN])
+            more = f"; and {len(kinds) - self.KINDS_SHOWN} other kinds" if len(kinds) > self.KINDS_SHOWN else ""
+            log.warning("skipped %d messages in the last %.0f s (%d since the start): %s%s", count,
+                        self.clock() - (self._last_report_s or 0.0), self.total, named, more)
+        self._pending = {}
         self._last_report_s = self.clock()
 
 

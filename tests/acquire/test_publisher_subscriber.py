@@ -137,7 +137,7 @@ def test_malformed_messages_are_skipped(tmp_path: Path, caplog: pytest.LogCaptur
     # the first skip at once, the other two in one summary line at close (not one line per message)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and lines[0].startswith("skipped a malformed message")
-    assert lines[1].startswith("skipped 2 messages") and "(3 since the start)" in lines[1]
+    assert lines[1].startswith("skipped 2 messages") and "(3 since the start): 1 x a malformed" in lines[1]
 
 
 def test_bad_resend_request_gets_an_error_reply(tmp_path: Path) -> None:

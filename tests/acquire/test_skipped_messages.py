@@ -23,8 +23,9 @@ def test_a_flood_of_foreign_messages_is_one_line_a_minute(caplog: pytest.LogCapt
     assert skipped.total == 2400
     assert len(lines) == 4  # at 0 s, 60 s, 120 s, and the rest at the end
     assert lines[0] == "skipped frame 0 of session 'other' (subscribed to 'mine')"
-    assert lines[1].startswith("skipped 960 messages in the last 60 s (961 since the start)")
-    assert "(2400 since the start); the latest: frame 2399" in lines[3]
+    assert lines[1] == ("skipped 960 messages in the last 60 s (961 since the start): 960 x frame 960 of "
+                        "session 'other' (subscribed to 'mine')")  # one kind: the frame numbers folded
+    assert lines[3].startswith("skipped 479 messages") and "(2400 since the start): 479 x frame 2399" in lines[3]
 
 
 def test_a_torn_last_record_is_noted_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

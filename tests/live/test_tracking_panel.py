@@ -35,7 +35,7 @@ def _record_tracked_session(path: Path) -> None:
     with running_server(sim) as url:
         assert main(["acquire", "--bridge", url, "--session", str(path), "--dwell-time-s", "1e-6",
                      "--pixel-size-nm", "1.0", "--count", str(FRAMES), "--track", "previous",
-                     "--focus", "tilt-model"]) == 0
+                     "--focus", "tilt-model", "--no-centre"]) == 0
     lines = (path / RECORDS_FILE).read_text().splitlines()
     last = json.loads(lines[-1])
     last["tracking"].update(shift_px=None, shift_nm=None, peak_quality=0.12, lost=True)
