@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pydantic
 
 from tiltstream.config import add_model_arguments, load_settings, overrides_from_args
 from tiltstream.errors import UserError
+
+if TYPE_CHECKING:  # numpy is imported where it is used, so `tiltstream --help` does not load it
+    import numpy as np
 
 
 class ReconAlignSettings(pydantic.BaseModel):
@@ -58,8 +62,13 @@ def axis_from_session(settings: ReconAlignSettings, session_extra: dict) -> tupl
     return None, "estimated from the frames (tiltstream.recon.tilt_axis)"
 
 
-def align_frames(frames, angles_deg, settings: ReconAlignSettings, session_extra: dict, log=print):
-    """Aligned frames (n, ny', nx') float32 and the JSON-ready record of what was done."""
+def align_frames(frames: np.ndarray, angles_deg: np.ndarray, settings: ReconAlignSettings, session_extra: dict,
+                 log: Callable[[str], None] = print) -> tuple[np.ndarray, dict]:
+    """Aligned frames (n, ny', nx') float32 and the JSON-ready record of what was done.
+
+    ``frames`` (n, ny, nx) and ``angles_deg`` (n,) in acquisition order; ``session_extra`` the input
+    session's extra fields (``tilt_axis_deg``, ``imported``).
+    """
     import numpy as np
 
     from tiltstream.recon.projection_matching import match_projections, warp
