@@ -1,8 +1,9 @@
 """``tiltstream recon align``: geometry without hands, after ``recon import``.
 
-The tilt axis is taken from ``--tilt-axis-deg``, else from the session's ``tilt_axis_deg`` (metadata the
-import read), else estimated from the frames (:mod:`tiltstream.recon.tilt_axis`); its offset from the image
-centre is always estimated. Frames are resampled once so the axis is the project's y through the centre
+Frames are first aligned by chained cross-correlation (``--no-prealign``: off). The tilt axis is taken from
+``--tilt-axis-deg``, else from the session's ``tilt_axis_deg`` (metadata the import read), else estimated
+from the frames (:mod:`tiltstream.recon.tilt_axis`); its offset from the image centre is always estimated.
+Frames are resampled once (shift and rotation together) so the axis is the project's y through the centre
 (docs/design.md 2), then registered by projection matching (:mod:`tiltstream.recon.projection_matching`),
 and written as a new session whose ``session.json`` records, under ``aligned``, the axis and where it came
 from, its quality figures, and each round's per-frame shifts, matrices and residuals.
@@ -46,6 +47,8 @@ class ReconAlignSettings(pydantic.BaseModel):
     window: int | None = pydantic.Field(
         default=None, ge=2, description="dynamic series: register each frame to the moving-window SIRT volume "
         "at its time, this many frames wide (default: one static SIRT of all frames)")
+    prealign: bool = pydantic.Field(default=True, description="first align frames by cross-correlation, chained "
+                                    "in angle order (the axis estimate needs frames without drift along the axis)")
     affine: bool = pydantic.Field(default=True, description="refine a full affine per frame (translation, "
                                   "skew, scale) after the translation (--no-affine: translation only)")
     device: Literal["auto", "cpu", "cuda"] = pydantic.Field(default="cpu", description="where SIRT runs")
@@ -62,6 +65,17 @@ def axis_from_session(settings: ReconAlignSettings, session_extra: dict) -> tupl
     return None, "estimated from the frames (tiltstream.recon.tilt_axis)"
 
 
+def prealign_shifts_px(frames: np.ndarray, angles_deg: np.ndarray) -> np.ndarray:
+    """Chained cross-correlation shifts (n, 2) (dy, dx), pixels, of the median-subtracted frames
+    (:func:`tiltstream.recon.preprocess.alignment_shifts`), their mean removed."""
+    import numpy as np
+
+    from tiltstream.recon.preprocess import alignment_shifts
+
+    shifts = alignment_shifts(frames - np.median(frames, axis=(1, 2), keepdims=True), angles_deg, upsample=10)
+    return shifts - shifts.mean(axis=0)
+
+
 def align_frames(frames: np.ndarray, angles_deg: np.ndarray, settings: ReconAlignSettings, session_extra: dict,
                  log: Callable[[str], None] = print) -> tuple[np.ndarray, dict]:
     """Aligned frames (n, ny', nx') float32 and the JSON-ready record of what was done.
@@ -70,17 +84,21 @@ def align_frames(frames: np.ndarray, angles_deg: np.ndarray, settings: ReconAlig
     session's extra fields (``tilt_axis_deg``, ``imported``).
     """
     import numpy as np
+    from scipy import ndimage
 
     from tiltstream.recon.projection_matching import match_projections, warp
     from tiltstream.recon.tilt_axis import find_tilt_axis, to_axis_frames
 
     imod_deg, axis_from = axis_from_session(settings, session_extra)
     known = None if imod_deg is None else 90.0 + imod_deg  # tilt_axis.py's angle from the array x axis
-    axis = find_tilt_axis(frames, angles_deg, known, axis_from)
-    record = {"tilt_axis_deg": axis.axis_deg - 90.0, "tilt_axis_from": axis_from, **axis.as_record()}
+    shifts = prealign_shifts_px(frames, angles_deg) if settings.prealign else np.zeros((len(frames), 2))
+    shifted = np.stack([ndimage.shift(f, s, order=1, mode="nearest") for f, s in zip(frames, shifts)])
+    axis = find_tilt_axis(shifted, angles_deg, known, axis_from)
+    record = {"tilt_axis_deg": axis.axis_deg - 90.0, "tilt_axis_from": axis_from, **axis.as_record(),
+              "prealign_shift_px": shifts.tolist()}
     log(f"recon align: tilt axis {axis.axis_deg - 90.0:.2f} deg ({axis_from}), offset {axis.offset_px:.2f} px, "
         f"consistency residual {axis.residual_untouched:.4f} -> {axis.residual:.4f}")
-    upright = to_axis_frames(frames, axis.axis_deg, axis.offset_px)
+    upright = to_axis_frames(frames, axis.axis_deg, axis.offset_px, shifts_px=shifts)
     if settings.rounds == 0:
         return upright, record
     medians = np.median(upright, axis=(1, 2))
