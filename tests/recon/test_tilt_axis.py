@@ -98,6 +98,7 @@ def test_recon_align_bad_input_is_one_line(nanorod, tmp_path, capsys, argv, mess
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # several hundred SIRTs of 16 rows at 64^2
 def test_real_haadf_needle_axis(etspy_data, tmp_path):
     """etspy 1.3.0's FEI HAADF-STEM needle (77 frames, -76..+76 deg): after chained cross-correlation the axis
     lies 2.7 deg from the image rows (measured at 128^2: 2.67 deg, offset -1.2 px); etspy's own alignment of
