@@ -17,3 +17,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     importlib.import_module("tiltstream.recon.sirt_cli").register(recon_sub)
     importlib.import_module("tiltstream.recon.metrics_cli").register(recon_sub)
     importlib.import_module("tiltstream.recon.stack_import").register(recon_sub)
+    importlib.import_module("tiltstream.recon.align_cli").register(recon_sub)
