@@ -1,6 +1,6 @@
 """Preprocessing of experimental tilt series (the paper's Methods), each step optional, driven by a config.
 
-Order of the steps (NOTES.md, "Experimental preprocessing"):
+Order of the steps (docs/method.md 7, "Experimental preprocessing"):
 
 1. ``bin_factor``: block-average binning (divided by the factor: line integrals in the new voxel units).
 2. ``high_tilt_correction`` (alloying samples): the background (pixels below the frame's Otsu threshold)
