@@ -301,6 +301,8 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.weights.update()
+        if self.gains is not None and self._ranks > 1:
+            self.gains.synchronise(self._ranks)
         return loss.detach()
 
     def _time_prior(self, coords: torch.Tensor, slices: torch.Tensor) -> torch.Tensor:
