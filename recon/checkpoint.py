@@ -2,7 +2,8 @@
 
 The state (:meth:`tiltstream.recon.trainer.Trainer.state_dict`) holds the version, the config, frame
 shape, time scale, seed, the frames and their records, model, averaged weights, optimiser, scheduler,
-sampler, steps and loss history, tensors on the CPU. A run directory keeps it as
+sampler, steps and loss history, and (with ``config.frame_gain``) the per-frame gains, tensors on the
+CPU; a checkpoint without gains (written before they were kept) loads with every gain 1. A run directory keeps it as
 :data:`CHECKPOINT_FILE`; a path ending in ``.pt`` names a checkpoint file on its own.
 """
 

@@ -23,7 +23,11 @@ Order of the steps (docs/method.md 7, "Experimental preprocessing"):
    (``(n - 1) / 2``).
 8. ``crop_shape``: centred crop to ``(ny, nx)``.
 9. ``rescale_shape``: resize to ``(ny, nx)`` (the paper: 128 x 128), scaling values by the new/old
-   width so frames stay line integrals in the new (larger) voxel units.
+   width so frames stay line integrals in the new (larger) voxel units; or ``fit_size``: resize (aspect
+   kept, the same value scaling) only frames whose larger side exceeds it, so that side becomes it.
+
+:func:`real_data_config` is ``recon train --preprocess real``: the paper's pipeline for experimental
+frames that ``recon import`` and ``recon align`` have made (README, "Real data").
 
 :func:`apply` returns the frames and a JSON-ready report of what each step did (shifts, fits, scales),
 which a run directory records next to the config.
@@ -64,6 +68,29 @@ class PreprocessConfig(pydantic.BaseModel):
         default=None, description="centred crop (ny, nx), pixels (None: off)")
     rescale_shape: tuple[int, int] | None = pydantic.Field(
         default=None, description="resize to (ny, nx), pixels, e.g. (128, 128) (None: off)")
+    fit_size: int | None = pydantic.Field(
+        default=None, ge=2, description="resize frames whose larger side exceeds this many pixels so that "
+        "side is this long, aspect kept (after the crop; not with rescale_shape; None: off)")
+
+    @pydantic.model_validator(mode="after")
+    def _one_resize(self) -> PreprocessConfig:
+        if self.fit_size is not None and self.rescale_shape is not None:
+            raise ValueError("give rescale_shape or fit_size, not both")
+        return self
+
+
+REAL_DATA_SIZE = 128  # the paper's frame side for its experimental series, pixels
+
+
+def real_data_config() -> PreprocessConfig:
+    """``--preprocess real``: median background, 0.9 x Otsu mask, per-frame normalisation, and frames larger
+    than the paper's 128 pixels resized to it (aspect kept).
+
+    No cross-correlation alignment and no centring: the frames come from ``recon align``, whose
+    projection matching registered them and put the tilt axis at the image centre; a chain of pairwise
+    shifts would add up errors over the series, and centring the mass would move the axis off the centre.
+    """
+    return PreprocessConfig(align=False, centre=False, fit_size=REAL_DATA_SIZE)
 
 
 def _check(frames: np.ndarray, angles_deg: np.ndarray) -> None:
@@ -221,6 +248,15 @@ def rescale(frames: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.stack([resize(f, shape, order=1, anti_aliasing=True, preserve_range=True) for f in frames]) * factor
 
 
+def fitted_shape(shape: tuple[int, int], size: int) -> tuple[int, int]:
+    """``shape`` (ny, nx) scaled so its larger side is ``size`` (aspect kept, rounded); unchanged when it
+    already fits."""
+    factor = size / max(shape)
+    if factor >= 1:
+        return (int(shape[0]), int(shape[1]))
+    return (max(1, round(shape[0] * factor)), max(1, round(shape[1] * factor)))
+
+
 def apply(frames: np.ndarray, angles_deg: np.ndarray, config: PreprocessConfig,
           recorded_shifts: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Run the configured steps, in the module's order.
@@ -297,6 +333,9 @@ def apply(frames: np.ndarray, angles_deg: np.ndarray, config: PreprocessConfig,
         report["steps"].append("crop")
     if config.rescale_shape is not None:
         frames = rescale(frames, config.rescale_shape)
+        report["steps"].append("rescale")
+    elif config.fit_size is not None and fitted_shape(frames.shape[1:], config.fit_size) != frames.shape[1:]:
+        frames = rescale(frames, fitted_shape(frames.shape[1:], config.fit_size))
         report["steps"].append("rescale")
     report["output_shape"] = list(frames.shape)
     return frames.astype(np.float32), report

@@ -106,6 +106,18 @@ class DipsterConfig(pydantic.BaseModel):
     tv_weight: float = pydantic.Field(
         default=0.0, ge=0, description="lambda of the 1-D total variation of the reprojection "
         "(paper Eq. 6; 5e-6 to 1e-5 for experimental data, 0 for simulations), per normalised row")
+    frame_gain: bool = pydantic.Field(
+        default=False, description="model a per-frame intensity scale (illumination, HAADF detector "
+        "drift) apart from the object: each predicted frame is multiplied by its gain, the least-squares "
+        "ratio of measured to predicted rows with mean log 0 over the frames (tiltstream.recon.frame_gain), "
+        "so drift is not read as a change of the object (docs/benchmarks/static.md)")
+    time_prior_weight: float = pydantic.Field(
+        default=0.0, ge=0, description="weight of a prior on change over time: the mean squared difference "
+        "of the drawn slices at t and at t + d (d uniform in +-time_prior_span), in row units (slice "
+        "values times nx), added to the loss (0 = off, as in the paper)")
+    time_prior_span: float = pydantic.Field(
+        default=0.05, gt=0, le=1, description="half-width of the time offset d of the time prior, in units "
+        "of the time coordinate (1 = the session's time scale)")
     output: Literal["softplus"] = pydantic.Field(
         default="softplus", description="output non-linearity: smooth and non-negative (a ReLU output "
         "can die and leave an all-zero reconstruction)")
@@ -204,6 +216,12 @@ def kplanes_preset() -> DipsterConfig:
                          plane_time_cells=25, plane_smooth_weight=3e-4, plane_time_smooth_weight=1e-2,
                          lr=1e-2, adam_beta2=0.99, lr_gamma=0.985, lr_step_steps=200,
                          batch_frames=4, rows_per_frame=8)
+
+
+REAL_DATA_UPDATE: dict[str, object] = {"tv_weight": 1e-5, "frame_gain": True}
+"""What ``recon train --preprocess real`` changes in the preset: the paper's TV weight for experimental
+data (Supplementary Note 2 found 5e-6 to 1e-5 good; the upper end, as real frames are noisier than the
+simulations) and the per-frame intensity scale (docs/benchmarks/static.md)."""
 
 
 def preset(name: str) -> DipsterConfig:

@@ -5,6 +5,9 @@ The volume at each frame's time is SIRT of the frames around it in acquisition o
 written with :func:`tiltstream.recon.volume_io.write_volumes` (``.tif`` or ``.mrc`` plus ``<stem>_times.csv``).
 Under ``torchrun`` each rank reconstructs every N-th window and rank 0 writes the one file (cold windows
 are independent; ``--warm-start`` chains them, so it runs in one process only).
+With ``--static`` (a specimen that does not change) all frames make one SIRT volume, written as a
+one-volume series at the mean frame time: repeating it per frame would only multiply the file and
+suggest a time resolution the reconstruction does not have.
 Heavy modules (torch) are imported inside the command, so ``tiltstream --help`` stays fast.
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pydantic
 
@@ -21,11 +24,18 @@ from tiltstream.command import register_command
 from tiltstream.errors import UserError
 from tiltstream.progress import stderr_progress
 
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
 
 class ReconSirtSettings(pydantic.BaseModel):
     """Settings of ``tiltstream recon sirt`` (defaults also in ``config/sirt.toml``)."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
+    static: bool = pydantic.Field(
+        default=False, description="a static specimen: one SIRT volume of all frames (no window), written "
+        "as a one-volume series at the mean frame time")
     window: int = pydantic.Field(
         default=30, ge=1, description="window width, frames: the volume at frame i uses frames "
         "i-window/2 .. i+window/2 (fewer at the ends; the paper: 30)")
@@ -61,6 +71,9 @@ def run_sirt(settings: ReconSirtSettings, args: argparse.Namespace) -> int:
     if world.distributed and settings.warm_start:
         raise UserError("--warm-start chains every window to the one before: run it in one process, not "
                         "under torchrun")
+    if settings.static and (settings.warm_start or world.distributed):
+        raise UserError("--static is one SIRT run of all frames: give it without --warm-start, in one process "
+                        "(not under torchrun)")
     session, frames = load_session_frames(Path(args.session))
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -69,6 +82,9 @@ def run_sirt(settings: ReconSirtSettings, args: argparse.Namespace) -> int:
     frames, angles_deg, times_s = frames[order], session.angles_deg[order], session.times_s[order]
     ny, nx = frames.shape[1:]
     shape = (settings.thickness or nx, ny, nx)
+    if settings.static:
+        return _write_static(settings, args, frames, angles_deg, times_s, shape, world.device,
+                             session.settings.pixel_size_nm)
     if world.is_main:
         print(f"recon sirt: {len(frames)} frames {ny}x{nx}, window {settings.window}, {settings.iterations} "
               f"iterations, volume {shape} (Z, Y, X)" + (f", {world.size} ranks" if world.distributed else ""),
@@ -99,6 +115,28 @@ def run_sirt(settings: ReconSirtSettings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_static(settings: ReconSirtSettings, args: argparse.Namespace, frames: np.ndarray,
+                  angles_deg: np.ndarray, times_s: np.ndarray, shape: tuple[int, int, int],
+                  device: torch.device, voxel_size_nm: float | None) -> int:
+    """``--static``: SIRT of all ``frames`` (n, ny, nx) into one volume ``shape`` (Z, Y, X), written as a
+    one-volume series at the mean of ``times_s``."""
+    import numpy as np
+
+    from tiltstream.recon.sirt import sirt
+    from tiltstream.recon.volume_io import write_volumes
+
+    print(f"recon sirt: static, {len(frames)} frames {frames.shape[1]}x{frames.shape[2]}, {settings.iterations} "
+          f"iterations, one volume {shape} (Z, Y, X)", file=sys.stderr)
+    volume = sirt(frames, angles_deg, shape, iterations=settings.iterations, nonnegative=settings.nonnegative,
+                  device=device)
+    time_s = float(np.mean(times_s))
+    path = write_volumes(args.out, volume[None], np.array([time_s]), format=settings.format,
+                         voxel_size_nm=voxel_size_nm)
+    print(f"recon sirt: wrote one volume (static, all frames, at the mean frame time {time_s:.1f} s) to {path}",
+          file=sys.stderr)
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sirt`` to the ``recon`` group."""
     register_command(
@@ -107,7 +145,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="moving-window SIRT of a recorded session (the paper's baseline)",
         description="Reconstruct one volume per frame with SIRT over the frames around it in time "
         "(window 30 = frames i-15..i+15) and write the series (T, Z, Y, X) float32 in data units with a "
-        "times CSV (<stem>_times.csv).")
+        "times CSV (<stem>_times.csv). --static: one volume of all frames (a specimen that does not change).")
 
 
 def _session_and_out(parser: argparse.ArgumentParser) -> None:

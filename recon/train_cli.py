@@ -20,6 +20,7 @@ from tiltstream.command import register_command
 from tiltstream.config import describe_validation_error, overrides_from_args, read_toml
 from tiltstream.errors import UserError
 from tiltstream.progress import ProgressLine, stderr_progress
+from tiltstream.recon.presets import REAL_DATA_UPDATE
 from tiltstream.recon.train_options import (CompileOption, DeviceOption, HoldoutOption, PrecisionOption,
                                             PresetOption, SeedOption, ThreadsOption)
 from tiltstream.recon.run_dir import RunDir, state_in_words
@@ -55,8 +56,10 @@ class ReconTrainSettings(pydantic.BaseModel):
     preprocess: str = pydantic.Field(
         default="none", description="preprocessing of the frames before a new run trains on them "
         "(recon/preprocess.py): none; paper (the paper's pipeline for experimental data: median "
-        "background, 0.9 x Otsu mask, normalisation, cross-correlation alignment, centring); or a TOML "
-        "file of PreprocessConfig fields. What it did is recorded in run.json")
+        "background, 0.9 x Otsu mask, normalisation, cross-correlation alignment, centring); real (after "
+        "recon align: background, mask, normalisation, frames larger than 128 px resized to it, and in "
+        "the loss the paper's TV weight for real data and a per-frame intensity scale: README 'Real data'); "
+        "or a TOML file of PreprocessConfig fields. What it did is recorded in run.json")
     workers: int = pydantic.Field(
         default=1, ge=1, description="local data-parallel ranks to start (torch.distributed launcher, "
         "gloo on CPU, NCCL on CUDA); each rank trains on its own batch, so the effective batch is "
@@ -80,8 +83,12 @@ def _preprocess_config(value: str) -> object | None:
         return None
     if value == "paper":
         return PreprocessConfig()
+    if value == "real":
+        from tiltstream.recon.preprocess import real_data_config
+
+        return real_data_config()
     if not Path(value).is_file():
-        raise UserError(f"invalid preprocess = {value!r}: allowed are none, paper, or a TOML file of "
+        raise UserError(f"invalid preprocess = {value!r}: allowed are none, paper, real, or a TOML file of "
                         "preprocessing settings")
     try:
         return PreprocessConfig.model_validate(read_toml(Path(value)))
@@ -147,7 +154,8 @@ def run_train(settings: ReconTrainSettings, args: argparse.Namespace) -> int:
     budget = Budget(steps=total, seconds=settings.minutes * 60.0 if settings.minutes else None,
                     eval_every=settings.eval_every, patience=settings.patience, refit=settings.refit)
     new = NewRunSettings(preset=settings.preset, seed=settings.seed, holdout=settings.holdout,
-                         preprocess=preprocess_config)
+                         preprocess=preprocess_config,
+                         config_update=REAL_DATA_UPDATE if settings.preprocess == "real" else {})
     progress = ProgressLine() if world.is_main else None
     try:
         outcome = train_session(Path(args.session), Path(args.out), new, budget, str(world.device), world,

@@ -16,6 +16,9 @@ Conventions
 - Loss (paper Eq. 6): :class:`tiltstream.recon.data_term.DataTerm` plus the network's ``prior_loss()``
   (zero for DIP-STER; plane smoothness for the K-planes field that :func:`build_network` builds when
   ``config.network == "kplanes"``).
+- With ``config.frame_gain`` each predicted frame is multiplied by its intensity scale
+  (:mod:`tiltstream.recon.frame_gain`) before the loss; with ``config.time_prior_weight`` a prior on
+  change over time joins it (:meth:`_time_prior`). Volumes and reprojections are the object's, without gain.
 - Volumes are queried at ``theta = 0`` (as the reference code does), with the exponential moving
   average of the weights when ``config.ema_decay > 0`` (:mod:`tiltstream.recon.weight_average`,
   updated after every step, saved in checkpoints).
@@ -47,6 +50,7 @@ from tiltstream.errors import UserError
 from tiltstream.recon.checkpoint import (CHECKPOINT_FILE, CHECKPOINT_VERSION, is_checkpoint_file, read_checkpoint,
                                          write_checkpoint)
 from tiltstream.recon.data_term import DataTerm
+from tiltstream.recon.frame_gain import FrameGains
 from tiltstream.recon.frame_store import FrameStore
 from tiltstream.recon.kplanes import KPlanesField
 from tiltstream.recon.model import DipsterNet
@@ -127,6 +131,7 @@ class Trainer:
         self.sampler = FrameSampler(self.seed, config.fresh_per_step)
         self.data_term = DataTerm(config, self.frame_shape[1], self.device)
         self.store = FrameStore(self.frame_shape, self.time_scale_s, self.device, self.data_term.data_window)
+        self.gains = FrameGains(self.device) if config.frame_gain else None
         self.steps_done = 0
         self.loss_history: list[float] = []
         self._train_forward = self._compiled(self.model)  # the model or its DDP wrapper, maybe compiled
@@ -214,6 +219,8 @@ class Trainer:
             Duplicate index, wrong shape, non-finite values or angle/time, or a first frame that is all zero.
         """
         slot = self.store.add(index, frame, angle_deg, time_s, held_out, metadata)
+        if self.gains is not None:
+            self.gains.add()
         if not held_out:
             self.sampler.add(slot)
 
@@ -283,13 +290,38 @@ class Trainer:
         slices = self._forward(self._train_forward, coords)
         slices = slices.reshape(cfg.batch_frames, cfg.rows_per_frame, *self.slice_shape)
         pred = project(slices, angles, self.frame_shape[1])
+        if self.gains is not None:
+            self.gains.observe(slots, pred, target)
+            pred = pred * self.gains.factors(slots)[:, None, None]
         loss = self.data_term(pred, target, self.model)
+        if cfg.time_prior_weight > 0:
+            loss = loss + cfg.time_prior_weight * self._time_prior(coords, slices)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         self.weights.update()
+        if self.gains is not None and self._ranks > 1:
+            self.gains.synchronise(self._ranks)
         return loss.detach()
+
+    def _time_prior(self, coords: torch.Tensor, slices: torch.Tensor) -> torch.Tensor:
+        """The prior on change over time: mean squared difference, in row units (values times nx), of
+        ``slices`` and the same rows and angles at ``t + d``, ``d`` uniform in ``+-time_prior_span``
+        (drawn from the sampler's generator)."""
+        span = self.config.time_prior_span
+        offsets = (torch.rand(coords.shape[0], generator=self.sampler.generator) * 2.0 - 1.0) * span
+        moved = coords.clone()
+        moved[:, 1] += offsets.to(self.device)
+        other = self._forward(self._train_forward, moved).reshape(slices.shape)
+        return ((slices - other) * self.frame_shape[1]).square().mean()
+
+    def frame_gains(self) -> np.ndarray | None:
+        """Per added frame, its intensity scale (:mod:`tiltstream.recon.frame_gain`; 1 for frames not drawn
+        yet), float32 ``(n_frames,)``; None when ``config.frame_gain`` is off."""
+        if self.gains is None:
+            return None
+        return torch.exp(self.gains.log_gains()).cpu().numpy()
 
     def train_steps(self, n: int) -> float:
         """Run ``n`` optimisation steps; returns their mean loss (NaN when ``n`` is 0).
@@ -404,6 +436,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "steps_done": self.steps_done,
             "loss_history": torch.tensor(self.loss_history, dtype=torch.float32),
+            **({"frame_gains": self.gains.state_dict()} if self.gains is not None else {}),
         }
 
     def save(self, run_dir: str | Path) -> None:
@@ -443,4 +476,6 @@ class Trainer:
         trainer.sampler.load_state_dict(state["sampler"])
         trainer.steps_done = int(state["steps_done"])
         trainer.loss_history = state["loss_history"].tolist()
+        if trainer.gains is not None:
+            trainer.gains.load_state_dict(state.get("frame_gains"), len(trainer.store))
         return trainer

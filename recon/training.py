@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,16 @@ class NewRunSettings:
         Fraction of frames held out of training, 0 to 0.5.
     preprocess
         A :class:`tiltstream.recon.preprocess.PreprocessConfig`, or None for none.
+    config_update
+        :class:`tiltstream.recon.presets.DipsterConfig` fields that replace the preset's (e.g.
+        :data:`tiltstream.recon.presets.REAL_DATA_UPDATE` for ``--preprocess real``).
     """
 
     preset: str = "fast"
     seed: int = 0
     holdout: float = 0.0
     preprocess: Any = None
+    config_update: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,8 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
 
             frames, report = apply(frames, session.angles_deg, new.preprocess, recorded_shifts_px(session.records))
         config = preset(new.preset)
+        if new.config_update:
+            config = type(config).model_validate({**config.model_dump(), **new.config_update})
         time_scale_s = recorded_time_scale_s(session)
         trainer = Trainer(config, frames.shape[1:], time_scale_s, device=device, seed=new.seed,
                           **speed.trainer_kwargs())
