@@ -257,6 +257,24 @@ def fitted_shape(shape: tuple[int, int], size: int) -> tuple[int, int]:
     return (max(1, round(shape[0] * factor)), max(1, round(shape[1] * factor)))
 
 
+def _align(frames: np.ndarray, angles: np.ndarray, config: PreprocessConfig, recorded_shifts: np.ndarray | None,
+           report: dict[str, Any]) -> np.ndarray:
+    """The alignment step of :func:`apply`: by the recorded tracking shifts or by cross-correlation."""
+    if config.align_from == "recorded":
+        if recorded_shifts is None or np.shape(recorded_shifts) != (len(frames), 2):
+            raise UserError("align_from = recorded needs a session acquired with tracking on (acquire --track "
+                            "previous|model); this one has no recorded shifts: use align_from = correlation")
+        lost = np.flatnonzero(~np.all(np.isfinite(recorded_shifts), axis=1))
+        shifts = np.array([recorded_alignment_px(s, config.bin_factor) for s in recorded_shifts])
+        report["align_unshifted_lost"] = lost.tolist()
+        report["steps"].append("align_recorded")
+    else:
+        shifts = alignment_shifts(frames, angles)
+        report["steps"].append("align")
+    report["align_shifts_px"] = shifts.tolist()
+    return _shift_all(frames, shifts)
+
+
 def apply(frames: np.ndarray, angles_deg: np.ndarray, config: PreprocessConfig,
           recorded_shifts: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Run the configured steps, in the module's order.
@@ -308,21 +326,8 @@ def apply(frames: np.ndarray, angles_deg: np.ndarray, config: PreprocessConfig,
         frames = (frames - means[:, None, None]) / stds[:, None, None] + common
         report["normalise"] = {"common_mean": common, "stds": stds.tolist()}
         report["steps"].append("normalise")
-    if config.align and config.align_from == "recorded":
-        if recorded_shifts is None or np.shape(recorded_shifts) != (len(frames), 2):
-            raise UserError("align_from = recorded needs a session acquired with tracking on (acquire --track "
-                            "previous|model); this one has no recorded shifts: use align_from = correlation")
-        lost = np.flatnonzero(~np.all(np.isfinite(recorded_shifts), axis=1))
-        shifts = np.array([recorded_alignment_px(s, config.bin_factor) for s in recorded_shifts])
-        frames = _shift_all(frames, shifts)
-        report["align_shifts_px"] = shifts.tolist()
-        report["align_unshifted_lost"] = lost.tolist()
-        report["steps"].append("align_recorded")
-    elif config.align:
-        shifts = alignment_shifts(frames, angles)
-        frames = _shift_all(frames, shifts)
-        report["align_shifts_px"] = shifts.tolist()
-        report["steps"].append("align")
+    if config.align:
+        frames = _align(frames, angles, config, recorded_shifts, report)
     if config.centre:
         shift = centre_of_mass_shift(frames)
         frames = _shift_all(frames, np.broadcast_to(shift, (len(frames), 2)))
