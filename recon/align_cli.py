@@ -72,7 +72,7 @@ def prealign_shifts_px(frames: np.ndarray, angles_deg: np.ndarray) -> np.ndarray
 
     from tiltstream.recon.preprocess import alignment_shifts
 
-    shifts = alignment_shifts(frames - np.median(frames, axis=(1, 2), keepdims=True), angles_deg, upsample=10)
+    shifts = alignment_shifts(frames - np.median(frames, axis=(1, 2), keepdims=True), angles_deg)
     return shifts - shifts.mean(axis=0)
 
 

@@ -59,7 +59,7 @@ def test_the_held_out_rows_keep_recon_trains_best_states(tmp_path) -> None:
     truth, _ = read_ground_truth(path)
     stopping = HeldOutStopping([1, 2, 0], every=10, directory=tmp_path)
     speed = {"device": "cpu", "precision": "fp32", "compile_model": False}
-    _, curve, steps = run_dipster("fast", session.load_frames(), session, truth, minutes=0.1, eval_every=40,
+    _, curve, steps = run_dipster("fast", session.load_frames(), session, truth, minutes=0.25, eval_every=40,
                                   seed=0, speed=speed, config=preset("fast"), holdout=0.1, stopping=stopping)
     checks = stopping.checks
     assert len(checks) >= 3 and checks[-1]["steps"] == steps
