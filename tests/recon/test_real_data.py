@@ -18,7 +18,7 @@ from tiltstream.recon.heldout_scoring import fit_gain, heldout_nrmse, neighbour_
 
 from tests.recon.test_import_real import etspy_data  # noqa: F401  (the fixture)
 
-STEPS = 200  # DIP-STER steps of the real-data test (one thread, 64^2)
+STEPS = 150  # DIP-STER steps of the real-data test (one thread, 64^2): far from converged, a smoke run
 
 
 def test_split_holds_out_every_8th_frame_and_trains_on_the_rest_or_every_4th():
@@ -79,5 +79,5 @@ def test_real_needle_every_method_scored_on_held_out_frames(etspy_data, tmp_path
     assert np.isfinite(dipster)
     if not (dipster < sirt[300] and dipster < error(floor)):
         pytest.xfail(f"DIP-STER after {STEPS} steps: held-out NRMSE {dipster:.4f}, not below non-negative SIRT "
-                     f"({sirt[300]:.4f}) and the neighbour floor ({error(floor):.4f}); the bench measured the "
-                     "same at 1500 steps (docs/benchmarks/real_data.md)")
+                     f"({sirt[300]:.4f}) and the neighbour floor ({error(floor):.4f}); nor at 1500 steps in the bench "
+                     "(0.0813, docs/benchmarks/real_data.md)")
