@@ -302,7 +302,7 @@ def main() -> int:
     print("\n".join(lines))
     print(json.dumps(stages))
     if args.doc:
-        shutil.copy(png, DOC.parent / f"real_data_slices_{frames.shape[1]}.png")
+        shutil.copy(png, DOC.parent / f"real_data_slices_{frames.shape[1]}_{args.splits.replace(',', '_')}.png")
         block = "\n".join([START, f"Frames {frames.shape[1]}^2 (bin {args.bin}), {args.threads} thread(s); stage "
                            f"wall times, s: {json.dumps({k: round(v) for k, v in stages.items()})}", "",
                            *lines, END])
