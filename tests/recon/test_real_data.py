@@ -79,5 +79,5 @@ def test_real_needle_every_method_scored_on_held_out_frames(etspy_data, tmp_path
     assert np.isfinite(dipster)
     if not (dipster < sirt[300] and dipster < error(floor)):
         pytest.xfail(f"DIP-STER after {STEPS} steps: held-out NRMSE {dipster:.4f}, not below non-negative SIRT "
-                     f"({sirt[300]:.4f}) and the neighbour floor ({error(floor):.4f}); nor at 1500 steps in the bench "
-                     "(0.0813 at 1500, 0.0853 at 3000; docs/benchmarks/real_data.md)")
+                     f"({sirt[300]:.4f}) and the neighbour floor ({error(floor):.4f}); nor in the bench "
+                     "(0.0813 at 1500 steps, 0.0853 at 3000; docs/benchmarks/real_data.md)")
