@@ -1,0 +1,316 @@
+"""Benchmark: a real HAADF-STEM tilt series from import to scored volume, every method on held-out frames.
+
+The series is etspy 1.3.0's test needle (``HAADF.mrc`` + ``.rawtlt``: 77 frames 256^2, -76..+76 deg in 2 deg
+steps, 3.36 nm pixels; fetched by the fixture of ``tests/recon/test_import_real.py`` into
+``~/.cache/tiltstream-test-data``). Stages, each timed:
+
+1. import: ``tiltstream recon import HAADF.mrc``;
+2. prepare: the tilt axis lies along the image's x (the needle's bands do not foreshorten with tilt); its
+   in-plane angle is estimated (:func:`axis_angle_deg`) and undone, the frames are transposed so the axis is
+   the project's y (docs/design.md 2), then the paper's preprocessing (:mod:`tiltstream.recon.preprocess`
+   defaults: median background, 0.9 x Otsu mask, normalisation, cross-correlation alignment, centring) with
+   ``--bin`` binning;
+3. per split (dense: every 8th frame held out; sparse: every 4th frame trains, same held-out frames;
+   :func:`tiltstream.recon.heldout_scoring.split_positions`), the training frames are written as a session
+   and reconstructed: DIP-STER with ``tiltstream recon train`` (``--holdout 0``), static non-negative SIRT
+   of all training frames (one volume) at several iteration counts, and the moving-window SIRT that
+   ``recon sirt`` runs by default; the floor predicts a held-out frame from its training neighbours;
+4. score: :func:`tiltstream.recon.heldout_scoring.heldout_nrmse` (one scale + offset fitted on the
+   training frames).
+
+Writes ``results.json`` and ``real_data_slices.png`` into ``--work`` and, with ``--doc``, the table into
+``docs/benchmarks/real_data.md`` between the ``real_data`` markers and the PNG beside it. Usage::
+
+    OMP_NUM_THREADS=1 python bench/real_data.py --work /tmp/real_data --bin 2 --steps 1500 --threads 1 --doc
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.doc_sections import replace_section  # noqa: E402
+from tiltstream.acquire.session import SessionSettings, SessionWriter  # noqa: E402
+from tiltstream.recon.heldout_scoring import heldout_nrmse, neighbour_floor, split_positions  # noqa: E402
+from tiltstream.recon.preprocess import PreprocessConfig, apply  # noqa: E402
+from tiltstream.recon.session_frames import load_session_frames  # noqa: E402
+
+SOURCE = Path.home() / ".cache" / "tiltstream-test-data" / "etspy-1.3.0" / "HAADF.mrc"
+DOC = ROOT / "docs" / "benchmarks" / "real_data.md"
+START, END = "<!-- real_data:start -->", "<!-- real_data:end -->"
+SPLITS = {"dense": 1, "sparse": 4}  # training frames: every frame / every 4th, less the held-out ones
+
+
+def axis_angle_deg(frames: np.ndarray, angles_deg: np.ndarray, slab_px: int = 6) -> tuple[float, float]:
+    """In-plane angle of a tilt axis that runs roughly along the image's x, degrees, and the fit's RMS residual, px.
+
+    In slabs of columns along the specimen, the specimen's centroid in y follows ``A_k + B_k cos(theta) +
+    C_k sin(theta)`` plus a shift common to all slabs (drift); ``A_k`` is the axis's height at slab ``k``, so
+    the slope of ``A_k`` over x is the axis's tangent. ``scipy.ndimage.rotate(frame, angle)`` levels it.
+    """
+    aligned, _ = apply(frames, angles_deg, PreprocessConfig(mask_otsu_fraction=None, centre=False))
+    aligned = np.clip(aligned - np.median(aligned, axis=(1, 2), keepdims=True), 0, None)
+    profile = aligned.sum(axis=(0, 1))
+    margin = aligned.shape[2] // 8  # a specimen cut by the frame's edge moves in and out of it
+    columns = np.flatnonzero(profile > 0.5 * profile.max())  # the bright part of the specimen
+    columns = columns[(columns >= margin) & (columns < aligned.shape[2] - margin)]
+    starts = np.arange(columns.min(), columns.max() - slab_px, slab_px)
+    rows = np.arange(aligned.shape[1])
+    slabs = np.stack([aligned[:, :, s:s + slab_px].sum(axis=2) for s in starts], axis=1)  # (n, k, ny)
+    centroid = (slabs * rows).sum(axis=2) / np.maximum(slabs.sum(axis=2), 1e-12)
+    centroid -= centroid.mean(axis=1, keepdims=True)
+    theta = np.deg2rad(angles_deg)
+    design = np.stack([np.ones_like(theta), np.cos(theta), np.sin(theta)], axis=1)
+    coef = np.linalg.lstsq(design, centroid, rcond=None)[0]
+    residual = float(np.sqrt(np.mean((centroid - design @ coef) ** 2)))
+    slope = np.polyfit(starts + slab_px / 2.0, coef[0], 1)[0]
+    return float(np.degrees(np.arctan(slope))), residual
+
+
+def foreshortening(frames: np.ndarray, angles_deg: np.ndarray) -> dict[str, float]:
+    """Length of the specimen's x-profile at the extreme tilts relative to 0 deg (1: x is the tilt axis;
+    cos(theta): y is)."""
+    def length(frame: np.ndarray) -> float:
+        profile = np.clip(frame - np.median(frame), 0, None).sum(axis=0)
+        inside = np.flatnonzero(profile > 0.25 * profile.max())
+        return float(inside.max() - inside.min())
+
+    zero = int(np.argmin(np.abs(angles_deg)))
+    return {f"{angles_deg[i]:.0f} deg": length(frames[i]) / length(frames[zero]) for i in (0, len(frames) - 1)}
+
+
+def prepare(session: Path, bin_factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Frames rotated and transposed so the tilt axis is y, preprocessed the paper's way; angles, times, report."""
+    from scipy import ndimage
+
+    record, frames = load_session_frames(session)
+    frames, angles, times = frames.astype(np.float64), record.angles_deg, record.times_s
+    angle_deg, levelled, rounds = 0.0, frames, []
+    for _ in range(5):  # one estimate under-reads the angle (the alignment absorbs part of it): iterate
+        step_deg, residual_px = axis_angle_deg(levelled, angles)
+        rounds.append(step_deg)
+        if abs(step_deg) < 0.05:
+            break
+        angle_deg += step_deg
+        levelled = np.stack([ndimage.rotate(f, angle_deg, reshape=False, order=3, mode="nearest") for f in frames])
+    transposed = np.ascontiguousarray(levelled.transpose(0, 2, 1))
+    prepared, report = apply(transposed, angles, PreprocessConfig(bin_factor=bin_factor))
+    axis = {"in_plane_angle_deg": angle_deg, "fit_residual_px": residual_px,
+            "x_profile_length_vs_0deg": foreshortening(frames, angles),
+            "estimate_rounds_deg": rounds}
+    return prepared, angles, times, {"axis": axis, "preprocess_steps": report["steps"],
+                                     "pixel_size_nm": record.settings.pixel_size_nm * bin_factor}
+
+
+def write_session(path: Path, frames: np.ndarray, angles: np.ndarray, times: np.ndarray,
+                  pixel_size_nm: float) -> Path:
+    """The given frames as a new session (indices 0..n-1, the frames' own angles and times)."""
+    if path.exists():
+        shutil.rmtree(path)
+    writer = SessionWriter.create(path, SessionSettings(
+        scheme={"kind": "imported", "count": len(frames)}, pixel_size_nm=pixel_size_nm))
+    for index, (frame, angle, time_s) in enumerate(zip(frames, angles, times)):
+        writer.append(frame.astype(np.float32), index=index, target_deg=float(angle), angle_deg=float(angle),
+                      time_s=float(time_s), exposure_s=0.0, dose_e_per_A2=0.0)
+    return path
+
+
+def run_dipster(session: Path, run: Path, args: argparse.Namespace, times: np.ndarray,
+                angles: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """``recon train`` on ``session``; the reprojections at every frame (n, ny, nx), the middle volume, wall s."""
+    from tiltstream.recon.run_dir import open_reconstructor
+
+    if run.exists():
+        shutil.rmtree(run)
+    command = [sys.executable, "-m", "tiltstream", "recon", "train", "--session", str(session), "--out", str(run),
+               "--preset", args.preset, "--steps", str(args.steps), "--holdout", "0", "--seed", str(args.seed),
+               "--device", "cpu", "--threads", str(args.threads)]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall_s = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"recon train failed: {done.stderr[-2000:]}")
+    model = open_reconstructor(run)
+    reprojections = np.stack([model.reproject(float(t), float(a)) for t, a in zip(times, angles)])
+    return reprojections, model.volume(float(np.median(times))), wall_s
+
+
+def static_sirt(frames: np.ndarray, angles: np.ndarray, train: np.ndarray,
+                counts: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
+    """Non-negative SIRT of all training frames (one volume), continued through ``counts`` iterations:
+    per count the reprojections at every angle, the volume and the cumulative wall time, s."""
+    from tiltstream.recon.projector import ParallelProjector
+    from tiltstream.recon.sirt import sirt
+
+    nx = frames.shape[2]
+    shape = (nx, frames.shape[1], nx)
+    project = ParallelProjector(angles, shape, n_det=nx)
+    volume, done, spent_s, out = None, 0, 0.0, {}
+    for count in sorted(counts):
+        started = time.perf_counter()
+        volume = sirt(frames[train], angles[train], shape, iterations=count - done, x0=volume, nonnegative=True)
+        spent_s += time.perf_counter() - started
+        done = count
+        out[count] = (np.asarray(project(volume)), volume, spent_s)
+    return out
+
+
+def window_sirt(frames: np.ndarray, angles: np.ndarray, train: np.ndarray,
+                heldout: np.ndarray) -> tuple[np.ndarray, float]:
+    """``recon sirt``'s default (window 30 training frames, 30 cold non-negative iterations, Z = the frame
+    width): reprojections at every position, wall s. A held-out frame is predicted by the window of the
+    nearest training frame before it in acquisition order."""
+    from tiltstream.recon.projector import project_volume
+    from tiltstream.recon.sirt import moving_window_sirt
+
+    nx = frames.shape[2]
+    started = time.perf_counter()
+    volumes = moving_window_sirt(frames[train], angles[train], (nx, frames.shape[1], nx))
+    out = np.zeros(frames.shape, dtype=np.float64)
+    for k, position in enumerate(train):
+        out[position] = project_volume(volumes[k], float(angles[position]))
+    for position in heldout:
+        k = int(np.searchsorted(train, position)) - 1
+        out[position] = project_volume(volumes[max(k, 0)], float(angles[position]))
+    return out, time.perf_counter() - started
+
+
+def score_split(name: str, frames: np.ndarray, angles: np.ndarray, times: np.ndarray, args: argparse.Namespace,
+                pixel_size_nm: float) -> dict:
+    """Every method on one split: held-out NRMSE and wall time per method; the slices for the figure."""
+    train, heldout = split_positions(len(frames), train_every=SPLITS[name])
+    rows: list[dict] = []
+
+    def add(method: str, reprojections: np.ndarray, wall_s: float, **extra: object) -> None:
+        error = heldout_nrmse(reprojections[train], frames[train], reprojections[heldout], frames[heldout])
+        rows.append({"method": method, "nrmse": error, "wall_s": wall_s, **extra})
+        print(f"{name}: {method}: held-out NRMSE {error:.4f} ({wall_s:.0f} s)", file=sys.stderr, flush=True)
+
+    for linear in (False, True):
+        floor = np.zeros(frames.shape)
+        floor[heldout] = neighbour_floor(frames, angles, train, heldout, linear=linear)
+        floor[train] = frames[train]
+        add("neighbours, linear in angle" if linear else "neighbour mean (floor)", floor, 0.0)
+    static = static_sirt(frames, angles, train, args.sirt_iterations)
+    for count, (reprojections, _, wall_s) in static.items():
+        add(f"SIRT static, non-negative, {count} it.", reprojections, wall_s, iterations=count)
+    reprojections, wall_s = window_sirt(frames, angles, train, heldout)
+    add("recon sirt default (window 30, 30 it.)", reprojections, wall_s)
+    session = write_session(args.work / f"train_{name}", frames[train], angles[train], times[train], pixel_size_nm)
+    reprojections, volume, wall_s = run_dipster(session, args.work / f"run_{name}", args, times, angles)
+    add(f"DIP-STER recon train --preset {args.preset}, {args.steps} steps", reprojections, wall_s)
+    best_sirt = min((r for r in rows if "iterations" in r), key=lambda r: r["nrmse"])
+    return {"split": name, "training": train.tolist(), "heldout": heldout.tolist(), "rows": rows,
+            "slices": {"DIP-STER": volume, f"SIRT {best_sirt['iterations']} it.": static[best_sirt["iterations"]][1]}}
+
+
+def write_figure(results: list[dict], path: Path) -> None:
+    """Central slices of DIP-STER and the best static SIRT, side by side: per split, the z-centre plane
+    (along the needle) and the y-centre orthoslice (across it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(r["split"], method, volume) for r in results for method, volume in r["slices"].items()]
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 6.4), squeeze=False)
+    for column, (split, method, volume) in enumerate(panels):
+        high = float(np.percentile(volume, 99.9)) or 1.0
+        for row, (plane, title) in enumerate(((volume[volume.shape[0] // 2].T, "z centre"),
+                                              (volume[:, volume.shape[1] // 2, :], "y centre"))):
+            axes[row, column].imshow(plane, cmap="gray", vmin=0, vmax=high)
+            axes[row, column].set_title(f"{split}: {method}\n{title}", fontsize=8)
+            axes[row, column].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table(results: list[dict]) -> list[str]:
+    """Markdown rows: method, held-out NRMSE dense and sparse, wall times."""
+    by_method: dict[str, dict[str, dict]] = {}
+    for result in results:
+        for row in result["rows"]:
+            by_method.setdefault(row["method"], {})[result["split"]] = row
+    lines = ["| method | held-out NRMSE, dense (67 training frames) | held-out NRMSE, sparse (every 4th, 20) "
+             "| wall s, dense / sparse |", "|---|---|---|---|"]
+    for method, cells in by_method.items():
+        errors = [f"{cells[s]['nrmse']:.4f}" if s in cells else "-" for s in SPLITS]
+        walls = " / ".join(f"{cells[s]['wall_s']:.0f}" if s in cells else "-" for s in SPLITS)
+        lines.append(f"| {method} | {errors[0]} | {errors[1]} | {walls} |")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, default=SOURCE, help="HAADF.mrc (with HAADF.rawtlt beside it)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/real_data"))
+    parser.add_argument("--bin", type=int, default=2, help="binning: 2 gives 128^2 frames, 4 gives 64^2")
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--splits", default="dense,sparse")
+    parser.add_argument("--sirt-iterations", type=lambda s: [int(v) for v in s.split(",")],
+                        default=[30, 100, 200, 300])
+    parser.add_argument("--doc", action="store_true", help="write the table and PNG into docs/benchmarks")
+    args = parser.parse_args()
+    if not args.source.is_file():
+        print(f"real_data: {args.source} is missing: run `pytest tests/recon/test_import_real.py` once to fetch "
+              "etspy's test data, or give --source", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    session = args.work / "session"
+    if session.exists():
+        shutil.rmtree(session)
+    stages: dict[str, float] = {}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tiltstream", "recon", "import", str(args.source), "--out", str(session)],
+                   check=True)
+    stages["import_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    frames, angles, times, prepared = prepare(session, args.bin)
+    stages["prepare_s"] = time.perf_counter() - started
+    print(f"prepared {frames.shape}: {json.dumps(prepared['axis'])}", file=sys.stderr, flush=True)
+    results = []
+    for name in args.splits.split(","):
+        started = time.perf_counter()
+        results.append(score_split(name, frames, angles, times, args, prepared["pixel_size_nm"]))
+        stages[f"{name}_all_methods_s"] = time.perf_counter() - started
+    png = args.work / "real_data_slices.png"
+    write_figure(results, png)
+    record = {"args": {k: str(v) for k, v in vars(args).items()}, "frames": list(frames.shape), "stages": stages,
+              "prepared": prepared, "threads": args.threads, "cpus": os.cpu_count(), "machine": platform.node(),
+              "results": [{k: v for k, v in r.items() if k != "slices"} for r in results]}
+    (args.work / "results.json").write_text(json.dumps(record, indent=1))
+    lines = table(results)
+    print("\n".join(lines))
+    print(json.dumps(stages))
+    if args.doc:
+        shutil.copy(png, DOC.parent / f"real_data_slices_{frames.shape[1]}_{args.splits.replace(',', '_')}.png")
+        block = "\n".join([START, f"Frames {frames.shape[1]}^2 (bin {args.bin}), {args.threads} thread(s); stage "
+                           f"wall times, s: {json.dumps({k: round(v) for k, v in stages.items()})}", "",
+                           *lines, END])
+        replace_section(DOC, START.replace("real_data", f"real_data_{frames.shape[1]}"),
+                        END.replace("real_data", f"real_data_{frames.shape[1]}"),
+                        block.replace("real_data:", f"real_data_{frames.shape[1]}:"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
