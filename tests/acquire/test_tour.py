@@ -46,6 +46,7 @@ def _replace(argv: list[str], option: str, value: str) -> list[str]:
     return [*argv, option, value]
 
 
+@pytest.mark.slow
 def test_the_tour_records_the_true_metadata_and_frames_sirt_can_use(tmp_path: Path) -> None:
     port = free_port()
     serve = _replace(_tour_command("tiltstream sim serve"), "--port", str(port))

@@ -26,6 +26,7 @@ Z_NM, PIXEL_NM, FRAMES = 8.0, 1.0, 24
 FALLBACK_NOTE = "is measured against the previous frames, not the model"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_track_model_engages_once_the_live_model_is_good(tmp_path: Path, processes) -> None:
     """The first frames fall back to ``previous`` (the model is not ready, then not good enough), said once;

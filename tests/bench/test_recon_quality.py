@@ -43,6 +43,7 @@ def test_the_alloying_summary_gives_the_error_both_ways() -> None:
     assert words.endswith(f"against its own first volume {own_start:.1f}")
 
 
+@pytest.mark.slow
 def test_the_held_out_rows_keep_recon_trains_best_states(tmp_path) -> None:
     """With held-out frames the bench holds out recon train's frames and, per patience, keeps the checked
     state of least held-out error until PlateauStopper stops on the same errors, in a real checkpoint

@@ -145,6 +145,7 @@ def test_preprocess_runs_before_training_and_is_recorded(tmp_path: Path) -> None
                          "--steps", "5", "--preprocess", "sharpen"), "invalid preprocess = 'sharpen'")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(200)
 def test_a_live_format_run_is_read_by_volumes_and_resumed_by_train(tmp_path: Path) -> None:
     """One run-directory format: a run written through the Reconstructor protocol (as tiltstream live
