@@ -135,7 +135,8 @@ class TrackingLoop:
         :class:`tiltstream.acquire.model_link.ModelLink`; when it has none, or none good enough, the previous
         frames are the reference).
     model_max_error_percent
-        Largest prediction error the live model may report for its reprojection to be used, percent.
+        Largest scale-free prediction error of the model's reprojection for the frame for it to be used,
+        percent (:func:`tiltstream.acquire.model_reference.fitted_error_percent`).
     sweep_every
         ``focus="measure"``: a sharpness sweep before every this many frames.
     sweep_step_m
