@@ -57,7 +57,7 @@ class ReconTrainSettings(pydantic.BaseModel):
         default="none", description="preprocessing of the frames before a new run trains on them "
         "(recon/preprocess.py): none; paper (the paper's pipeline for experimental data: median "
         "background, 0.9 x Otsu mask, normalisation, cross-correlation alignment, centring); real (after "
-        "recon align: background, mask, normalisation, frames larger than 128 px resized to it, and in "
+        "recon align: background, normalisation (no mask), frames larger than 128 px resized to it, and in "
         "the loss the paper's TV weight for real data and a per-frame intensity scale: README 'Real data'); "
         "or a TOML file of PreprocessConfig fields. What it did is recorded in run.json")
     workers: int = pydantic.Field(
