@@ -218,10 +218,12 @@ def kplanes_preset() -> DipsterConfig:
                          batch_frames=4, rows_per_frame=8)
 
 
-REAL_DATA_UPDATE: dict[str, object] = {"tv_weight": 1e-5, "frame_gain": True}
+REAL_DATA_UPDATE: dict[str, object] = {"tv_weight": 1e-5}
 """What ``recon train --preprocess real`` changes in the preset: the paper's TV weight for experimental
 data (Supplementary Note 2 found 5e-6 to 1e-5 good; the upper end, as real frames are noisier than the
-simulations) and the per-frame intensity scale (docs/benchmarks/static.md)."""
+simulations). Not the per-frame intensity scale (``frame_gain``): after the per-frame normalisation of
+``--preprocess real`` it doubled the real needle's held-out error and tripled its volumes' change over
+time (docs/benchmarks/real_data.md)."""
 
 
 def preset(name: str) -> DipsterConfig:

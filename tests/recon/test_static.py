@@ -132,14 +132,15 @@ def test_fit_size_resizes_only_larger_frames() -> None:
 @pytest.mark.timeout(300)
 def test_train_preprocess_real(tmp_path: Path) -> None:
     """``recon train --preprocess real``: background and normalisation, no mask (alignment is recon align's),
-    the TV weight and the per-frame gain in the run's config; the volumes come out."""
+    the TV weight in the run's config and no per-frame gain (the normalisation does its work); the volumes
+    come out."""
     session = write_synthetic_session(tmp_path / "s", "nanorod", 16, 8, seed=0, static=True, gain_drift=DRIFT)
     run = tmp_path / "run"
     result = _cli("recon", "train", "--session", str(session), "--out", str(run), "--steps", "20",
                   "--threads", "1", "--preprocess", "real")
     assert result.returncode == 0, result.stderr
     description = json.loads((run / RUN_FILE).read_text())
-    assert description["config"]["frame_gain"] is True and description["config"]["tv_weight"] == 1e-5
+    assert description["config"]["frame_gain"] is False and description["config"]["tv_weight"] == 1e-5
     assert description["preprocess"]["config"]["fit_size"] == 128
     assert description["preprocess"]["config"]["mask_otsu_fraction"] is None
     assert description["preprocess"]["steps"] == ["subtract_background", "normalise"]  # 16 px: no resize
