@@ -5,6 +5,10 @@ import os
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# One torch/OpenMP thread per process unless a test says otherwise (its own --threads or set_num_threads):
+# the suite runs in two xdist workers on two cores, and two workers of two threads each (plus the
+# processes the tests start, which inherit this) oversubscribe the cores and slow every step severalfold.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture
