@@ -154,13 +154,16 @@ def _raise_interrupt(signum: int, frame: object) -> NoReturn:
 def _terminate_as_interrupt() -> Any:
     """Make SIGTERM end a command as Ctrl-C does, so its clean-up runs (children stopped, beam blanked).
 
-    Only where SIGTERM still has its default action and in the main thread; a command may install its
+    Only in the main thread, and where SIGTERM has its default action or was inherited as ignored or
+    blocked (a job started in the background, or from a thread that blocks it: the command would
+    otherwise run to its end whatever it is sent; ``sim serve`` does the same); a command may install its
     own handler over it. Returns the handler to restore afterwards (None when nothing was changed).
     """
     if threading.current_thread() is not threading.main_thread():
         return None
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN):
         return None
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 

@@ -93,6 +93,33 @@ def test_acquire(processes, sim_server: str, tmp_path: Path, sig: signal.Signals
     assert "the beam was blanked" in text and "--resume" in text
 
 
+def _ignore_and_block_sigterm() -> None:
+    """A parent that left SIGTERM ignored and blocked (a background job, a thread that blocks it)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def test_acquire_started_with_sigterm_ignored_and_blocked_still_stops(sim_server: str, tmp_path: Path) -> None:
+    """SIGTERM inherited as ignored and blocked would let acquire run its whole series whatever it is sent;
+    it stops as on a plain SIGTERM (exit 130, beam blanked, resumable)."""
+    import sys
+
+    session, log = tmp_path / "s", tmp_path / "acquire.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tiltstream", "acquire", "--bridge", sim_server, "--session",
+                                 str(session), "--count", "400", "--dwell-time-s", "1e-5", "--pixel-size-nm", "0.5"],
+                                stdout=out, stderr=subprocess.STDOUT, preexec_fn=_ignore_and_block_sigterm)
+        try:
+            wait_for(lambda: _records(session) >= 2, 60, "two frames", proc)
+            text = _stop(proc, signal.SIGTERM, log)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == 130
+    assert "the beam was blanked" in text
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_live(processes, tmp_path: Path, sig: signal.Signals) -> None:
     run, log = tmp_path / "run", tmp_path / "live.log"
