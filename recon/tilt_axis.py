@@ -142,7 +142,7 @@ def estimate_axis_directions(frames: np.ndarray, step_deg: float = 1.0,
     step_deg
         Step of the coarse sweep over 0..180 deg; the best direction is refined to 0.01 deg.
     spacing_deg
-        Spacing of the further candidates, degrees.
+        Spacing of the further candidates, degrees (a multiple of ``step_deg``).
     """
     candidates = np.arange(0.0, 180.0, step_deg)
     scores = np.array([profile_score(frames, a) for a in candidates])
@@ -154,9 +154,11 @@ def estimate_axis_directions(frames: np.ndarray, step_deg: float = 1.0,
     contrast = 1.0 - float(result.fun) / median
     cut = float(result.fun) + 0.5 * (median - float(result.fun))
     directions = [axis]
-    for a in np.arange(0.0, 180.0, spacing_deg) if contrast < CLEAR_CONTRAST else ():
+    if contrast >= CLEAR_CONTRAST:
+        return directions, contrast
+    for a, score in zip(candidates, scores):  # the grid's scores come from the sweep above
         gap = min(abs(a - d) % 180.0 for d in directions)
-        if profile_score(frames, float(a)) <= cut and min(gap, 180.0 - gap) >= spacing_deg / 2.0:
+        if np.isclose(a % spacing_deg, 0.0) and score <= cut and min(gap, 180.0 - gap) >= spacing_deg / 2.0:
             directions.append(float(a))
     return directions, contrast
 

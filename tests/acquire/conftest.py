@@ -73,3 +73,27 @@ def recording_null_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         _stop(proc)
         log.close()
+
+
+def start_centred_sim(log: Path, z_nm: float, pixel_nm: float, *options: str) -> tuple[subprocess.Popen, int]:
+    """``tiltstream sim serve`` (32^3, noise-free, CPU, one thread, ``options`` added) with a specimen ``z_nm``
+    above the tilt axis, listening on a free port, and centred at the first angle (-70 deg) through the bridge
+    as an operator would; returns the process (its output in ``log``) and its port. Stop it with :func:`_stop`."""
+    import math
+
+    from tiltstream.acquire.bridge import BridgeMicroscope, RetryPolicy
+
+    port = free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tiltstream", "sim", "serve", "--size", "32", "--noise", "none",
+                                 "--device", "cpu", "--threads", "1", "--pixel-size-nm", str(pixel_nm),
+                                 "--eucentric-offset-nm", str(z_nm), "--port", str(port), *options],
+                                stdout=out, stderr=out)
+    try:
+        _wait_listening(proc, port, timeout_s=60)
+        BridgeMicroscope(f"http://127.0.0.1:{port}", retry=RetryPolicy(attempts=1)).set_image_shift_m(
+            (z_nm * 1e-9 * math.sin(math.radians(70.0)), 0.0))
+    except BaseException:
+        _stop(proc)
+        raise
+    return proc, port

@@ -9,17 +9,15 @@ prediction error is below the threshold and its correlation peak holds up agains
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tiltstream.acquire.bridge import BridgeMicroscope, RetryPolicy
 from tiltstream.acquire.session import read_session
 from tiltstream.live.run_state import ENDPOINTS_FILE
-from tests.acquire.conftest import _stop, _wait_listening, free_port
+from tests.acquire.conftest import _stop, free_port, start_centred_sim
 from tests.live.conftest import wait_for
 
 Z_NM, PIXEL_NM, FRAMES = 8.0, 1.0, 24
@@ -33,16 +31,9 @@ def test_track_model_engages_once_the_live_model_is_good(tmp_path: Path, process
     from the first frame measured against the model on, at least 80 % of the frames are (tracking mode
     "model"), the model engages by frame 16 of 24, no frame is lost, and the summary line counts both."""
     session, run = tmp_path / "session", tmp_path / "run"
-    bridge_port, publish, request = free_port(), f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    sim_log = open(tmp_path / "sim.log", "w")
-    sim = subprocess.Popen([sys.executable, "-m", "tiltstream", "sim", "serve", "--size", "32", "--steps", str(FRAMES),
-                            "--mode", "realistic", "--tilt-speed", "40", "--noise", "none", "--device", "cpu",
-                            "--threads", "1", "--pixel-size-nm", str(PIXEL_NM), "--eucentric-offset-nm", str(Z_NM),
-                            "--port", str(bridge_port)], stdout=sim_log, stderr=sim_log)
+    publish, request = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    sim, bridge_port = start_centred_sim(tmp_path / "sim.log", Z_NM, PIXEL_NM, "--steps", str(FRAMES), "--mode", "realistic", "--tilt-speed", "40")
     try:
-        _wait_listening(sim, bridge_port, timeout_s=60)
-        BridgeMicroscope(f"http://127.0.0.1:{bridge_port}", retry=RetryPolicy(attempts=1)).set_image_shift_m(
-            (Z_NM * 1e-9 * math.sin(math.radians(70.0)), 0.0))
         live = processes.start("live", "--connect", publish, "--session", str(session), "--out", str(run),
                                "--status", "tcp://127.0.0.1:*", "--volume-endpoint", request, "--headless",
                                "--device", "cpu", "--threads", "1", log=tmp_path / "live.log")
@@ -56,7 +47,6 @@ def test_track_model_engages_once_the_live_model_is_good(tmp_path: Path, process
         assert live.wait(120) == 0, (tmp_path / "live.log").read_text()[-2000:]
     finally:
         _stop(sim)
-        sim_log.close()
 
     modes = [r.tracking.mode for r in read_session(session).records]
     assert "model" in modes, (modes, acquire.stderr[-2000:])

@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tiltstream.acquire.bridge import BridgeMicroscope, RetryPolicy
 from tiltstream.acquire.session import read_session
 from tiltstream.live.run_state import ENDPOINTS_FILE
-from tests.acquire.conftest import _stop, _wait_listening, free_port
+from tests.acquire.conftest import _stop, free_port, start_centred_sim
 from tests.live.conftest import wait_for
 
 Z_NM, PIXEL_NM, FRAMES = 8.0, 1.0, 14
@@ -47,17 +46,9 @@ def test_track_model_follows_the_live_reconstruction(tmp_path: Path, processes) 
     1.5 px of its first-frame position (measured: at most 1.1 px; untracked it would move 15 px across the
     range), and what the tracker recorded is within 1.5 px of the truth."""
     session, run = tmp_path / "session", tmp_path / "run"
-    bridge_port, publish, request = free_port(), f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    sim_log = open(tmp_path / "sim.log", "w")
-    sim = subprocess.Popen([sys.executable, "-m", "tiltstream", "sim", "serve", "--size", "32", "--steps", "4",
-                            "--mode", "instant", "--noise", "none", "--device", "cpu", "--threads", "1",
-                            "--pixel-size-nm", str(PIXEL_NM), "--eucentric-offset-nm", str(Z_NM),
-                            "--port", str(bridge_port)], stdout=sim_log, stderr=sim_log)
+    publish, request = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    sim, bridge_port = start_centred_sim(tmp_path / "sim.log", Z_NM, PIXEL_NM, "--steps", "4", "--mode", "instant")
     try:
-        _wait_listening(sim, bridge_port, timeout_s=60)
-        # the operator centres the specimen at the first angle (-70 deg) before the series, through the bridge
-        BridgeMicroscope(f"http://127.0.0.1:{bridge_port}", retry=RetryPolicy(attempts=1)).set_image_shift_m(
-            (Z_NM * 1e-9 * math.sin(math.radians(70.0)), 0.0))
         live = processes.start("live", "--connect", publish, "--session", str(session), "--out", str(run),
                                "--status", "tcp://127.0.0.1:*", "--volume-endpoint", request, "--headless",
                                "--device", "cpu", "--threads", "1", "--method", "sirt", "--sirt-iterations", "10",
@@ -73,7 +64,6 @@ def test_track_model_follows_the_live_reconstruction(tmp_path: Path, processes) 
         assert live.wait(60) == 0, (tmp_path / "live.log").read_text()[-2000:]
     finally:
         _stop(sim)
-        sim_log.close()
 
     records = read_session(session).records
     modes = [r.tracking.mode for r in records]
