@@ -10,7 +10,9 @@ Order of the steps (docs/method.md 7, "Experimental preprocessing"):
 3. ``subtract_background``: subtract each frame's median.
 4. ``mask_otsu_fraction``: set pixels below ``fraction * Otsu threshold`` to zero.
 5. ``normalise``: each frame to unit standard deviation and a common mean (the mean over frames of
-   ``mean / std``), i.e. ``(f - mean_f) / std_f + common``.
+   ``mean / std``), i.e. ``(f - mean_f) / std_f + common``. With ``geometry`` it runs last, after it: a
+   scale per frame makes the frames inconsistent with any one volume, and the tilt-axis search judges a
+   candidate axis by that consistency (a nanorod rotated 27 deg was found 15 deg off on normalised frames).
 6. ``align``: cross-correlation alignment (:func:`tiltstream.registration.register`, subpixel, the
    registration acquisition's tracking uses): frames are chained in angle order from the frame nearest 0
    deg, each registered to its neighbour in angle (so compared frames differ by a small tilt); the shifts
@@ -25,9 +27,12 @@ Order of the steps (docs/method.md 7, "Experimental preprocessing"):
 9. ``rescale_shape``: resize to ``(ny, nx)`` (the paper: 128 x 128), scaling values by the new/old
    width so frames stay line integrals in the new (larger) voxel units; or ``fit_size``: resize (aspect
    kept, the same value scaling) only frames whose larger side exceeds it, so that side becomes it.
+10. ``geometry``: the tilt axis (metadata, else estimated) and projection matching, as ``recon align``
+    does (:mod:`tiltstream.recon.series_alignment`), on the frames as the steps above left them (resized:
+    cheaper); skipped for a session that ``recon align`` wrote.
 
 :func:`real_data_config` is ``recon train --preprocess real``: the paper's pipeline for experimental
-frames that ``recon import`` and ``recon align`` have made (README, "Real data").
+frames straight from ``recon import`` (README, "Real data").
 
 :func:`apply` returns the frames and a JSON-ready report of what each step did (shifts, fits, scales),
 which a run directory records next to the config.
@@ -35,7 +40,7 @@ which a run directory records next to the config.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -72,6 +77,10 @@ class PreprocessConfig(pydantic.BaseModel):
         default=None, ge=2, description="resize frames whose larger side exceeds this many pixels so that "
         "side is this long, aspect kept (after the crop; not with rescale_shape; None: off)")
 
+    geometry: bool = pydantic.Field(
+        default=False, description="last: find the tilt axis and register every frame by projection matching "
+        "(recon align with its defaults, tiltstream.recon.series_alignment), unless recon align wrote the session")
+
     @pydantic.model_validator(mode="after")
     def _one_resize(self) -> PreprocessConfig:
         if self.fit_size is not None and self.rescale_shape is not None:
@@ -83,17 +92,20 @@ REAL_DATA_SIZE = 128  # the paper's frame side for its experimental series, pixe
 
 
 def real_data_config() -> PreprocessConfig:
-    """``--preprocess real``: median background, per-frame normalisation, and frames larger than the paper's
-    128 pixels resized to it (aspect kept).
+    """``--preprocess real``: median background, per-frame normalisation, frames larger than the paper's
+    128 pixels resized to it (aspect kept), then the geometry (tilt axis and projection matching, as
+    ``recon align`` does; skipped where ``recon align`` wrote the session).
 
     No Otsu mask, unlike the paper: drawn frame by frame, it zeroes a different set of pixels in each
     frame, and no volume reprojects to that. On the real needle (docs/benchmarks/real_data.md) every
     method's held-out error rose from about 3 % to 7.5-8 % with it, and no reconstruction beat the
-    neighbour floor on the sparse split. No cross-correlation alignment and no centring: the frames come from ``recon align``, whose
-    projection matching registered them and put the tilt axis at the image centre; a chain of pairwise
-    shifts would add up errors over the series, and centring the mass would move the axis off the centre.
+    neighbour floor on the sparse split. No cross-correlation alignment of step 6 and no centring: the
+    geometry step's projection matching registers the frames and puts the tilt axis at the image centre;
+    step 6's chain of pairwise shifts would add up errors over the series, and centring the mass would
+    move the axis off the centre.
     """
-    return PreprocessConfig(mask_otsu_fraction=None, align=False, centre=False, fit_size=REAL_DATA_SIZE)
+    return PreprocessConfig(mask_otsu_fraction=None, align=False, centre=False, fit_size=REAL_DATA_SIZE,
+                            geometry=True)
 
 
 def _check(frames: np.ndarray, angles_deg: np.ndarray) -> None:
@@ -279,7 +291,8 @@ def _align(frames: np.ndarray, angles: np.ndarray, config: PreprocessConfig, rec
 
 
 def apply(frames: np.ndarray, angles_deg: np.ndarray, config: PreprocessConfig,
-          recorded_shifts: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+          recorded_shifts: np.ndarray | None = None, session_extra: Mapping[str, Any] | None = None,
+          log: Callable[[str], None] = print) -> tuple[np.ndarray, dict[str, Any]]:
     """Run the configured steps, in the module's order.
 
     Parameters
@@ -292,6 +305,11 @@ def apply(frames: np.ndarray, angles_deg: np.ndarray, config: PreprocessConfig,
         Which steps run.
     recorded_shifts
         For ``align_from = "recorded"``: :func:`recorded_shifts_px` of the session, (n, 2) pixels (x, y).
+    session_extra
+        For ``geometry``: the session's extra ``session.json`` fields (``tilt_axis_deg`` from the
+        metadata; ``aligned`` when ``recon align`` wrote the session, which skips the step).
+    log
+        For ``geometry``: where its progress lines go.
 
     Returns
     -------
@@ -321,14 +339,8 @@ def apply(frames: np.ndarray, angles_deg: np.ndarray, config: PreprocessConfig,
         frames = np.where(frames < thresholds[:, None, None], 0.0, frames)
         report["mask_thresholds"] = thresholds.tolist()
         report["steps"].append("mask")
-    if config.normalise:
-        means, stds = frames.mean(axis=(1, 2)), frames.std(axis=(1, 2))
-        if np.any(stds == 0):
-            raise UserError(f"frames {np.flatnonzero(stds == 0)[:10].tolist()} are constant; cannot normalise")
-        common = float(np.mean(means / stds))
-        frames = (frames - means[:, None, None]) / stds[:, None, None] + common
-        report["normalise"] = {"common_mean": common, "stds": stds.tolist()}
-        report["steps"].append("normalise")
+    if config.normalise and not config.geometry:
+        frames = _normalise(frames, report)
     if config.align:
         frames = _align(frames, angles, config, recorded_shifts, report)
     if config.centre:
@@ -345,5 +357,33 @@ def apply(frames: np.ndarray, angles_deg: np.ndarray, config: PreprocessConfig,
     elif config.fit_size is not None and fitted_shape(frames.shape[1:], config.fit_size) != frames.shape[1:]:
         frames = rescale(frames, fitted_shape(frames.shape[1:], config.fit_size))
         report["steps"].append("rescale")
+    if config.geometry:
+        frames = _geometry(frames, angles, dict(session_extra or {}), report, log)
+        if config.normalise:
+            frames = _normalise(frames, report)
     report["output_shape"] = list(frames.shape)
     return frames.astype(np.float32), report
+
+
+def _normalise(frames: np.ndarray, report: dict[str, Any]) -> np.ndarray:
+    means, stds = frames.mean(axis=(1, 2)), frames.std(axis=(1, 2))
+    if np.any(stds == 0):
+        raise UserError(f"frames {np.flatnonzero(stds == 0)[:10].tolist()} are constant; cannot normalise")
+    common = float(np.mean(means / stds))
+    report["normalise"] = {"common_mean": common, "stds": stds.tolist()}
+    report["steps"].append("normalise")
+    return (frames - means[:, None, None]) / stds[:, None, None] + common
+
+
+def _geometry(frames: np.ndarray, angles: np.ndarray, session_extra: dict[str, Any], report: dict[str, Any],
+              log: Callable[[str], None]) -> np.ndarray:
+    from tiltstream.recon.series_alignment import AlignSettings, align_frames, is_aligned
+
+    if is_aligned(session_extra):
+        report["geometry"] = "skipped: the session's frames were aligned already (session.json 'aligned')"
+        return frames
+    if len(frames) < 3:
+        raise UserError(f"the tilt axis needs at least 3 frames; the session holds {len(frames)}")
+    frames, report["geometry"] = align_frames(frames, angles, AlignSettings(), session_extra, log=log)
+    report["steps"].append("geometry")
+    return frames

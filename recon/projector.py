@@ -8,7 +8,9 @@ volumes. How and why: docs/method.md 10.
 
 from __future__ import annotations
 
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -167,6 +169,11 @@ def backproject(rows: torch.Tensor, angles_rad: torch.Tensor, slice_shape: tuple
     return back[:, 0] if squeeze else back
 
 
+RECENT_OPERATORS = 2  # slice operators shared between projectors (a 128^2 slice at 77 angles: ~60 MB with its transpose)
+_RECENT: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+_RECENT_LOCK = threading.Lock()
+
+
 class ParallelProjector:
     """A projection operator for a fixed set of tilt angles over whole volumes (tomosipo-style).
 
@@ -190,19 +197,29 @@ class ParallelProjector:
             raise ValueError(f"volume_shape must be (nz, ny, nx) with positive sizes; got {volume_shape}")
         self.volume_shape = tuple(int(n) for n in volume_shape)
         self.n_det = int(n_det or self.volume_shape[2])
-        self._matrix: scipy.sparse.csr_matrix | None = None
-        self._cache: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._own: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def matrices(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The slice operator ``M`` and its transpose as torch CSR tensors (built once per dtype/device)."""
-        key = (dtype, torch.device(device))
-        if key not in self._cache:
-            if self._matrix is None:
-                nz, _, nx = self.volume_shape
-                self._matrix = footprint_matrix(np.deg2rad(self.angles_deg), nz, nx, self.n_det)
-            self._cache[key] = (_torch_csr(self._matrix, dtype, key[1]),
-                                _torch_csr(self._matrix.T.tocsr(), dtype, key[1]))
-        return self._cache[key]
+        """The slice operator ``M`` and its transpose as torch CSR tensors, shared by every projector of the
+        same angles, shape, dtype and device among the last :data:`RECENT_OPERATORS` built (searches that
+        reconstruct the same geometry hundreds of times build it once); this projector keeps its own."""
+        own_key = (dtype, torch.device(device))
+        if own_key not in self._own:
+            nz, _, nx = self.volume_shape
+            key = (self.angles_deg.tobytes(), nz, nx, self.n_det, *own_key)
+            with _RECENT_LOCK:
+                shared = _RECENT.get(key)
+                if shared is not None:
+                    _RECENT.move_to_end(key)
+            if shared is None:
+                matrix = footprint_matrix(np.deg2rad(self.angles_deg), nz, nx, self.n_det)
+                shared = (_torch_csr(matrix, dtype, own_key[1]), _torch_csr(matrix.T.tocsr(), dtype, own_key[1]))
+                with _RECENT_LOCK:
+                    _RECENT[key] = shared
+                    while len(_RECENT) > RECENT_OPERATORS:
+                        _RECENT.popitem(last=False)
+            self._own[own_key] = shared
+        return self._own[own_key]
 
     @property
     def domain_shape(self) -> tuple[int, int, int]:

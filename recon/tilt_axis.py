@@ -28,7 +28,7 @@ from scipy import ndimage, optimize
 
 from tiltstream.errors import UserError
 
-MAX_SEARCH_SIZE = 128  # frames are binned to at most this edge for the searches, pixels
+MAX_SEARCH_SIZE = 64  # frames are binned to at most this edge for the searches, pixels
 SEARCH_ROWS = 16  # rows of the upright frame reconstructed to score a candidate axis
 CLEAR_CONTRAST = 0.8  # profile contrast above which the profiles' best direction is the only candidate
 SIRT_ITERATIONS = 100

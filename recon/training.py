@@ -97,9 +97,10 @@ class TrainOutcome:
 
 
 def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: str, ranks: int = 1,
-                speed: Speed = Speed()) -> tuple[Trainer, str]:
+                speed: Speed = Speed(), say: Callable[[str], None] = print) -> tuple[Trainer, str]:
     """Create or resume the run in ``run`` and add every session frame it lacks (``speed``: the
-    trainer's precision and compilation, default fp32 eager).
+    trainer's precision and compilation, default fp32 eager; ``say``: where the preprocessing's progress
+    lines go).
 
     Returns
     -------
@@ -142,7 +143,8 @@ def prepare_run(session_path: Path, run: RunDir, new: NewRunSettings, device: st
         if new.preprocess is not None:
             from tiltstream.recon.preprocess import apply, recorded_shifts_px
 
-            frames, report = apply(frames, session.angles_deg, new.preprocess, recorded_shifts_px(session.records))
+            frames, report = apply(frames, session.angles_deg, new.preprocess, recorded_shifts_px(session.records),
+                                   session_extra=session.settings.model_extra, log=say)
         config = preset(new.preset)
         if new.config_update:
             config = type(config).model_validate({**config.model_dump(), **new.config_update})
@@ -311,7 +313,7 @@ def train_session(session_path: Path, run_dir: Path, new: NewRunSettings, budget
     """
     run = RunDir(run_dir)
     if world.is_main:
-        trainer, message = prepare_run(Path(session_path), run, new, device, world.size, speed)
+        trainer, message = prepare_run(Path(session_path), run, new, device, world.size, speed, say)
         say(f"recon train: {message}")
     world.barrier()
     with peer_failures(world):

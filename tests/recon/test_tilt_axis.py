@@ -89,6 +89,32 @@ def test_recon_align_takes_the_metadata_axis_and_records_it(nanorod, tmp_path):
     assert error < 0.08, error  # upright again: the input frames up to two resamplings (relative RMS; 0.063)
 
 
+def test_train_preprocess_real_finds_the_geometry_itself(nanorod, tmp_path):
+    """One command after import: ``recon train --preprocess real`` on a session rotated 27 deg with its axis
+    0.7 px off centre and no tilt-axis metadata estimates the axis, registers the frames and records both in
+    run.json; on a session ``recon align`` wrote, it does not align again."""
+    frames, _, source = nanorod
+    turned, true_deg = rotated(frames, 27.0, 0.7)
+    session = _session_with_axis(tmp_path / "in", turned, source, tilt_axis_deg=0.0)
+    settings = json.loads((session / "session.json").read_text())
+    del settings["tilt_axis_deg"]  # nothing known: estimated
+    (session / "session.json").write_text(json.dumps(settings))
+    train = ["recon", "train", "--steps", "2", "--threads", "1", "--preprocess", "real"]
+    assert main([*train, "--session", str(session), "--out", str(tmp_path / "run")]) == 0
+    report = json.loads((tmp_path / "run" / "run.json").read_text())["preprocess"]
+    assert report["steps"] == ["subtract_background", "geometry", "normalise"]
+    geometry = report["geometry"]
+    assert geometry["tilt_axis_from"].startswith("estimated")
+    assert abs(geometry["tilt_axis_deg"] - (true_deg - 90.0)) <= 0.5, geometry["tilt_axis_deg"]
+    assert abs(geometry["offset_px"] - 0.7) <= 0.5, geometry["offset_px"]
+    assert len(geometry["projection_matching"]["rounds"][-1]["shift_px"]) == len(frames)
+
+    assert main(["recon", "align", "--session", str(session), "--out", str(tmp_path / "aligned"), "--rounds", "1"]) == 0
+    assert main([*train, "--session", str(tmp_path / "aligned"), "--out", str(tmp_path / "run2")]) == 0
+    report = json.loads((tmp_path / "run2" / "run.json").read_text())["preprocess"]
+    assert report["steps"] == ["subtract_background", "normalise"] and report["geometry"].startswith("skipped")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--rounds", "-1"], "rounds"), (["--tilt-axis-deg", "abc"], "tilt_axis_deg"), ([], "already exists")])
 def test_recon_align_bad_input_is_one_line(nanorod, tmp_path, capsys, argv, message):
@@ -108,7 +134,7 @@ def test_real_haadf_needle_axis(etspy_data, tmp_path):  # noqa: F811
     frames are far more consistent about it than about the rows. The profiles alone cannot tell here
     (contrast 0.51-0.56, their best direction 45 deg off); the candidates' consistency can. Measured
     (2026-12-07): 2.803 deg, residual 0.019 against 0.089 untouched (all 77 frames: 2.811 deg, 0.020)."""
-    from tiltstream.recon.align_cli import prealign_shifts_px
+    from tiltstream.recon.series_alignment import prealign_shifts_px
 
     assert main(["recon", "import", str(etspy_data / "HAADF.mrc"), "--out", str(tmp_path / "s")]) == 0
     session = read_session(tmp_path / "s")
