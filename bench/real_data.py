@@ -5,19 +5,19 @@ steps, 3.36 nm pixels; fetched by the fixture of ``tests/recon/test_import_real.
 ``~/.cache/tiltstream-test-data``). Stages, each timed:
 
 1. import: ``tiltstream recon import HAADF.mrc``;
-2. prepare: the tilt axis lies along the image's x (the needle's bands do not foreshorten with tilt); its
-   in-plane angle is estimated (:func:`axis_angle_deg`) and undone, the frames are transposed so the axis is
-   the project's y (docs/design.md 2), then the paper's preprocessing (:mod:`tiltstream.recon.preprocess`
-   defaults: median background, normalisation, cross-correlation alignment, centring) with ``--bin``
-   binning, but without the paper's 0.9 x Otsu mask unless ``--otsu-mask 0.9`` (drawn frame by frame,
-   it makes the frames inconsistent with any one volume: docs/benchmarks/real_data.md);
+2. prepare: as ``recon train --preprocess real`` does (:func:`prepare`: background, resize to 256 / ``--bin``,
+   the tilt axis estimated and projection matching as ``recon align`` does, normalisation), without the
+   paper's 0.9 x Otsu mask unless ``--otsu-mask 0.9`` (drawn frame by frame, it makes the frames
+   inconsistent with any one volume: docs/benchmarks/real_data.md);
 3. per split (dense: every 8th frame held out; sparse: every 4th frame trains, same held-out frames;
    :func:`tiltstream.recon.heldout_scoring.split_positions`), the training frames are written as a session
-   and reconstructed: DIP-STER with ``tiltstream recon train`` (``--holdout 0``), static non-negative SIRT
+   and reconstructed: DIP-STER as ``recon train --preprocess real`` trains (:func:`run_dipster`), static non-negative SIRT
    of all training frames (one volume) at several iteration counts, and the moving-window SIRT that
    ``recon sirt`` runs by default; the floor predicts a held-out frame from its training neighbours;
 4. score: :func:`tiltstream.recon.heldout_scoring.heldout_nrmse` (one scale + offset fitted on the
-   training frames).
+   training frames);
+5. one command (``--one-command``): the user's path after import, ``recon train --preprocess real`` at the
+   paper's 128^2 for ``--steps`` and ``recon volumes``, timed (:func:`one_command`).
 
 Writes ``results.json`` and ``real_data_slices.png`` into ``--work`` and, with ``--doc``, the table into
 ``docs/benchmarks/real_data.md`` between the ``real_data`` markers and the PNG beside it. Usage::
@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from bench.doc_sections import replace_section  # noqa: E402
 from tiltstream.acquire.session import SessionSettings, SessionWriter  # noqa: E402
 from tiltstream.recon.heldout_scoring import heldout_nrmse, neighbour_floor, split_positions  # noqa: E402
-from tiltstream.recon.preprocess import PreprocessConfig, apply  # noqa: E402
+from tiltstream.recon.preprocess import apply, real_data_config  # noqa: E402
 from tiltstream.recon.session_frames import load_session_frames  # noqa: E402
 
 SOURCE = Path.home() / ".cache" / "tiltstream-test-data" / "etspy-1.3.0" / "HAADF.mrc"
@@ -54,70 +54,47 @@ START, END = "<!-- real_data:start -->", "<!-- real_data:end -->"
 SPLITS = {"dense": 1, "sparse": 4}  # training frames: every frame / every 4th, less the held-out ones
 
 
-def axis_angle_deg(frames: np.ndarray, angles_deg: np.ndarray, slab_px: int = 6) -> tuple[float, float]:
-    """In-plane angle of a tilt axis that runs roughly along the image's x, degrees, and the fit's RMS residual, px.
-
-    In slabs of columns along the specimen, the specimen's centroid in y follows ``A_k + B_k cos(theta) +
-    C_k sin(theta)`` plus a shift common to all slabs (drift); ``A_k`` is the axis's height at slab ``k``, so
-    the slope of ``A_k`` over x is the axis's tangent. ``scipy.ndimage.rotate(frame, angle)`` levels it.
-    """
-    aligned, _ = apply(frames, angles_deg, PreprocessConfig(mask_otsu_fraction=None, centre=False))
-    aligned = np.clip(aligned - np.median(aligned, axis=(1, 2), keepdims=True), 0, None)
-    profile = aligned.sum(axis=(0, 1))
-    margin = aligned.shape[2] // 8  # a specimen cut by the frame's edge moves in and out of it
-    columns = np.flatnonzero(profile > 0.5 * profile.max())  # the bright part of the specimen
-    columns = columns[(columns >= margin) & (columns < aligned.shape[2] - margin)]
-    starts = np.arange(columns.min(), columns.max() - slab_px, slab_px)
-    rows = np.arange(aligned.shape[1])
-    slabs = np.stack([aligned[:, :, s:s + slab_px].sum(axis=2) for s in starts], axis=1)  # (n, k, ny)
-    centroid = (slabs * rows).sum(axis=2) / np.maximum(slabs.sum(axis=2), 1e-12)
-    centroid -= centroid.mean(axis=1, keepdims=True)
-    theta = np.deg2rad(angles_deg)
-    design = np.stack([np.ones_like(theta), np.cos(theta), np.sin(theta)], axis=1)
-    coef = np.linalg.lstsq(design, centroid, rcond=None)[0]
-    residual = float(np.sqrt(np.mean((centroid - design @ coef) ** 2)))
-    slope = np.polyfit(starts + slab_px / 2.0, coef[0], 1)[0]
-    return float(np.degrees(np.arctan(slope))), residual
-
-
-def foreshortening(frames: np.ndarray, angles_deg: np.ndarray) -> dict[str, float]:
-    """Length of the specimen's x-profile at the extreme tilts relative to 0 deg (1: x is the tilt axis;
-    cos(theta): y is)."""
-    def length(frame: np.ndarray) -> float:
-        profile = np.clip(frame - np.median(frame), 0, None).sum(axis=0)
-        inside = np.flatnonzero(profile > 0.25 * profile.max())
-        return float(inside.max() - inside.min())
-
-    zero = int(np.argmin(np.abs(angles_deg)))
-    return {f"{angles_deg[i]:.0f} deg": length(frames[i]) / length(frames[zero]) for i in (0, len(frames) - 1)}
-
-
 def prepare(session: Path, bin_factor: int, otsu_mask: float | None = None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Frames rotated and transposed so the tilt axis is y, preprocessed the paper's way but, by default,
-    without its Otsu mask (``otsu_mask``: the fraction of the threshold, the paper's 0.9); angles, times,
-    report. The mask, drawn frame by frame, makes the frames inconsistent with any one volume
-    (docs/benchmarks/real_data.md)."""
-    from scipy import ndimage
-
+    """The imported frames prepared as ``recon train --preprocess real`` prepares them
+    (:func:`tiltstream.recon.preprocess.real_data_config`: median background, frames resized so their
+    larger side is 256 / ``bin_factor``, the geometry of ``recon align`` - tilt axis estimated, projection
+    matching - then per-frame normalisation), optionally with the paper's Otsu mask (``otsu_mask``: the
+    fraction of the threshold, the paper's 0.9; it makes the frames inconsistent with any one volume:
+    docs/benchmarks/real_data.md). Returns frames, angles, times and a report."""
     record, frames = load_session_frames(session)
-    frames, angles, times = frames.astype(np.float64), record.angles_deg, record.times_s
-    angle_deg, levelled, rounds = 0.0, frames, []
-    for _ in range(5):  # one estimate under-reads the angle (the alignment absorbs part of it): iterate
-        step_deg, residual_px = axis_angle_deg(levelled, angles)
-        rounds.append(step_deg)
-        if abs(step_deg) < 0.05:
-            break
-        angle_deg += step_deg
-        levelled = np.stack([ndimage.rotate(f, angle_deg, reshape=False, order=3, mode="nearest") for f in frames])
-    transposed = np.ascontiguousarray(levelled.transpose(0, 2, 1))
-    prepared, report = apply(transposed, angles, PreprocessConfig(bin_factor=bin_factor,
-                                                                  mask_otsu_fraction=otsu_mask))
-    axis = {"in_plane_angle_deg": angle_deg, "fit_residual_px": residual_px,
-            "x_profile_length_vs_0deg": foreshortening(frames, angles),
-            "estimate_rounds_deg": rounds}
+    angles, times = record.angles_deg, record.times_s
+    config = real_data_config().model_copy(update={"fit_size": max(frames.shape[1:]) // bin_factor,
+                                                   "mask_otsu_fraction": otsu_mask})
+    prepared, report = apply(frames, angles, config, session_extra=record.settings.model_extra,
+                             log=lambda line: print(line, file=sys.stderr, flush=True))
+    geometry = report["geometry"]
+    axis = {key: geometry[key] for key in ("tilt_axis_deg", "tilt_axis_from", "offset_px", "angle_contrast",
+                                           "residual", "residual_untouched")}
+    axis["matching_rounds"] = len(geometry["projection_matching"]["rounds"])
+    scale = frames.shape[2] / prepared.shape[2]
     return prepared, angles, times, {"axis": axis, "preprocess_steps": report["steps"],
-                                     "pixel_size_nm": record.settings.pixel_size_nm * bin_factor}
+                                     "pixel_size_nm": record.settings.pixel_size_nm * scale}
+
+
+def one_command(session: Path, work: Path, args: argparse.Namespace) -> dict[str, float]:
+    """What a user runs after import, timed: ``recon train --preprocess real`` (the paper's frame size, 128^2,
+    its geometry included) for ``--steps``, then ``recon volumes`` of every frame time; wall s of each."""
+    run, out = work / "run_one_command", work / "one_command_volumes.tif"
+    if run.exists():
+        shutil.rmtree(run)
+    times = {}
+    for name, command in (("train_s", ["recon", "train", "--session", str(session), "--out", str(run),
+                                       "--preprocess", "real", "--preset", args.preset, "--steps", str(args.steps),
+                                       "--seed", str(args.seed), "--device", "cpu", "--threads", str(args.threads)]),
+                          ("volumes_s", ["recon", "volumes", "--run", str(run), "--out", str(out), "--device", "cpu"])):
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "tiltstream", *command], capture_output=True, text=True)
+        times[name] = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command[:2])} failed: {done.stderr[-2000:]}")
+        print(done.stderr.strip().splitlines()[-1], file=sys.stderr, flush=True)
+    return times
 
 
 def write_session(path: Path, frames: np.ndarray, angles: np.ndarray, times: np.ndarray,
@@ -134,23 +111,33 @@ def write_session(path: Path, frames: np.ndarray, angles: np.ndarray, times: np.
 
 
 def run_dipster(session: Path, run: Path, args: argparse.Namespace, times: np.ndarray,
-                angles: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """``recon train`` on ``session``; the reprojections at every frame (n, ny, nx), the middle volume, wall s."""
-    from tiltstream.recon.run_dir import open_reconstructor
+                angles: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, str]:
+    """DIP-STER as ``recon train --preprocess real`` trains on frames already prepared (the same
+    :func:`tiltstream.recon.training.train_session` with the real-data loss terms,
+    :data:`tiltstream.recon.presets.REAL_DATA_UPDATE`, and ``recon train``'s defaults: 10 % of the training
+    frames held out of its own training for early stopping, patience 16, refit 0.2), ``--steps`` steps;
+    the state ``recon volumes`` reads (refit, else best, else last). Returns the reprojections at every
+    frame (n, ny, nx), the middle volume, wall s, and the state in words."""
+    from tiltstream.recon import distributed
+    from tiltstream.recon.presets import REAL_DATA_UPDATE
+    from tiltstream.recon.run_dir import open_state
+    from tiltstream.recon.train_cli import ReconTrainSettings
+    from tiltstream.recon.training import Budget, NewRunSettings, train_session
 
     if run.exists():
         shutil.rmtree(run)
-    command = [sys.executable, "-m", "tiltstream", "recon", "train", "--session", str(session), "--out", str(run),
-               "--preset", args.preset, "--steps", str(args.steps), "--holdout", "0", "--seed", str(args.seed),
-               "--device", "cpu", "--threads", str(args.threads)]
+    defaults = ReconTrainSettings()
+    new = NewRunSettings(preset=args.preset, seed=args.seed, holdout=defaults.holdout, config_update=REAL_DATA_UPDATE)
+    budget = Budget(steps=args.steps, seconds=None, eval_every=defaults.eval_every, patience=defaults.patience,
+                    refit=defaults.refit)
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    outcome = train_session(session, run, new, budget, "cpu", distributed.world_from_env(), None,
+                            say=lambda line: print(line, file=sys.stderr, flush=True))
     wall_s = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"recon train failed: {done.stderr[-2000:]}")
-    model = open_reconstructor(run)
+    model, state = open_state(run, checkpoint="auto")
+    print(f"DIP-STER: {outcome.stop_reason} after {outcome.steps_total} steps; scored: {state}", file=sys.stderr)
     reprojections = np.stack([model.reproject(float(t), float(a)) for t, a in zip(times, angles)])
-    return reprojections, model.volume(float(np.median(times))), wall_s
+    return reprojections, model.volume(float(np.median(times))), wall_s, state
 
 
 def static_sirt(frames: np.ndarray, angles: np.ndarray, train: np.ndarray,
@@ -215,8 +202,9 @@ def score_split(name: str, frames: np.ndarray, angles: np.ndarray, times: np.nda
     reprojections, wall_s = window_sirt(frames, angles, train, heldout)
     add("recon sirt default (window 30, 30 it.)", reprojections, wall_s)
     session = write_session(args.work / f"train_{name}", frames[train], angles[train], times[train], pixel_size_nm)
-    reprojections, volume, wall_s = run_dipster(session, args.work / f"run_{name}", args, times, angles)
-    add(f"DIP-STER recon train --preset {args.preset}, {args.steps} steps", reprojections, wall_s)
+    reprojections, volume, wall_s, state = run_dipster(session, args.work / f"run_{name}", args, times, angles)
+    add(f"DIP-STER (--preprocess real's loss, recon train defaults, --preset {args.preset}, {args.steps} steps)",
+        reprojections, wall_s, state=state)
     best_sirt = min((r for r in rows if "iterations" in r), key=lambda r: r["nrmse"])
     return {"split": name, "training": train.tolist(), "heldout": heldout.tolist(), "rows": rows,
             "slices": {"DIP-STER": volume, f"SIRT {best_sirt['iterations']} it.": static[best_sirt["iterations"]][1]}}
@@ -263,7 +251,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=SOURCE, help="HAADF.mrc (with HAADF.rawtlt beside it)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/real_data"))
-    parser.add_argument("--bin", type=int, default=2, help="binning: 2 gives 128^2 frames, 4 gives 64^2")
+    parser.add_argument("--bin", type=int, default=2, help="frames resized to 256 / BIN pixels: 2 gives 128^2 (the paper's), 4 gives 64^2")
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
@@ -273,6 +261,8 @@ def main() -> int:
                         default=[30, 100, 200, 300, 500, 1000])
     parser.add_argument("--otsu-mask", type=float, default=None, help="zero pixels below this fraction of "
                         "each frame's Otsu threshold, as the paper does (0.9); default: no mask")
+    parser.add_argument("--one-command", action="store_true", help="also time the user's path after import: "
+                        "recon train --preprocess real (128^2) for --steps, then recon volumes")
     parser.add_argument("--doc", action="store_true", help="write the table and PNG into docs/benchmarks")
     args = parser.parse_args()
     if not args.source.is_file():
@@ -300,6 +290,8 @@ def main() -> int:
         started = time.perf_counter()
         results.append(score_split(name, frames, angles, times, args, prepared["pixel_size_nm"]))
         stages[f"{name}_all_methods_s"] = time.perf_counter() - started
+    if args.one_command:
+        stages.update({f"one_command_{k}": v for k, v in one_command(session, args.work, args).items()})
     record = {"args": {k: str(v) for k, v in vars(args).items()}, "frames": list(frames.shape), "stages": stages,
               "prepared": prepared, "threads": args.threads, "cpus": os.cpu_count(), "machine": platform.node(),
               "results": [{k: v for k, v in r.items() if k != "slices"} for r in results]}

@@ -27,7 +27,8 @@ from tiltstream.recon.presets import preset
 from tiltstream.recon.trainer import Trainer
 from tiltstream.simulator.tiltseries import write_synthetic_session
 
-VARIANTS = {"none": {}, "gain": {"frame_gain": True}, "prior1": {"time_prior_weight": 1.0},
+VARIANTS = {"none": {}, "gain": {"frame_gain": True}, "prior0.1": {"time_prior_weight": 0.1},
+            "prior1": {"time_prior_weight": 1.0},
             "prior10": {"time_prior_weight": 10.0}, "gain+prior10": {"frame_gain": True, "time_prior_weight": 10.0}}
 
 

@@ -59,7 +59,7 @@ class ReconTrainSettings(pydantic.BaseModel):
         "background, 0.9 x Otsu mask, normalisation, cross-correlation alignment, centring); real (straight "
         "after recon import: background, frames larger than 128 px resized to it, the tilt axis and projection "
         "matching as recon align does (not again on a session recon align wrote), normalisation (no mask), "
-        "and in the loss the paper's TV weight for real data: README 'Real data'); "
+        "and in the loss the paper's TV weight for real data and a light time prior: README 'Real data'); "
         "or a TOML file of PreprocessConfig fields. What it did is recorded in run.json")
     workers: int = pydantic.Field(
         default=1, ge=1, description="local data-parallel ranks to start (torch.distributed launcher, "

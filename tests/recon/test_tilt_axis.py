@@ -1,5 +1,6 @@
 """The tilt axis found without hands (recon/tilt_axis.py) and ``recon align`` (recon/align_cli.py): simulated
-sessions rotated by known in-plane angles with shifted axes, and the real HAADF-STEM needle."""
+sessions rotated by known in-plane angles with shifted axes (the real HAADF-STEM needle's axis:
+tests/recon/test_real_data.py, where ``--preprocess real``'s preparation finds it)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from tiltstream.cli import main
 from tiltstream.recon.tilt_axis import find_tilt_axis, to_axis_frames
 from tiltstream.simulator.tiltseries import write_synthetic_session
 
-from tests.recon.test_import_real import etspy_data  # noqa: F401  (the fixture)
 
 PAD_PX = 8  # room around the 32^2 frames so the rotation keeps the specimen
 
@@ -122,28 +122,3 @@ def test_recon_align_bad_input_is_one_line(nanorod, tmp_path, capsys, argv, mess
     assert main(["recon", "align", "--session", str(nanorod[2]), "--out", str(out), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
-
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_real_haadf_needle_axis(etspy_data, tmp_path):  # noqa: F811
-    """etspy 1.3.0's FEI HAADF-STEM needle (77 frames, -76..+76 deg), every second frame (39, 4 deg apart: the
-    test's cost), binned to 64^2 and prealigned as ``recon align`` does: the axis lies 2.8 deg from the image
-    rows, as etspy's own alignment of the series records (tiltaxis = -2.793 in its convention), and the
-    frames are far more consistent about it than about the rows. The profiles alone cannot tell here
-    (contrast 0.51-0.56, their best direction 45 deg off); the candidates' consistency can. Measured
-    (2026-12-07): 2.803 deg, residual 0.019 against 0.089 untouched (all 77 frames: 2.811 deg, 0.020)."""
-    from tiltstream.recon.series_alignment import prealign_shifts_px
-
-    assert main(["recon", "import", str(etspy_data / "HAADF.mrc"), "--out", str(tmp_path / "s")]) == 0
-    session = read_session(tmp_path / "s")
-    frames = session.load_frames().reshape(77, 64, 4, 64, 4).mean(axis=(2, 4))[::2]
-    angles = session.angles_deg[::2]
-    shifts = prealign_shifts_px(frames, angles)
-    frames = np.stack([ndimage.shift(f, s, order=1, mode="nearest") for f, s in zip(frames, shifts)])
-    found = find_tilt_axis(frames, angles)
-    print(f"needle: axis {found.axis_deg:.3f} deg, offset {found.offset_px:.2f} px (64^2 pixels), contrast "
-          f"{found.angle_contrast:.3f}, residual {found.residual:.4f} (untouched {found.residual_untouched:.4f})")
-    assert abs(abs((found.axis_deg + 90.0) % 180.0 - 90.0) - 2.793) < 0.5
-    assert found.residual < 0.5 * found.residual_untouched
