@@ -76,7 +76,6 @@ class PreprocessConfig(pydantic.BaseModel):
     fit_size: int | None = pydantic.Field(
         default=None, ge=2, description="resize frames whose larger side exceeds this many pixels so that "
         "side is this long, aspect kept (after the crop; not with rescale_shape; None: off)")
-
     geometry: bool = pydantic.Field(
         default=False, description="last: find the tilt axis and register every frame by projection matching "
         "(recon align with its defaults, tiltstream.recon.series_alignment), unless recon align wrote the session")
@@ -92,9 +91,9 @@ REAL_DATA_SIZE = 128  # the paper's frame side for its experimental series, pixe
 
 
 def real_data_config() -> PreprocessConfig:
-    """``--preprocess real``: median background, per-frame normalisation, frames larger than the paper's
-    128 pixels resized to it (aspect kept), then the geometry (tilt axis and projection matching, as
-    ``recon align`` does; skipped where ``recon align`` wrote the session).
+    """``--preprocess real``: median background, frames larger than the paper's 128 pixels resized to it
+    (aspect kept), the geometry (tilt axis and projection matching, as ``recon align`` does; skipped where
+    ``recon align`` wrote the session), then per-frame normalisation.
 
     No Otsu mask, unlike the paper: drawn frame by frame, it zeroes a different set of pixels in each
     frame, and no volume reprojects to that. On the real needle (docs/benchmarks/real_data.md) every
