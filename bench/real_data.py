@@ -72,7 +72,7 @@ def prepare(session: Path, bin_factor: int, otsu_mask: float | None = None
     axis = {key: geometry[key] for key in ("tilt_axis_deg", "tilt_axis_from", "offset_px", "angle_contrast",
                                            "residual", "residual_untouched")}
     axis["matching_rounds"] = len(geometry["projection_matching"]["rounds"])
-    scale = frames.shape[2] / prepared.shape[2]
+    scale = max(frames.shape[1:]) / max(prepared.shape[1:])  # the geometry may turn the frames by 90 deg
     return prepared, angles, times, {"axis": axis, "preprocess_steps": report["steps"],
                                      "pixel_size_nm": record.settings.pixel_size_nm * scale}
 

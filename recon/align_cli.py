@@ -19,7 +19,7 @@ def run_align(args: argparse.Namespace) -> int:
     import numpy as np
 
     from tiltstream.acquire.session import SessionSettings, SessionWriter
-    from tiltstream.recon.series_alignment import align_series
+    from tiltstream.recon.series_alignment import align_frames
     from tiltstream.recon.session_frames import load_session_frames
     from tiltstream.recon.stack_import import refuse_existing_session
 
@@ -29,16 +29,16 @@ def run_align(args: argparse.Namespace) -> int:
     session, frames = load_session_frames(Path(args.session))
     if len(frames) < 3:
         raise UserError(f"session {args.session!r} holds {len(frames)} frames; alignment needs at least 3")
+    order = np.argsort(session.times_s, kind="stable")  # aligned and written in acquisition order
     extra = dict(session.settings.model_extra or {})
-    aligned, record = align_series(frames, session.angles_deg, session.times_s, settings, extra,
+    aligned, record = align_frames(frames[order], session.angles_deg[order], settings, extra,
                                    log=lambda text: print(text, file=sys.stderr))
     record["source_session"] = str(args.session)
     extra.update({"tilt_axis_deg": 0.0, "aligned": record})
     base = session.settings.model_dump(exclude=set(extra))
     base.pop("created", None)
     writer = SessionWriter.create(args.out, SessionSettings(**base, **extra))
-    order = np.argsort(session.times_s, kind="stable")  # written in acquisition order
-    for frame, index in zip(aligned[order], order):
+    for frame, index in zip(aligned, order):
         fields = session.records[index].model_dump(exclude={"file", "shape", "dtype", "tracking"})
         writer.append(frame, **fields)
     print(f"recon align: wrote session {writer.path} ({len(aligned)} frames {aligned.shape[1]}x{aligned.shape[2]})",

@@ -110,20 +110,6 @@ def align_frames(frames: np.ndarray, angles_deg: np.ndarray, settings: AlignSett
     return aligned.astype(np.float32), record
 
 
-def align_series(frames: np.ndarray, angles_deg: np.ndarray, times_s: np.ndarray, settings: AlignSettings,
-                 session_extra: dict, log: Callable[[str], None] = print) -> tuple[np.ndarray, dict]:
-    """:func:`align_frames` of a session's frames in any order: they are aligned in acquisition order (by
-    ``times_s``, seconds, shape (n,)) and returned in the order given, shape (n, ny', nx') float32."""
-    import numpy as np
-
-    order = np.argsort(np.asarray(times_s), kind="stable")
-    aligned, record = align_frames(np.asarray(frames)[order], np.asarray(angles_deg)[order], settings,
-                                   session_extra, log=log)
-    out = np.empty_like(aligned)
-    out[order] = aligned
-    return out, record
-
-
 def is_aligned(session_extra: dict) -> bool:
     """Whether a session's frames were written by an alignment (its ``session.json`` has an ``aligned`` record)."""
     return bool(session_extra.get("aligned"))
