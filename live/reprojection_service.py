@@ -11,8 +11,11 @@ yet: its error is the model's prediction error, reported with every reply as ``e
 Frames arriving during a chunk: the training thread holds the frame intake except inside
 :meth:`ReprojectionService.intake_open` (around each chunk), where this thread polls it; nothing else
 changes, so the training (and the deterministic ``--steps-per-frame`` schedule) is the same with and
-without the service. Torch ops release the GIL, so a query runs beside a step; both use the process's
-thread count (``torch.set_num_threads`` also sets MKL's, for every thread).
+without the service. Torch ops release the GIL, and both threads use the process's thread count
+(``torch.set_num_threads`` also sets MKL's, for every thread), so a query runs between two training
+steps, not beside one (:class:`tiltstream.live.cpu_turns.CpuTurns`: the training thread calls
+:attr:`ReprojectionService.turns`'s ``between_steps`` through the reconstructor's ``before_step`` and trains
+its chunks inside ``turns.training()``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from tiltstream.errors import UserError
+from tiltstream.live.cpu_turns import CpuTurns
 from tiltstream.live.intake import FrameIntake, Pending
 from tiltstream.live.query_replica import QueryReplica
 from tiltstream.live.status import make_reprojection
@@ -55,6 +59,7 @@ class ReprojectionService:
         self.intake = intake
         self.session_name = session_name
         self.replica = QueryReplica()
+        self.turns = CpuTurns()
         self.errors_percent: deque[float] = deque(maxlen=ERROR_FRAMES)
         self.published = 0  # new-frame reprojections published
         self._queue: deque[Pending] = deque()
@@ -83,12 +88,14 @@ class ReprojectionService:
 
     @contextmanager
     def intake_open(self, known: set[int], in_model: int) -> Iterator[None]:
-        """Let this thread poll the frame intake while the training thread trains (``known``: the frame
-        indices in the reconstruction, ``in_model``: their number)."""
+        """The context the training thread trains a chunk in: this thread polls the frame intake meanwhile
+        (``known``: the frame indices in the reconstruction, ``in_model``: their number), and its queries
+        wait for a step boundary (:attr:`turns`)."""
         self._known, self._in_model = known, in_model
         self._intake_lock.release()
         try:
-            yield
+            with self.turns.training():
+                yield
         finally:
             self._intake_lock.acquire()
 
@@ -114,7 +121,8 @@ class ReprojectionService:
         while not self._stop.is_set():
             try:
                 if self.server.wait(POLL_S):
-                    self.server.serve(self.replica, self.session_name(), self.error_percent)
+                    with self.turns.turn():
+                        self.server.serve(self.replica, self.session_name(), self.error_percent)
                 self._poll_intake()
                 self._publish_new()
             except UserError as exc:
@@ -137,7 +145,8 @@ class ReprojectionService:
         while self._queue and self.replica.ready and not self._stop.is_set():
             item = self._queue.popleft()
             h = item.header
-            image, _, step = self.replica.reproject(h.time_s, h.angle_deg)
+            with self.turns.turn():
+                image, _, step = self.replica.reproject(h.time_s, h.angle_deg)
             message = make_reprojection(self.session_name(), h.index, h.angle_deg, h.time_s, step, item.frame, image)
             self.server.publish(message)
             self.errors_percent.append(message.header.error_percent)
