@@ -11,9 +11,7 @@ The live process answers reprojection requests and publishes each new frame's re
 (:mod:`tiltstream.live.reprojection_service`), so the latency does not wait for a training chunk.
 
 Training rate with and without that thread (same process, interleaved): a trainer with the session's
-frames trains chunks of ``--chunk-steps`` steps, in turn alone, while a thread reprojects at any time (the
-design until 2026-12-07) and while it takes turns with the steps (:mod:`tiltstream.live.cpu_turns`, as the
-live process does), reprojecting from a
+frames trains chunks of ``--chunk-steps`` steps, alternately alone and while a thread reprojects from a
 :class:`tiltstream.live.query_replica.QueryReplica` (refreshed after every chunk) at ``--query-hz``
 (default: two per frame interval, the new frame's reprojection and acquire's request); the median
 steps/s of each and their ratio.
@@ -32,7 +30,6 @@ and prints them. Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -52,7 +49,6 @@ sys.path.insert(0, str(ROOT))
 
 from tiltstream.acquire.session import read_ground_truth  # noqa: E402
 from bench.doc_sections import replace_section  # noqa: E402
-from tiltstream.live.cpu_turns import CpuTurns  # noqa: E402
 from tiltstream.live.query_replica import QueryReplica  # noqa: E402
 from tiltstream.live.run_state import ENDPOINTS_FILE, VOLUMES_FILE  # noqa: E402
 from tiltstream.live.settings import LiveSettings  # noqa: E402
@@ -164,45 +160,36 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
 
 
 def training_rate(trainer: Trainer, args: argparse.Namespace) -> dict:
-    """Median steps/s of chunks trained alone, beside a reprojecting thread that runs its queries at any
-    time (the live process until 2026-12-07), and beside one that takes turns with the steps as the live
-    process does (:class:`tiltstream.live.cpu_turns.CpuTurns`); the three interleaved (module docstring)."""
+    """Median steps/s of chunks trained alone and beside a reprojecting thread, interleaved (module docstring)."""
     replica = QueryReplica()
     replica.refresh(trainer)
     angles = trainer.angles_deg
-    turns = CpuTurns()
-    mode = ["alone"]
+    querying = threading.Event()
     done = threading.Event()
     queries = [0]
 
     def query() -> None:
         while not done.is_set():
-            if mode[0] == "alone":
-                done.wait(0.05)
+            if not querying.wait(0.05):
                 continue
-            with turns.turn() if mode[0] == "turns" else contextlib.nullcontext():
-                replica.reproject(None, angles[queries[0] % len(angles)])
+            replica.reproject(None, angles[queries[0] % len(angles)])
             queries[0] += 1
             done.wait(1.0 / args.query_hz)
 
     thread = threading.Thread(target=query, daemon=True)
     thread.start()
-    modes = ("alone", "beside", "turns")
-    rates: dict[str, list[float]] = {m: [] for m in modes}
-    for round_ in range(len(modes) * args.rate_rounds):
-        mode[0] = modes[round_ % len(modes)]
-        trainer.before_step = turns.between_steps if mode[0] == "turns" else None
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for round_ in range(2 * args.rate_rounds):
+        with_service = round_ % 2 == 1
+        (querying.set if with_service else querying.clear)()
         started = time.perf_counter()
-        with turns.training():
-            trainer.train_steps(args.chunk_steps)
-        rates[mode[0]].append(args.chunk_steps / (time.perf_counter() - started))
+        trainer.train_steps(args.chunk_steps)
+        rates[with_service].append(args.chunk_steps / (time.perf_counter() - started))
         replica.refresh(trainer)
     done.set()
     thread.join(5)
-    trainer.before_step = None
-    alone, beside, taking_turns = (float(np.median(rates[m])) for m in modes)
-    return {"steps_per_s_alone": alone, "steps_per_s_beside": beside, "steps_per_s_with_service": taking_turns,
-            "rate_ratio": taking_turns / alone, "rate_ratio_beside": beside / alone,
+    alone, beside = float(np.median(rates[False])), float(np.median(rates[True]))
+    return {"steps_per_s_alone": alone, "steps_per_s_with_service": beside, "rate_ratio": beside / alone,
             "query_hz": args.query_hz, "queries": queries[0]}
 
 
@@ -231,11 +218,9 @@ def write_section(result: dict, path: Path) -> None:
         f"| publication -> reprojection, p90 | {result['latency_p90_s']:.2f} s |",
         f"| publication -> reprojection, max | {result['latency_max_s']:.2f} s |",
         f"| reprojections received | {result['reprojections']} / {result['frames']} |",
-        f"| training rate alone / with the reprojection service taking turns ({result['query_hz']:.2g} "
-        f"reprojections/s) | {result['steps_per_s_alone']:.1f} / {result['steps_per_s_with_service']:.1f} steps/s "
+        f"| training rate alone / beside the reprojection service ({result['query_hz']:.2g} reprojections/s) | "
+        f"{result['steps_per_s_alone']:.1f} / {result['steps_per_s_with_service']:.1f} steps/s "
         f"({100 * (1 - result['rate_ratio']):+.1f} % loss) |",
-        f"| the same service querying beside the steps (until 2026-12-07) | "
-        f"{result['steps_per_s_beside']:.1f} steps/s ({100 * (1 - result['rate_ratio_beside']):+.1f} % loss) |",
         f"| training steps (live, incl. final) | {result['steps']} |",
         f"| SSIM vs ground truth at the last frame: live / offline | {lv['ssim_last']:.3f} / {off['ssim_last']:.3f} |",
         f"| SSIM vs ground truth, mean over frames: live / offline | {lv['ssim_mean']:.3f} / {off['ssim_mean']:.3f} |",

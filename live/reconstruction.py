@@ -205,10 +205,8 @@ class LiveReconstruction:
 
     # ------------------------------------------------------------------ training
     def _training(self) -> AbstractContextManager:
-        """The context a chunk trains in: the reprojection service takes the frames that come meanwhile, and
-        its queries take turns with the steps."""
+        """The context a chunk trains in: the reprojection service takes the frames that come meanwhile."""
         r = self.reconstructor
-        r.before_step = self.service.turns.between_steps
         return self.service.intake_open({rec["index"] for rec in r.frame_records}, r.n_frames)
 
     def _chunk_done(self) -> None:

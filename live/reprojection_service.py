@@ -11,11 +11,8 @@ yet: its error is the model's prediction error, reported with every reply as ``e
 Frames arriving during a chunk: the training thread holds the frame intake except inside
 :meth:`ReprojectionService.intake_open` (around each chunk), where this thread polls it; nothing else
 changes, so the training (and the deterministic ``--steps-per-frame`` schedule) is the same with and
-without the service. Torch ops release the GIL, and both threads use the process's thread count
-(``torch.set_num_threads`` also sets MKL's, for every thread), so a query runs between two training
-steps, not beside one (:class:`tiltstream.live.cpu_turns.CpuTurns`: the training thread calls
-:attr:`ReprojectionService.turns`'s ``between_steps`` through the reconstructor's ``before_step`` and trains
-its chunks inside ``turns.training()``).
+without the service. Torch ops release the GIL, so a query runs beside a step; both use the process's
+thread count (``torch.set_num_threads`` also sets MKL's, for every thread).
 """
 
 from __future__ import annotations
@@ -29,7 +26,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from tiltstream.errors import UserError
-from tiltstream.live.cpu_turns import CpuTurns
 from tiltstream.live.intake import FrameIntake, Pending
 from tiltstream.live.query_replica import QueryReplica
 from tiltstream.live.status import make_reprojection
@@ -59,7 +55,6 @@ class ReprojectionService:
         self.intake = intake
         self.session_name = session_name
         self.replica = QueryReplica()
-        self.turns = CpuTurns()
         self.errors_percent: deque[float] = deque(maxlen=ERROR_FRAMES)
         self.published = 0  # new-frame reprojections published
         self._queue: deque[Pending] = deque()
@@ -88,14 +83,12 @@ class ReprojectionService:
 
     @contextmanager
     def intake_open(self, known: set[int], in_model: int) -> Iterator[None]:
-        """The context the training thread trains a chunk in: this thread polls the frame intake meanwhile
-        (``known``: the frame indices in the reconstruction, ``in_model``: their number), and its queries
-        wait for a step boundary (:attr:`turns`)."""
+        """Let this thread poll the frame intake while the training thread trains (``known``: the frame
+        indices in the reconstruction, ``in_model``: their number)."""
         self._known, self._in_model = known, in_model
         self._intake_lock.release()
         try:
-            with self.turns.training():
-                yield
+            yield
         finally:
             self._intake_lock.acquire()
 
@@ -121,8 +114,7 @@ class ReprojectionService:
         while not self._stop.is_set():
             try:
                 if self.server.wait(POLL_S):
-                    with self.turns.turn():
-                        self.server.serve(self.replica, self.session_name(), self.error_percent)
+                    self.server.serve(self.replica, self.session_name(), self.error_percent)
                 self._poll_intake()
                 self._publish_new()
             except UserError as exc:
@@ -145,8 +137,7 @@ class ReprojectionService:
         while self._queue and self.replica.ready and not self._stop.is_set():
             item = self._queue.popleft()
             h = item.header
-            with self.turns.turn():
-                image, _, step = self.replica.reproject(h.time_s, h.angle_deg)
+            image, _, step = self.replica.reproject(h.time_s, h.angle_deg)
             message = make_reprojection(self.session_name(), h.index, h.angle_deg, h.time_s, step, item.frame, image)
             self.server.publish(message)
             self.errors_percent.append(message.header.error_percent)

@@ -11,7 +11,7 @@ Units: angles in degrees, times in seconds since the session start (exposure mid
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -28,10 +28,6 @@ class Reconstructor(Protocol):
     STATE_FILE: ClassVar[str]
     """The file in a run directory that holds the state (:meth:`save` writes it through
     :class:`tiltstream.recon.run_dir.RunDir`, which also records :attr:`method` in run.json)."""
-
-    before_step: Callable[[], None] | None
-    """Called by :meth:`train` before each step (DIP-STER) or window (SIRT) when set; the live process
-    lets its reprojection queries take turns there (:class:`tiltstream.live.cpu_turns.CpuTurns`)."""
 
     @property
     def n_frames(self) -> int:

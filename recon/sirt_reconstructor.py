@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -62,7 +62,6 @@ class SirtReconstructor:
         self._stale: set[int] = set()
         self._steps_done = 0
         self.loss_history: list[float] = []
-        self.before_step: Callable[[], None] | None = None  # Reconstructor.before_step
 
     # ------------------------------------------------------------------ frames
     @property
@@ -153,8 +152,6 @@ class SirtReconstructor:
                 break
             if seconds is not None and losses and time.monotonic() - started >= seconds:
                 break
-            if self.before_step is not None:
-                self.before_step()
             volume, loss = self._window_volume(order, position_of[index])
             self._volumes[index] = volume
             self._stale.discard(index)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -134,7 +134,6 @@ class Trainer:
         self.gains = FrameGains(self.device) if config.frame_gain else None
         self.steps_done = 0
         self.loss_history: list[float] = []
-        self.before_step: Callable[[], None] | None = None  # Reconstructor.before_step
         self._train_forward = self._compiled(self.model)  # the model or its DDP wrapper, maybe compiled
         self._ranks = 1
 
@@ -339,8 +338,6 @@ class Trainer:
         losses = torch.zeros(int(n), dtype=torch.float32, device=self.device)
         with self._math_mode():
             for step in range(int(n)):
-                if self.before_step is not None:
-                    self.before_step()
                 losses[step] = self._step()
         if self._ranks > 1:  # the loss of the N*b batch: the mean over ranks
             torch.distributed.all_reduce(losses)
