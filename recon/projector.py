@@ -1,6 +1,7 @@
 """Parallel-beam projector for the tiltstream geometry, with its exact adjoint, batched, differentiable.
 
-Geometry: docs/design.md 2. The projection is voxel driven with linear weights (mass conserving);
+Geometry: docs/design.md 2. The projection is voxel driven with the strip (area) footprint of each voxel
+(mass conserving);
 :class:`ProjectFunction` is the autograd wrapper whose backward is the exact adjoint, and
 :class:`ParallelProjector` applies a cached sparse footprint matrix for a fixed angle set to whole
 volumes. How and why: docs/method.md 10.
@@ -18,9 +19,32 @@ import scipy.sparse
 import torch
 
 
-def _footprint(angles_rad: torch.Tensor, nz: int, nx: int, n_det: int
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Detector indices and linear weights of every voxel of a ``(nz, nx)`` slice.
+FOOTPRINT_PIXELS = 3  # detector pixels a voxel's footprint can touch (its width is at most sqrt(2) pixels)
+
+
+def _trapezoid_cdf(t: torch.Tensor, wide: torch.Tensor, narrow: torch.Tensor) -> torch.Tensor:
+    """Integral from -inf to ``t`` of a voxel's footprint: the unit-area trapezoid that is the convolution of
+    two boxes of widths ``wide >= narrow`` (pixels), centred on 0. ``narrow`` may be 0 (a box).
+
+    Summed over its three parts (rising over ``narrow``, flat over ``wide - narrow``, falling over
+    ``narrow``), each clamped to its own interval, so nothing divides by a vanishing width."""
+    inner = (wide - narrow) / 2.0
+    ramp = narrow.clamp_min(1e-12)
+    rising = (t + inner + narrow).clamp(min=0.0).minimum(narrow)
+    falling = (t - inner).clamp(min=0.0).minimum(narrow)
+    flat = (t + inner).clamp(min=0.0).minimum(wide - narrow)
+    return (rising * rising / (2.0 * ramp) + flat + falling - falling * falling / (2.0 * ramp)) / wide
+
+
+def _footprint(angles_rad: torch.Tensor, nz: int, nx: int, n_det: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detector pixels and weights of every voxel of a ``(nz, nx)`` slice: the strip (area) model.
+
+    A unit voxel seen along the ray at tilt ``alpha`` covers, on the detector, the trapezoid that is the
+    convolution of two boxes of widths ``|cos alpha|`` and ``|sin alpha|``, centred on the voxel's
+    coordinate ``u``; a pixel's weight is the trapezoid's area over that pixel, so the weights of a voxel
+    sum to 1 (mass conserving) while its footprint is on the detector. At ``alpha = 0`` they are linear
+    interpolation weights. (Splatting every voxel with linear weights instead leaves a moire of stripes in
+    the projection of a smooth object at oblique angles: docs/method.md 10, "The projector".)
 
     Parameters
     ----------
@@ -29,9 +53,9 @@ def _footprint(angles_rad: torch.Tensor, nz: int, nx: int, n_det: int
 
     Returns
     -------
-    idx_lo, idx_hi : long tensors (B, nz*nx)
-        Lower and upper detector pixel of each voxel (clamped into range).
-    w_lo, w_hi : tensors (B, nz*nx)
+    index : long tensor (B, FOOTPRINT_PIXELS, nz*nx)
+        Detector pixels around each voxel (clamped into range).
+    weight : tensor (B, FOOTPRINT_PIXELS, nz*nx)
         Their weights; zero where the pixel lies off the detector.
     """
     dtype, device = angles_rad.dtype, angles_rad.device
@@ -40,50 +64,61 @@ def _footprint(angles_rad: torch.Tensor, nz: int, nx: int, n_det: int
     cos = torch.cos(angles_rad)[:, None, None]
     sin = torch.sin(angles_rad)[:, None, None]
     u = x[None, None, :] * cos + z[None, :, None] * sin + (n_det - 1) / 2.0  # (B, nz, nx)
-    u = u.reshape(angles_rad.shape[0], nz * nx)
-    lo = torch.floor(u)
-    frac = u - lo
-    lo = lo.long()
-    hi = lo + 1
-    w_lo = torch.where((lo >= 0) & (lo < n_det), 1.0 - frac, torch.zeros_like(frac))
-    w_hi = torch.where((hi >= 0) & (hi < n_det), frac, torch.zeros_like(frac))
-    return lo.clamp(0, n_det - 1), hi.clamp(0, n_det - 1), w_lo, w_hi
+    u = u.reshape(angles_rad.shape[0], 1, nz * nx)
+    wide = torch.maximum(cos.abs(), sin.abs()).reshape(-1, 1, 1)
+    narrow = torch.minimum(cos.abs(), sin.abs()).reshape(-1, 1, 1)
+    first = torch.round(u) - 1.0  # the pixels first, first + 1, first + 2 cover the footprint
+    edges = first - 0.5 - u + torch.arange(FOOTPRINT_PIXELS + 1, dtype=dtype, device=device)[None, :, None]
+    area = _trapezoid_cdf(edges, wide, narrow)  # (B, 4, nz*nx): up to each pixel edge
+    weight = area[:, 1:] - area[:, :-1]
+    index = first.long() + torch.arange(FOOTPRINT_PIXELS, device=device)[None, :, None]
+    weight = torch.where((index >= 0) & (index < n_det), weight, torch.zeros_like(weight))
+    return index.clamp(0, n_det - 1), weight
 
 
-def _forward(slices: torch.Tensor, angles_rad: torch.Tensor, n_det: int) -> torch.Tensor:
+def _scatter(slices: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, n_det: int) -> torch.Tensor:
     batch, stack, nz, nx = slices.shape
-    idx_lo, idx_hi, w_lo, w_hi = _footprint(angles_rad.to(slices.dtype), nz, nx, n_det)
     flat = slices.reshape(batch, stack, nz * nx)
     out = torch.zeros(batch, stack, n_det, dtype=slices.dtype, device=slices.device)
     shape = (batch, stack, nz * nx)
-    out.scatter_add_(2, idx_lo[:, None, :].expand(shape), flat * w_lo[:, None, :])
-    out.scatter_add_(2, idx_hi[:, None, :].expand(shape), flat * w_hi[:, None, :])
+    for k in range(FOOTPRINT_PIXELS):
+        out.scatter_add_(2, index[:, None, k].expand(shape), flat * weight[:, None, k])
     return out
 
 
-def _adjoint(rows: torch.Tensor, angles_rad: torch.Tensor, nz: int, nx: int) -> torch.Tensor:
-    batch, stack, n_det = rows.shape
-    idx_lo, idx_hi, w_lo, w_hi = _footprint(angles_rad.to(rows.dtype), nz, nx, n_det)
+def _gather(rows: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, nz: int, nx: int) -> torch.Tensor:
+    batch, stack, _ = rows.shape
     shape = (batch, stack, nz * nx)
-    back = (torch.gather(rows, 2, idx_lo[:, None, :].expand(shape)) * w_lo[:, None, :]
-            + torch.gather(rows, 2, idx_hi[:, None, :].expand(shape)) * w_hi[:, None, :])
+    back = sum(torch.gather(rows, 2, index[:, None, k].expand(shape)) * weight[:, None, k]
+               for k in range(FOOTPRINT_PIXELS))
     return back.reshape(batch, stack, nz, nx)
 
 
+def _forward(slices: torch.Tensor, angles_rad: torch.Tensor, n_det: int) -> torch.Tensor:
+    _, _, nz, nx = slices.shape
+    return _scatter(slices, *_footprint(angles_rad.to(slices.dtype), nz, nx, n_det), n_det)
+
+
+def _adjoint(rows: torch.Tensor, angles_rad: torch.Tensor, nz: int, nx: int) -> torch.Tensor:
+    return _gather(rows, *_footprint(angles_rad.to(rows.dtype), nz, nx, rows.shape[2]), nz, nx)
+
+
 class ProjectFunction(torch.autograd.Function):
-    """Autograd wrapper: forward projection whose backward is the exact adjoint (backprojection)."""
+    """Autograd wrapper: forward projection whose backward is the exact adjoint (backprojection), with the
+    footprint computed once for both."""
 
     @staticmethod
     def forward(ctx, slices: torch.Tensor, angles_rad: torch.Tensor, n_det: int) -> torch.Tensor:
-        ctx.save_for_backward(angles_rad)
-        ctx.slice_shape = slices.shape[-2:]
-        return _forward(slices, angles_rad, n_det)
+        _, _, nz, nx = slices.shape
+        index, weight = _footprint(angles_rad.to(slices.dtype), nz, nx, n_det)
+        ctx.save_for_backward(index, weight)
+        ctx.slice_shape = (nz, nx)
+        return _scatter(slices, index, weight, n_det)
 
     @staticmethod
     def backward(ctx, grad_rows: torch.Tensor):
-        (angles_rad,) = ctx.saved_tensors
-        nz, nx = ctx.slice_shape
-        return _adjoint(grad_rows.contiguous(), angles_rad, nz, nx), None, None
+        index, weight = ctx.saved_tensors
+        return _gather(grad_rows.contiguous(), index, weight.to(grad_rows.dtype), *ctx.slice_shape), None, None
 
 
 def footprint_matrix(angles_rad: np.ndarray, nz: int, nx: int, n_det: int) -> scipy.sparse.csr_matrix:
@@ -93,12 +128,13 @@ def footprint_matrix(angles_rad: np.ndarray, nz: int, nx: int, n_det: int) -> sc
     :func:`_footprint` weights (float64), so ``M @ slice.ravel()`` equals :func:`project` of the slice.
     """
     angles = torch.as_tensor(np.asarray(angles_rad, dtype=np.float64))
-    idx_lo, idx_hi, w_lo, w_hi = _footprint(angles, nz, nx, n_det)
-    offset = (torch.arange(angles.shape[0]) * n_det)[:, None]
-    rows = torch.cat([idx_lo + offset, idx_hi + offset], dim=1).numpy().ravel()
-    vals = torch.cat([w_lo, w_hi], dim=1).numpy().ravel()
-    cols = np.tile(np.arange(nz * nx), 2 * angles.shape[0])
-    # zero weights are exactly the off-detector (clamped) neighbours: dropping them leaves no duplicates
+    index, weight = _footprint(angles, nz, nx, n_det)
+    offset = (torch.arange(angles.shape[0]) * n_det)[:, None, None]
+    rows = (index + offset).numpy().ravel()
+    vals = weight.numpy().ravel()
+    cols = np.tile(np.arange(nz * nx), FOOTPRINT_PIXELS * angles.shape[0])
+    # zero weights are the off-detector (clamped) pixels and the pixels a narrow footprint misses: dropping
+    # them leaves no duplicates (the three pixels of a voxel are distinct)
     keep = vals != 0
     return scipy.sparse.csr_matrix((vals[keep], (rows[keep], cols[keep])),
                                    shape=(angles.shape[0] * n_det, nz * nx))

@@ -1,4 +1,5 @@
-"""Projector: exact adjoint, autograd = adjoint, alpha = 0 sum, mass conservation, agreement with ASTRA."""
+"""Projector: exact adjoint, autograd = adjoint, alpha = 0 sum, mass conservation, no moire at oblique angles,
+agreement with ASTRA (equal to its strip projector)."""
 
 from __future__ import annotations
 
@@ -117,13 +118,33 @@ def test_numpy_in_numpy_out_and_shape_checks():
         op.T(np.ones((3, 3, 5), dtype=np.float32))
 
 
-def test_agrees_with_astra_linear_projector():
-    """Frames match ASTRA's 2-D parallel 'linear' projector at angle -alpha (rows = z, columns = x).
+def test_a_disc_projects_to_its_chord_at_every_angle():
+    """A uniform disc of radius 20 voxels in a 64^2 slice (area-sampled, 8x8 per voxel) projects to its chord
+    2 sqrt(r^2 - u^2) within 2 % of the peak at every angle 0..90 deg in 0.5-deg steps, away from the rim
+    (|u| < r - 2; what is left is the disc's voxelisation). Measured when written: at most 1.1 % (76.5 deg),
+    median 0.43 %. Splatting each voxel with linear weights, as the projector did until 2026-12-07, left a
+    moire of stripes of 10.4 % of the peak at 45 deg (median 0.53 %)."""
+    n, radius, fine = 64, 20.0, 8
+    grid = (np.mgrid[:n * fine, :n * fine] + 0.5) / fine - n / 2
+    disc = ((grid[0] ** 2 + grid[1] ** 2) <= radius**2).reshape(n, fine, n, fine).mean(axis=(1, 3))
+    u = np.arange(n) - (n - 1) / 2
+    chord = 2 * np.sqrt(np.clip(radius**2 - u**2, 0, None))
+    inner = np.abs(u) < radius - 2
+    angles_rad = torch.from_numpy(np.deg2rad(np.arange(0.0, 90.5, 0.5)))
+    rows = project(torch.from_numpy(disc)[None].expand(len(angles_rad), n, n), angles_rad).numpy()
+    worst = np.abs(rows - chord)[:, inner].max(axis=1) / chord.max()
+    assert worst.max() < 0.02, f"{worst.max():.4f} at {0.5 * int(np.argmax(worst))} deg"
 
-    Reference: astra-toolbox 2.5 CPU, ``create_projector('linear', parallel geometry, vol_geom(n, n))``
-    per orthoslice. The two interpolate differently (voxel-driven here, ray-driven Joseph there);
-    measured relative L2 difference on this smooth phantom: 0.6 %; tolerance 2 %. With +alpha the
-    difference is far larger, which shows the sign convention is what is being tested.
+
+def test_agrees_with_astra_projectors():
+    """Frames equal ASTRA's 2-D parallel 'strip' projector at angle -alpha (rows = z, columns = x) and match
+    its 'linear' (ray-driven Joseph) one up to interpolation.
+
+    Reference: astra-toolbox 2.5 CPU, ``create_projector(kind, parallel geometry, vol_geom(n, n))`` per
+    orthoslice. Both this projector and ASTRA's strip one weight a voxel by the area of its footprint over
+    each detector pixel: measured relative L2 difference 1e-6 (float32); tolerance 1e-5. Against
+    'linear': measured 0.6 % on this smooth phantom; tolerance 2 %. With +alpha the difference is far
+    larger, which shows the sign convention is what is being tested.
     """
     astra = pytest.importorskip("astra", reason="astra-toolbox (test extra) not installed")
     n = 32
@@ -132,9 +153,9 @@ def test_agrees_with_astra_linear_projector():
     ours = ParallelProjector(angles_deg, vol.shape)(vol)  # (angles, ny, n)
     vol_geom = astra.create_vol_geom(n, n)
 
-    def astra_frames(sign: float) -> np.ndarray:
+    def astra_frames(sign: float, kind: str = "linear") -> np.ndarray:
         proj_geom = astra.create_proj_geom("parallel", 1.0, n, np.deg2rad(sign * angles_deg))
-        projector = astra.create_projector("linear", proj_geom, vol_geom)
+        projector = astra.create_projector(kind, proj_geom, vol_geom)
         out = np.empty_like(ours)
         for k in range(n):
             sino_id, sino = astra.create_sino(vol[:, k, :], projector)
@@ -143,6 +164,7 @@ def test_agrees_with_astra_linear_projector():
         astra.projector.delete(projector)
         return out
 
+    assert np.linalg.norm(ours - astra_frames(-1.0, "strip")) / np.linalg.norm(ours) < 1e-5
     rel = np.linalg.norm(ours - astra_frames(-1.0)) / np.linalg.norm(ours)
     assert rel < 0.02
     wrong_sign = np.linalg.norm(ours - astra_frames(+1.0)) / np.linalg.norm(ours)
