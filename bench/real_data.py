@@ -12,7 +12,8 @@ steps, 3.36 nm pixels; fetched by the fixture of ``tests/recon/test_import_real.
 3. per split (dense: every 8th frame held out; sparse: every 4th frame trains, same held-out frames;
    :func:`tiltstream.recon.heldout_scoring.split_positions`), the training frames are written as a session
    and reconstructed: DIP-STER as ``recon train --preprocess real`` trains (:func:`run_dipster`), static non-negative SIRT
-   of all training frames (one volume) at several iteration counts, and the moving-window SIRT that
+   of all training frames (one volume) at several iteration counts, ASTRA's own non-negative SIRT of the
+   same frames with its ``linear`` and ``strip`` projectors (:func:`astra_sirt`), and the moving-window SIRT that
    ``recon sirt`` runs by default; the floor predicts a held-out frame from its training neighbours;
 4. score: :func:`tiltstream.recon.heldout_scoring.heldout_nrmse` (one scale + offset fitted on the
    training frames);
@@ -22,7 +23,7 @@ steps, 3.36 nm pixels; fetched by the fixture of ``tests/recon/test_import_real.
 Writes ``results.json`` and ``real_data_slices.png`` into ``--work`` and, with ``--doc``, the table into
 ``docs/benchmarks/real_data.md`` between the ``real_data`` markers and the PNG beside it. Usage::
 
-    OMP_NUM_THREADS=1 python bench/real_data.py --work /tmp/real_data --bin 4 --steps 3000 --threads 1 --splits dense
+    OMP_NUM_THREADS=1 python bench/real_data.py --work /tmp/real_data --bin 4 --steps 6000 --threads 1 --splits dense
 """
 
 from __future__ import annotations
@@ -160,6 +161,54 @@ def static_sirt(frames: np.ndarray, angles: np.ndarray, train: np.ndarray,
     return out
 
 
+def astra_sirt(frames: np.ndarray, angles: np.ndarray, train: np.ndarray, counts: list[int],
+               kernel: str) -> dict[int, tuple[np.ndarray, float]] | None:
+    """ASTRA's own non-negative SIRT as its users run it on a CPU (astra-toolbox, the ``test`` extra: 2-D
+    ``SIRT`` per orthoslice, ``MinConstraint = 0``, projector ``kernel`` - ``linear`` or ``strip`` - at angle
+    ``-alpha``), continued through ``counts`` iterations and reprojected with the same ASTRA projector: per
+    count the reprojections at every angle and the cumulative wall time, s. None without astra-toolbox."""
+    try:
+        import astra
+    except ImportError:
+        print("real_data: astra-toolbox is not installed (pip install -e '.[test]'): no ASTRA rows", file=sys.stderr)
+        return None
+    n, ny = frames.shape[2], frames.shape[1]
+    vol_geom = astra.create_vol_geom(n, n)
+    train_geom = astra.create_proj_geom("parallel", 1.0, n, np.deg2rad(-angles[train]))
+    all_geom = astra.create_proj_geom("parallel", 1.0, n, np.deg2rad(-angles))
+    train_projector = astra.create_projector(kernel, train_geom, vol_geom)
+    all_projector = astra.create_projector(kernel, all_geom, vol_geom)
+    runs = []
+    for k in range(ny):
+        sino_id = astra.data2d.create("-sino", train_geom, frames[train][:, k, :].astype(np.float32))
+        rec_id = astra.data2d.create("-vol", vol_geom, 0)
+        cfg = astra.astra_dict("SIRT")
+        cfg.update(ProjectorId=train_projector, ProjectionDataId=sino_id, ReconstructionDataId=rec_id,
+                   option={"MinConstraint": 0.0})
+        runs.append((astra.algorithm.create(cfg), sino_id, rec_id))
+    out, done, spent_s = {}, 0, 0.0
+    try:
+        for count in sorted(counts):
+            started = time.perf_counter()
+            for algorithm, _, _ in runs:
+                astra.algorithm.run(algorithm, count - done)
+            spent_s += time.perf_counter() - started
+            done = count
+            reprojections = np.empty(frames.shape, dtype=np.float32)
+            for k, (_, _, rec_id) in enumerate(runs):
+                sino_id, sino = astra.create_sino(astra.data2d.get(rec_id), all_projector)
+                reprojections[:, k, :] = sino
+                astra.data2d.delete(sino_id)
+            out[count] = (reprojections, spent_s)
+    finally:
+        for algorithm, sino_id, rec_id in runs:
+            astra.algorithm.delete(algorithm)
+            astra.data2d.delete([sino_id, rec_id])
+        astra.projector.delete(train_projector)
+        astra.projector.delete(all_projector)
+    return out
+
+
 def window_sirt(frames: np.ndarray, angles: np.ndarray, train: np.ndarray,
                 heldout: np.ndarray) -> tuple[np.ndarray, float]:
     """``recon sirt``'s default (window 30 training frames, 30 cold non-negative iterations, Z = the frame
@@ -199,6 +248,11 @@ def score_split(name: str, frames: np.ndarray, angles: np.ndarray, times: np.nda
     static = static_sirt(frames, angles, train, args.sirt_iterations)
     for count, (reprojections, _, wall_s) in static.items():
         add(f"SIRT static, non-negative, {count} it.", reprojections, wall_s, iterations=count)
+    for kernel in ("linear", "strip"):
+        for count, (reprojections, wall_s) in (astra_sirt(frames, angles, train, args.sirt_iterations, kernel)
+                                               or {}).items():
+            add(f"ASTRA SIRT ({kernel} kernel), MinConstraint 0, {count} it.", reprojections, wall_s,
+                astra_iterations=count)
     reprojections, wall_s = window_sirt(frames, angles, train, heldout)
     add("recon sirt default (window 30, 30 it.)", reprojections, wall_s)
     session = write_session(args.work / f"train_{name}", frames[train], angles[train], times[train], pixel_size_nm)
