@@ -94,11 +94,6 @@ def _gather(rows: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, nz: i
     return back.reshape(batch, stack, nz, nx)
 
 
-def _forward(slices: torch.Tensor, angles_rad: torch.Tensor, n_det: int) -> torch.Tensor:
-    _, _, nz, nx = slices.shape
-    return _scatter(slices, *_footprint(angles_rad.to(slices.dtype), nz, nx, n_det), n_det)
-
-
 def _adjoint(rows: torch.Tensor, angles_rad: torch.Tensor, nz: int, nx: int) -> torch.Tensor:
     return _gather(rows, *_footprint(angles_rad.to(rows.dtype), nz, nx, rows.shape[2]), nz, nx)
 
