@@ -16,7 +16,8 @@ steps, 3.36 nm pixels; fetched by the fixture of ``tests/recon/test_import_real.
    same frames with its ``linear`` and ``strip`` projectors (:func:`astra_sirt`), and the moving-window SIRT that
    ``recon sirt`` runs by default; the floor predicts a held-out frame from its training neighbours;
 4. score: :func:`tiltstream.recon.heldout_scoring.heldout_nrmse` (one scale + offset fitted on the
-   training frames);
+   training frames), and the same after each held-out frame is registered to each method's own prediction
+   (:func:`tiltstream.recon.heldout_scoring.registered_heldout_nrmse`, a check on the preparation's bias);
 5. one command (``--one-command``): the user's path after import, ``recon train --preprocess real`` at the
    paper's 128^2 for ``--steps`` and ``recon volumes``, timed (:func:`one_command`).
 
@@ -45,7 +46,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.doc_sections import replace_section  # noqa: E402
 from tiltstream.acquire.session import SessionSettings, SessionWriter  # noqa: E402
-from tiltstream.recon.heldout_scoring import heldout_nrmse, neighbour_floor, split_positions  # noqa: E402
+from tiltstream.recon.heldout_scoring import (heldout_nrmse, neighbour_floor,  # noqa: E402
+                                             registered_heldout_nrmse, split_positions)
 from tiltstream.recon.preprocess import apply, real_data_config  # noqa: E402
 from tiltstream.recon.session_frames import load_session_frames  # noqa: E402
 
@@ -236,9 +238,11 @@ def score_split(name: str, frames: np.ndarray, angles: np.ndarray, times: np.nda
     rows: list[dict] = []
 
     def add(method: str, reprojections: np.ndarray, wall_s: float, **extra: object) -> None:
-        error = heldout_nrmse(reprojections[train], frames[train], reprojections[heldout], frames[heldout])
-        rows.append({"method": method, "nrmse": error, "wall_s": wall_s, **extra})
-        print(f"{name}: {method}: held-out NRMSE {error:.4f} ({wall_s:.0f} s)", file=sys.stderr, flush=True)
+        parts = (reprojections[train], frames[train], reprojections[heldout], frames[heldout])
+        error, registered = heldout_nrmse(*parts), registered_heldout_nrmse(*parts)
+        rows.append({"method": method, "nrmse": error, "nrmse_registered": registered, "wall_s": wall_s, **extra})
+        print(f"{name}: {method}: held-out NRMSE {error:.4f}, registered {registered:.4f} ({wall_s:.0f} s)",
+              file=sys.stderr, flush=True)
 
     for linear in (False, True):
         floor = np.zeros(frames.shape)
@@ -293,11 +297,12 @@ def table(results: list[dict]) -> list[str]:
         for row in result["rows"]:
             by_method.setdefault(row["method"], {})[result["split"]] = row
     lines = ["| method | held-out NRMSE, dense (67 training frames) | held-out NRMSE, sparse (every 4th, 20) "
-             "| wall s, dense / sparse |", "|---|---|---|---|"]
+             "| registered, dense / sparse | wall s, dense / sparse |", "|---|---|---|---|---|"]
     for method, cells in by_method.items():
         errors = [f"{cells[s]['nrmse']:.4f}" if s in cells else "-" for s in SPLITS]
+        registered = " / ".join(f"{cells[s]['nrmse_registered']:.4f}" if s in cells else "-" for s in SPLITS)
         walls = " / ".join(f"{cells[s]['wall_s']:.0f}" if s in cells else "-" for s in SPLITS)
-        lines.append(f"| {method} | {errors[0]} | {errors[1]} | {walls} |")
+        lines.append(f"| {method} | {errors[0]} | {errors[1]} | {registered} | {walls} |")
     return lines
 
 

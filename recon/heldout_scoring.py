@@ -6,6 +6,11 @@ squares on the *training* frames only (reprojection vs measured), so a method is
 the held-out frames' intensity. The no-reconstruction floor predicts a held-out frame as the mean of its two
 neighbouring training frames in angle. The error is :func:`tiltstream.recon.metrics.reprojection_error_percent`
 of the held-out frames pooled (RMS error over all their pixels / RMS of the measured held-out frames).
+
+:func:`registered_heldout_nrmse` is the same error after each measured held-out frame is registered to the
+method's own prediction with an affine (as projection matching registers a frame to a reprojection,
+:mod:`tiltstream.recon.projection_matching`): a check that a method's score does not come from how the
+held-out frames were aligned during preparation (every method gets the same six parameters per frame).
 """
 
 from __future__ import annotations
@@ -59,6 +64,27 @@ def heldout_nrmse(train_reprojections: np.ndarray, train_measured: np.ndarray,
     scale, offset = fit_gain(train_reprojections, train_measured)
     predicted = scale * heldout_reprojections.astype(np.float64) + offset
     return reprojection_error_percent(heldout_measured.astype(np.float64), predicted) / 100.0
+
+
+def registered_heldout_nrmse(train_reprojections: np.ndarray, train_measured: np.ndarray,
+                             heldout_reprojections: np.ndarray, heldout_measured: np.ndarray) -> float:
+    """:func:`heldout_nrmse` after each measured held-out frame is registered to its prediction (the training
+    frames' gain applied): subpixel phase cross-correlation, then an affine by least squares
+    (:func:`tiltstream.recon.projection_matching.register_affine`), the frame resampled once (cubic)."""
+    from scipy import ndimage
+    from skimage.registration import phase_cross_correlation
+
+    from tiltstream.recon.projection_matching import register_affine, warp
+
+    scale, offset = fit_gain(train_reprojections, train_measured)
+    predicted = scale * heldout_reprojections.astype(np.float64) + offset
+    registered = []
+    for measured, target in zip(heldout_measured.astype(np.float64), predicted):
+        step, _, _ = phase_cross_correlation(target, measured, upsample_factor=20, normalization=None)
+        coefficients = ndimage.spline_filter(measured, order=3)
+        matrix, translation = register_affine(coefficients, target, np.eye(2), -np.asarray(step, dtype=float))
+        registered.append(warp(coefficients, matrix, translation, prefiltered=True))
+    return reprojection_error_percent(np.stack(registered), predicted) / 100.0
 
 
 def neighbour_floor(frames: np.ndarray, angles_deg: np.ndarray, training: np.ndarray,

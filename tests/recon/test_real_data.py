@@ -16,7 +16,8 @@ import pytest
 from bench.real_data import prepare, run_dipster, static_sirt, window_sirt, write_session
 from tiltstream.cli import main
 from tiltstream.errors import UserError
-from tiltstream.recon.heldout_scoring import fit_gain, heldout_nrmse, neighbour_floor, split_positions
+from tiltstream.recon.heldout_scoring import (fit_gain, heldout_nrmse, neighbour_floor, registered_heldout_nrmse,
+                                             split_positions)
 
 from tests.recon.test_import_real import etspy_data  # noqa: F401  (the fixture)
 
@@ -40,6 +41,21 @@ def test_gain_is_fitted_on_training_frames_only():
     assert heldout_nrmse(truth[:4], measured[:4], truth[4:], measured[4:]) == pytest.approx(0.0, abs=1e-12)
     off = heldout_nrmse(truth[:4], measured[:4], truth[4:], 1.1 * measured[4:])
     assert off == pytest.approx(np.sqrt(np.mean((0.1 * measured[4:]) ** 2) / np.mean((1.1 * measured[4:]) ** 2)))
+
+
+def test_registration_removes_a_known_misalignment_of_the_held_out_frames_only():
+    from scipy import ndimage
+
+    yy, xx = np.mgrid[:48, :48]
+    blob = np.exp(-((yy - 22.0) ** 2 / 40.0 + (xx - 26.0) ** 2 / 18.0)) + 0.5 * np.exp(
+        -((yy - 30.0) ** 2 + (xx - 15.0) ** 2) / 10.0)
+    frames = np.stack([blob, blob.T, blob[::-1]])
+    moved = np.stack([ndimage.shift(f, (1.3, -0.7), order=3) for f in frames])
+    plain = heldout_nrmse(frames[:2], frames[:2], frames[2:], moved[2:])
+    registered = registered_heldout_nrmse(frames[:2], frames[:2], frames[2:], moved[2:])
+    assert plain > 0.25 and registered < 0.01
+    # a frame already aligned stays (nearly) exact
+    assert registered_heldout_nrmse(frames[:2], frames[:2], frames[2:], frames[2:]) < 1e-3
 
 
 def test_neighbour_floor_means_or_interpolates_the_training_frames_around_a_held_out_angle():
