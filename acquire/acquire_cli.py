@@ -97,6 +97,14 @@ def _session_to_start(path: Path) -> bool:
     return True
 
 
+def _tilt_axis_record(settings: AcquireSettings) -> dict[str, Any]:
+    """``session.json``'s ``tilt_axis_deg`` and where it came from, when the settings give the axis."""
+    if settings.tilt_axis_deg is None:
+        return {}
+    return {"tilt_axis_deg": settings.tilt_axis_deg,
+            "tilt_axis_from": "tiltstream acquire --tilt-axis-deg (the detector's calibration)"}
+
+
 def run(settings: AcquireSettings, args: argparse.Namespace) -> int:
     """Run one acquisition; returns 0 when it ended normally, 130 when interrupted."""
     from tiltstream.acquire.bridge import BridgeMicroscope, RetryPolicy
@@ -123,7 +131,7 @@ def run(settings: AcquireSettings, args: argparse.Namespace) -> int:
             detector={"name": settings.detector, "kind": kind, "image_size": settings.image_size,
                       "binning": settings.binning, "dwell_time_s": params.dwell_time_s,
                       "exposure_s": params.exposure_s},
-            pixel_size_nm=calibration.pixel_size_nm))
+            pixel_size_nm=calibration.pixel_size_nm, **_tilt_axis_record(settings)))
     config = ExecutorConfig(detector=settings.detector, params=params, beam_current_pA=calibration.beam_current_pA,
                             pixel_size_nm=calibration.pixel_size_nm, backlash_deg=settings.backlash_deg,
                             angle_tolerance_deg=settings.angle_tolerance_deg,

@@ -36,6 +36,11 @@ class AcquireSettings(TiltRange):
                                                                         "speed; unset: not sent)")
     # detector and dose
     detector: str = pydantic.Field("HAADF", min_length=1, description="detector name (HAADF, BF, CCD, ...)")
+    tilt_axis_deg: float | None = pydantic.Field(
+        None, ge=-180.0, le=180.0, description="the tilt axis's angle in this detector's image, degrees, from "
+        "the microscope's calibration (IMOD's and SerialEM's convention, SerialEM's TiltAxisAngle; 0: the "
+        "axis along the image y, docs/design.md 2); recorded in session.json so that recon align and "
+        "--preprocess real use it (unset: not recorded, they estimate it from the frames)")
     image_size: Literal["FULL", "HALF", "QUARTER"] = pydantic.Field("FULL", description="part of the detector "
                                                                                         "field to read")
     binning: int = pydantic.Field(1, ge=1, description="binning factor, pixels")

@@ -191,7 +191,7 @@ class Demo:
         acquire_args = ["acquire", "--session", str(self.session), "--bridge", url, "--count", str(s.frames),
                         "--publish", publish, "--dwell-time-s", repr(s.dwell_time_s),
                         "--pixel-size-nm", repr(s.pixel_size_nm), "--beam-current-pA", repr(self.beam_current_pA()),
-                        "--detector", "HAADF"]
+                        "--detector", "HAADF", "--tilt-axis-deg", "0"]  # the simulator draws the axis along y
         if s.heating_to_C > 0:
             # wall seconds of the phantom's evolution: steps x seconds per step / clock speed-up
             ramp_s = s.frames * s.seconds_per_step / s.time_factor

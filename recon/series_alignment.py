@@ -55,7 +55,8 @@ def axis_from_session(settings: AlignSettings, session_extra: dict) -> tuple[flo
         return settings.tilt_axis_deg, "--tilt-axis-deg (or --config), overriding the metadata"
     value = session_extra.get("tilt_axis_deg")
     if value is not None:
-        where = (session_extra.get("imported") or {}).get("values_from", {}).get("tilt_axis_deg", "session.json")
+        where = (session_extra.get("imported") or {}).get("values_from", {}).get(
+            "tilt_axis_deg", session_extra.get("tilt_axis_from", "session.json"))
         return float(value), f"session metadata tilt_axis_deg ({where})"
     return None, "estimated from the frames (tiltstream.recon.tilt_axis)"
 

@@ -97,6 +97,7 @@ def write_synthetic_session(out: Path | str, phantom: str, size: int, count: int
                     **({"gain_drift": [float(g) for g in gain_drift]} if tuple(gain_drift) != (1.0, 1.0) else {})},
         detector={"name": "HAADF", **config.__dict__, "dose_e_per_A2": dose_e_per_A2},
         pixel_size_nm=config.pixel_size_nm,
+        tilt_axis_deg=0.0, tilt_axis_from="simulator: frames drawn with the tilt axis along y (docs/design.md 2)",
     )
     writer = SessionWriter.create(out, settings)
     model = DetectorModel(config, seed=seed + 1)

@@ -253,3 +253,25 @@ def test_overshoot_outside_limits_refused_before_any_move(tmp_path: Path) -> Non
                                             r"limits \[-71, 71\] deg"):
             Executor(BridgeMicroscope(url, timeout_s=5), TiltScheme(count=3), writer, _config()).run()
     assert sim.commanded_moves == []
+
+
+def test_the_calibrated_tilt_axis_is_recorded_for_the_geometry_step(tmp_path: Path) -> None:
+    """``--tilt-axis-deg`` goes into session.json with its source, and the geometry step takes it from there;
+    without it nothing is recorded and the axis is left to the estimate."""
+    from tiltstream.recon.series_alignment import AlignSettings, axis_from_session
+
+    sim = _sim(alpha_min_deg=-75.0, alpha_max_deg=75.0)
+    base = ["acquire", "--count", "2", "--min", "-60", "--max", "60", "--detector", "HAADF",
+            "--dwell-time-s", "1e-6", "--pixel-size-nm", "0.5"]
+    with running_server(sim) as url:
+        assert main([*base, "--bridge", url, "--session", str(tmp_path / "known"), "--tilt-axis-deg", "-3.25"]) == 0
+        assert main([*base, "--bridge", url, "--session", str(tmp_path / "unknown")]) == 0
+    known = read_session(tmp_path / "known").settings.model_extra
+    assert known["tilt_axis_deg"] == -3.25 and known["tilt_axis_from"].startswith("tiltstream acquire")
+    axis_deg, source = axis_from_session(AlignSettings(), known)
+    assert axis_deg == -3.25 and "tiltstream acquire" in source
+    unknown = read_session(tmp_path / "unknown").settings.model_extra
+    assert "tilt_axis_deg" not in unknown
+    assert axis_from_session(AlignSettings(), unknown)[0] is None
+    assert main([*base, "--bridge", "http://127.0.0.1:9", "--session", str(tmp_path / "bad"),
+                 "--tilt-axis-deg", "200"]) == 2

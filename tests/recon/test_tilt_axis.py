@@ -65,7 +65,8 @@ def test_upright_resampling_is_the_identity_for_the_project_geometry(nanorod):
 
 
 def _session_with_axis(path: Path, frames: np.ndarray, source: Path, tilt_axis_deg: float) -> Path:
-    settings = read_session(source).settings.model_copy(update={"tilt_axis_deg": tilt_axis_deg})
+    settings = read_session(source).settings.model_copy(
+        update={"tilt_axis_deg": tilt_axis_deg, "tilt_axis_from": "the test's rotation"})
     writer = SessionWriter.create(path, settings)
     for frame, record in zip(frames, read_session(source).records):
         writer.append(frame.astype(np.float32), **record.model_dump(exclude={"file", "shape", "dtype", "tracking"}))
@@ -97,7 +98,7 @@ def test_train_preprocess_real_finds_the_geometry_itself(nanorod, tmp_path):
     turned, true_deg = rotated(frames, 27.0, 0.7)
     session = _session_with_axis(tmp_path / "in", turned, source, tilt_axis_deg=0.0)
     settings = json.loads((session / "session.json").read_text())
-    del settings["tilt_axis_deg"]  # nothing known: estimated
+    del settings["tilt_axis_deg"], settings["tilt_axis_from"]  # nothing known: estimated
     (session / "session.json").write_text(json.dumps(settings))
     train = ["recon", "train", "--steps", "2", "--threads", "1", "--preprocess", "real"]
     assert main([*train, "--session", str(session), "--out", str(tmp_path / "run")]) == 0
