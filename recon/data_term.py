@@ -69,3 +69,12 @@ class DataTerm:
             tv = (pred[..., 1:] - pred[..., :-1]).abs().sum(dim=-1).mean()
             loss = loss + self.config.tv_weight * tv
         return loss + network.prior_loss()
+
+
+def slice_total_variation(slices: torch.Tensor) -> torch.Tensor:
+    """Anisotropic 2-D total variation of orthoslices ``(..., nz, nx)``: the mean over pixels of
+    ``|d/dz| + |d/dx|`` (forward differences), in the slices' units."""
+    dz = (slices[..., 1:, :] - slices[..., :-1, :]).abs().mean()
+    dx = (slices[..., :, 1:] - slices[..., :, :-1]).abs().mean()
+    return dz + dx
+

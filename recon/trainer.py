@@ -49,7 +49,7 @@ import torch
 from tiltstream.errors import UserError
 from tiltstream.recon.checkpoint import (CHECKPOINT_FILE, CHECKPOINT_VERSION, is_checkpoint_file, read_checkpoint,
                                          write_checkpoint)
-from tiltstream.recon.data_term import DataTerm
+from tiltstream.recon.data_term import DataTerm, slice_total_variation
 from tiltstream.recon.frame_gain import FrameGains
 from tiltstream.recon.frame_store import FrameStore
 from tiltstream.recon.kplanes import KPlanesField
@@ -296,6 +296,8 @@ class Trainer:
         loss = self.data_term(pred, target, self.model)
         if cfg.time_prior_weight > 0:
             loss = loss + cfg.time_prior_weight * self._time_prior(coords, slices)
+        if cfg.slice_tv_weight > 0:
+            loss = loss + cfg.slice_tv_weight * slice_total_variation(slices) * self.frame_shape[1]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

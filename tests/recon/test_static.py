@@ -133,7 +133,7 @@ def test_fit_size_resizes_only_larger_frames() -> None:
 def test_train_preprocess_real(tmp_path: Path) -> None:
     """``recon train --preprocess real``: background and normalisation, no mask, the geometry (its own test:
     tests/recon/test_tilt_axis.py), the light time prior,
-    the TV weight in the run's config and no per-frame gain (the normalisation does its work); the volumes
+    the TV weights (rows and slices) in the run's config and no per-frame gain (the normalisation does its work); the volumes
     come out."""
     session = write_synthetic_session(tmp_path / "s", "nanorod", 16, 8, seed=0, static=True, gain_drift=DRIFT)
     run = tmp_path / "run"
@@ -142,7 +142,7 @@ def test_train_preprocess_real(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     description = json.loads((run / RUN_FILE).read_text())
     assert description["config"]["frame_gain"] is False and description["config"]["tv_weight"] == 1e-5
-    assert description["config"]["time_prior_weight"] == 0.1
+    assert description["config"]["time_prior_weight"] == 0.1 and description["config"]["slice_tv_weight"] == 3e-4
     assert description["preprocess"]["config"]["fit_size"] == 128
     assert description["preprocess"]["config"]["mask_otsu_fraction"] is None
     assert description["preprocess"]["steps"] == ["subtract_background", "geometry", "normalise"]  # no resize
