@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.doc_sections import replace_section  # noqa: E402
+from bench.static_drift import stillness  # noqa: E402
 from tiltstream.acquire.session import SessionSettings, SessionWriter  # noqa: E402
 from tiltstream.recon.heldout_scoring import (heldout_nrmse, neighbour_floor,  # noqa: E402
                                              registered_heldout_nrmse, split_positions)
@@ -114,13 +115,14 @@ def write_session(path: Path, frames: np.ndarray, angles: np.ndarray, times: np.
 
 
 def run_dipster(session: Path, run: Path, args: argparse.Namespace, times: np.ndarray,
-                angles: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, str]:
+                angles: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, str, dict[str, float]]:
     """DIP-STER as ``recon train --preprocess real`` trains on frames already prepared (the same
     :func:`tiltstream.recon.training.train_session` with the real-data loss terms,
     :data:`tiltstream.recon.presets.REAL_DATA_UPDATE`, and ``recon train``'s defaults: 10 % of the training
     frames held out of its own training for early stopping, patience 16, refit 0.2), ``--steps`` steps;
     the state ``recon volumes`` reads (refit, else best, else last). Returns the reprojections at every
-    frame (n, ny, nx), the middle volume, wall s, and the state in words."""
+    frame (n, ny, nx), the middle volume, wall s, the state in words, and how still the volumes stay
+    (:func:`bench.static_drift.stillness` of the volumes at every 4th frame's time: the specimen is static)."""
     from tiltstream.recon import distributed
     from tiltstream.recon.presets import REAL_DATA_UPDATE
     from tiltstream.recon.run_dir import open_state
@@ -140,7 +142,8 @@ def run_dipster(session: Path, run: Path, args: argparse.Namespace, times: np.nd
     model, state = open_state(run, checkpoint="auto")
     print(f"DIP-STER: {outcome.stop_reason} after {outcome.steps_total} steps; scored: {state}", file=sys.stderr)
     reprojections = np.stack([model.reproject(float(t), float(a)) for t, a in zip(times, angles)])
-    return reprojections, model.volume(float(np.median(times))), wall_s, state
+    still = stillness(np.stack([model.volume(float(t)) for t in np.sort(times)[::4]]))
+    return reprojections, model.volume(float(np.median(times))), wall_s, state, still
 
 
 def static_sirt(frames: np.ndarray, angles: np.ndarray, train: np.ndarray,
@@ -260,9 +263,10 @@ def score_split(name: str, frames: np.ndarray, angles: np.ndarray, times: np.nda
     reprojections, wall_s = window_sirt(frames, angles, train, heldout)
     add("recon sirt default (window 30, 30 it.)", reprojections, wall_s)
     session = write_session(args.work / f"train_{name}", frames[train], angles[train], times[train], pixel_size_nm)
-    reprojections, volume, wall_s, state = run_dipster(session, args.work / f"run_{name}", args, times, angles)
+    reprojections, volume, wall_s, state, still = run_dipster(session, args.work / f"run_{name}", args, times,
+                                                              angles)
     add(f"DIP-STER (--preprocess real's loss, recon train defaults, --preset {args.preset}, {args.steps} steps)",
-        reprojections, wall_s, state=state)
+        reprojections, wall_s, state=state, stillness=still)
     best_sirt = min((r for r in rows if "iterations" in r), key=lambda r: r["nrmse"])
     return {"split": name, "training": train.tolist(), "heldout": heldout.tolist(), "rows": rows,
             "slices": {"DIP-STER": volume, f"SIRT {best_sirt['iterations']} it.": static[best_sirt["iterations"]][1]}}
