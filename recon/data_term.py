@@ -5,7 +5,8 @@ The data term is Geman-McClure ``2 r^2 / (r^2 + 4)`` of normalised rows (kornia)
 (``config.residual_filter``, :mod:`tiltstream.recon.row_filter`); with ``config.ramp_window == "data"``
 the filter's window is recomputed from the training frames' row statistics whenever training frames
 were added. To it come ``tv_weight`` times the 1-D total variation of the predicted rows and the
-network's ``prior_loss()``.
+network's ``prior_loss()``. :func:`slice_total_variation` is the 2-D total variation of the slices
+themselves, which the trainer adds with ``slice_tv_weight`` (it needs the slices, not the rows).
 """
 
 from __future__ import annotations

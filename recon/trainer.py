@@ -18,7 +18,9 @@ Conventions
   ``config.network == "kplanes"``).
 - With ``config.frame_gain`` each predicted frame is multiplied by its intensity scale
   (:mod:`tiltstream.recon.frame_gain`) before the loss; with ``config.time_prior_weight`` a prior on
-  change over time joins it (:meth:`_time_prior`). Volumes and reprojections are the object's, without gain.
+  change over time joins it (:meth:`_time_prior`), and with ``config.slice_tv_weight`` the 2-D total
+  variation of the drawn slices (:func:`tiltstream.recon.data_term.slice_total_variation`). Volumes and
+  reprojections are the object's, without gain.
 - Volumes are queried at ``theta = 0`` (as the reference code does), with the exponential moving
   average of the weights when ``config.ema_decay > 0`` (:mod:`tiltstream.recon.weight_average`,
   updated after every step, saved in checkpoints).
