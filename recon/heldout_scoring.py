@@ -69,20 +69,18 @@ def heldout_nrmse(train_reprojections: np.ndarray, train_measured: np.ndarray,
 def registered_heldout_nrmse(train_reprojections: np.ndarray, train_measured: np.ndarray,
                              heldout_reprojections: np.ndarray, heldout_measured: np.ndarray) -> float:
     """:func:`heldout_nrmse` after each measured held-out frame is registered to its prediction (the training
-    frames' gain applied): subpixel phase cross-correlation, then an affine by least squares
-    (:func:`tiltstream.recon.projection_matching.register_affine`), the frame resampled once (cubic)."""
+    frames' gain applied) as a projection-matching round registers a frame
+    (:func:`tiltstream.recon.projection_matching.register_frame`), then resampled once (cubic)."""
     from scipy import ndimage
-    from skimage.registration import phase_cross_correlation
 
-    from tiltstream.recon.projection_matching import register_affine, warp
+    from tiltstream.recon.projection_matching import register_frame, warp
 
     scale, offset = fit_gain(train_reprojections, train_measured)
     predicted = scale * heldout_reprojections.astype(np.float64) + offset
     registered = []
     for measured, target in zip(heldout_measured.astype(np.float64), predicted):
-        step, _, _ = phase_cross_correlation(target, measured, upsample_factor=20, normalization=None)
         coefficients = ndimage.spline_filter(measured, order=3)
-        matrix, translation = register_affine(coefficients, target, np.eye(2), -np.asarray(step, dtype=float))
+        matrix, translation = register_frame(coefficients, measured, target, np.eye(2), np.zeros(2))
         registered.append(warp(coefficients, matrix, translation, prefiltered=True))
     return reprojection_error_percent(np.stack(registered), predicted) / 100.0
 

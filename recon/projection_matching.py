@@ -10,7 +10,8 @@ resampled once from the input (cubic spline) with its accumulated transform. Rou
 translation changes by more than ``tolerance_px`` or after ``rounds``. With ``size_px`` the rounds run on
 frames resized (anti-aliased) so their larger side is ``size_px``, and the transforms are carried back to the
 full size (translations scaled, the linear parts conjugated by the per-axis scale) and applied there once:
-IMOD and etspy align binned frames the same way; a 256^2 series then registers in a quarter of the time.
+IMOD and etspy align binned frames the same way (the 256^2 needle at 128 px: 100 s instead of 644 s,
+docs/benchmarks/real_data.md).
 
 A transform maps an output pixel at centred coordinates ``r = (y, x)`` to the input at ``matrix @ r +
 translation``; the translation and the deviation of the matrices from identity common to all frames are
@@ -93,6 +94,28 @@ def register_affine(coefficients: np.ndarray, target: np.ndarray, matrix: np.nda
     return np.eye(2) + fit.x[:4].reshape(2, 2), fit.x[4:]
 
 
+def register_frame(coefficients: np.ndarray, current: np.ndarray, target: np.ndarray, matrix: np.ndarray,
+                   translation: np.ndarray, affine: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A frame's transform ``(matrix, translation)`` refined so that it maps the frame onto ``target``: the
+    translation by subpixel phase cross-correlation of ``current`` (the frame as the transform resamples it
+    now) with ``target``, then, with ``affine``, the full affine by :func:`register_affine`.
+
+    Parameters
+    ----------
+    coefficients
+        The frame's cubic spline coefficients (``ndimage.spline_filter``), (ny, nx).
+    current, target
+        The frame resampled with ``(matrix, translation)``, and what it should match, (ny, nx) each.
+    """
+    from skimage.registration import phase_cross_correlation
+
+    step, _, _ = phase_cross_correlation(target, current, upsample_factor=20, normalization=None)
+    translation = translation - matrix @ step  # content moves by +step: read the input at r - matrix @ step
+    if affine:
+        return register_affine(coefficients, target, matrix, translation)
+    return matrix, translation
+
+
 def reprojections(frames: np.ndarray, angles_deg: np.ndarray, iterations: int, window: int | None,
                   device: str) -> np.ndarray:
     """Each frame's reprojection of the reconstruction from ``frames`` (static SIRT, or the moving window's
@@ -117,17 +140,11 @@ def _round(coefficients: list[np.ndarray], aligned: np.ndarray, angles_deg: np.n
            translations: np.ndarray, iterations: int, window: int | None, device: str, affine: bool
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One round: new matrices, translations and per-frame residuals before the update."""
-    from skimage.registration import phase_cross_correlation
-
     targets = reprojections(aligned, angles_deg, iterations, window, device)
     new_m, new_t, residuals = matrices.copy(), translations.copy(), np.empty(len(aligned))
     for i, (frame, target) in enumerate(zip(aligned, targets)):
         residuals[i] = np.linalg.norm(_fit_residual(frame, target)) / max(np.linalg.norm(target), 1e-30)
-        step, _, _ = phase_cross_correlation(target, frame, upsample_factor=20, normalization=None)
-        # content moves by +step: read the input at r - matrix @ step
-        new_t[i] = translations[i] - matrices[i] @ step
-        if affine:
-            new_m[i], new_t[i] = register_affine(coefficients[i], target, matrices[i], new_t[i])
+        new_m[i], new_t[i] = register_frame(coefficients[i], frame, target, matrices[i], translations[i], affine)
     return new_m, new_t, residuals
 
 
