@@ -48,8 +48,8 @@ class AlignSettings(pydantic.BaseModel):
                                   "skew, scale) after the translation (--no-affine: translation only)")
     match_size_px: int | None = pydantic.Field(
         default=128, ge=8, description="register on frames resized so their larger side is this many pixels "
-        "and apply the transforms at full size (as IMOD and etspy align binned frames; a 256^2 series in about "
-        "a quarter of the time); unset: at full size")
+        "and apply the transforms at full size (as IMOD and etspy align binned frames; the 256^2 needle in a "
+        "sixth of the time); unset: at full size")
     device: Literal["auto", "cpu", "cuda"] = pydantic.Field(default="cpu", description="where SIRT runs")
 
 
