@@ -9,9 +9,11 @@ The real-data tests skip, with the fixture's reason, when etspy's test data cann
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from bench.real_data import prepare, run_dipster, static_sirt, window_sirt, write_session
 from tiltstream.cli import main
@@ -69,13 +71,24 @@ def test_neighbour_floor_means_or_interpolates_the_training_frames_around_a_held
         neighbour_floor(frames, angles, training[1:], np.array([0]))
 
 
-@pytest.fixture(scope="module")
-def needle(etspy_data, tmp_path_factory) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:  # noqa: F811
+@pytest.fixture(scope="session")
+def needle(etspy_data, tmp_path_factory, worker_id) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:  # noqa: F811
     """The needle imported and prepared as the bench does, which is ``recon train --preprocess real``'s
-    preparation at 64^2 (geometry estimated; no Otsu mask): frames, angles, times, report."""
-    path = tmp_path_factory.mktemp("needle") / "s"
-    assert main(["recon", "import", str(etspy_data / "HAADF.mrc"), "--out", str(path)]) == 0
-    return prepare(path, bin_factor=4)
+    preparation at 64^2 (geometry estimated; no Otsu mask): frames, angles, times, report.
+
+    Prepared once per suite run (about a minute): under pytest-xdist the first worker that needs it writes it
+    to the run's shared temporary directory, holding a file lock, and the other reads it from there."""
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared if worker_id == "master" else shared.parent
+    cache = shared / "needle_prepared.npz"
+    with FileLock(f"{cache}.lock"):
+        if not cache.is_file():
+            session = shared / "needle_session"
+            assert main(["recon", "import", str(etspy_data / "HAADF.mrc"), "--out", str(session)]) == 0
+            frames, angles, times, report = prepare(session, bin_factor=4)
+            np.savez(cache, frames=frames, angles=angles, times=times, report=json.dumps(report))
+        with np.load(cache) as stored:
+            return stored["frames"], stored["angles"], stored["times"], json.loads(str(stored["report"]))
 
 
 def test_real_needle_geometry_and_every_method_scored_on_held_out_frames(needle):
