@@ -207,8 +207,8 @@ def write_section(result: dict, path: Path) -> None:
     body = "\n".join([
         SECTION, "",
         f"`python bench/live_latency.py --size {result['size']} --frames {result['frames']} --interval-s "
-        f"{result['interval_s']} --final-steps {result['final_steps']}{schedule_flag}` ({result['machine']}, live "
-        f"process with --threads {result['threads']}, shared machine: timings are noisy).",
+        f"{result['interval_s']} --final-steps {result['final_steps']}{schedule_flag} --threads {result['threads']}` "
+        f"({result['machine']}, live process with --threads {result['threads']}, shared machine: timings are noisy).",
         "",
         f"A {result['size']}^3 nanorod session ({result['frames']} GRS frames, Poisson noise) replayed at one "
         f"frame per {result['interval_s']} s into `tiltstream live` ({schedule}, preset fast).",

@@ -3,7 +3,8 @@
 :class:`QueryReplica` holds a copy of the reconstructor that answers ``reproject`` and ``volume`` while the
 training loop goes on with the original: for DIP-STER a copy of the query network (the weight-averaged
 model, :mod:`tiltstream.recon.weight_average`) whose weights :meth:`QueryReplica.refresh` copies in place
-(one ``load_state_dict``, no allocation); for moving-window SIRT a copy whose frame, record and volume
+(one ``load_state_dict``, no allocation), computing in bfloat16 on a CPU that has it natively
+(:func:`tiltstream.recon.precision.query_precision`); for moving-window SIRT a copy whose frame, record and volume
 containers are its own (the arrays are shared: SIRT replaces a window's volume, never writes into it).
 Every read and refresh holds one lock, so a query never sees half-copied weights.
 """
@@ -73,10 +74,13 @@ class QueryReplica:
     def _refresh_weights(self, trainer: Any) -> None:
         import torch
 
+        from tiltstream.recon.precision import autocast_for, query_precision
+
         source = trainer.weights.query_model
         if self._copy is None:
             replica = copy.copy(trainer)
             replica.weights = _FrozenWeights(copy.deepcopy(source).requires_grad_(False))
+            replica._autocast = autocast_for(query_precision(trainer.precision, trainer.device), trainer.device)
             self._copy = replica
             return
         with torch.no_grad():

@@ -63,6 +63,25 @@ def test_nearest_upsampling_copies_each_value_into_a_2x2_block() -> None:
     assert not torch.allclose(nearest(coords), bilinear(coords))
 
 
+def test_query_upsampling_by_broadcast_equals_interpolate_and_training_keeps_interpolate() -> None:
+    """The broadcast copy (queries) gives F.interpolate's values exactly, for whole factors; a map that
+    needs a gradient, and a size that is not a whole multiple, go through F.interpolate itself."""
+    from torch.nn import functional as F
+
+    from tiltstream.recon.model import upsample
+
+    nearest = {"mode": "nearest"}
+    x = torch.rand(3, 4, 5, 7)
+    for size in ((10, 14), (15, 21), (10, 7)):
+        torch.testing.assert_close(upsample(x, size, nearest), F.interpolate(x, size=size, **nearest), atol=0, rtol=0)
+    odd = upsample(x, (9, 13), nearest)  # ceil(9 / 2) = 5: not a whole factor
+    torch.testing.assert_close(odd, F.interpolate(x, size=(9, 13), **nearest), atol=0, rtol=0)
+    grad = x.clone().requires_grad_(True)
+    upsample(grad, (10, 14), nearest).square().sum().backward()
+    torch.testing.assert_close(grad.grad, 2.0 * 4.0 * x, rtol=1e-6, atol=1e-6)  # each value copied 4 times
+    assert upsample(grad, (10, 14), nearest).grad_fn.name().startswith("UpsampleNearest2D")
+
+
 def test_presets_upsampling() -> None:
     from tiltstream.recon.presets import preset
 

@@ -73,6 +73,30 @@ def test_compiled_training_matches_eager_on_cuda() -> None:
     np.testing.assert_allclose(compiled, eager, rtol=2e-2)
 
 
+def test_live_queries_compute_in_bf16_only_on_a_cpu_that_has_it_and_stay_close_to_fp32() -> None:
+    """``query_precision``: bf16 for an fp32 run on a CPU with native bfloat16, the run's own precision
+    otherwise (and on CUDA). The live process's query replica answers reprojections and volumes in it:
+    within 1 % of the trainer's fp32 answers, not bit-equal where bf16 is used."""
+    from tiltstream.live.query_replica import QueryReplica
+    from tiltstream.recon.precision import native_bf16_cpu, query_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    native = native_bf16_cpu()
+    assert query_precision("fp32", cpu) == ("bf16" if native else "fp32")
+    assert query_precision("bf16", cpu) == "bf16" and query_precision("fp32", cuda) == "fp32"
+    trainer = _trainer()
+    trainer.train_steps(20)
+    replica = QueryReplica()
+    replica.refresh(trainer)
+    image, _, step = replica.reproject(trainer.times_s[2], 17.0)
+    volume, _ = replica.volume(trainer.times_s[2])
+    for ours, reference in ((image, trainer.reproject(trainer.times_s[2], 17.0)), (volume, trainer.volume(trainer.times_s[2]))):
+        difference = np.linalg.norm(ours - reference) / np.linalg.norm(reference)
+        assert difference < 1e-2
+        assert (difference > 0) == native
+    assert step == 20
+
+
 @CUDA
 def test_tf32_is_switched_on_only_inside_a_tf32_trainer() -> None:
     """The TF32 switches are per step: a tf32 trainer leaves them as they were, and fp32 after it is
