@@ -60,12 +60,15 @@ best() {
   python3 - "$1" "$out/train_speed.md" <<'PY'
 import sys
 preset, path = sys.argv[1], sys.argv[2]
-rows = []
+rows, header = [], None
 try:
     for line in open(path):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 7 and cells[0] == preset and cells[1] != "rows/frame":
-            rows.append((float(cells[4]), cells[2], cells[3] != "no"))
+        if cells[0] == "preset":  # columns by name: the table has grown columns before
+            header = {name: i for i, name in enumerate(cells)}
+        elif header and len(cells) == len(header) and cells[0] == preset:
+            rows.append((float(cells[header["steps/s"]]), cells[header["precision"]],
+                         cells[header["compiled"]] != "no"))
 except OSError:
     pass
 rate, precision, compiled = max(rows) if rows else (0.0, "tf32" if preset == "paper" else "fp32", True)

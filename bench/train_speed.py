@@ -1,9 +1,10 @@
 """DIP-STER training speed: steps/s of each preset x precision (x torch.compile, x unfused Adam), one process, one device.
 
 For each combination a trainer with the preset is filled with random frames of the given size (the
-rate does not depend on the data), warmed up (``--warmup`` steps: cuDNN autotuning, compilation), then
-timed over ``--repeats`` blocks of ``--steps`` steps; the table gives the median rate and its ratio to
-the same preset's first row, measured in this process. On CUDA the clock is read
+rate does not depend on the data) and warmed up (``--warmup`` steps: cuDNN autotuning, compilation); then
+``--repeats`` rounds each time one block of ``--steps`` steps of every combination of the preset, in turn
+(so that a noisy machine slows them alike); the table gives the median rate and its ratio to the same
+preset's first row, measured in this process. On CUDA the clock is read
 after ``torch.cuda.synchronize``.
 
 Usage::
@@ -11,6 +12,7 @@ Usage::
     python bench/train_speed.py --device cuda --size 128 --presets fast,paper --precisions fp32,tf32,bf16 --compiled bf16
     python bench/train_speed.py --device cpu --size 64 --presets fast --precisions fp32,bf16 --threads 1
     python bench/train_speed.py --device cpu --size 64 --frames 60 --presets fast --precisions bf16 --unfused bf16 --threads 1
+    python bench/train_speed.py --device cpu --size 128 --presets fast --precisions fp32,bf16 --nchw fp32,bf16 --threads 2
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def rate_of(preset_name: str, rows_per_frame: int | None, size: int, frames: int, device, precision: str,
-            compile_model: bool, warmup: int, steps: int, repeats: int,
-            fused_adam: bool = True) -> tuple[float, float]:
-    """Median steps/s over ``repeats`` blocks, and the warm-up's wall time in seconds."""
+def warmed_trainer(preset_name: str, rows_per_frame: int | None, size: int, frames: int, device, precision: str,
+                   compile_model: bool, warmup: int, fused_adam: bool = True, nchw: bool = False):
+    """A trainer of the combination filled with random frames and warmed up, and the warm-up's wall time in
+    seconds (``nchw``: the network in the contiguous memory format, the CPU trainer's before it went
+    channels-last)."""
     import numpy as np
     import torch
 
@@ -42,23 +45,33 @@ def rate_of(preset_name: str, rows_per_frame: int | None, size: int, frames: int
                       compile_model=compile_model)
     if not fused_adam:  # PyTorch's default loop over the parameters, the trainer's optimizer before 2026-12-04
         trainer.optimizer.param_groups[0]["fused"] = False
+    if nchw:
+        trainer.model.to(memory_format=torch.contiguous_format)
+        trainer.weights.query_model.to(memory_format=torch.contiguous_format)
     rng = np.random.default_rng(0)
     for i in range(frames):
         trainer.add_frame(i, rng.random((size, size), dtype=np.float32) + 0.5, -70.0 + 140.0 * i / frames,
                           float(i))
-    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     start = time.perf_counter()
     trainer.train_steps(warmup)
-    sync()
-    warmup_s = time.perf_counter() - start
-    rates = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        trainer.train_steps(steps)
-        sync()
-        rates.append(steps / (time.perf_counter() - start))
-    return statistics.median(rates), warmup_s
+    _sync(trainer)
+    return trainer, time.perf_counter() - start
+
+
+def _sync(trainer) -> None:
+    import torch
+
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def block_rate(trainer, steps: int) -> float:
+    """Steps/s of one block of ``steps`` steps."""
+    _sync(trainer)
+    start = time.perf_counter()
+    trainer.train_steps(steps)
+    _sync(trainer)
+    return steps / (time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compiled", default="", help="comma-separated precisions also timed with torch.compile")
     parser.add_argument("--unfused", default="", help="comma-separated precisions also timed with "
                         "PyTorch's unfused Adam (the trainer's is fused)")
+    parser.add_argument("--nchw", default="", help="comma-separated precisions also timed with the network in "
+                        "the contiguous (NCHW) memory format (the CPU trainer's is channels-last)")
     parser.add_argument("--rows", default="", help="comma-separated rows_per_frame values also timed "
                         "(fp32 eager) besides the presets' own")
     parser.add_argument("--warmup", type=int, default=30, help="untimed steps first")
@@ -96,24 +111,31 @@ def main(argv: list[str] | None = None) -> int:
              else f"CPU, {torch.get_num_threads()} torch threads")
     print(f"{where}, torch {torch.__version__}, {args.size}^2 frames x {args.frames}, median of {args.repeats} x "
           f"{args.steps} steps after {args.warmup} warm-up steps\n")
-    print("| preset | rows/frame | precision | compiled | Adam | steps/s | vs first row | warm-up (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| preset | rows/frame | precision | compiled | Adam | network memory format | steps/s | vs first row | "
+          "warm-up (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.presets.split(","):
         base = None
         own_rows = preset(name).rows_per_frame
-        runs = [(own_rows, p, False, True) for p in args.precisions.split(",")]
-        runs += [(own_rows, p, True, True) for p in args.compiled.split(",") if p]
-        runs += [(own_rows, p, False, False) for p in args.unfused.split(",") if p]
-        runs += [(int(r), "fp32", False, True) for r in args.rows.split(",") if r]
-        for rows, precision, compiled, fused in runs:
-            if precision == "tf32" and device.type != "cuda":
-                continue
-            rate, warm_s = rate_of(name, rows, args.size, args.frames, device, precision, compiled,
-                                   args.warmup, args.steps, args.repeats, fused)
+        runs = [(own_rows, p, False, True, False) for p in args.precisions.split(",")]
+        runs += [(own_rows, p, True, True, False) for p in args.compiled.split(",") if p]
+        runs += [(own_rows, p, False, False, False) for p in args.unfused.split(",") if p]
+        runs += [(own_rows, p, False, True, True) for p in args.nchw.split(",") if p]
+        runs += [(int(r), "fp32", False, True, False) for r in args.rows.split(",") if r]
+        runs = [r for r in runs if r[1] != "tf32" or device.type == "cuda"]
+        trainers = [warmed_trainer(name, rows, args.size, args.frames, device, precision, compiled, args.warmup,
+                                   fused, nchw) for rows, precision, compiled, fused, nchw in runs]
+        rates: list[list[float]] = [[] for _ in runs]
+        for _ in range(args.repeats):  # round by round, so that every combination sees the same machine
+            for (trainer, _), own in zip(trainers, rates):
+                own.append(block_rate(trainer, args.steps))
+        for (rows, precision, compiled, fused, nchw), (_, warm_s), own in zip(runs, trainers, rates):
+            rate = statistics.median(own)
             base = base or rate
             print(f"| {name} | {rows} | {precision} | {'yes' if compiled else 'no'} | "
-                  f"{'fused' if fused else 'unfused'} | {rate:.1f} | "
+                  f"{'fused' if fused else 'unfused'} | {'NCHW' if nchw else 'trainer'} | {rate:.1f} | "
                   f"{rate / base:.2f} | {warm_s:.1f} |", flush=True)
+        del trainers
     return 0
 
 

@@ -125,8 +125,10 @@ def test_two_ranks_of_batch_b_train_like_one_process_of_batch_2b(tmp_path: Path,
     for both networks (the K-planes field adds its prior loss to the data term on every rank).
 
     - Same samples (each rank takes its half of the 1-process draw): DDP's averaged gradient is the
-      gradient of the 4-frame batch. The loss curves agree to 1e-3 relative per step over the first 50
-      steps (measured: equal to 1e-3 up to step 65, when float rounding in the all-reduce has grown),
+      gradient of the 4-frame batch. The loss curves agree to 2e-3 relative per step over the first 50
+      steps (measured: the DIP-STER network in NCHW agreed to 1e-3 up to step 65, when float rounding in
+      the all-reduce has grown; channels-last on the CPU, since 2026-12-07 evening, to 1e-3 up to step 38
+      and 1.3e-3 at most over 50 steps: its convolutions round differently for batches of 2 and 4),
       the mean loss of the last 100 of 300 steps within 5 % (measured 0.040285 vs 0.040621, 0.8 %),
       and the volumes after 50 steps agree to SSIM 0.99 against each other (measured min 0.99992).
       Later volumes are not compared: 300 steps of this tiny run are far from converged and the rounding
@@ -150,7 +152,7 @@ def test_two_ranks_of_batch_b_train_like_one_process_of_batch_2b(tmp_path: Path,
     single.train(steps=STEPS - EARLY_STEPS)
     shared = ranks["shared_losses"]
     assert len(shared) == STEPS
-    np.testing.assert_allclose(shared[:50], single.loss_history[:50], rtol=1e-3)
+    np.testing.assert_allclose(shared[:50], single.loss_history[:50], rtol=2e-3)
     late_shared, late_single = float(shared[-100:].mean()), float(np.mean(single.loss_history[-100:]))
     assert abs(late_shared - late_single) < 0.05 * late_single, (late_shared, late_single)
     early = [_ssim(v, w) for v, w in zip(ranks["shared_early_volumes"], single_early)]
